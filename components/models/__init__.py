@@ -1,0 +1,1 @@
+"""Model code run by Transform and Trainer (no orchestration imports)."""
