@@ -1,0 +1,17 @@
+"""Pipeline configuration: typed values, no import-time effects.
+
+Constants here are the one place other layers (k8s manifests, Dockerfile, compile, serving)
+read shared names from.
+"""
+
+from __future__ import annotations
+
+# Container image for pipeline steps (Dockerfile at the repo root builds it; k8s manifests
+# and `medflow compile` reference this exact name and tag).
+PIPELINE_IMAGE = "medflow/pipeline:0.1.0"
+# TF Serving image used on Kubernetes (k8s/base).
+SERVING_IMAGE = "tensorflow/serving:2.16.1"
+
+DEFAULT_PIPELINE_NAME = "medflow-classification"
+DEFAULT_MODEL_NAME = "medflow-classifier"
+DEFAULT_WORKDIR = ".medflow"
