@@ -1,0 +1,1 @@
+"""DICOM reading, validation, pixel preprocessing and de-identification (no TFX imports)."""

@@ -1,0 +1,39 @@
+"""Why an input file was not turned into examples: reason codes shared by the report."""
+
+from __future__ import annotations
+
+from medflow.errors import InputError
+
+# Reason codes a quarantined input can carry (stable: they appear in reports and dashboards).
+REASONS = {
+    "not_dicom": "not a DICOM Part 10 file (no 'DICM' after the 128-byte preamble)",
+    "executable_preamble": "the preamble holds executable code (PE/ELF/Mach-O; CVE-2019-11687)",
+    "unreadable": "the DICOM data set could not be parsed",
+    "truncated": "an element's declared length runs past the end of the file",
+    "deflate_bomb": "deflated data set expands beyond the configured limit",
+    "no_pixel_data": "the instance has no image pixels (e.g. SR, presentation state)",
+    "bad_geometry": "rows/columns/bits/samples are missing or invalid",
+    "too_many_pixels": "declared image size is over the configured pixel cap",
+    "pixel_length_mismatch": "PixelData length does not match rows x cols x frames x samples x bits",
+    "unsupported_transfer_syntax": "no installed pixel decoder handles this transfer syntax",
+    "decode_error": "pixel data could not be decoded",
+    "burned_in_annotation": "burned-in annotation YES or unknown on a US/SC/OT/XC/ES image",
+    "unlabeled": "a label manifest was given but has no row for this instance",
+    "io_error": "the file could not be read from disk",
+}
+
+
+class DicomRejected(InputError):
+    """An input that cannot become an example; carries a stable reason code.
+
+    Args:
+        reason: one of :data:`REASONS`.
+        message: what is wrong with this file, and what to do about it.
+    """
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,319 @@
+"""DICOM pixels to model input: the one preprocessing used by ingestion and serving clients.
+
+Order of operations (DICOM PS3.3 C.11 "grayscale pipeline"): decode → Modality LUT
+(RescaleSlope/Intercept or LUT, e.g. to HU) → optional VOI window → MONOCHROME1
+inversion → colour to luma (or grey to RGB) → resample to the target size keeping the
+physical aspect ratio (pixel spacing), centred and padded. Output is float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+from components.dicom.errors import DicomRejected
+from components.dicom.reader import ReadLimits, read_dicom
+
+_ENCAPSULATED_HINT = "install the pinned pixel plugins (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, python-gdcm)"
+
+
+@dataclass(frozen=True)
+class PixelSpec:
+    """What the model input looks like.
+
+    Attributes:
+        size: (rows, cols) of the model input; None keeps the original size.
+        channels: 1 (colour converted to luma) or 3 (grey repeated).
+        window: None (Modality-LUT values as they are), "header" (the first VOI window or
+            VOI LUT of the instance, scaled to [0, 1]) or (center, width) scaled to [0, 1].
+        frames: which frames of a multi-frame instance: "middle", "first" or "all".
+        max_pixels: rows x cols x frames x samples above which an instance is refused.
+    """
+
+    size: tuple[int, int] | None = (28, 28)
+    channels: int = 1
+    window: str | tuple[float, float] | None = None
+    frames: str = "middle"
+    max_pixels: int = 2**28
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"PixelSpec.channels must be 1 or 3, got {self.channels}")
+        if self.frames not in ("middle", "first", "all"):
+            raise ValueError(f"PixelSpec.frames must be middle, first or all, got {self.frames!r}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ValueError(f"PixelSpec.size must be (rows, cols) >= 1, got {self.size}")
+        if isinstance(self.window, str) and self.window != "header":
+            raise ValueError(
+                f"PixelSpec.window must be None, 'header' or (center, width), got {self.window!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PixelSpec:
+        window = d.get("window")
+        size = d.get("size")
+        return cls(
+            size=tuple(size) if size is not None else None,
+            channels=int(d.get("channels", 1)),
+            window=tuple(window) if isinstance(window, list | tuple) else window,
+            frames=d.get("frames", "middle"),
+            max_pixels=int(d.get("max_pixels", 2**28)),
+        )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model-input pixels came from (to map results back onto the image)."""
+
+    orig_rows: int
+    orig_cols: int
+    n_frames: int
+    frame_index: int
+    pixel_spacing: tuple[float, float] | None  # mm of one stored (resampled) pixel
+    scale: float  # stored pixels per original pixel, along rows
+    pad: tuple[int, int]  # (top, left) padding added after resampling
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Validated image attributes of an instance."""
+
+    rows: int
+    cols: int
+    frames: int
+    samples: int
+    bits_allocated: int
+    encapsulated: bool
+
+
+def image_info(ds: pydicom.Dataset, max_pixels: int = 2**28, name: str = "") -> ImageInfo:
+    """Check the declared image size before any decoding.
+
+    Raises:
+        DicomRejected: no pixels, invalid dimensions, over the cap, or a PixelData length
+            that does not match the declared size.
+    """
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomRejected(
+            "no_pixel_data", f"{name}: no PixelData (SOP class {ds.get('SOPClassUID', '?')})"
+        )
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomRejected(
+            "bad_geometry", f"{name}: missing or invalid Rows/Columns/BitsAllocated ({exc})"
+        ) from exc
+    if min(rows, cols, bits, samples, frames) < 1 or bits not in (1, 8, 16, 32, 64):
+        raise DicomRejected(
+            "bad_geometry",
+            f"{name}: invalid image attributes rows={rows} cols={cols} frames={frames} "
+            f"samples={samples} bits={bits}",
+        )
+    total = rows * cols * frames * samples
+    if total > max_pixels:
+        raise DicomRejected(
+            "too_many_pixels",
+            f"{name}: declares {rows}x{cols}x{frames} frames x{samples} samples = {total} pixels, "
+            f"over the cap of {max_pixels} (raise --max-pixels if the image is genuine)",
+        )
+    encapsulated = bool(
+        ds.file_meta.get("TransferSyntaxUID") and ds.file_meta.TransferSyntaxUID.is_compressed
+    )
+    if not encapsulated and "PixelData" in ds:
+        expected = math.ceil(total * bits / 8)
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise DicomRejected(
+                "pixel_length_mismatch",
+                f"{name}: PixelData holds {actual} bytes but {rows}x{cols}x{frames}x{samples} "
+                f"at {bits} bits needs {expected}",
+            )
+    return ImageInfo(rows, cols, frames, samples, bits, encapsulated)
+
+
+def pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """(row, col) spacing in mm from PixelSpacing or ImagerPixelSpacing, if valid."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if (
+                value is not None
+                and len(value) == 2
+                and float(value[0]) > 0
+                and float(value[1]) > 0
+            ):
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def frame_indices(n_frames: int, frames: str) -> list[int]:
+    if frames == "all":
+        return list(range(n_frames))
+    return [0 if frames == "first" else n_frames // 2]
+
+
+def to_model_input(
+    ds: pydicom.Dataset, spec: PixelSpec, name: str = ""
+) -> list[tuple[np.ndarray, Geometry]]:
+    """Turn an instance into model-input arrays, one per selected frame.
+
+    Returns:
+        A list of (float32 array [rows, cols, channels], Geometry).
+
+    Raises:
+        DicomRejected: the image cannot be used (see :mod:`components.dicom.errors`).
+    """
+    info = image_info(ds, spec.max_pixels, name)
+    spacing = pixel_spacing(ds)
+    out = []
+    for index in frame_indices(info.frames, spec.frames):
+        frame = _decode_frame(ds, index if info.frames > 1 else None, name)
+        values = _grayscale_pipeline(ds, frame, spec)
+        values = _to_channels(values, spec.channels)
+        resized, geometry = _resample(values, spec.size, spacing)
+        out.append(
+            (
+                resized,
+                Geometry(
+                    info.rows, info.cols, info.frames, index, geometry[0], geometry[1], geometry[2]
+                ),
+            )
+        )
+    return out
+
+
+def load_model_input(
+    path: str | Path, spec: PixelSpec, limits: ReadLimits | None = None
+) -> list[tuple[np.ndarray, Geometry]]:
+    """Read a DICOM file safely and turn it into model input (see :func:`to_model_input`)."""
+    limits = limits or ReadLimits(max_pixels=spec.max_pixels)
+    return to_model_input(read_dicom(path, limits), spec, str(path))
+
+
+def _decode_frame(ds: pydicom.Dataset, index: int | None, name: str) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    try:
+        arr = pixel_array(ds, index=index)
+    except (NotImplementedError, RuntimeError) as exc:
+        text = str(exc)
+        if "plugin" in text or "handler" in text or "decoder" in text or "support" in text:
+            ts = ds.file_meta.get("TransferSyntaxUID", "?")
+            raise DicomRejected(
+                "unsupported_transfer_syntax",
+                f"{name}: cannot decode transfer syntax {ts}: {text[:200]}; {_ENCAPSULATED_HINT}",
+            ) from exc
+        raise DicomRejected(
+            "decode_error", f"{name}: pixel data could not be decoded: {text[:300]}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure rejects this input only
+        raise DicomRejected(
+            "decode_error",
+            f"{name}: pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:300]})",
+        ) from exc
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    return arr
+
+
+def _grayscale_pipeline(ds: pydicom.Dataset, arr: np.ndarray, spec: PixelSpec) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    is_mono = photometric.startswith("MONOCHROME")
+    values = (
+        apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+        if is_mono
+        else arr.astype(np.float32)
+    )
+    window = _window(ds, spec.window) if is_mono else None
+    if window is not None:
+        center, width = window
+        lo = center - width / 2.0
+        values = np.clip((values - lo) / max(width, 1e-6), 0.0, 1.0)
+        if photometric == "MONOCHROME1":
+            values = 1.0 - values
+    elif photometric == "MONOCHROME1":
+        lo, hi = _stored_range(ds)
+        values = (lo + hi) - values
+    return values
+
+
+def _window(
+    ds: pydicom.Dataset, window: str | tuple[float, float] | None
+) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    if window != "header":
+        return float(window[0]), float(window[1])
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
+    try:
+        return first(center), max(first(width), 1.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _stored_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The Modality-LUT range of the stored values (for MONOCHROME1 inversion)."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    a, b = lo * slope + intercept, hi * slope + intercept
+    return min(a, b), max(a, b)
+
+
+def _to_channels(values: np.ndarray, channels: int) -> np.ndarray:
+    if values.ndim == 3 and values.shape[-1] == 3:
+        if channels == 3:
+            return values
+        luma = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+        return luma[..., None].astype(np.float32)
+    values = values.reshape(values.shape[0], values.shape[1], 1)
+    return np.repeat(values, 3, axis=-1) if channels == 3 else values
+
+
+def _resample(
+    values: np.ndarray, size: tuple[int, int] | None, spacing: tuple[float, float] | None
+) -> tuple[np.ndarray, tuple[tuple[float, float] | None, float, tuple[int, int]]]:
+    rows, cols = values.shape[:2]
+    if size is None or (
+        tuple(size) == (rows, cols) and (spacing is None or spacing[0] == spacing[1])
+    ):
+        return np.ascontiguousarray(values, dtype=np.float32), (spacing, 1.0, (0, 0))
+    target_r, target_c = size
+    # Physical extent in units of the finer spacing, so the aspect ratio is kept in mm.
+    sr, sc = spacing if spacing else (1.0, 1.0)
+    finest = min(sr, sc)
+    h, w = rows * sr / finest, cols * sc / finest
+    scale = min(target_r / h, target_c / w)
+    new_r, new_c = max(1, min(target_r, round(h * scale))), max(1, min(target_c, round(w * scale)))
+    channels = [
+        np.asarray(Image.fromarray(values[..., k], mode="F").resize((new_c, new_r), Image.BILINEAR))
+        for k in range(values.shape[-1])
+    ]
+    resized = np.stack(channels, axis=-1)
+    top, left = (target_r - new_r) // 2, (target_c - new_c) // 2
+    out = np.full((target_r, target_c, values.shape[-1]), float(values.min()), dtype=np.float32)
+    out[top : top + new_r, left : left + new_c] = resized
+    new_spacing = (sr * rows / new_r, sc * cols / new_c) if spacing else None
+    return out, (new_spacing, new_r / rows, (top, left))

@@ -1,0 +1,153 @@
+"""Safe DICOM reading: strict parsing with checks that come before any decoding.
+
+Strict when reading untrusted files: the 128-byte preamble must not hold an executable
+(CVE-2019-11687, "DICOM polyglots"), deflated data sets are expanded with a limit, and
+every declared element length must fit in the file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from components.dicom.errors import DicomRejected
+
+# Magic numbers of executables that a polyglot preamble can carry.
+_EXECUTABLE_MAGIC = (
+    b"MZ",  # PE / DOS
+    b"\x7fELF",
+    b"\xfe\xed\xfa\xce",  # Mach-O 32
+    b"\xfe\xed\xfa\xcf",  # Mach-O 64
+    b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",  # Mach-O universal
+)
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Caps applied before anything is decoded.
+
+    Attributes:
+        max_pixels: rows x cols x frames x samples above which an image is refused.
+        max_inflate_ratio: a deflated data set may expand at most this many times.
+        max_inflated_bytes: and to at most this many bytes.
+    """
+
+    max_pixels: int = 2**28
+    max_inflate_ratio: int = 200
+    max_inflated_bytes: int = 1 << 30
+
+
+def check_preamble(data: bytes, name: str) -> None:
+    """Reject non-DICOM files and executable preambles."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise DicomRejected("not_dicom", f"{name}: not a DICOM Part 10 file (no DICM marker)")
+    if any(data[: len(m)] == m for m in _EXECUTABLE_MAGIC):
+        raise DicomRejected(
+            "executable_preamble",
+            f"{name}: the 128-byte preamble starts with executable magic {data[:4]!r}; "
+            "the file is a possible polyglot (CVE-2019-11687) and is not read",
+        )
+
+
+def _check_inflate(data: bytes, limits: ReadLimits, name: str) -> None:
+    """Expand a deflated data set chunk by chunk, refusing decompression bombs."""
+    fp = io.BytesIO(data)
+    fp.seek(132)
+    # The file meta group is read alone first: dcmread would inflate the whole data set.
+    meta = _read_file_meta_info(fp)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    start = fp.tell()
+    limit = min(limits.max_inflated_bytes, max(1 << 20, limits.max_inflate_ratio * len(data)))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    buf, total = data[start:], 0
+    while buf:
+        total += len(inflater.decompress(buf, 1 << 20))
+        if total > limit:
+            raise DicomRejected(
+                "deflate_bomb",
+                f"{name}: deflated data set expands past {limit} bytes "
+                f"({len(data)} bytes on disk); refused as a decompression bomb",
+            )
+        buf = inflater.unconsumed_tail
+
+
+def parse(data: bytes, name: str, limits: ReadLimits = ReadLimits()) -> pydicom.Dataset:
+    """Parse a DICOM Part 10 byte string after the safety checks.
+
+    Raises:
+        DicomRejected: with a reason code when the file must not or cannot be used.
+    """
+    check_preamble(data, name)
+    try:
+        _check_inflate(data, limits, name)
+        # force=False: only real Part 10 files; no guessing of raw data sets.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data), force=False)
+            _check_declared_lengths(ds, name)
+            # Reading is lazy for sequences and deferred values: touch every element now
+            # so a truncated file fails here, not half-way through a later step.
+            _materialise(ds)
+        for w in caught:
+            if "end of file" in str(w.message).lower():
+                raise DicomRejected("truncated", f"{name}: {w.message}; the file is truncated")
+    except DicomRejected:
+        raise
+    except (InvalidDicomError, EOFError, OSError) as exc:
+        raise DicomRejected(
+            "truncated" if _is_eof(exc) else "unreadable", f"{name}: {exc}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a rejected input
+        reason = "truncated" if _is_eof(exc) else "unreadable"
+        raise DicomRejected(
+            reason, f"{name}: cannot parse DICOM ({type(exc).__name__}: {exc})"
+        ) from exc
+    return ds
+
+
+def read_dicom(path: str | Path, limits: ReadLimits = ReadLimits()) -> pydicom.Dataset:
+    """Read one DICOM file safely (see :func:`parse`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DicomRejected(
+            "io_error", f"{path}: cannot read file ({exc.strerror or exc})"
+        ) from exc
+    return parse(data, str(path), limits)
+
+
+def _is_eof(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, EOFError) or "end of file" in text or "eof" in text or "truncat" in text
+
+
+def _materialise(ds: pydicom.Dataset) -> None:
+    for elem in ds.iterall():
+        _ = elem.value
+
+
+def _check_declared_lengths(ds: pydicom.Dataset, name: str) -> None:
+    """pydicom quietly shortens a value whose declared length passes the end of the file."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        if length in (None, 0xFFFFFFFF) or raw.value is None or isinstance(raw.value, list):
+            continue
+        if len(raw.value) < length and tag != 0xFFFCFFFC:  # (FFFC,FFFC) is padding
+            raise DicomRejected(
+                "truncated",
+                f"{name}: element {raw.tag} declares {length} bytes but the file holds "
+                f"{len(raw.value)}; the file is truncated or corrupt — re-export it from the source",
+            )
