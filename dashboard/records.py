@@ -1,0 +1,82 @@
+"""Plain records returned by the review store (no SQLAlchemy types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+ACTIONS = ("accept", "reject", "correct")
+ROLES = ("reviewer", "admin")
+SORT_KEYS = ("confidence", "disagreement", "created")
+STATUSES = ("pending", "reviewed", "all", "accepted", "rejected", "corrected")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One model prediction on one image frame, as queued for review."""
+
+    id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_index: int
+    image_ref: str
+    mask_ref: str | None
+    heatmap_ref: str | None
+    model_name: str
+    model_version: str
+    labels: list[str]
+    scores: list[float]
+    predicted_index: int
+    confidence: float
+    disagreement: float
+    status: str
+    created_at: datetime
+
+    @property
+    def predicted_label(self) -> str:
+        return self.labels[self.predicted_index]
+
+
+@dataclass(frozen=True)
+class ReviewedLabel:
+    """The label a reviewer settled on for a prediction (latest accept or correct)."""
+
+    prediction_id: int
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_index: int
+    label_index: int
+    labels: list[str]
+    action: str
+    reviewer: str
+    model_name: str
+    model_version: str
+    reviewed_at: datetime
+    comment: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One append-only audit log entry: who did what, when, on which image, with which model."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    prediction_id: int | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    model_name: str | None
+    model_version: str | None
+    outcome: str
+
+
+@dataclass(frozen=True)
+class User:
+    """A dashboard user and their role ("reviewer" or "admin")."""
+
+    username: str
+    role: str
