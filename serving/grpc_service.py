@@ -1,0 +1,101 @@
+"""gRPC PredictionService and ModelService on the official tensorflow-serving-api stubs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving import inference
+from serving.errors import ServingStatus
+from serving.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+def _handle(manager: ModelManager, api: str, fn: Callable, request, context):
+    """Run one RPC, map ServingStatus to the RPC status, record metrics; never crash."""
+    started = time.perf_counter()
+    status = "OK"
+    try:
+        return fn(manager, request)
+    except ServingStatus as exc:
+        status = exc.code.name
+        context.abort(exc.code, exc.message)
+    except Exception as exc:  # an unexpected failure is INTERNAL, and the server keeps going
+        status = "INTERNAL"
+        log.exception("%s failed", api)
+        context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {exc}")
+    finally:
+        model = request.model_spec.name if hasattr(request, "model_spec") else ""
+        manager.metrics.observe_request(
+            model=model,
+            api=api,
+            entrypoint="GRPC",
+            status=status,
+            seconds=time.perf_counter() - started,
+        )
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService (MultiInference stays UNIMPLEMENTED)."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._m = manager
+
+    def Predict(self, request, context):  # noqa: N802 (gRPC method names)
+        return _handle(self._m, "predict", inference.predict, request, context)
+
+    def Classify(self, request, context):  # noqa: N802
+        return _handle(self._m, "classify", inference.classify, request, context)
+
+    def Regress(self, request, context):  # noqa: N802
+        return _handle(self._m, "regress", inference.regress, request, context)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return _handle(self._m, "get_model_metadata", inference.model_metadata, request, context)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService: GetModelStatus (config reload stays UNIMPLEMENTED)."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._m = manager
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        return _handle(self._m, "get_model_status", inference.model_status, request, context)
+
+
+def start_grpc_server(
+    manager: ModelManager,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int,
+    workers: int = 16,
+) -> tuple[grpc.Server, int]:
+    """Start the gRPC server; returns it and the bound port (``port`` 0 picks a free one).
+
+    Messages larger than ``max_message_bytes`` are refused by gRPC with RESOURCE_EXHAUSTED.
+    """
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        from serving.errors import ServingConfigError
+
+        raise ServingConfigError(f"cannot bind gRPC port {host}:{port}; pick another --grpc-port")
+    server.start()
+    return server, bound

@@ -1,0 +1,240 @@
+"""Model manager: finds complete versions on disk, loads/unloads them per policy, resolves requests.
+
+Traffic moves without failed requests because the served map is replaced atomically: a new
+version is fully loaded before it is published, and an old one is withdrawn from the map before
+it is closed; requests already holding it finish on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.config import BatchingConfig, ModelSpecConfig
+from serving.errors import invalid, not_found
+from serving.metrics import Metrics
+from serving.servable import LoadedVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """A version's state as GetModelStatus reports it (ModelVersionStatus.State names)."""
+
+    version: int
+    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
+    error: str = ""
+
+
+def _fingerprint(version_dir: Path) -> tuple | None:
+    """Files with sizes and mtimes, or None while the version is incomplete."""
+    if not (version_dir / "saved_model.pb").is_file():
+        return None
+    variables = version_dir / "variables"
+    if variables.is_dir() and not (variables / "variables.index").is_file():
+        return None
+    try:
+        return tuple(
+            sorted(
+                (str(p.relative_to(version_dir)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in version_dir.rglob("*")
+                if p.is_file()
+            )
+        )
+    except FileNotFoundError:  # files moving under us: not complete yet
+        return None
+
+
+def scan_versions(base_path: Path) -> dict[int, tuple]:
+    """Complete version directories under a model's base path: {version: fingerprint}."""
+    found: dict[int, tuple] = {}
+    if not base_path.is_dir():
+        return found
+    for child in base_path.iterdir():
+        if child.is_dir() and child.name.isdigit():
+            fp = _fingerprint(child)
+            if fp is not None:
+                found[int(child.name)] = fp
+    return found
+
+
+class ModelManager:
+    """Serves the models of a ModelServerConfig from disk and follows changes by polling.
+
+    Args:
+        models: the models to serve.
+        batching: batching parameters for every model, or None (no server-side batching).
+        metrics: metrics registry.
+        poll_seconds: how often to look for new/removed versions (TF Serving's
+            ``--file_system_poll_wait_seconds``); 0 disables watching.
+    """
+
+    def __init__(
+        self,
+        models: list[ModelSpecConfig],
+        *,
+        batching: BatchingConfig | None = None,
+        metrics: Metrics | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._models = {m.name: m for m in models}
+        self._batching = batching
+        self.metrics = metrics or Metrics()
+        self._poll_seconds = poll_seconds
+        self._served: dict[str, dict[int, LoadedVersion]] = {m: {} for m in self._models}
+        self._states: dict[str, dict[int, VersionStatus]] = {m: {} for m in self._models}
+        self._seen: dict[tuple[str, int], tuple] = {}  # fingerprint at the previous poll
+        self._failed: dict[tuple[str, int], tuple] = {}  # fingerprint that failed to load
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def start(self) -> None:
+        """Load what is on disk now (like TF Serving, before ports open), then keep watching."""
+        self.poll_once(initial=True)
+        if self._poll_seconds > 0:
+            self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=60)
+        for name in self._models:
+            self._publish(name, {})
+            for loaded in self._served_snapshot(name).values():
+                loaded.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # the watcher must survive a bad model directory
+                log.exception("model directory poll failed")
+
+    def poll_once(self, initial: bool = False) -> None:
+        """Load new complete versions and unload those the policy drops, for every model."""
+        for name, spec in self._models.items():
+            if self._stop.is_set():
+                return
+            self._sync_model(spec, initial)
+
+    def _stable_versions(self, spec: ModelSpecConfig, initial: bool) -> dict[int, tuple]:
+        """Versions whose files did not change since the previous poll (so not mid-copy)."""
+        found = scan_versions(spec.base_path)
+        stable = {}
+        for version, fp in found.items():
+            key = (spec.name, version)
+            if (initial or self._seen.get(key) == fp) and self._failed.get(key) != fp:
+                stable[version] = fp
+            self._seen[key] = fp
+        return stable
+
+    def _sync_model(self, spec: ModelSpecConfig, initial: bool) -> None:
+        stable = self._stable_versions(spec, initial)
+        served = self._served_snapshot(spec.name)
+        candidates = sorted(set(stable) | set(served))
+        wanted = set(spec.policy.select([v for v in candidates if v in stable or v in served]))
+        for version in sorted(wanted - set(served), reverse=True):
+            loaded = self._load(spec, version, stable[version])
+            if loaded is None:
+                # keep serving what we have; the policy is re-evaluated without this version
+                wanted = set(spec.policy.select([v for v in candidates if v != version]))
+                continue
+            served = {**served, version: loaded}
+            self._publish(spec.name, served)
+        on_disk = set(scan_versions(spec.base_path))
+        for version in sorted(set(served) - (wanted & (on_disk | set(stable)))):
+            self._unload(spec.name, version)
+
+    def _load(self, spec: ModelSpecConfig, version: int, fp: tuple) -> LoadedVersion | None:
+        path = spec.base_path / str(version)
+        self._set_state(spec.name, VersionStatus(version, "LOADING"))
+        started = time.monotonic()
+        try:
+            loaded = LoadedVersion(
+                spec.name,
+                version,
+                path,
+                batching=self._batching,
+                on_batch=lambda n: self.metrics.observe_batch(spec.name, n),
+            )
+        except Exception as exc:  # a broken version must not take the server down
+            self._failed[(spec.name, version)] = fp
+            self.metrics.observe_load(str(path), ok=False)
+            self._set_state(spec.name, VersionStatus(version, "END", f"load failed: {exc}"))
+            log.error("could not load %s version %d from %s: %s", spec.name, version, path, exc)
+            return None
+        self.metrics.observe_load(str(path), ok=True)
+        self._set_state(spec.name, VersionStatus(version, "AVAILABLE"))
+        log.info("loaded %s version %d in %.2fs", spec.name, version, time.monotonic() - started)
+        return loaded
+
+    def _unload(self, name: str, version: int) -> None:
+        served = dict(self._served_snapshot(name))
+        loaded = served.pop(version, None)
+        self._publish(name, served)
+        if loaded is None:
+            return
+        self._set_state(name, VersionStatus(version, "UNLOADING"))
+        loaded.close()
+        self._set_state(name, VersionStatus(version, "END"))
+        log.info("unloaded %s version %d", name, version)
+
+    def _publish(self, name: str, served: dict[int, LoadedVersion]) -> None:
+        with self._lock:
+            self._served[name] = served
+
+    def _served_snapshot(self, name: str) -> dict[int, LoadedVersion]:
+        with self._lock:
+            return self._served[name]
+
+    def _set_state(self, name: str, status: VersionStatus) -> None:
+        with self._lock:
+            self._states[name][status.version] = status
+        self.metrics.set_version_state(
+            name, status.version, None if status.state == "END" else status.state
+        )
+
+    def resolve(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> LoadedVersion:
+        """The loaded version a request addresses (TF Serving's ServableRequest rules)."""
+        if name not in self._models:
+            raise not_found(f"Servable not found for request: Latest({name})")
+        if label:
+            labels = self._models[name].labels
+            if label not in labels:
+                raise invalid(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        served = self._served_snapshot(name)
+        if version is None:
+            if not served:
+                raise not_found(f"Servable not found for request: Latest({name})")
+            return served[max(served)]
+        if version not in served:
+            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+        return served[version]
+
+    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """Version states for GetModelStatus; NOT_FOUND as TF Serving words it."""
+        with self._lock:
+            states = dict(self._states.get(name, {}))
+        if name not in self._models or not states:
+            raise not_found(f"Could not find any versions of model {name}")
+        if version is not None:
+            if version not in states:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [states[version]]
+        return [states[v] for v in sorted(states, reverse=True)]
+
+    def labels_of(self, name: str) -> dict[str, int]:
+        return dict(self._models[name].labels) if name in self._models else {}

@@ -1,0 +1,198 @@
+"""TF Serving's REST API (``/v1/models/...``) and the Prometheus metrics page, on http.server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from serving import inference, rest_json
+from serving.errors import ServingConfigError, ServingStatus, invalid
+from serving.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+_ROUTE = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?/?$"
+)
+
+
+class RestApp:
+    """Routes REST requests to :mod:`serving.inference` and renders TF Serving's JSON."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """(HTTP status, body, content type) for one request; errors are ``{"error": ...}``."""
+        path = path.split("?", 1)[0]
+        if method == "GET" and path == METRICS_PATH:
+            return 200, self.manager.metrics.render().encode(), "text/plain; version=0.0.4"
+        match = _ROUTE.match(path)
+        verb = match and match["verb"]
+        if not match or (method == "POST") != bool(verb):
+            return _error(404, f"Malformed request: {method} {path}")
+        started = time.perf_counter()
+        status = "OK"
+        try:
+            doc = self._dispatch(match, body)
+            return 200, json.dumps(doc).encode(), "application/json"
+        except rest_json.MalformedJson as exc:
+            status = "INVALID_ARGUMENT"
+            return _error(400, str(exc))
+        except ServingStatus as exc:
+            status = exc.code.name
+            return _error(exc.http_status, exc.message)
+        except Exception as exc:  # never let one request take the server down
+            status = "INTERNAL"
+            log.exception("REST %s %s failed", method, path)
+            return _error(500, f"internal error: {exc}")
+        finally:
+            api = verb or ("get_model_metadata" if match["meta"] else "get_model_status")
+            self.manager.metrics.observe_request(
+                model=match["name"],
+                api=api,
+                entrypoint="REST",
+                status=status,
+                seconds=time.perf_counter() - started,
+            )
+
+    def _dispatch(self, match: re.Match, body: bytes) -> dict:
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import (
+            classification_pb2,
+            get_model_metadata_pb2,
+            get_model_status_pb2,
+            regression_pb2,
+        )
+
+        def fill(spec, signature_name: str = "") -> None:
+            spec.name = match["name"]
+            if match["version"]:
+                spec.version.value = int(match["version"])
+            if match["label"]:
+                spec.version_label = match["label"]
+            spec.signature_name = signature_name
+
+        def as_dict(msg) -> dict:
+            return json_format.MessageToDict(
+                msg, preserving_proto_field_name=True, including_default_value_fields=True
+            )
+
+        verb = match["verb"]
+        if verb is None and not match["meta"]:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            fill(request.model_spec)
+            return as_dict(inference.model_status(self.manager, request))
+        if match["meta"]:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=["signature_def"]
+            )
+            fill(request.model_spec)
+            response = inference.model_metadata(self.manager, request)
+            sig_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(sig_map)
+            return {
+                "model_spec": as_dict(response.model_spec),
+                "metadata": {"signature_def": as_dict(sig_map)},
+            }
+        doc = rest_json.parse_body(body)
+        signature_name = doc.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise invalid("'signature_name' must be a string")
+        if verb == "predict":
+            return self._predict(match, doc, signature_name)
+        cls = (
+            classification_pb2.ClassificationRequest
+            if verb == "classify"
+            else regression_pb2.RegressionRequest
+        )
+        request = cls()
+        fill(request.model_spec, signature_name)
+        request.input.CopyFrom(rest_json.examples_input(doc))
+        if verb == "classify":
+            result = inference.classify(self.manager, request).result
+            rows = [[[c.label, c.score] for c in r.classes] for r in result.classifications]
+            return {"result": rows}
+        result = inference.regress(self.manager, request).result
+        return {"result": [r.value for r in result.regressions]}
+
+    def _predict(self, match: re.Match, doc: dict, signature_name: str) -> dict:
+        version = int(match["version"]) if match["version"] else None
+        loaded = self.manager.resolve(match["name"], version, match["label"])
+        key, sig = loaded.signature(signature_name)
+        inputs, row_format = rest_json.request_inputs(doc, sig, key)
+        outputs = loaded.run(key, inputs)
+        return rest_json.response_body(outputs, row_format)
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, str]:
+    return status, json.dumps({"error": message}).encode(), "application/json"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    server_version = "medflow-serving"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self._serve("GET", b"")
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._send(*_error(411, "POST needs a Content-Length header"), close=True)
+            return
+        limit = self.server.max_body_bytes
+        if int(length) > limit:
+            message = f"request body of {length} bytes exceeds the limit of {limit} bytes (RESOURCE_EXHAUSTED)"
+            self._send(*_error(413, message), close=True)
+            return
+        self._serve("POST", self.rfile.read(int(length)))
+
+    def _serve(self, method: str, body: bytes) -> None:
+        status, payload, ctype = self.server.app.handle(method, self.path, body)
+        self._send(status, payload, ctype)
+
+    def _send(self, status: int, payload: bytes, ctype: str, close: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class RestServer:
+    """A ThreadingHTTPServer serving :class:`RestApp`; ``port`` 0 picks a free port."""
+
+    def __init__(self, manager: ModelManager, host: str, port: int, *, max_body_bytes: int) -> None:
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), _Handler)
+        except OSError as exc:
+            raise ServingConfigError(
+                f"cannot bind REST port {host}:{port}: {exc}; pick another --rest-port"
+            ) from exc
+        self._httpd.daemon_threads = True
+        self._httpd.app = RestApp(manager)
+        self._httpd.max_body_bytes = max_body_bytes
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)

@@ -1,0 +1,134 @@
+"""The embedded TF Serving-compatible model server: model manager + gRPC + REST."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.config import BatchingConfig, ModelSpecConfig, models_in_base, read_model_config
+from serving.errors import ServingConfigError
+from serving.manager import ModelManager
+from serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to run the server.
+
+    Attributes:
+        host: interface to bind (127.0.0.1 for local use, 0.0.0.0 in a container).
+        grpc_port: gRPC port (TF Serving's 8500); 0 picks a free port.
+        rest_port: REST port (TF Serving's 8501); 0 picks a free one, None disables REST.
+        max_message_bytes: largest gRPC message accepted (larger: RESOURCE_EXHAUSTED).
+        max_body_bytes: largest REST body accepted (larger: HTTP 413).
+        poll_seconds: how often the model base is re-scanned; 0 disables watching.
+        batching: server-side batching parameters, None to run requests one by one.
+        grpc_workers: gRPC handler threads.
+    """
+
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int | None = 8501
+    max_message_bytes: int = 256 * 2**20
+    max_body_bytes: int = 256 * 2**20
+    poll_seconds: float = 1.0
+    batching: BatchingConfig | None = None
+    grpc_workers: int = 16
+
+
+class ModelServer:
+    """Serve models over TF Serving's gRPC and REST APIs until :meth:`stop`.
+
+    Example:
+        >>> with ModelServer(models_in_base("models"), ServerOptions(grpc_port=0)) as server:
+        ...     print(server.grpc_port)
+    """
+
+    def __init__(self, models: list[ModelSpecConfig], options: ServerOptions | None = None) -> None:
+        self.options = options or ServerOptions()
+        self.manager = ModelManager(
+            models,
+            batching=self.options.batching,
+            metrics=Metrics(),
+            poll_seconds=self.options.poll_seconds,
+        )
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._grpc = None
+        self._rest = None
+        self._stopped = threading.Event()
+
+    def start(self) -> ModelServer:
+        """Load the models found now, then open the ports (TF Serving's order)."""
+        from serving.grpc_service import start_grpc_server
+        from serving.rest import RestServer
+
+        self.manager.start()
+        opts = self.options
+        try:
+            self._grpc, self.grpc_port = start_grpc_server(
+                self.manager,
+                opts.host,
+                opts.grpc_port,
+                max_message_bytes=opts.max_message_bytes,
+                workers=opts.grpc_workers,
+            )
+            if opts.rest_port is not None:
+                self._rest = RestServer(
+                    self.manager, opts.host, opts.rest_port, max_body_bytes=opts.max_body_bytes
+                )
+                self._rest.start()
+                self.rest_port = self._rest.port
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "serving %s: gRPC %s:%s, REST %s",
+            self.manager.model_names,
+            opts.host,
+            self.grpc_port,
+            self.rest_port,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting requests, finish in-flight ones, unload models."""
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
+        if self._grpc is not None:
+            self._grpc.stop(grace=5).wait()
+            self._grpc = None
+        self.manager.stop()
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` (or Ctrl-C in the caller)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def resolve_models(
+    model_base: str | Path | None, model_config: str | Path | None
+) -> list[ModelSpecConfig]:
+    """Models from ``--model-config`` (TF Serving's file) or every folder under ``--model-base``."""
+    if model_config:
+        return read_model_config(model_config)
+    if model_base:
+        models = models_in_base(model_base)
+        if not models:
+            raise ServingConfigError(
+                f"model base {model_base} has no model folders; expected <base>/<name>/<version>/saved_model.pb"
+            )
+        return models
+    raise ServingConfigError("nothing to serve: pass --model-base DIR or --model-config FILE")

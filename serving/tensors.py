@@ -1,0 +1,159 @@
+"""TensorProto <-> numpy conversion and request validation against a SignatureDef."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.errors import invalid
+
+# DataType enum values (tensorflow/core/framework/types.proto) for the dtypes models use.
+_NP_BY_ENUM = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    7: object,  # DT_STRING
+    9: np.int64,
+    10: np.bool_,
+    17: np.uint16,
+    19: np.float16,
+    22: np.uint32,
+    23: np.uint64,
+}
+_ENUM_BY_NP = {np.dtype(v): k for k, v in _NP_BY_ENUM.items() if v is not object}
+_NAME_BY_ENUM = {
+    1: "float",
+    2: "double",
+    3: "int32",
+    4: "uint8",
+    5: "int16",
+    6: "int8",
+    7: "string",
+    9: "int64",
+    10: "bool",
+    17: "uint16",
+    19: "half",
+    22: "uint32",
+    23: "uint64",
+}
+# TensorProto repeated-value field per dtype when tensor_content is not used.
+_VAL_FIELD = {
+    1: "float_val",
+    2: "double_val",
+    3: "int_val",
+    4: "int_val",
+    5: "int_val",
+    6: "int_val",
+    9: "int64_val",
+    10: "bool_val",
+    17: "int_val",
+    19: "half_val",
+    22: "uint32_val",
+    23: "uint64_val",
+}
+
+
+def dtype_name(enum: int) -> str:
+    return _NAME_BY_ENUM.get(enum, f"dtype {enum}")
+
+
+def numpy_dtype(enum: int):
+    """numpy dtype for a DataType enum; raises INVALID_ARGUMENT for unsupported ones."""
+    if enum not in _NP_BY_ENUM:
+        raise invalid(f"tensor dtype {enum} is not supported by this server")
+    return _NP_BY_ENUM[enum]
+
+
+def to_ndarray(proto, name: str) -> np.ndarray:
+    """Decode a TensorProto; INVALID_ARGUMENT when its values do not fill its shape."""
+    if proto.tensor_shape.unknown_rank:
+        raise invalid(f"input '{name}' has an unknown rank; send a fully defined shape")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(s < 0 for s in shape):
+        raise invalid(f"input '{name}' has a negative dimension in shape {list(shape)}")
+    count = int(np.prod(shape, dtype=np.int64))
+    dtype = numpy_dtype(proto.dtype)
+    if dtype is object:
+        values = np.array(list(proto.string_val), dtype=object)
+    elif proto.tensor_content:
+        itemsize = np.dtype(dtype).itemsize
+        if len(proto.tensor_content) != count * itemsize:
+            raise invalid(
+                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes but shape "
+                f"{list(shape)} of {dtype_name(proto.dtype)} needs {count * itemsize}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    else:
+        raw = getattr(proto, _VAL_FIELD[proto.dtype])
+        if proto.dtype == 19:
+            values = np.array(raw, dtype=np.uint16).view(np.float16)
+        else:
+            values = np.array(raw, dtype=dtype)
+    if values.size == 1 and count != 1:
+        values = np.full(count, values[0], dtype=values.dtype)  # TF's splat convention
+    if values.size != count:
+        raise invalid(
+            f"input '{name}' has {values.size} values but its shape {list(shape)} needs {count}"
+        )
+    return values.reshape(shape)
+
+
+def to_tensor_proto(array: np.ndarray):
+    """Encode a numpy array as TensorProto (tensor_content for numbers, string_val for bytes)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
+    )
+    if array.dtype == object or array.dtype.kind in ("S", "U"):
+        flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        return tensor_pb2.TensorProto(dtype=7, tensor_shape=shape, string_val=flat)
+    enum = _ENUM_BY_NP.get(array.dtype)
+    if enum is None:
+        raise TypeError(f"cannot encode dtype {array.dtype}")
+    contiguous = np.ascontiguousarray(array)
+    if contiguous.dtype.byteorder == ">":
+        contiguous = contiguous.astype(contiguous.dtype.newbyteorder("<"))
+    return tensor_pb2.TensorProto(
+        dtype=enum, tensor_shape=shape, tensor_content=contiguous.tobytes()
+    )
+
+
+def signature_shape(tensor_info) -> list[int] | None:
+    """Shape of a TensorInfo as a list (-1 for unknown dims), None for unknown rank."""
+    if tensor_info.tensor_shape.unknown_rank:
+        return None
+    return [d.size for d in tensor_info.tensor_shape.dim]
+
+
+def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: str) -> None:
+    """INVALID_ARGUMENT unless ``inputs`` has exactly the signature's keys, dtypes and shapes."""
+    expected = set(signature_def.inputs)
+    sent = set(inputs)
+    if sent != expected:
+        raise invalid(
+            f"input size does not match signature '{signature_name}': {len(sent)}!={len(expected)} "
+            f"len({sorted(sent)}) != len({sorted(expected)}). Sent extra: {sorted(sent - expected)}. "
+            f"Missing but required: {sorted(expected - sent)}."
+        )
+    for key, info in signature_def.inputs.items():
+        array = inputs[key]
+        want = numpy_dtype(info.dtype)
+        got_string = array.dtype == object
+        if (want is object) != got_string or (not got_string and array.dtype != np.dtype(want)):
+            got = "string" if got_string else dtype_name(_ENUM_BY_NP.get(array.dtype, -1))
+            raise invalid(
+                f"input '{key}' of signature '{signature_name}' expects {dtype_name(info.dtype)} "
+                f"but {got} is provided"
+            )
+        shape = signature_shape(info)
+        if shape is None:
+            continue
+        ok = len(shape) == array.ndim and all(s in (-1, a) for s, a in zip(shape, array.shape))
+        if not ok:
+            raise invalid(
+                f"input '{key}' of signature '{signature_name}' has shape {list(array.shape)} "
+                f"but the signature expects {shape} (-1 = any size)"
+            )
