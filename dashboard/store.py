@@ -429,10 +429,17 @@ def _label_for(pred: Prediction, action: str, label: int | str | None) -> int | 
     if label is None:
         raise ReviewError(f"correcting case {pred.id} needs a label (one of {pred.labels})")
     if isinstance(label, str) and label in pred.labels:
-        return pred.labels.index(label)
-    if isinstance(label, int) and 0 <= label < len(pred.labels):
-        return label
-    raise ReviewError(f"label {label!r} is not one of case {pred.id}'s labels {pred.labels}")
+        index = pred.labels.index(label)
+    elif isinstance(label, int) and 0 <= label < len(pred.labels):
+        index = label
+    else:
+        raise ReviewError(f"label {label!r} is not one of case {pred.id}'s labels {pred.labels}")
+    if index == pred.predicted_index:
+        raise ReviewError(
+            f"case {pred.id}: {pred.labels[index]!r} is what the model predicted; "
+            "use accept, or pick a different label to correct"
+        )
+    return index
 
 
 def _outcome(pred: Prediction, action: str, label_index: int | None, comment: str) -> str:

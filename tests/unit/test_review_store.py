@@ -80,9 +80,9 @@ def test_latest_review_wins(store):
     store.review(pid, action="correct", reviewer="a", label=0)
     store.review(pid, action="reject", reviewer="b")
     assert store.reviewed_labels() == []
-    store.review(pid, action="correct", reviewer="c", label="pneumonia")
+    store.review(pid, action="accept", reviewer="c")
     [only] = store.reviewed_labels()
-    assert (only.label_index, only.reviewer) == (1, "c")
+    assert (only.label_index, only.reviewer, only.action) == (1, "c", "accept")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,7 @@ def test_latest_review_wins(store):
         ({"action": "correct"}, "needs a label"),
         ({"action": "correct", "label": "cat"}, "not one of"),
         ({"action": "correct", "label": 5}, "not one of"),
+        ({"action": "correct", "label": "pneumonia"}, "use accept"),
     ],
 )
 def test_bad_review_is_refused_and_nothing_written(store, kwargs, message):

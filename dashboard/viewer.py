@@ -1,0 +1,192 @@
+"""DICOM display for the review page: frames, window/level, zoom and overlays (no Streamlit).
+
+Window/level applies to Modality-LUT output (e.g. Hounsfield units for CT); MONOCHROME1
+is inverted after windowing so bright means dense, as on a reading station.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from medflow.errors import InputError
+
+# (center, width) presets in Modality-LUT units. "Header" and "Full range" are computed.
+PRESETS: dict[str, tuple[float, float]] = {
+    "CT lung": (-600.0, 1500.0),
+    "CT soft tissue": (40.0, 400.0),
+    "CT bone": (480.0, 2500.0),
+    "CT brain": (40.0, 80.0),
+}
+HEADER, FULL_RANGE = "Header", "Full range"
+
+
+@dataclass(frozen=True)
+class Study:
+    """Decoded pixels of one instance in Modality-LUT units, ready to window."""
+
+    frames: np.ndarray  # [n_frames, rows, cols] float32 (grey) or [n, rows, cols, 3] uint8 (colour)
+    photometric: str
+    modality: str
+    header_window: tuple[float, float] | None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def is_color(self) -> bool:
+        return self.frames.ndim == 4
+
+    def value_range(self) -> tuple[float, float]:
+        return float(self.frames.min()), float(self.frames.max())
+
+    def presets(self) -> list[str]:
+        """Preset names that make sense for this image, the default first."""
+        names = [HEADER] if self.header_window else []
+        names.append(FULL_RANGE)
+        if self.modality == "CT":
+            names += list(PRESETS)
+        return names
+
+    def preset_window(self, name: str) -> tuple[float, float]:
+        if name == HEADER and self.header_window:
+            return self.header_window
+        if name in PRESETS:
+            return PRESETS[name]
+        lo, hi = self.value_range()
+        return (lo + hi) / 2.0, max(hi - lo, 1.0)
+
+
+def load_study(path: str | Path) -> Study:
+    """Reads a DICOM file safely and decodes all frames.
+
+    Raises:
+        InputError: the file is missing, not usable DICOM, or has no decodable pixels.
+    """
+    from pydicom.pixels import apply_modality_lut, convert_color_space, pixel_array
+
+    from components.dicom.pixels import image_info
+    from components.dicom.reader import read_dicom
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"image {path} not found (the prediction's image_ref must be a readable path)"
+        )
+    ds = read_dicom(path)
+    info = image_info(ds, name=str(path))
+    try:
+        arr = pixel_array(ds)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "cannot display"
+        raise InputError(f"{path}: pixel data could not be decoded ({exc})") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if info.frames == 1:
+        arr = arr[np.newaxis]
+    if info.samples == 1 and photometric.startswith("MONOCHROME"):
+        frames = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    elif info.samples == 3:
+        if photometric.startswith("YBR") and photometric != "YBR_FULL_422":
+            arr = convert_color_space(arr, photometric, "RGB")
+        frames = _to_uint8(arr)
+    else:
+        frames = arr.astype(np.float32)
+    return Study(frames, photometric, str(ds.get("Modality", "")), _header_window(ds))
+
+
+def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    # Multi-valued: the first pair is the modality's recommended default.
+    return _first(center), max(_first(width), 1.0)
+
+
+def _first(value) -> float:
+    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    lo, hi = float(arr.min()), float(arr.max())
+    return ((arr - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)
+
+
+def render(study: Study, frame: int, center: float, width: float) -> np.ndarray:
+    """One frame as display pixels (uint8 grey [rows, cols] or RGB [rows, cols, 3]).
+
+    Linear window: values below ``center - width/2`` are black, above ``center + width/2``
+    white (inverted for MONOCHROME1).
+    """
+    if not 0 <= frame < study.n_frames:
+        raise InputError(f"frame {frame} out of range (image has {study.n_frames})")
+    data = study.frames[frame]
+    if study.is_color:
+        return data
+    lo = center - width / 2.0
+    scaled = np.clip((data - lo) / max(width, 1e-6), 0.0, 1.0)
+    if study.photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return (scaled * 255.0 + 0.5).astype(np.uint8)
+
+
+def zoom(image: np.ndarray, factor: float, center: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """Crops to 1/factor of each side around ``center`` (fractions of rows, cols)."""
+    if factor <= 1.0:
+        return image
+    rows, cols = image.shape[:2]
+    h, w = max(int(rows / factor), 1), max(int(cols / factor), 1)
+    top = int(np.clip(center[0] * rows - h / 2, 0, rows - h))
+    left = int(np.clip(center[1] * cols - w / 2, 0, cols - w))
+    return image[top : top + h, left : left + w]
+
+
+def load_overlay(ref: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Reads a heatmap or mask (.npy, or an image file) scaled to [0, 1] at ``shape``.
+
+    Raises:
+        InputError: the file is missing or unreadable.
+    """
+    from PIL import Image
+
+    path = Path(ref)
+    if not path.is_file():
+        raise InputError(f"overlay {path} not found")
+    try:
+        arr = np.load(path) if path.suffix == ".npy" else np.asarray(Image.open(path).convert("L"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"overlay {path} is not a readable .npy or image file: {exc}") from exc
+    arr = np.asarray(arr, dtype=np.float32).squeeze()
+    if arr.ndim != 2:
+        raise InputError(f"overlay {path} must be 2-D, got shape {arr.shape}")
+    if arr.shape != shape:
+        img = Image.fromarray(arr)
+        arr = np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def blend(
+    image: np.ndarray, overlay: np.ndarray, opacity: float, kind: str = "heatmap"
+) -> np.ndarray:
+    """Overlays a [0, 1] map on a display image; returns RGB uint8.
+
+    A heatmap is drawn in the "jet" colour map weighted by its value; a mask (>= 0.5) in
+    solid red.
+    """
+    from matplotlib import colormaps
+
+    rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+    rgb = rgb.astype(np.float32)
+    if kind == "mask":
+        color = np.zeros_like(rgb)
+        color[..., 0] = 255.0
+        alpha = (overlay >= 0.5).astype(np.float32)[..., None] * opacity
+    else:
+        color = colormaps["jet"](overlay)[..., :3].astype(np.float32) * 255.0
+        alpha = overlay[..., None] * opacity
+    return (rgb * (1 - alpha) + color * alpha + 0.5).astype(np.uint8)

@@ -1,0 +1,81 @@
+"""``medflow dashboard``: start the review dashboard; ``medflow dashboard add-user``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from medflow.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from dashboard.config import Settings
+
+    defaults = Settings()
+    parser = subparsers.add_parser("dashboard", help="start the Streamlit review dashboard")
+    parser.add_argument(
+        "--store-url", default=defaults.store_url, help="review store SQLAlchemy URL"
+    )
+    parser.add_argument("--mlmd-db", default=defaults.mlmd_db, help="ML Metadata SQLite file")
+    parser.add_argument(
+        "--models-dir", default=defaults.models_dir, help="pushed models base folder"
+    )
+    parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
+    parser.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.set_defaults(func=_run)
+    sub = parser.add_subparsers(dest="dashboard_command", metavar="ACTION")
+    add = sub.add_parser(
+        "add-user",
+        help="create or update a local user; the password is read from a prompt or stdin",
+    )
+    add.add_argument("name")
+    add.add_argument("--role", choices=("reviewer", "admin"), required=True)
+    # SUPPRESS keeps a --store-url given before "add-user" instead of resetting it.
+    add.add_argument("--store-url", default=argparse.SUPPRESS, help="review store SQLAlchemy URL")
+    add.set_defaults(func=_add_user)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dashboard.config import Settings
+    from dashboard.store import ReviewStore
+
+    settings = Settings(args.store_url, args.mlmd_db, args.models_dir)
+    ReviewStore(settings.store_url).close()  # fail here, with a clear message, if unusable
+    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port), "--server.address", args.address,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    return subprocess.call(cmd, env={**os.environ, **settings.to_env()})
+
+
+def read_password(stream=None) -> str:
+    """Reads a password: prompted twice on a terminal, else the first line of stdin."""
+    stream = stream or sys.stdin
+    if stream.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise InputError("the two passwords differ; run add-user again")
+        return first
+    line = stream.readline().rstrip("\r\n")
+    if not line:
+        raise InputError('no password on stdin (pipe it in, e.g. `printf %s "$PW" | medflow ...`)')
+    return line
+
+
+def _add_user(args: argparse.Namespace) -> int:
+    from dashboard.store import ReviewStore
+
+    password = read_password()
+    store = ReviewStore(args.store_url)
+    try:
+        user = store.add_user(args.name, password, args.role)
+    finally:
+        store.close()
+    print(f"user {user.username} ({user.role}) saved in {args.store_url}")
+    return 0

@@ -1,0 +1,35 @@
+"""``medflow labels export``: reviewed labels -> label manifest for the next training run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("labels", help="export reviewed labels as a label manifest")
+    sub = parser.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    export = sub.add_parser(
+        "export",
+        help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID)",
+    )
+    from dashboard.store import DEFAULT_URL
+
+    export.add_argument(
+        "--store-url", default=DEFAULT_URL, help=f"review store (default {DEFAULT_URL})"
+    )
+    export.add_argument("--out", required=True, help="manifest CSV to write (atomically)")
+    export.add_argument("--model", default=None, help="only reviews of this model's predictions")
+    export.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dashboard.labels_export import export_labels
+    from dashboard.store import ReviewStore
+
+    store = ReviewStore(args.store_url)
+    try:
+        count = export_labels(store, args.out, model_name=args.model)
+    finally:
+        store.close()
+    print(f"wrote {count} label(s) to {args.out}")
+    return 0

@@ -1,0 +1,156 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest: login gate, review session, audit."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.app import PAGES
+from dashboard.labels_export import export_labels
+from dashboard.sample_data import seed_store
+from dashboard.store import ReviewStore
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+PASSWORD = "review-pass-1"
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/review.db"
+    monkeypatch.setenv("MEDFLOW_STORE_URL", url)
+    monkeypatch.setenv("MEDFLOW_MLMD_DB", str(tmp_path / "missing-mlmd.sqlite"))
+    monkeypatch.setenv("MEDFLOW_MODELS_DIR", str(tmp_path / "models"))
+    store = ReviewStore(url)
+    store.add_user("alice", PASSWORD, "reviewer")
+    store.add_user("root", PASSWORD, "admin")
+    ids = seed_store(store, tmp_path / "images", 6)
+    yield store, ids
+    store.close()
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if page:
+        at.query_params["page"] = page
+    return at.run()
+
+
+def _login(at: AppTest, user: str, password: str = PASSWORD) -> AppTest:
+    at.text_input(key="login_user").input(user)
+    at.text_input(key="login_password").input(password)
+    return at.button[0].click().run()
+
+
+def _is_login_page(at: AppTest) -> bool:
+    return [t.value for t in at.title] == ["medflow review: sign in"]
+
+
+@pytest.mark.parametrize("page", [*PAGES, None])
+def test_every_page_requires_login(env, page):
+    store, _ = env
+    at = _app(page)
+    assert _is_login_page(at)
+    assert not at.exception
+    # Nothing of any page leaks before sign-in: no navigation, tables, images or actions.
+    assert len(at.sidebar.radio) == 0 and len(at.dataframe) == 0
+    assert [b.label for b in at.button] == ["Sign in"]
+    at = _login(at, "alice", "wrong password")
+    assert _is_login_page(at) and "Wrong user name or password." in [e.value for e in at.error]
+    assert store.audit_records() == []  # a refused visitor saw no case
+
+
+def test_reviewer_cannot_open_audit_admin_can(env):
+    store, _ = env
+    at = _login(_app("audit"), "alice")
+    assert any("for admins" in e.value for e in at.error)
+    assert "audit" not in at.sidebar.radio(key="nav_page").options
+    assert [t.value for t in at.title] == ["Review queue"]
+    at = _login(_app("audit"), "root")
+    assert not at.exception and [t.value for t in at.title] == ["Audit log"]
+    assert at.sidebar.radio(key="nav_page").value == "audit"
+    assert len(at.get("download_button")) == 1
+
+
+def test_sign_out_returns_to_login(env):
+    at = _login(_app(), "alice")
+    assert [t.value for t in at.title] == ["Review queue"]
+    at.sidebar.button[0].click().run()
+    at.run()
+    assert _is_login_page(at)
+
+
+def test_scripted_review_session_audits_every_view_and_action(env, tmp_path):
+    store, ids = env
+    at = _login(_app("review"), "alice")
+    assert not at.exception
+    views = 1  # opening the review page opens the first case of the queue
+    first = at.selectbox(key="review_case").value
+    assert first == store.list_queue(sort="confidence")[0].id
+    script = [
+        ("accept", None),
+        ("correct", None),
+        ("reject", None),
+        ("next", None),
+        ("correct", "c"),
+    ]
+    actions = 0
+    done: dict[int, str] = {}
+    for step, comment in script:
+        case = at.selectbox(key="review_case").value
+        if step == "next":
+            at.button(key="review_next").click().run()
+            views += 1
+            continue
+        if comment:
+            at.text_input(key="review_comment").input(comment)
+        at.button(key=f"review_{step}").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        done[case] = step
+        actions += 1
+        views += 1  # the action moves on to the next case, which is a new view
+    records = store.audit_records()
+    assert len(records) == actions + views
+    assert sum(r.action == "view" for r in records) == views
+    assert sorted(r.action for r in records if r.action != "view") == sorted(done.values())
+    for r in records:
+        assert r.actor == "alice" and r.at and r.outcome
+        assert r.sop_instance_uid and r.study_instance_uid and r.series_instance_uid
+        assert (r.model_name, r.model_version) == ("cxr", "1")
+        assert r.prediction_id in ids
+    assert store.count(status="pending") == len(ids) - actions
+    # Corrections and acceptances become the next run's labels; rejections do not.
+    out = tmp_path / "labels" / "manifest.csv"
+    assert export_labels(store, out) == sum(a != "reject" for a in done.values())
+    rows = {r["SOPInstanceUID"]: r for r in csv.DictReader(out.open())}
+    for case, action in done.items():
+        pred = store.get_prediction(case)
+        if action == "reject":
+            assert pred.sop_instance_uid not in rows
+            continue
+        row = rows[pred.sop_instance_uid]
+        flipped = 1 - pred.predicted_index  # binary: the only other label
+        assert int(row["label"]) == (pred.predicted_index if action == "accept" else flipped)
+        assert row["_reviewer"] == "alice" and row["_model_name"] == "cxr"
+    assert "c" in {r["_comment"] for r in rows.values()}
+
+
+def test_viewer_controls_on_a_multiframe_case(env):
+    store, _ = env
+    multi = next(p for p in store.list_queue(status="all") if p.image_ref.endswith("img0.dcm"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["case"] = str(multi.id)
+    at = _login(at.run(), "alice")
+    assert at.selectbox(key="review_case").value == multi.id
+    assert at.slider(key=f"frame_{multi.id}").max == 2
+    assert "CT lung" in at.selectbox(key=f"preset_{multi.id}").options
+    at.slider(key=f"frame_{multi.id}").set_value(2).run()
+    at.selectbox(key=f"preset_{multi.id}").set_value("CT bone").run()
+    at.slider(key="review_zoom").set_value(2.0).run()
+    at.slider(key="review_opacity").set_value(0.8).run()
+    assert not at.exception and len(at.image) == 1
+    assert "frame 3/3" in at.image[0].captions[0]
+    # Changing viewer settings is not a new view of the case.
+    assert sum(r.action == "view" for r in store.audit_records()) == 1
