@@ -4,7 +4,7 @@
 # you can read them (e.g. the first admin password); nothing secret is ever committed.
 #
 #   k8s/make-secrets.sh            # generate (once) and apply
-#   DB_URL='postgresql+pg8000://user:pw@db.example:5432/medflow' k8s/make-secrets.sh
+#   DB_URL='postgresql+pg8000://USER:<password>@db.example:5432/medflow' k8s/make-secrets.sh
 #                                  # external PostgreSQL instead of the in-cluster one
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
