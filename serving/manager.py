@@ -122,7 +122,7 @@ class ModelManager:
 
     def poll_once(self, initial: bool = False) -> None:
         """Load new complete versions and unload those the policy drops, for every model."""
-        for name, spec in self._models.items():
+        for spec in self._models.values():
             if self._stop.is_set():
                 return
             self._sync_model(spec, initial)

@@ -116,7 +116,7 @@ def _histogram(name: str, help_text: str, values: dict[tuple, _Histogram]) -> li
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
     for key, hist in sorted(values.items()):
         cumulative = 0
-        for bound, count in zip(hist.buckets, hist.counts):
+        for bound, count in zip(hist.buckets, hist.counts, strict=False):
             cumulative += count
             lines.append(f"{name}_bucket{{{_labels(key + (('le', str(bound)),))}}} {cumulative}")
         lines.append(f"{name}_bucket{{{_labels(key + (('le', '+Inf'),))}}} {hist.n}")

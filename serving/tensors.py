@@ -151,7 +151,9 @@ def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: s
         shape = signature_shape(info)
         if shape is None:
             continue
-        ok = len(shape) == array.ndim and all(s in (-1, a) for s, a in zip(shape, array.shape))
+        ok = len(shape) == array.ndim and all(
+            s in (-1, a) for s, a in zip(shape, array.shape, strict=True)
+        )
         if not ok:
             raise invalid(
                 f"input '{key}' of signature '{signature_name}' has shape {list(array.shape)} "

@@ -20,6 +20,7 @@ REASONS = {
     "burned_in_annotation": "burned-in annotation YES or unknown on a US/SC/OT/XC/ES image",
     "unlabeled": "a label manifest was given but has no row for this instance",
     "io_error": "the file could not be read from disk",
+    "internal_error": "a medflow bug while processing this file (please report it with the message)",
 }
 
 

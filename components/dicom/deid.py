@@ -1,0 +1,234 @@
+"""De-identification following DICOM PS3.15 Annex E, Basic Application Level Confidentiality
+Profile, with the Retain Longitudinal Temporal Information with Modified Dates option
+(dates shifted by a per-patient offset) and the Retain Patient Characteristics option (sex,
+age, size, weight are kept for slicing; ages over 89 are capped at 90, as HIPAA requires).
+
+UIDs are remapped with a keyed hash (HMAC-SHA256 → "2.25.<int>"), so the same input UID
+always maps to the same output UID under one key and references between instances stay
+consistent without any shared state. Standard UIDs (SOP classes, transfer syntaxes,
+"1.2.840.10008.*") are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from medflow.errors import ConfigError
+
+# Annex E actions by keyword: "X" remove, "Z" empty (present, zero length).
+# PatientName/PatientID are replaced by the pseudonym; UIDs and dates handled by VR.
+_REMOVE = """
+AccessionNumber:Z AcquisitionComments AcquisitionDeviceProcessingDescription
+AcquisitionProtocolDescription ActualHumanPerformersSequence AdditionalPatientHistory
+AdmissionID AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription Allergies
+AuthorObserverSequence BranchOfService CommentsOnThePerformedProcedureStep
+ConsultingPhysicianName ContentCreatorName:Z ContentCreatorIdentificationCodeSequence
+ContributionDescription CountryOfResidence CurrentPatientLocation CustodialOrganizationSequence
+DerivationDescription DeviceSerialNumber DigitalSignaturesSequence
+DischargeDiagnosisDescription DistributionAddress DistributionName EncryptedAttributesSequence
+EthnicGroup FrameComments GraphicAnnotationSequence HumanPerformerName
+HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments
+ImagePresentationComments ImagingServiceRequestComments InstitutionAddress
+InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
+InstitutionalDepartmentTypeCodeSequence InsurancePlanIdentification
+IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence
+InterpretationAuthor InterpretationRecorder InterpretationText InterpretationTranscriber
+IssuerOfAdmissionID IssuerOfPatientID MACParametersSequence MedicalAlerts MedicalRecordLocator
+MilitaryRank ModifiedAttributesSequence NameOfPhysiciansReadingStudy
+NamesOfIntendedRecipientsOfResults Occupation OperatorIdentificationSequence OperatorsName
+OrderCallbackPhoneNumber OrderEnteredBy OrderEntererLocation OriginalAttributesSequence
+OtherPatientIDs OtherPatientIDsSequence OtherPatientNames ParticipantSequence PatientAddress
+PatientBirthDate:Z PatientBirthName PatientBirthTime PatientComments
+PatientInsurancePlanCodeSequence PatientMotherBirthName PatientPrimaryLanguageCodeSequence
+PatientReligiousPreference PatientState PatientTelephoneNumbers PatientTransportArrangements
+PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepID
+PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress
+PersonIdentificationCodeSequence PersonName PersonTelephoneNumbers
+PhysicianApprovingInterpretation PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
+PhysiciansReadingStudyIdentificationSequence PreMedication ProtocolName ReasonForStudy
+ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure ReferencedPatientAliasSequence
+ReferencedPatientPhotoSequence ReferencedPatientSequence ReferringPhysicianAddress
+ReferringPhysicianIdentificationSequence ReferringPhysicianName:Z
+ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence
+RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription
+RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService
+ResponsibleOrganization ResponsiblePerson ResultsComments ResultsDistributionListSequence
+ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
+ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName
+ScheduledProcedureStepDescription ScheduledProcedureStepLocation ScheduledStationName
+ServiceEpisodeDescription ServiceEpisodeID SeriesDescription SpecialNeeds StationName
+StudyComments StudyDescription StudyID:Z TextComments TextString TopicAuthor TopicKeywords
+TopicSubject TopicTitle VerifyingObserverIdentificationCodeSequence:Z VerifyingObserverName:Z
+VerifyingOrganization VisitComments DeviceDescription ClinicalTrialSponsorName
+ClinicalTrialSiteName ClinicalTrialSubjectID ClinicalTrialSubjectReadingID
+""".split()
+
+ACTIONS: dict[int, str] = {}
+for _entry in _REMOVE:
+    _keyword, _, _action = _entry.partition(":")
+    _tag = tag_for_keyword(_keyword)
+    if _tag is not None:
+        ACTIONS[_tag] = _action or "X"
+
+_PATIENT_NAME = tag_for_keyword("PatientName")
+_PATIENT_ID = tag_for_keyword("PatientID")
+_PATIENT_AGE = tag_for_keyword("PatientAge")
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+# Codes of CID 7050 "De-identification Method" (DICOM PS3.16).
+_METHOD_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ("113108", "Retain Patient Characteristics Option"),
+)
+METHOD = "medflow: PS3.15 E basic, modified dates, patient chars kept"
+
+
+@dataclass(frozen=True)
+class DeidKey:
+    """The secret that keys pseudonyms, UID remapping and date shifts (keep it safe:
+    whoever has it can re-link pseudonyms to identities by trying candidate IDs)."""
+
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < 16:
+            raise ConfigError("the de-identification key must be at least 16 bytes; generate one with `medflow deid-key`")
+
+    def digest(self, kind: str, value: str) -> bytes:
+        return hmac.new(self.secret, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Pseudonymous values derived before the identifying attributes are removed."""
+
+    patient_key: str
+    site: str
+    age_years: int | None
+    date_shift_days: int
+
+
+def remap_uid(key: DeidKey, uid: str) -> str:
+    """Same input UID → same output UID under one key; standard UIDs are kept."""
+    uid = str(uid).strip()
+    if not uid or uid.startswith(_STANDARD_UID_ROOT):
+        return uid
+    return "2.25." + str(int.from_bytes(key.digest("uid", uid)[:16], "big"))
+
+
+def derive_identity(ds: Dataset, key: DeidKey, site: str | None = None) -> Identity:
+    """Pseudonymous patient key, site code, age and date shift from the original header."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    # Without a PatientID each study stands for its own patient (documented in the report).
+    basis = f"{issuer}|{pid}" if pid else f"study|{ds.get('StudyInstanceUID', '')}"
+    patient_key = "P" + key.digest("patient", basis).hex()[:16]
+    if site is None:
+        institution = str(ds.get("InstitutionName", "") or "").strip()
+        site = "site-" + key.digest("site", institution.upper()).hex()[:8] if institution else "UNKNOWN"
+    shift = 365 + int.from_bytes(key.digest("date", basis)[:4], "big") % 3650
+    return Identity(patient_key, site, _age_years(ds), shift)
+
+
+def deidentify(ds: Dataset, key: DeidKey, identity: Identity | None = None) -> Identity:
+    """De-identify ``ds`` in place (file meta included); returns the derived identity."""
+    identity = identity or derive_identity(ds, key)
+    _clean(ds, key, identity.date_shift_days)
+    ds.PatientName = f"ANON^{identity.patient_key}"
+    ds.PatientID = identity.patient_key
+    if identity.age_years is not None:
+        ds.PatientAge = f"{min(identity.age_years, 90):03d}Y"
+    ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = METHOD
+    codes = []
+    for value, meaning in _METHOD_CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(codes)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = remap_uid(key, meta.MediaStorageSOPInstanceUID)
+    return identity
+
+
+def age_bucket(age_years: int | None) -> str:
+    """Decade buckets, 90+ aggregated."""
+    if age_years is None or age_years < 0:
+        return "UNKNOWN"
+    if age_years >= 90:
+        return "90+"
+    lo = (age_years // 10) * 10
+    return f"{lo:02d}-{lo + 9:02d}"
+
+
+def _clean(ds: Dataset, key: DeidKey, shift: int) -> None:
+    doomed: list[BaseTag] = []
+    for elem in ds:
+        tag = elem.tag
+        group = tag.group
+        action = ACTIONS.get(tag)
+        if tag.is_private or action == "X" or (0x5000 <= group <= 0x50FF) or (
+            0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)
+        ):
+            doomed.append(tag)
+            continue
+        if action == "Z":
+            elem.value = [] if elem.VR == "SQ" else ""
+            continue
+        vr = elem.VR
+        if vr == "SQ":
+            for item in elem.value or []:
+                _clean(item, key, shift)
+        elif vr == "UI" and tag not in (0x00020010,):
+            elem.value = _map_values(elem.value, lambda v: remap_uid(key, v))
+        elif vr in ("DA", "DT"):
+            elem.value = _map_values(elem.value, lambda v: _shift_date(str(v), shift))
+        elif vr == "PN" and tag != _PATIENT_NAME:
+            elem.value = ""
+    for tag in doomed:
+        del ds[tag]
+
+
+def _map_values(value, fn):
+    if value is None or value == "":
+        return value
+    if isinstance(value, pydicom.multival.MultiValue | list):
+        return [fn(v) for v in value]
+    return fn(value)
+
+
+def _shift_date(value: str, days: int) -> str:
+    """Shift YYYYMMDD (and the date part of DT) back by ``days``; invalid dates emptied."""
+    value = value.strip()
+    try:
+        date = dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return ""
+    return (date - dt.timedelta(days=days)).strftime("%Y%m%d") + value[8:]
+
+
+def _age_years(ds: Dataset) -> int | None:
+    age = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(age) == 4 and age[:3].isdigit():
+        n, unit = int(age[:3]), age[3]
+        return {"Y": n, "M": n // 12, "W": n // 52, "D": n // 365}.get(unit)
+    birth, study = str(ds.get("PatientBirthDate", "") or ""), str(ds.get("StudyDate", "") or "")
+    try:
+        b = dt.datetime.strptime(birth[:8], "%Y%m%d").date()
+        s = dt.datetime.strptime(study[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    years = s.year - b.year - ((s.month, s.day) < (b.month, b.day))
+    return years if years >= 0 else None

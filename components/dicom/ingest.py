@@ -1,0 +1,366 @@
+"""Ingestion: a folder of DICOM files (+ optional label manifest) → de-identified
+``tf.Example`` TFRecords split by patient, with every input accounted for.
+
+Every input file ends in exactly one bucket: written, quarantined (reason code + message,
+file copied under ``quarantine/<reason>/``) or duplicate (same SOPInstanceUID or same pixel
+data as an earlier file in path order). Outputs are built in a staging folder and moved
+into place whole; the report is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.dicom.deid import DeidKey
+from components.dicom.examples import FileResult, WorkerConfig, process_file, to_tf_example
+from components.dicom.manifest import LabelManifest
+from components.dicom.pixels import PixelSpec
+from components.dicom.reader import ReadLimits
+from medflow import __version__
+from medflow.errors import ConfigError, InputError
+
+REPORT_NAME = "ingest_report.json"
+QUARANTINE_DIR = "quarantine"
+SHARD_PATTERN = "data_tfrecord-{index:05d}-of-{count:05d}.gz"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to ingest.
+
+    Attributes:
+        pixel: model-input preprocessing.
+        splits: (name, weight) pairs; patients are assigned by a hash of their pseudonym.
+        split_dir: folder name pattern of a split ("{split}"; TFX uses "Split-{split}").
+        allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
+        quarantine_copy: copy quarantined files under quarantine/<reason>/ (else list only).
+        workers: processes decoding files in parallel.
+        shard_size: examples per TFRecord file.
+        limits: read limits (pixel cap, decompression limits).
+    """
+
+    pixel: PixelSpec = PixelSpec()
+    splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("eval", 0.2))
+    split_dir: str = "{split}"
+    allow_burned_in: bool = False
+    quarantine_copy: bool = True
+    workers: int = 1
+    shard_size: int = 5000
+    limits: ReadLimits = ReadLimits()
+
+
+def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
+    """"train=80,eval=20" → (("train", 0.8), ("eval", 0.2))."""
+    parts = []
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        try:
+            parts.append((name.strip(), float(weight)))
+        except ValueError:
+            raise ConfigError(f"--splits {text!r}: expected name=weight pairs like train=80,eval=20") from None
+    names = [n for n, _ in parts]
+    if not parts or any(not re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"--splits {text!r}: split names must be distinct lower-case words")
+    total = sum(w for _, w in parts)
+    if total <= 0 or any(w < 0 for _, w in parts):
+        raise ConfigError(f"--splits {text!r}: weights must be non-negative and sum to more than 0")
+    return tuple((n, w / total) for n, w in parts)
+
+
+def assign_split(patient_key: str, splits: tuple[tuple[str, float], ...]) -> str:
+    """Deterministic patient-level split: the same pseudonym always lands in the same split."""
+    u = int.from_bytes(hashlib.sha256(patient_key.encode()).digest()[:8], "big") / 2**64
+    acc = 0.0
+    for name, weight in splits:
+        acc += weight
+        if u < acc:
+            return name
+    return splits[-1][0]
+
+
+@dataclass
+class IngestReport:
+    """Counts and per-file outcomes; ``inputs == written + quarantined + duplicates``."""
+
+    source: str
+    options: dict
+    files: list[dict] = field(default_factory=list)
+    splits: dict[str, dict] = field(default_factory=dict)
+    manifest: dict | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        status = Counter(f["status"] for f in self.files)
+        return {
+            "inputs": len(self.files),
+            "written": status["written"],
+            "quarantined": status["quarantined"],
+            "duplicates": status["duplicate"],
+            "examples": sum(s["examples"] for s in self.splits.values()),
+        }
+
+    @property
+    def quarantine_reasons(self) -> dict[str, int]:
+        return dict(sorted(Counter(f["reason"] for f in self.files if f["status"] == "quarantined").items()))
+
+    def to_dict(self) -> dict:
+        return {
+            "medflow_version": __version__,
+            "source": self.source,
+            "counts": self.counts,
+            "splits": self.splits,
+            "quarantine_reasons": self.quarantine_reasons,
+            "manifest": self.manifest,
+            "options": self.options,
+            "files": self.files,
+        }
+
+    def table(self) -> str:
+        """A plain-text summary for the terminal."""
+        c = self.counts
+        lines = [
+            f"inputs {c['inputs']} = written {c['written']} + quarantined {c['quarantined']} "
+            f"+ duplicates {c['duplicates']}   ({c['examples']} examples)",
+            f"{'split':<10}{'examples':>10}{'patients':>10}{'labels':>30}",
+        ]
+        for name, s in self.splits.items():
+            labels = ", ".join(f"{k}:{v}" for k, v in s.get("labels", {}).items())
+            lines.append(f"{name:<10}{s['examples']:>10}{s['patients']:>10}{labels:>30}")
+        for reason, n in self.quarantine_reasons.items():
+            lines.append(f"quarantined {reason:<28}{n:>6}")
+        if self.manifest and self.manifest.get("unmatched"):
+            lines.append(f"manifest rows matching no input: {self.manifest['unmatched']}")
+        return "\n".join(lines)
+
+
+def list_inputs(source: Path, exclude: Path | None = None) -> list[tuple[Path, str]]:
+    """All regular files under ``source`` (or the file itself), sorted, as (path, relpath)."""
+    if source.is_file():
+        return [(source, source.name)]
+    if not source.is_dir():
+        raise InputError(f"input {source} is neither a file nor a folder")
+    found = []
+    for root, dirs, files in os.walk(source):  # does not follow directory symlinks (loops)
+        root_path = Path(root)
+        if exclude is not None:
+            dirs[:] = [d for d in dirs if (root_path / d).resolve() != exclude]
+        dirs.sort()
+        for name in sorted(files):
+            path = root_path / name
+            found.append((path, path.relative_to(source).as_posix()))
+    return found
+
+
+def ingest(
+    source: str | Path,
+    out: str | Path,
+    key: DeidKey,
+    manifest: LabelManifest | None = None,
+    options: IngestOptions = IngestOptions(),
+    progress: Callable[[Iterator, int], Iterator] | None = None,
+) -> IngestReport:
+    """Ingest ``source`` into ``out``; see the module docstring.
+
+    Args:
+        source: a DICOM file or a folder (searched recursively).
+        out: output folder: ``<split>/data_tfrecord-*.gz``, ``quarantine/``, the report.
+        key: de-identification key (pseudonyms, UID remapping, date shifts).
+        manifest: labels; instances without a row are quarantined as ``unlabeled``.
+        options: see :class:`IngestOptions`.
+        progress: wraps the result iterator (e.g. ``lambda it, n: tqdm(it, total=n)``).
+    """
+    source, out = Path(source), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = list_inputs(source, exclude=out.resolve())
+    cfg = WorkerConfig(key, options.pixel, options.limits, manifest, options.allow_burned_in)
+    report = IngestReport(str(source), _options_dict(options))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        writer = _SplitWriter(staging, options)
+        results = _run(inputs, cfg, options.workers)
+        if progress is not None:
+            results = progress(results, len(inputs))
+        _collect(results, inputs, writer, report, staging, options.quarantine_copy)
+        report.splits = writer.close()
+        report.manifest = _manifest_summary(manifest, report)
+        _publish(staging, out, [options.split_dir.format(split=s) for s, _ in options.splits] + [QUARANTINE_DIR])
+        write_json_atomic(out / REPORT_NAME, report.to_dict())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    c = report.counts
+    assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"], c
+    return report
+
+
+def _options_dict(options: IngestOptions) -> dict:
+    return {
+        "pixel": options.pixel.to_dict(),
+        "splits": dict(options.splits),
+        "allow_burned_in": options.allow_burned_in,
+        "max_pixels": options.limits.max_pixels,
+    }
+
+
+def _init_worker(cfg: WorkerConfig) -> None:
+    global _WORKER_CFG
+    _WORKER_CFG = cfg
+
+
+def _work(item: tuple[Path, str]) -> FileResult:
+    return process_file(item[0], item[1], _WORKER_CFG)
+
+
+def _run(inputs: list[tuple[Path, str]], cfg: WorkerConfig, workers: int) -> Iterator[FileResult]:
+    if workers <= 1:
+        _init_worker(cfg)
+        yield from map(_work, inputs)
+        return
+    # spawn: the parent may hold TensorFlow threads (TFX executor); forking those is unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap(_work, inputs, chunksize=max(1, min(64, len(inputs) // (workers * 8) or 1)))
+
+
+def _collect(results, inputs, writer, report, staging: Path, copy_quarantined: bool) -> None:
+    seen_sop: dict[str, str] = {}
+    seen_pixels: dict[str, str] = {}
+    abspaths = dict((rel, path) for path, rel in inputs)
+    for res in results:
+        entry = {"path": res.relpath}
+        if res.status == "quarantined":
+            entry.update(status="quarantined", reason=res.reason, message=res.message)
+            if copy_quarantined:
+                entry["copy"] = _quarantine_copy(abspaths[res.relpath], res, staging)
+        elif (first := seen_sop.get(res.sop_uid) if res.sop_uid else None) or (
+            first := seen_pixels.get(res.pixel_hash)
+        ):
+            entry.update(status="duplicate", duplicate_of=first)
+        else:
+            if res.sop_uid:
+                seen_sop[res.sop_uid] = res.relpath
+            seen_pixels[res.pixel_hash] = res.relpath
+            split = writer.add(res)
+            entry.update(status="written", split=split, examples=len(res.examples), patient_id=res.patient_key)
+            if res.manifest_key is not None:
+                entry["manifest_key"] = res.manifest_key
+        report.files.append(entry)
+
+
+def _quarantine_copy(path: Path, res: FileResult, staging: Path) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(res.relpath).name)[:80] or "file"
+    digest = hashlib.sha1(res.relpath.encode()).hexdigest()[:10]
+    rel = f"{QUARANTINE_DIR}/{res.reason}/{digest}_{safe}"
+    dest = staging / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(path, dest)
+    except OSError:
+        return ""
+    return rel
+
+
+def _manifest_summary(manifest: LabelManifest | None, report: IngestReport) -> dict | None:
+    if manifest is None:
+        return None
+    matched = {f["manifest_key"] for f in report.files if f.get("manifest_key")}
+    unmatched = sorted(set(manifest.rows) - matched)
+    return {
+        "source": manifest.source,
+        "key_column": manifest.key_column,
+        "label_columns": manifest.label_columns,
+        "rows": len(manifest.rows),
+        "matched": len(matched),
+        "unmatched": len(unmatched),
+        "unmatched_keys": unmatched[:20],
+    }
+
+
+class _SplitWriter:
+    """GZIP TFRecord shards per split, named data_tfrecord-<i>-of-<n>.gz at close."""
+
+    def __init__(self, staging: Path, options: IngestOptions):
+        import tensorflow as tf  # main process only; workers never import TensorFlow
+
+        self._tf = tf
+        self._staging = staging
+        self._options = options
+        self._splits = {name: {"examples": 0, "patients": set(), "labels": Counter(), "shards": []}
+                        for name, _ in options.splits}
+        self._writers: dict[str, object] = {}
+
+    def add(self, res: FileResult) -> str:
+        split = assign_split(res.patient_key, self._options.splits)
+        state = self._splits[split]
+        for feats in res.examples:
+            if state["examples"] % self._options.shard_size == 0:
+                self._open_shard(split)
+            self._writers[split].write(to_tf_example(feats).SerializeToString())
+            state["examples"] += 1
+            label = feats.get("label")
+            if label is not None:
+                state["labels"][str(label)] += 1
+        state["patients"].add(res.patient_key)
+        return split
+
+    def _open_shard(self, split: str) -> None:
+        if split in self._writers:
+            self._writers[split].close()
+        folder = self._staging / self._options.split_dir.format(split=split)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"shard-{len(self._splits[split]['shards']):05d}.tmp"
+        self._splits[split]["shards"].append(path)
+        self._writers[split] = self._tf.io.TFRecordWriter(str(path), options="GZIP")
+
+    def close(self) -> dict[str, dict]:
+        for writer in self._writers.values():
+            writer.close()
+        summary = {}
+        for name, state in self._splits.items():
+            folder = self._staging / self._options.split_dir.format(split=name)
+            folder.mkdir(parents=True, exist_ok=True)
+            shards = state["shards"]
+            for i, path in enumerate(shards):
+                path.rename(folder / SHARD_PATTERN.format(index=i, count=len(shards)))
+            summary[name] = {
+                "examples": state["examples"],
+                "patients": len(state["patients"]),
+                "labels": dict(sorted(state["labels"].items())),
+                "shards": len(shards),
+            }
+        return summary
+
+
+def _publish(staging: Path, out: Path, names: list[str]) -> None:
+    """Move complete folders from staging into ``out``, replacing earlier outputs."""
+    trash = staging / f".old-{uuid.uuid4().hex}"
+    trash.mkdir()
+    for name in names:
+        new, final = staging / name, out / name
+        if final.exists():
+            final.rename(trash / name)
+        if new.exists():
+            new.rename(final)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON to a temp file beside ``path``, then rename over it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1, sort_keys=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,107 @@
+"""Label manifests: CSV files that attach labels to DICOM instances.
+
+Format: exactly one key column (``SOPInstanceUID``, ``SeriesInstanceUID``,
+``StudyInstanceUID`` or ``path`` relative to the ingested folder) and one or more label
+columns. A column named ``site`` sets the site slicing feature; columns starting with ``_``
+carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
+of the files (the hospital's UIDs), not the de-identified ones.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medflow.errors import InputError
+
+KEY_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "path")
+SITE_COLUMN = "site"
+MAX_ERRORS_SHOWN = 5
+
+
+@dataclass
+class LabelManifest:
+    """Labels by key, with the key kind and the label column names."""
+
+    source: str
+    key_column: str
+    label_columns: list[str]
+    rows: dict[str, dict[str, int | float | str]]
+    sites: dict[str, str] = field(default_factory=dict)
+
+    def lookup(self, sop_uid: str, series_uid: str, study_uid: str, relpath: str) -> str | None:
+        """The manifest key matching one instance, or None."""
+        key = {
+            "SOPInstanceUID": sop_uid,
+            "SeriesInstanceUID": series_uid,
+            "StudyInstanceUID": study_uid,
+            "path": relpath,
+        }[self.key_column]
+        return key if key in self.rows else None
+
+
+def read_manifest(path: str | Path) -> LabelManifest:
+    """Read and validate a label manifest.
+
+    Raises:
+        InputError: naming the file, row and column of the first problems: no or several
+            key columns, no label column, empty keys, duplicate keys, missing labels.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            raw_rows = list(reader)
+    except FileNotFoundError as exc:
+        raise InputError(f"label manifest {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"label manifest {path}: cannot read as UTF-8 CSV ({exc})") from exc
+    keys = [h for h in header if h in KEY_COLUMNS]
+    if len(keys) != 1:
+        raise InputError(
+            f"label manifest {path}: needs exactly one key column of {', '.join(KEY_COLUMNS)}; "
+            f"found {keys or 'none'} in header {header}"
+        )
+    key_col = keys[0]
+    labels = [h for h in header if h != key_col and h != SITE_COLUMN and not h.startswith("_")]
+    if not labels:
+        raise InputError(f"label manifest {path}: no label column besides {key_col!r} (header {header})")
+    rows: dict[str, dict] = {}
+    sites: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    errors: list[str] = []
+    for line, raw in enumerate(raw_rows, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        key = row.get(key_col, "")
+        if not key:
+            errors.append(f"line {line}: empty {key_col}")
+            continue
+        if key in rows:
+            errors.append(f"line {line}: duplicate {key_col} {key!r} (first on line {first_line[key]})")
+            continue
+        missing = [c for c in labels if row.get(c, "") == ""]
+        if missing:
+            errors.append(f"line {line}: missing label {', '.join(missing)} for {key!r}")
+            continue
+        rows[key] = {c: _parse(row[c]) for c in labels}
+        first_line[key] = line
+        if row.get(SITE_COLUMN):
+            sites[key] = row[SITE_COLUMN]
+    if errors:
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
+        more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
+    if not rows:
+        raise InputError(f"label manifest {path}: no rows")
+    return LabelManifest(str(path), key_col, labels, rows, sites)
+
+
+def _parse(value: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value

@@ -1,0 +1,97 @@
+"""Export a Keras 3 model + the Transform graph as a SavedModel with explicit signatures.
+
+Keras 3 cannot host the (tf_keras) TFT layer inside a functional model, so both live in
+a ``tf.Module`` whose ``tf.function`` signatures run raw input -> Transform -> model:
+
+- ``serving_default``: ``image`` float32 [None, rows, cols, channels] (pixels as written
+  at ingestion, before Transform);
+- ``serve_examples``: ``examples`` string [None] (serialized tf.Example).
+
+Both return ``probabilities`` [None, n_classes], ``class_id`` int64 [None] and ``score``
+float32 [None] (class-1 probability for binary models, top probability otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from components.models import features
+from components.models.preprocessing import encode_image
+
+# Written beside the SavedModel (TF Serving ignores assets.extra); the Pusher reads it.
+TRAINING_INFO = os.path.join("assets.extra", "training.json")
+
+
+class ServingModule(tf.Module):
+    """Transform layer + Keras model behind the two serving signatures."""
+
+    def __init__(
+        self,
+        model,
+        tft_layer,
+        input_shape: tuple[int, int, int],
+        n_classes: int,
+        image_feature_spec: tf.io.FixedLenFeature | None = None,
+    ):
+        super().__init__(name="medflow_serving")
+        self.model = model
+        self.tft_layer = tft_layer
+        self._n_classes = n_classes
+        # The raw `image` spec of the Transform graph ([] or [1], as SchemaGen inferred).
+        self._image_spec = image_feature_spec or tf.io.FixedLenFeature([1], tf.string)
+        image_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=features.IMAGE)
+        self.serving_default = tf.function(self._serve_images, input_signature=[image_spec])
+        self.serve_examples = tf.function(
+            self._serve_examples,
+            input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+        )
+
+    def _predict(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer({features.IMAGE: image_bytes})
+        probabilities = tf.cast(self.model(transformed[features.IMAGE], training=False), tf.float32)
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        if self._n_classes == 2:
+            score = probabilities[:, 1]
+        else:
+            score = tf.reduce_max(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_id": class_id, "score": score}
+
+    def _serve_images(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        shape = [-1, *self._image_spec.shape]
+        return self._predict(tf.reshape(encode_image(image), shape))
+
+    def _serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, {features.IMAGE: self._image_spec})
+        return self._predict(parsed[features.IMAGE])
+
+
+def export_serving_model(
+    model, tft_output, path: str, input_shape, n_classes: int, info: dict[str, Any]
+) -> None:
+    """Save ``model`` with the Transform graph of ``tft_output`` to ``path``.
+
+    Args:
+        model: trained Keras 3 model taking the transformed ``image``.
+        tft_output: ``tft.TFTransformOutput`` of the Transform component.
+        path: SavedModel directory (TFX's serving_model_dir).
+        input_shape: (rows, cols, channels).
+        n_classes: number of classes.
+        info: JSON-serialisable training summary stored as ``assets.extra/training.json``.
+    """
+    image_spec = tft_output.raw_feature_spec()[features.IMAGE]
+    module = ServingModule(
+        model, tft_output.transform_features_layer(), input_shape, n_classes, image_spec
+    )
+    signatures = {
+        "serving_default": module.serving_default.get_concrete_function(),
+        "serve_examples": module.serve_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
+    extra = os.path.join(path, TRAINING_INFO)
+    tf.io.gfile.makedirs(os.path.dirname(extra))
+    with tf.io.gfile.GFile(extra, "w") as f:
+        f.write(json.dumps(info, indent=2, sort_keys=True))

@@ -1,0 +1,112 @@
+"""Trainer hyperparameters: one typed object built from the Trainer's ``custom_config``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+BACKBONES = ("auto", "small_cnn", "resnet18", "resnet50", "densenet121", "efficientnetb0")
+# Backbones built from keras.applications (need 3 channels; 1-channel input is repeated).
+APPLICATIONS = {
+    "resnet50": "ResNet50",
+    "densenet121": "DenseNet121",
+    "efficientnetb0": "EfficientNetB0",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """What the classification Trainer needs besides the data.
+
+    Attributes:
+        image_size: (rows, cols) of the model input (same as the Transform's).
+        channels: 1 or 3.
+        labels: class names; their count is the number of classes.
+        backbone: one of :data:`BACKBONES`; ``auto`` picks ``small_cnn`` up to 64 px and
+            ``resnet18`` above.
+        pretrained_weights: local weights file for a keras.applications backbone
+            (``include_top=False``); empty trains from scratch. Nothing is downloaded.
+        width: channels of the first stage (small_cnn / resnet18).
+        epochs: maximum epochs (early stopping may end sooner).
+        batch_size: per-replica batch size.
+        learning_rate: peak Adam learning rate (cosine decay to 0 over ``epochs``).
+        weight_decay: AdamW weight decay.
+        dropout: before the classifier.
+        patience: epochs without validation-AUC improvement before stopping (0 = off).
+        class_weight: ``balanced`` (inverse class frequency) or ``none``.
+        augment: random flips/shifts/rotations while training.
+        validation_fraction: share of the train split held out for early stopping;
+            0 uses the eval split instead.
+        mixed_precision: mixed_float16 compute when a GPU is visible.
+        seed: random seed for weights, shuffling and augmentation.
+    """
+
+    image_size: tuple[int, int] = (28, 28)
+    channels: int = 1
+    labels: tuple[str, ...] = ("0", "1")
+    backbone: str = "auto"
+    pretrained_weights: str = ""
+    width: int = 32
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.3
+    patience: int = 8
+    class_weight: str = "balanced"
+    augment: bool = True
+    validation_fraction: float = 0.1
+    mixed_precision: bool = False
+    seed: int = 42
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def resolved_backbone(self) -> str:
+        if self.backbone != "auto":
+            return self.backbone
+        return "small_cnn" if max(self.image_size) <= 64 else "resnet18"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["image_size"] = list(self.image_size)
+        out["labels"] = list(self.labels)
+        return out
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> HParams:
+        """Build from a custom_config dict; unknown keys are ignored, bad values raise."""
+        config = dict(config or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in config.items() if k in known}
+        size = kwargs.get("image_size", 28)
+        kwargs["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+        if "labels" in kwargs:
+            kwargs["labels"] = tuple(str(x) for x in kwargs["labels"])
+        hp = cls(**kwargs)
+        hp.validate()
+        return hp
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone={self.backbone!r}: choose one of {BACKBONES}")
+        if self.n_classes < 2:
+            raise ValueError(f"labels={list(self.labels)}: need at least 2 classes")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels}: must be 1 or 3")
+        if self.class_weight not in ("balanced", "none"):
+            raise ValueError(f"class_weight={self.class_weight!r}: 'balanced' or 'none'")
+        if not 0 <= self.validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction={self.validation_fraction}: use 0..0.5")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.pretrained_weights and self.backbone not in APPLICATIONS:
+            raise ValueError(
+                f"pretrained_weights is set but backbone={self.backbone!r}; use one of "
+                f"{sorted(APPLICATIONS)} for transfer learning"
+            )

@@ -1,0 +1,98 @@
+"""TFX Transform module: decode the ingested image bytes and normalise them.
+
+The Transform component calls :func:`preprocessing_fn` with ``custom_config`` =
+``{"image_size": int | [rows, cols], "channels": int}``. The image feature holds raw
+little-endian float32 bytes (see :mod:`components.models.features`); the output
+``image`` is float32 ``[batch, rows, cols, channels]`` scaled to zero mean and unit
+variance with the mean/variance of all training pixels (TFT analyzers), so serving
+applies exactly the same constants as training.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import tensorflow as tf
+
+from components.models import features
+
+# Transformed feature names (kept equal to the raw ones: the model input is "image").
+IMAGE_XF = features.IMAGE
+LABEL_XF = features.LABEL
+PASSTHROUGH = features.SLICE_FEATURES
+
+
+def image_shape(custom_config: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(rows, cols, channels) of the model input from a Transform/Trainer custom_config."""
+    config = custom_config or {}
+    size = config.get("image_size", 28)
+    rows, cols = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    channels = int(config.get("channels", 1))
+    if rows <= 0 or cols <= 0 or channels not in (1, 3):
+        raise ValueError(
+            f"custom_config image_size={size!r} channels={channels!r}: need positive sizes "
+            "and 1 or 3 channels"
+        )
+    return rows, cols, channels
+
+
+def decode_image(image_bytes: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+    """Raw float32 bytes ``[batch]`` or ``[batch, 1]`` -> float32 ``[batch, rows, cols, ch]``."""
+    flat = tf.reshape(image_bytes, [-1])
+    pixels = tf.io.decode_raw(flat, tf.float32, little_endian=True)
+    return tf.reshape(pixels, [-1, *shape])
+
+
+_BYTE_STRINGS = tuple(bytes([i]) for i in range(256))
+
+
+def encode_image(images: tf.Tensor) -> tf.Tensor:
+    """Inverse of :func:`decode_image`: float32 ``[batch, ...]`` -> raw bytes ``[batch]``.
+
+    Used by the serving signature that takes image tensors, so that it runs the very same
+    Transform graph as ``serve_examples`` (TF has no ``encode_raw`` op).
+    """
+    as_bytes = tf.bitcast(tf.cast(images, tf.float32), tf.uint8)  # [..., 4], host order
+    if sys.byteorder != "little":  # the contract is little-endian
+        as_bytes = tf.reverse(as_bytes, axis=[-1])
+    flat = tf.reshape(as_bytes, [tf.shape(images)[0], -1])
+    table = tf.constant(_BYTE_STRINGS)
+    return tf.strings.reduce_join(tf.gather(table, tf.cast(flat, tf.int32)), axis=1)
+
+
+def _dense_strings(value: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value, default_value=features.UNKNOWN)
+        value = tf.cond(
+            tf.shape(value)[1] > 0,
+            lambda: value[:, 0],
+            lambda: tf.fill([tf.shape(value)[0]], features.UNKNOWN),
+        )
+    return tf.reshape(value, [-1])
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
+    """TFT preprocessing: image bytes -> normalised float image; label and slices pass through.
+
+    Args:
+        inputs: raw features keyed by the names in :mod:`components.models.features`.
+        custom_config: ``image_size`` (int or [rows, cols]) and ``channels``.
+
+    Returns:
+        ``image`` float32 [batch, rows, cols, channels] (z-scored with training-set
+        constants), ``label`` int64 [batch] when present, and the slicing features.
+    """
+    import tensorflow_transform as tft  # heavy; only the Transform executor needs it
+
+    shape = image_shape(custom_config)
+    image = decode_image(inputs[features.IMAGE], shape)
+    # One mean/std over every training pixel: per-image scaling would erase contrast
+    # differences the model needs, and per-pixel statistics overfit small datasets.
+    outputs: dict[str, Any] = {IMAGE_XF: tft.scale_to_z_score(image, elementwise=False)}
+    if features.LABEL in inputs:
+        outputs[LABEL_XF] = tf.reshape(tf.cast(inputs[features.LABEL], tf.int64), [-1])
+    for name in PASSTHROUGH:
+        if name in inputs:
+            outputs[name] = _dense_strings(inputs[name])
+    return outputs

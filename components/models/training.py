@@ -1,0 +1,151 @@
+"""Keras 3 training loop shared by the TFX Trainer and the bare-Keras benchmark.
+
+Datasets are unbatched ``tf.data`` of ``(image, label)`` with the Transform's image
+(z-scored float32) and int64 labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from components.models.backbones import build_model
+from components.models.hparams import HParams
+
+log = logging.getLogger(__name__)
+
+
+def choose_strategy():
+    """MirroredStrategy over several GPUs, OneDeviceStrategy on one, else the default."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    return tf.distribute.get_strategy()
+
+
+def set_precision(hp: HParams) -> str:
+    """Apply the mixed-precision flag; float16 on CPU is slower, so only with a GPU."""
+    import keras
+    import tensorflow as tf
+
+    policy = "float32"
+    if hp.mixed_precision:
+        if tf.config.list_logical_devices("GPU"):
+            policy = "mixed_float16"
+        else:
+            log.warning("mixed_precision requested but no GPU is visible: training in float32")
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def class_weights(counts: dict[int, int], n_classes: int, mode: str) -> dict[int, float] | None:
+    """Inverse-frequency weights (mean 1 over examples) or None."""
+    if mode == "none":
+        return None
+    total = sum(counts.values())
+    return {
+        c: (total / (n_classes * counts[c])) if counts.get(c) else 1.0 for c in range(n_classes)
+    }
+
+
+def count_labels(dataset) -> dict[int, int]:
+    """Examples per class of an unbatched (image, label) dataset."""
+    labels = np.fromiter((int(y) for _, y in dataset.as_numpy_iterator()), dtype=np.int64)
+    values, counts = np.unique(labels, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def split_holdout(dataset, fraction: float):
+    """Deterministic (train, holdout) split of an unbatched dataset: every k-th example."""
+    every = max(2, round(1 / fraction))
+    indexed = dataset.enumerate()
+    train = indexed.filter(lambda i, _: i % every != 0).map(lambda _, ex: ex)
+    holdout = indexed.filter(lambda i, _: i % every == 0).map(lambda _, ex: ex)
+    return train, holdout
+
+
+def compile_model(model, hp: HParams, steps_per_epoch: int) -> None:
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        hp.learning_rate, decay_steps=max(1, steps_per_epoch * hp.epochs), alpha=0.01
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=hp.weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        + ([_binary_auc()] if hp.n_classes == 2 else []),
+    )
+
+
+def _binary_auc():
+    import keras
+
+    class PositiveAUC(keras.metrics.AUC):
+        """AUC of the class-1 probability against sparse integer labels."""
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(y_true, y_pred[:, 1], sample_weight)
+
+    return PositiveAUC(name="auc")
+
+
+def fit(hp: HParams, train, validation, log_dir: str | None = None):
+    """Build, compile and train a model; returns (model, history dict, class counts).
+
+    Args:
+        hp: hyperparameters.
+        train: unbatched ``(image, label)`` dataset (cached in memory here).
+        validation: unbatched ``(image, label)`` dataset for early stopping.
+        log_dir: TensorBoard directory (the Trainer's model_run_dir), optional.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(hp.seed)
+    set_precision(hp)
+    strategy = choose_strategy()
+    train = train.cache()
+    counts = count_labels(train)
+    n_train = sum(counts.values())
+    if n_train == 0:
+        raise ValueError("the training split is empty")
+    batch = hp.batch_size * strategy.num_replicas_in_sync
+    steps = math.ceil(n_train / batch)
+    train_b = (
+        train.shuffle(min(n_train, 10_000), seed=hp.seed, reshuffle_each_iteration=True)
+        .batch(batch)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_b = validation.cache().batch(batch).prefetch(tf.data.AUTOTUNE)
+    with strategy.scope():
+        model = build_model(hp)
+        compile_model(model, hp, steps)
+    monitor = "val_auc" if hp.n_classes == 2 else "val_loss"
+    callbacks = []
+    if hp.patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode="max" if monitor == "val_auc" else "min",
+                patience=hp.patience,
+                restore_best_weights=True,
+            )
+        )
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+    history = model.fit(
+        train_b,
+        validation_data=val_b,
+        epochs=hp.epochs,
+        class_weight=class_weights(counts, hp.n_classes, hp.class_weight),
+        callbacks=callbacks,
+        verbose=2,
+    )
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, counts

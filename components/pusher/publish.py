@@ -1,0 +1,181 @@
+"""Publishing a SavedModel to a TF Serving layout: content hash, contract, atomic rename.
+
+No TFX imports: the Pusher executor and ``medflow`` tools share these functions. Paths go
+through ``tf.io.gfile`` so the same code works on local disks and object stores (where a
+rename is a copy, but still the last step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+CONTRACT_FILE = "contract.json"
+REQUIRED_OUTPUTS = ("probabilities", "class_id", "score")
+
+
+class ContractMismatch(ValueError):
+    """The SavedModel's signatures disagree with the contract that would ship with it."""
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def content_sha256(model_dir: str) -> str:
+    """SHA-256 over the relative paths and bytes of every file under ``model_dir``."""
+    gfile = _gfile()
+    digest = hashlib.sha256()
+    files = []
+    for root, _, names in gfile.walk(model_dir):
+        for name in names:
+            path = f"{root.rstrip('/')}/{name}"
+            files.append((path[len(model_dir.rstrip("/")) + 1 :], path))
+    for rel, path in sorted(files):
+        digest.update(rel.encode() + b"\0")
+        with gfile.GFile(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_spec(spec) -> dict[str, Any]:
+    shape = [-1 if d is None else int(d) for d in spec.shape.as_list()]
+    return {"dtype": spec.dtype.name, "shape": shape}
+
+
+def read_signatures(model_dir: str) -> dict[str, Any]:
+    """``{name: {"inputs": {...}, "outputs": {...}}}`` of a SavedModel's signatures."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(model_dir)
+    out = {}
+    for name, fn in loaded.signatures.items():
+        _, kwargs = fn.structured_input_signature
+        out[name] = {
+            "inputs": {k: _tensor_spec(v) for k, v in sorted(kwargs.items())},
+            "outputs": {k: _tensor_spec(v) for k, v in sorted(fn.structured_outputs.items())},
+        }
+    return out
+
+
+def check_contract(contract: dict[str, Any]) -> None:
+    """Raise :class:`ContractMismatch` unless the signatures serve what the contract says."""
+    sigs = contract.get("signatures", {})
+    default = sigs.get("serving_default")
+    if not default:
+        raise ContractMismatch("the SavedModel has no serving_default signature")
+    image = default["inputs"].get("image")
+    if not image or image["dtype"] != "float32":
+        raise ContractMismatch(f"serving_default needs a float32 'image' input, got {image}")
+    prep = contract.get("preprocessing") or {}
+    size = prep.get("size")
+    if size is not None:
+        expected = [-1, int(size[0]), int(size[1]), int(prep.get("channels", 1))]
+        if image["shape"] != expected:
+            raise ContractMismatch(
+                f"serving_default image shape {image['shape']} != preprocessing {expected}"
+            )
+    missing = [k for k in REQUIRED_OUTPUTS if k not in default["outputs"]]
+    if missing:
+        raise ContractMismatch(f"serving_default lacks outputs {missing}")
+    n_out = default["outputs"]["probabilities"]["shape"][-1]
+    if contract.get("task") == "classification" and n_out != len(contract.get("labels", [])):
+        raise ContractMismatch(
+            f"model has {n_out} classes but the contract lists labels {contract.get('labels')}"
+        )
+    examples = sigs.get("serve_examples")
+    if examples and examples["inputs"].get("examples", {}).get("dtype") != "string":
+        raise ContractMismatch("serve_examples needs a string 'examples' input")
+
+
+def existing_versions(model_base: str) -> dict[int, str]:
+    """Version number -> directory of the published versions under ``<base>/<name>``."""
+    gfile = _gfile()
+    if not gfile.isdir(model_base):
+        return {}
+    out = {}
+    for entry in gfile.listdir(model_base):
+        name = entry.rstrip("/")
+        if name.isdigit():
+            out[int(name)] = f"{model_base.rstrip('/')}/{name}"
+    return out
+
+
+def find_same_content(model_base: str, sha256: str) -> tuple[int, str] | None:
+    """The published version whose contract records ``sha256``, if any."""
+    gfile = _gfile()
+    for version, path in sorted(existing_versions(model_base).items()):
+        contract_path = f"{path}/{CONTRACT_FILE}"
+        if not gfile.exists(contract_path):
+            continue
+        with gfile.GFile(contract_path) as f:
+            try:
+                if json.load(f).get("model_sha256") == sha256:
+                    return version, path
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    gfile = _gfile()
+    for root, _, names in gfile.walk(src):
+        rel = root[len(src.rstrip("/")) :].lstrip("/")
+        target = f"{dst}/{rel}" if rel else dst
+        gfile.makedirs(target)
+        for name in names:
+            gfile.copy(f"{root.rstrip('/')}/{name}", f"{target}/{name}", overwrite=True)
+
+
+def next_version(model_base: str) -> int:
+    """A new version number: the Unix time, or one above the newest existing version."""
+    versions = existing_versions(model_base)
+    return max([int(time.time()), *(v + 1 for v in versions)])
+
+
+def publish(
+    model_dir: str, model_base: str, contract: dict[str, Any]
+) -> tuple[int, str, bool]:
+    """Publish ``model_dir`` as a new version unless its content is already published.
+
+    Args:
+        model_dir: the SavedModel to publish.
+        model_base: ``<base_directory>/<model_name>``.
+        contract: contract fields; ``version``, ``signatures`` and ``model_sha256`` are
+            filled in here and the result is checked with :func:`check_contract`.
+
+    Returns:
+        (version, destination directory, whether a new version was written).
+    """
+    gfile = _gfile()
+    sha = content_sha256(model_dir)
+    same = find_same_content(model_base, sha)
+    if same:
+        return same[0], same[1], False
+    version = next_version(model_base)
+    contract = {
+        **contract,
+        "version": str(version),
+        "model_sha256": sha,
+        "signatures": read_signatures(model_dir),
+    }
+    check_contract(contract)
+    gfile.makedirs(model_base)
+    staging = f"{model_base.rstrip('/')}/.staging-{version}-{uuid.uuid4().hex[:8]}"
+    final = f"{model_base.rstrip('/')}/{version}"
+    try:
+        _copy_tree(model_dir, staging)
+        with gfile.GFile(f"{staging}/{CONTRACT_FILE}", "w") as f:
+            f.write(json.dumps(contract, indent=2, sort_keys=True) + "\n")
+        # Last step: TF Serving only sees numeric directories, so the version appears whole.
+        gfile.rename(staging, final, overwrite=False)
+    finally:
+        if gfile.exists(staging):
+            gfile.rmtree(staging)
+    return version, final, True

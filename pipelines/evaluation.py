@@ -1,0 +1,109 @@
+"""Evaluator settings: TFMA metrics, slices and blessing thresholds for a binary classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from components.models import features
+from medflow.errors import ConfigError
+
+# Slicing features (strings written at ingestion), overall slice first.
+SLICES = features.SLICE_FEATURES
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessingThresholds:
+    """When the Evaluator blesses a model.
+
+    Attributes:
+        min_auc: absolute lower bound on the overall AUC.
+        min_accuracy: absolute lower bound on the overall accuracy (threshold 0.5).
+        max_auc_drop: largest AUC decrease tolerated against the latest blessed model.
+        specificity: operating point reported as ``sensitivity_at_specificity``.
+        sensitivity: operating point reported as ``specificity_at_sensitivity``.
+    """
+
+    min_auc: float = 0.8
+    min_accuracy: float = 0.0
+    max_auc_drop: float = 0.01
+    specificity: float = 0.9
+    sensitivity: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("min_auc", "min_accuracy", "specificity", "sensitivity"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"threshold {name}={value}: must be within [0, 1]")
+        if self.max_auc_drop < 0:
+            raise ConfigError(f"threshold max_auc_drop={self.max_auc_drop}: must be >= 0")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> BlessingThresholds:
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown threshold(s) {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in values.items()})
+
+
+def _metric(name: str, threshold=None, **config: Any):
+    import tensorflow_model_analysis as tfma
+
+    return tfma.MetricConfig(
+        class_name=name, config=json.dumps(config) if config else "", threshold=threshold
+    )
+
+
+def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
+    """TFMA EvalConfig on the ``serve_examples`` signature's ``score`` output.
+
+    Blessing requires AUC >= ``min_auc`` and accuracy >= ``min_accuracy`` on the overall
+    slice, and an AUC no lower than the baseline's minus ``max_auc_drop`` when a blessed
+    baseline exists (TFMA ignores change thresholds on a first run).
+    """
+    import tensorflow_model_analysis as tfma
+
+    if n_classes != 2:
+        raise ConfigError(
+            f"{n_classes} labels: the Evaluator is configured for binary classification "
+            "only; give exactly 2 labels"
+        )
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_auc}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -thresholds.max_auc_drop},
+        ),
+    )
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_accuracy})
+    )
+    metrics = [
+        _metric("ExampleCount"),
+        _metric("AUC", auc_threshold),
+        _metric("AUCPrecisionRecall"),
+        _metric("BinaryAccuracy", accuracy_threshold),
+        _metric("Precision"),
+        _metric("Recall"),
+        _metric("SensitivityAtSpecificity", specificity=thresholds.specificity),
+        _metric("SpecificityAtSensitivity", sensitivity=thresholds.sensitivity),
+        _metric("Calibration"),
+        _metric("MeanPrediction"),
+        _metric("MeanLabel"),
+        _metric("CalibrationPlot"),
+        _metric("ConfusionMatrixPlot"),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serve_examples",
+                label_key=features.LABEL,
+                prediction_key="score",
+                preprocessing_function_names=[],
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )

@@ -1,0 +1,87 @@
+"""Per-component progress of a LocalDagRunner run, read from TFX's own log records.
+
+LocalDagRunner runs components one after another and logs (through absl) when each
+starts, whether the launcher reused a cached execution or ran a new one, and when it
+finishes; :class:`ProgressTracker` turns those records into progress lines and timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+_RUNNING = re.compile(r"Component (\S+) is running\.")
+_FINISHED = re.compile(r"Component (\S+) is finished\.")
+_CACHED = re.compile(r"A cached execution (\d+) is used\.")
+_NEW = re.compile(r"Going to run a new execution (\d+)$")
+_SKIPPED = re.compile(r"Skipping execution for")
+
+# Loggers whose INFO records go to the log file only (they are chatty on the console).
+_QUIET = ("absl", "apache_beam", "tensorflow", "tensorflow_transform", "tfx")
+
+
+class ProgressTracker(logging.Handler):
+    """Collects component status/timings and reports one line per event."""
+
+    def __init__(self, report: Callable[[str], None] | None):
+        super().__init__(level=logging.INFO)
+        self.report = report
+        self.components: dict[str, dict] = {}
+        self.current: str | None = None
+        self._started = 0.0
+
+    def _say(self, line: str) -> None:
+        if self.report:
+            self.report(line)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed third-party record must not break the run
+            return
+        if m := _RUNNING.search(message):
+            self.current = m.group(1)
+            self._started = time.perf_counter()
+            self.components[self.current] = {"status": "running", "execution_id": None}
+            self._say(f"[{len(self.components)}] {self.current} ...")
+        elif self.current and (m := _CACHED.search(message)):
+            self.components[self.current].update(status="cached", execution_id=int(m.group(1)))
+        elif self.current and (m := _NEW.search(message)):
+            self.components[self.current].update(status="executed", execution_id=int(m.group(1)))
+        elif self.current and _SKIPPED.search(message):
+            self.components[self.current]["status"] = "skipped"
+        elif (m := _FINISHED.search(message)) and m.group(1) in self.components:
+            entry = self.components[m.group(1)]
+            entry["seconds"] = round(time.perf_counter() - self._started, 2)
+            if entry["status"] == "running":  # resolver nodes run no launcher execution
+                entry["status"] = "executed"
+            self._say(f"    {m.group(1)}: {entry['status']} in {entry['seconds']:.1f} s")
+            self.current = None
+
+
+@contextlib.contextmanager
+def capture_tfx_logs(tracker: ProgressTracker, log_file: Path) -> Iterator[None]:
+    """Route TFX/Beam/TF INFO logs to ``log_file`` and the tracker, not the console."""
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = []
+    for name in _QUIET:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(file_handler)
+    logging.getLogger("absl").addHandler(tracker)
+    try:
+        yield
+    finally:
+        logging.getLogger("absl").removeHandler(tracker)
+        for logger, level, propagate in saved:
+            logger.removeHandler(file_handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        file_handler.close()

@@ -1,0 +1,112 @@
+"""Summarise one local pipeline run from ML Metadata (outputs of the executions it used)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.progress import ProgressTracker
+
+
+def _store(metadata_path: Path):
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    return metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(str(metadata_path))
+    )
+
+
+def _property(artifact, name: str):
+    if name in artifact.custom_properties:
+        value = artifact.custom_properties[name]
+        field = value.WhichOneof("value")
+        return getattr(value, field) if field else None
+    if name in artifact.properties:
+        value = artifact.properties[name]
+        field = value.WhichOneof("value")
+        return getattr(value, field) if field else None
+    return None
+
+
+def execution_outputs(store, execution_id: int) -> dict[str, list]:
+    """Output artifacts of one execution keyed by output name."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    events = store.get_events_by_execution_ids([execution_id])
+    outputs: dict[str, list[int]] = {}
+    for event in events:
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
+            key = event.path.steps[0].key if event.path.steps else ""
+            outputs.setdefault(key, []).append(event.artifact_id)
+    return {
+        key: store.get_artifacts_by_id(ids) for key, ids in outputs.items()
+    }
+
+
+def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
+    """Components' status/time, eval metrics, blessing, push and ingest results of a run."""
+    from components.evaluation_results import load_metrics
+
+    store = _store(metadata_path)
+    outputs = {
+        name: execution_outputs(store, entry["execution_id"])
+        for name, entry in tracker.components.items()
+        if entry.get("execution_id") is not None
+    }
+    summary: dict[str, Any] = {
+        "components": {
+            name: {k: v for k, v in entry.items() if k != "execution_id"}
+            for name, entry in tracker.components.items()
+        },
+        "metrics": {},
+        "blessed": False,
+        "pushed": False,
+        "model_path": None,
+        "model_version": None,
+        "anomalies": [],
+        "ingest": {},
+    }
+    evaluator = outputs.get("Evaluator", {})
+    if evaluator.get("evaluation"):
+        summary["metrics"] = load_metrics(evaluator["evaluation"][0].uri)
+        summary["evaluation_uri"] = evaluator["evaluation"][0].uri
+    if evaluator.get("blessing"):
+        summary["blessed"] = bool(_property(evaluator["blessing"][0], "blessed"))
+    trainer = outputs.get("Trainer", {})
+    if trainer.get("model"):
+        summary["trained_model_uri"] = trainer["model"][0].uri
+    pusher = outputs.get("Pusher", {})
+    if pusher.get("pushed_model"):
+        pushed = pusher["pushed_model"][0]
+        summary["pushed"] = bool(_property(pushed, "pushed"))
+        summary["model_path"] = _property(pushed, "pushed_destination")
+        summary["model_version"] = _property(pushed, "pushed_version")
+    validator = outputs.get("ExampleValidator", {})
+    if validator.get("anomalies"):
+        summary["anomalies"] = _anomalies(validator["anomalies"][0].uri)
+    for name, artifacts in outputs.items():
+        if "ExampleGen" in name:
+            for key, arts in artifacts.items():
+                if key != "examples" and arts:
+                    summary["ingest"] = {
+                        k: _property(arts[0], k) for k in arts[0].custom_properties
+                    }
+                    summary["ingest"]["uri"] = arts[0].uri
+    return summary
+
+
+def _anomalies(uri: str) -> list[str]:
+    """``split: feature: short description`` for each anomaly the ExampleValidator found."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    out = []
+    for split_dir in sorted(Path(uri).glob("Split-*")):
+        path = split_dir / "SchemaDiff.pb"
+        if not path.exists():
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        anomalies.ParseFromString(path.read_bytes())
+        for feature, info in sorted(anomalies.anomaly_info.items()):
+            out.append(f"{split_dir.name[6:]}: {feature}: {info.short_description}")
+    return out

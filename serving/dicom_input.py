@@ -1,0 +1,49 @@
+"""DICOM files -> model input with the ingestion preprocessing (components.dicom.pixels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One frame ready for the model, with the original UIDs of its file."""
+
+    path: str
+    frame_index: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    array: np.ndarray
+
+
+def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
+    """Read each file once (safe reader), preprocess its frames, keep the original UIDs.
+
+    Returns:
+        (inputs, rejected files) — a bad file is reported, not fatal.
+    """
+    from components.dicom.errors import DicomRejected
+    from components.dicom.pixels import to_model_input
+    from components.dicom.reader import ReadLimits, read_dicom
+    from serving.client import Rejected
+
+    inputs: list[ModelInput] = []
+    rejected: list[Rejected] = []
+    limits = ReadLimits(max_pixels=spec.max_pixels)
+    for path in files:
+        try:
+            ds = read_dicom(path, limits)
+            frames = to_model_input(ds, spec, str(path))
+        except DicomRejected as exc:
+            rejected.append(Rejected(str(path), exc.reason, exc.message))
+            continue
+        uids = [
+            str(ds.get(k, "")) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        ]
+        for array, geometry in frames:
+            inputs.append(ModelInput(str(path.resolve()), geometry.frame_index, *uids, array))
+    return inputs, rejected
