@@ -79,16 +79,20 @@ class BatchScheduler:
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         task = _Task(inputs, size)
         with self._cond:
-            if self._closed:
-                raise unavailable("batch scheduler is shutting down (model version unloaded)")
-            capacity = self._cfg.max_enqueued_batches * limit
-            if self._queued_rows + size > capacity:
-                raise unavailable(
-                    "The batch scheduling queue to which this task was submitted is full"
-                )
-            self._queue.append(task)
-            self._queued_rows += size
-            self._cond.notify()
+            closed = self._closed
+            if not closed:
+                capacity = self._cfg.max_enqueued_batches * limit
+                if self._queued_rows + size > capacity:
+                    raise unavailable(
+                        "The batch scheduling queue to which this task was submitted is full"
+                    )
+                self._queue.append(task)
+                self._queued_rows += size
+                self._cond.notify()
+        if closed:
+            # The version was unloaded between resolving it and submitting: the request
+            # still holds the model, so it is answered unbatched rather than failed.
+            return self._run(inputs)
         task.done.wait()
         if task.error is not None:
             raise task.error

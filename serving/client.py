@@ -96,9 +96,15 @@ class PredictionClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        backoff_ms = max(50, int(backoff_s * 1000))
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            # gRPC's own reconnect backoff (1 s, growing) would outlast our retries while a
+            # server restarts; align it with them so a retry finds a fresh connection attempt.
+            ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", max(1000, backoff_ms * 2**retries)),
         ]
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

@@ -127,8 +127,8 @@ class ModelManager:
                 return
             self._sync_model(spec, initial)
 
-    def _stable_versions(self, spec: ModelSpecConfig, initial: bool) -> dict[int, tuple]:
-        """Versions whose files did not change since the previous poll (so not mid-copy)."""
+    def _stable_versions(self, spec: ModelSpecConfig, initial: bool) -> tuple[dict, set[int]]:
+        """(versions whose files did not change since the previous poll, all complete ones)."""
         found = scan_versions(spec.base_path)
         stable = {}
         for version, fp in found.items():
@@ -136,23 +136,26 @@ class ModelManager:
             if (initial or self._seen.get(key) == fp) and self._failed.get(key) != fp:
                 stable[version] = fp
             self._seen[key] = fp
-        return stable
+        return stable, set(found)
 
     def _sync_model(self, spec: ModelSpecConfig, initial: bool) -> None:
-        stable = self._stable_versions(spec, initial)
+        stable, complete = self._stable_versions(spec, initial)
         served = self._served_snapshot(spec.name)
-        candidates = sorted(set(stable) | set(served))
-        wanted = set(spec.policy.select([v for v in candidates if v in stable or v in served]))
-        for version in sorted(wanted - set(served), reverse=True):
-            loaded = self._load(spec, version, stable[version])
+        # A served version whose folder went away no longer counts, so the policy picks its
+        # replacement, which is loaded before it is unloaded (availability first).
+        usable = set(stable) | (set(served) & complete)
+        while True:
+            wanted = set(spec.policy.select(sorted(usable)))
+            missing = sorted(wanted - set(served), reverse=True)
+            if not missing:
+                break
+            loaded = self._load(spec, missing[0], stable[missing[0]])
             if loaded is None:
-                # keep serving what we have; the policy is re-evaluated without this version
-                wanted = set(spec.policy.select([v for v in candidates if v != version]))
+                usable.discard(missing[0])  # keep serving what we have; re-evaluate without it
                 continue
-            served = {**served, version: loaded}
+            served = {**served, missing[0]: loaded}
             self._publish(spec.name, served)
-        on_disk = set(scan_versions(spec.base_path))
-        for version in sorted(set(served) - (wanted & (on_disk | set(stable)))):
+        for version in sorted(set(served) - wanted):
             self._unload(spec.name, version)
 
     def _load(self, spec: ModelSpecConfig, version: int, fp: tuple) -> LoadedVersion | None:

@@ -16,6 +16,7 @@ from serving.manager import ModelManager
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
+_DRAIN_FACTOR = 4  # oversize bodies up to this many times the limit are read and dropped
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -46,6 +47,9 @@ class RestApp:
         except rest_json.MalformedJson as exc:
             status = "INVALID_ARGUMENT"
             return _error(400, str(exc))
+        except RecursionError:  # nesting the bracket check cannot see (e.g. strings between)
+            status = "INVALID_ARGUMENT"
+            return _error(400, "JSON nesting is too deep")
         except ServingStatus as exc:
             status = exc.code.name
             return _error(exc.http_status, exc.message)
@@ -143,17 +147,42 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
         self._serve("GET", b"")
 
+    def handle_expect_100(self) -> bool:
+        # A client that asks first is told "too large" before it sends the body.
+        if self._too_large(self.headers.get("Content-Length", "")):
+            self._refuse_oversize(drain=False)
+            return False
+        return super().handle_expect_100()
+
     def do_POST(self) -> None:  # noqa: N802
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             self._send(*_error(411, "POST needs a Content-Length header"), close=True)
             return
-        limit = self.server.max_body_bytes
-        if int(length) > limit:
-            message = f"request body of {length} bytes exceeds the limit of {limit} bytes (RESOURCE_EXHAUSTED)"
-            self._send(*_error(413, message), close=True)
+        if self._too_large(length):
+            self._refuse_oversize(drain=True)
             return
         self._serve("POST", self.rfile.read(int(length)))
+
+    def _too_large(self, length: str) -> bool:
+        return length.isdigit() and int(length) > self.server.max_body_bytes
+
+    def _refuse_oversize(self, drain: bool) -> None:
+        length, limit = int(self.headers["Content-Length"]), self.server.max_body_bytes
+        if drain and length <= _DRAIN_FACTOR * limit:
+            # Read and drop the body so that the client, still sending, gets the answer
+            # instead of a broken pipe; much larger bodies are cut off.
+            remaining = length
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 2**16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        message = (
+            f"request body of {length} bytes exceeds the limit of {limit} bytes "
+            "(RESOURCE_EXHAUSTED); send fewer images per request"
+        )
+        self._send(*_error(413, message), close=True)
 
     def _serve(self, method: str, body: bytes) -> None:
         status, payload, ctype = self.server.app.handle(method, self.path, body)

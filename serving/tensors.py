@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from serving.errors import invalid
+
+# A single value "splat" over a shape is expanded in memory; refuse expansions beyond this.
+MAX_SPLAT_BYTES = 2**30
 
 # DataType enum values (tensorflow/core/framework/types.proto) for the dtypes models use.
 _NP_BY_ENUM = {
@@ -73,7 +78,7 @@ def to_ndarray(proto, name: str) -> np.ndarray:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(s < 0 for s in shape):
         raise invalid(f"input '{name}' has a negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: a crafted shape must not wrap around
     dtype = numpy_dtype(proto.dtype)
     if dtype is object:
         values = np.array(list(proto.string_val), dtype=object)
@@ -91,8 +96,14 @@ def to_ndarray(proto, name: str) -> np.ndarray:
             values = np.array(raw, dtype=np.uint16).view(np.float16)
         else:
             values = np.array(raw, dtype=dtype)
-    if values.size == 1 and count != 1:
-        values = np.full(count, values[0], dtype=values.dtype)  # TF's splat convention
+    if values.size == 1 and count != 1:  # TF's splat convention: one value fills the shape
+        itemsize = 8 if dtype is object else np.dtype(dtype).itemsize
+        if count * itemsize > MAX_SPLAT_BYTES:
+            raise invalid(
+                f"input '{name}': one value cannot fill shape {list(shape)} "
+                f"({count * itemsize} bytes, limit {MAX_SPLAT_BYTES})"
+            )
+        values = np.full(count, values[0], dtype=values.dtype)
     if values.size != count:
         raise invalid(
             f"input '{name}' has {values.size} values but its shape {list(shape)} needs {count}"
