@@ -4,6 +4,7 @@ Layout under ``workdir`` (default ``.medflow/``)::
 
     pipelines/<pipeline_name>/      artifacts (pipeline_root)
     metadata/<pipeline_name>.sqlite ML Metadata
+    deid.key                        de-identification key (created on first use, mode 0600)
     models/<model_name>/<version>/  pushed models (TF Serving layout + contract.json)
     logs/<pipeline_name>-<time>.log full log of each run
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from components.dicom.keys import ensure_key_file
 from medflow.errors import InputError, MedflowError
 from pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_WORKDIR
 from pipelines.evaluation import BlessingThresholds
@@ -40,6 +42,7 @@ def workdir_paths(workdir: str | Path, pipeline_name: str) -> dict[str, Path]:
         "metadata": root / "metadata" / f"{pipeline_name}.sqlite",
         "models": root / "models",
         "logs": root / "logs",
+        "deid_key": root / "deid.key",
     }
 
 
@@ -55,6 +58,7 @@ def run_local(
     channels: int = 1,
     labels: Sequence[str] = ("0", "1"),
     splits: str = "train=80,eval=20",
+    ingest_workers: int = 1,
     hyperparameters: Mapping[str, Any] | None = None,
     thresholds: BlessingThresholds | None = None,
     enable_cache: bool = True,
@@ -75,6 +79,7 @@ def run_local(
         channels: 1 or 3.
         labels: class names.
         splits: DicomExampleGen split spec.
+        ingest_workers: DicomExampleGen worker processes.
         hyperparameters: Trainer overrides (see ``components.models.hparams.HParams``).
         thresholds: blessing thresholds.
         enable_cache: reuse unchanged component outputs.
@@ -100,6 +105,7 @@ def run_local(
         paths[key].mkdir(parents=True, exist_ok=True)
     paths["metadata"].parent.mkdir(parents=True, exist_ok=True)
     transform_module, trainer_module = model_module_paths()
+    deid_key_file = str(ensure_key_file(paths["deid_key"])) if input_format == "dicom" else ""
     pipeline = create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=str(paths["pipeline_root"]),
@@ -110,6 +116,8 @@ def run_local(
         label_manifest=str(Path(label_manifest).resolve()) if label_manifest else "",
         input_format=input_format,
         splits=splits,
+        deid_key_file=deid_key_file,
+        ingest_workers=ingest_workers,
         image_size=image_size,
         channels=channels,
         labels=labels,

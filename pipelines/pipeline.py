@@ -35,20 +35,23 @@ INTENDED_USE = (
 
 
 def _example_gen(input_format: str, data_root: str, label_manifest: str, image_size: int,
-                 splits: str, deid_key: str):
+                 channels: int, splits: str, deid_key_file: str, ingest_workers: int):
     from tfx import v1 as tfx
 
     if input_format == "dicom":
         from components.dicom_example_gen.component import DicomExampleGen
 
-        kwargs = {"deid_key": deid_key} if deid_key else {}
+        if not deid_key_file:
+            raise ValueError("input_format='dicom' needs deid_key_file (the de-identification key)")
         return DicomExampleGen(
             input_base=data_root,
+            deid_key_file=deid_key_file,
             label_manifest=label_manifest,
             image_size=image_size,
+            channels=channels,
             splits=splits,
-            **kwargs,
-        )
+            workers=ingest_workers,
+        ).with_id("ExampleGen")
     # Pre-split TFRecords of the feature contract: <data_root>/{train,eval}/*.
     return tfx.components.ImportExampleGen(
         input_base=data_root,
@@ -72,7 +75,8 @@ def create_pipeline(
     label_manifest: str = "",
     input_format: str = "dicom",
     splits: str = "train=80,eval=20",
-    deid_key: str = "",
+    deid_key_file: str = "",
+    ingest_workers: int = 1,
     image_size: int = 28,
     channels: int = 1,
     labels: Sequence[str] = ("0", "1"),
@@ -99,7 +103,8 @@ def create_pipeline(
         label_manifest: label CSV for DICOM ingestion.
         input_format: ``dicom`` (DicomExampleGen) or ``tfrecord`` (ImportExampleGen).
         splits: DicomExampleGen split spec, e.g. ``train=80,eval=20`` (by patient).
-        deid_key: DicomExampleGen pseudonymisation key (its default when empty).
+        deid_key_file: file holding the de-identification key (DICOM input only).
+        ingest_workers: DicomExampleGen worker processes.
         image_size: model input rows = cols.
         channels: 1 or 3.
         labels: class names, index = class id.
@@ -123,8 +128,8 @@ def create_pipeline(
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format={input_format!r}: choose one of {INPUT_FORMATS}")
     thresholds = thresholds or BlessingThresholds()
-    example_gen = _example_gen(input_format, data_root, label_manifest, image_size, splits,
-                               deid_key)
+    example_gen = _example_gen(input_format, data_root, label_manifest, image_size, channels,
+                               splits, deid_key_file, ingest_workers)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)

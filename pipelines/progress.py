@@ -75,11 +75,16 @@ def capture_tfx_logs(tracker: ProgressTracker, log_file: Path) -> Iterator[None]
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.addHandler(file_handler)
-    logging.getLogger("absl").addHandler(tracker)
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addHandler(tracker)
+    # Transform's Beam run lowers absl's verbosity to WARNING (absl.logging.set_verbosity),
+    # which would hide the launcher's progress records from here on: pin the level.
+    absl_logger.setLevel = lambda level: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        logging.getLogger("absl").removeHandler(tracker)
+        del absl_logger.setLevel
+        absl_logger.removeHandler(tracker)
         for logger, level, propagate in saved:
             logger.removeHandler(file_handler)
             logger.setLevel(level)

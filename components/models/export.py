@@ -39,6 +39,10 @@ class ServingModule(tf.Module):
     ):
         super().__init__(name="medflow_serving")
         self.model = model
+        # Keras 3 keeps layer state (e.g. the seed generators of augmentation and dropout
+        # layers) in variables tf.Module does not discover through the model; track the
+        # underlying tf.Variables so the SavedModel can capture them.
+        self._keras_state = [getattr(v, "value", v) for v in model.variables]
         self.tft_layer = tft_layer
         self._n_classes = n_classes
         # The raw `image` spec of the Transform graph ([] or [1], as SchemaGen inferred).

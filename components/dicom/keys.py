@@ -1,0 +1,51 @@
+"""De-identification key files: the secret lives in a file (mode 0600), never in flags,
+pipeline parameters or ML Metadata, where it would be stored in clear."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from components.dicom.deid import DeidKey
+from medflow.errors import ConfigError
+
+KEY_ENV = "MEDFLOW_DEID_KEY_FILE"
+
+
+def load_key_file(path: str | os.PathLike[str]) -> DeidKey:
+    """Read a key file (its bytes, trailing newline stripped)."""
+    path = Path(path)
+    try:
+        secret = path.read_bytes().rstrip(b"\r\n")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"de-identification key file {path} does not exist; create one with "
+            "`medflow deid-key --out FILE` (keep it: the same key gives the same pseudonyms)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"de-identification key file {path}: cannot read ({exc.strerror})") from None
+    if len(secret) < 16:
+        raise ConfigError(f"de-identification key file {path} holds {len(secret)} bytes; need >= 16")
+    return DeidKey(secret)
+
+
+def create_key_file(path: str | os.PathLike[str]) -> Path:
+    """Write a new random key (64 hex characters) with mode 0600; refuse to overwrite."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; refusing to overwrite a de-identification key") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def ensure_key_file(path: str | os.PathLike[str]) -> Path:
+    """The key file at ``path``, created on first use (the local runner's default)."""
+    path = Path(path)
+    if not path.exists():
+        create_key_file(path)
+    return path

@@ -1,0 +1,52 @@
+"""Driver of DicomExampleGen: fingerprint the inputs so caching follows the data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from tfx.orchestration import data_types_utils
+from tfx.orchestration.portable import base_driver
+from tfx.orchestration.portable import data_types as portable_data_types
+from tfx.proto.orchestration import driver_output_pb2
+
+
+def folder_fingerprint(input_base: str, label_manifest: str = "") -> str:
+    """SHA-256 over (relative path, size, mtime) of every file, plus the manifest's bytes.
+
+    Order-independent of directory listing order; a missing folder fingerprints as such
+    (the executor then fails with a clear error).
+    """
+    digest = hashlib.sha256()
+    entries = []
+    for root, dirs, files in os.walk(input_base):
+        dirs.sort()
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            entries.append(f"{os.path.relpath(path, input_base)}\0{st.st_size}\0{st.st_mtime_ns}")
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    if label_manifest:
+        try:
+            with open(label_manifest, "rb") as fh:
+                digest.update(hashlib.sha256(fh.read()).digest())
+        except OSError:
+            digest.update(b"manifest-missing")
+    return f"files:{len(entries)},sha256:{digest.hexdigest()}"
+
+
+class FingerprintDriver(base_driver.BaseDriver):
+    """Adds ``input_fingerprint`` to the exec properties before the cache lookup."""
+
+    def run(
+        self, execution_info: portable_data_types.ExecutionInfo
+    ) -> driver_output_pb2.DriverOutput:
+        props = execution_info.exec_properties
+        fingerprint = folder_fingerprint(props["input_base"], props.get("label_manifest") or "")
+        result = driver_output_pb2.DriverOutput()
+        data_types_utils.set_metadata_value(result.exec_properties["input_fingerprint"], fingerprint)
+        return result
