@@ -20,9 +20,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--store-url", default=defaults.store_url, help="review store SQLAlchemy URL"
     )
-    parser.add_argument("--mlmd-db", default=defaults.mlmd_db, help="ML Metadata SQLite file")
     parser.add_argument(
-        "--models-dir", default=defaults.models_dir, help="pushed models base folder"
+        "--workdir",
+        default=defaults.workdir,
+        help=f"pipeline work folder with metadata/ and models/ (default {defaults.workdir})",
+    )
+    parser.add_argument(
+        "--mlmd-db", default="", help="one ML Metadata SQLite file (default: WORKDIR/metadata/*)"
+    )
+    parser.add_argument(
+        "--mlmd-config",
+        default="",
+        help="text-format ML Metadata ConnectionConfig (MySQL) or MetadataStoreClientConfig "
+        "(gRPC) file; used instead of SQLite",
+    )
+    parser.add_argument(
+        "--models-dir", default="", help="pushed models base folder (default: WORKDIR/models)"
     )
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -43,7 +56,17 @@ def _run(args: argparse.Namespace) -> int:
     from dashboard.config import Settings
     from dashboard.store import ReviewStore
 
-    settings = Settings(args.store_url, args.mlmd_db, args.models_dir)
+    settings = Settings(
+        store_url=args.store_url,
+        workdir=args.workdir,
+        mlmd_db=args.mlmd_db,
+        mlmd_config=args.mlmd_config,
+        models_dir=args.models_dir,
+    )
+    if args.mlmd_config:
+        from dashboard.lineage import config_from_file
+
+        config_from_file(args.mlmd_config)  # a bad file fails here, not on the Runs page
     ReviewStore(settings.store_url).close()  # fail here, with a clear message, if unusable
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
     cmd = [

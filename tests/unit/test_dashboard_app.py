@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from components.dicom.manifest import read_manifest
 from dashboard.app import PAGES
 from dashboard.labels_export import export_labels
 from dashboard.sample_data import seed_store
+from dashboard.sample_runs import PIPELINE, QUARANTINE, write_pushed_version, write_sample_run
 from dashboard.store import ReviewStore
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -21,8 +23,9 @@ PASSWORD = "review-pass-1"
 def env(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path}/review.db"
     monkeypatch.setenv("MEDFLOW_STORE_URL", url)
-    monkeypatch.setenv("MEDFLOW_MLMD_DB", str(tmp_path / "missing-mlmd.sqlite"))
-    monkeypatch.setenv("MEDFLOW_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MEDFLOW_WORKDIR", str(tmp_path / "workdir"))
+    for name in ("MEDFLOW_MLMD_DB", "MEDFLOW_MLMD_CONFIG", "MEDFLOW_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
     store = ReviewStore(url)
     store.add_user("alice", PASSWORD, "reviewer")
     store.add_user("root", PASSWORD, "admin")
@@ -135,6 +138,12 @@ def test_scripted_review_session_audits_every_view_and_action(env, tmp_path):
         assert int(row["label"]) == (pred.predicted_index if action == "accept" else flipped)
         assert row["_reviewer"] == "alice" and row["_model_name"] == "cxr"
     assert "c" in {r["_comment"] for r in rows.values()}
+    # The next ingestion run accepts the file: one label column keyed by SOP Instance UID.
+    manifest = read_manifest(out)
+    assert manifest.key_column == "SOPInstanceUID" and manifest.label_columns == ["label"]
+    assert {k: v["label"] for k, v in manifest.rows.items()} == {
+        k: int(r["label"]) for k, r in rows.items()
+    }
 
 
 def test_viewer_controls_on_a_multiframe_case(env):
@@ -154,3 +163,100 @@ def test_viewer_controls_on_a_multiframe_case(env):
     assert "frame 3/3" in at.image[0].captions[0]
     # Changing viewer settings is not a new view of the case.
     assert sum(r.action == "view" for r in store.audit_records()) == 1
+
+
+RUN1 = "2025-03-01T08:00:00.000000"
+RUN2 = "2025-03-02T08:00:00.000000"
+
+
+@pytest.fixture()
+def workdir(env, tmp_path):
+    root = tmp_path / "workdir"
+    dest = write_pushed_version(root / "models", 4)
+    write_sample_run(
+        root / "metadata" / f"{PIPELINE}.sqlite",
+        root / "pipelines",
+        run_id=RUN1,
+        pushed_destination=dest,
+        pushed_version=4,
+    )
+    return root
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for kind in ("markdown", "caption", "info", "success", "warning", "error")
+             for m in at.get(kind)]  # fmt: skip
+    return "\n".join(str(p) for p in parts)
+
+
+def test_runs_page_shows_a_run_from_ml_metadata(workdir):
+    at = _login(_app("runs"), "alice")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Pipeline runs"]
+    assert at.selectbox(key="runs_run").options == [f"{PIPELINE} · {RUN1}"]
+    runs, components, artifacts, *rest = (d.value for d in at.dataframe)
+    assert list(runs["run"]) == [RUN1] and "COMPLETE" in runs["state"][0]
+    assert list(components["component"]) == [
+        "DicomExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Trainer",
+        "Evaluator", "Pusher",
+    ]  # fmt: skip
+    assert (components["duration (s)"] > 0).all()
+    report_uri = artifacts.loc[artifacts["type"] == "IngestReport", "uri"].item()
+    assert report_uri.startswith(str(workdir / "pipelines"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {
+        "inputs": "25", "written": "20", "quarantined": "3", "duplicates": "2", "examples": "20",
+    }  # fmt: skip
+    reasons, _files, anomalies = rest
+    assert dict(zip(reasons["reason"], reasons["files"], strict=True)) == QUARANTINE
+    assert reasons["meaning"].str.len().min() > 0
+    assert list(anomalies["feature"]) == ["img_max"] and list(anomalies["split"]) == ["eval"]
+
+
+def test_runs_page_picks_up_a_new_run(workdir):
+    at = _login(_app("runs"), "alice")
+    assert len(at.selectbox(key="runs_run").options) == 1
+    write_sample_run(
+        workdir / "metadata" / f"{PIPELINE}.sqlite", workdir / "pipelines", run_id=RUN2,
+        fail_trainer=True,
+    )  # fmt: skip
+    at.run()
+    assert not at.exception
+    options = at.selectbox(key="runs_run").options
+    assert options == [f"{PIPELINE} · {RUN2}", f"{PIPELINE} · {RUN1}"]
+    at.selectbox(key="runs_run").set_value(options[0]).run()
+    assert any("failed in Trainer" in e.value for e in at.error)
+
+
+def test_runs_page_without_metadata_says_so(env, tmp_path):
+    at = _login(_app("runs"), "alice")
+    assert not at.exception
+    [info] = at.info
+    assert "No pipeline runs yet" in info.value and str(tmp_path / "workdir") in info.value
+
+
+def test_models_page_shows_a_pushed_version(workdir):
+    at = _login(_app("models"), "alice")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Models"]
+    assert at.selectbox(key="models_name").value == "medflow-classifier"
+    assert at.selectbox(key="models_version").value == 4
+    versions = at.dataframe[0].value
+    assert list(versions["version"]) == [4] and versions["auc"][0] == pytest.approx(0.91)
+    assert {m.label: m.value for m in at.metric}["auc"] == "0.910"
+    text = _texts(at)
+    assert "medflow-classifier v4" in [h.value for h in at.subheader]
+    assert "Research and clinical decision support only." in text
+    assert any(f"Blessed by the Evaluator in run {RUN1}" in s.value for s in at.success)
+    assert "No TFMA results at" in text  # the sample evaluation has no TFMA files
+    # A newer push appears without restarting the app.
+    write_pushed_version(workdir / "models", 5)
+    at.run()
+    assert at.dataframe[0].value["version"].tolist() == [5, 4]
+
+
+def test_models_page_before_any_push(env):
+    at = _login(_app("models"), "alice")
+    assert not at.exception
+    [info] = at.info
+    assert "No model has been pushed yet" in info.value

@@ -1,0 +1,161 @@
+"""Models page: pushed versions, their contract, blessing and TFMA results.
+
+The version listing is cached on :func:`dashboard.pushed_models.listing_key` (folder names
+and contract mtimes), so a new push shows on the next rerun; TFMA results are cached by
+evaluation URI (artifacts do not change once written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import lineage, pushed_models
+from dashboard.config import Settings
+from dashboard.records import User
+from dashboard.store import ReviewStore
+from dashboard.views.runs import sqlite_stamp
+from medflow.errors import MedflowError
+
+CONTRACT_FIELDS = ("task", "labels", "intended_use", "created_by", "model_sha256")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def list_versions(models_dir: str, key: tuple) -> list[pushed_models.ModelVersion]:
+    return pushed_models.list_versions(models_dir)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _lineage(path: str, stamp: tuple, destination: str, version: str):
+    store = lineage.open_store(lineage.sqlite_config(path))
+    return lineage.push_lineage(store, destination, version)
+
+
+@st.cache_data(show_spinner="Loading TFMA results (first time takes a while)…", max_entries=16)
+def _evaluation(uri: str) -> pushed_models.Evaluation:
+    return pushed_models.load_evaluation(uri)
+
+
+def find_lineage(settings: Settings, version: pushed_models.ModelVersion):
+    """The push recorded in a local ML Metadata store for this version, if any."""
+    for path in settings.mlmd_sqlite_files().values():
+        found = _lineage(str(path), sqlite_stamp(path), version.path, str(version.version))
+        if found is not None:
+            return found
+    return None
+
+
+def show(settings: Settings, store: ReviewStore, user: User) -> None:
+    """Renders the Models page."""
+    st.title("Models")
+    base = settings.models_path
+    versions = list_versions(str(base), pushed_models.listing_key(base))
+    if not versions:
+        st.info(
+            f"No model has been pushed yet: no version folder under {base}. The pipeline's "
+            "Pusher publishes blessed models there (`make run`)."
+        )
+        return
+    names = sorted({v.name for v in versions})
+    name = st.selectbox("Model", names, key="models_name")
+    mine = [v for v in versions if v.name == name]
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "version": [v.version for v in mine],
+                **{m: [v.overall_metrics.get(m) for v in mine] for m in _metric_names(mine)},
+                "problem": [v.problem for v in mine],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    by_version = {v.version: v for v in mine}
+    version = by_version[st.selectbox("Version", list(by_version), key="models_version")]
+    _version_detail(settings, version)
+
+
+def _metric_names(versions: list[pushed_models.ModelVersion]) -> list[str]:
+    return sorted({m for v in versions for m in v.overall_metrics})
+
+
+def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> None:
+    st.subheader(f"{version.name} v{version.version}")
+    st.caption(version.path)
+    if version.problem:
+        st.warning(version.problem)
+    contract = version.contract or {}
+    if contract:
+        st.markdown(
+            "  \n".join(
+                f"**{k.replace('_', ' ')}** {contract[k]}" for k in CONTRACT_FIELDS if k in contract
+            )
+        )
+        if version.overall_metrics:
+            st.markdown("**Evaluation metrics (overall, from the contract)**")
+            cols = st.columns(len(version.overall_metrics))
+            for col, (metric, value) in zip(cols, version.overall_metrics.items(), strict=True):
+                col.metric(metric, f"{value:.3f}")
+        with st.expander("Contract (contract.json)"):
+            st.json(contract)
+    try:
+        pushed = find_lineage(settings, version)
+    except MedflowError as exc:
+        st.warning(f"ML Metadata not readable, so no blessing/lineage shown: {exc}")
+        pushed = None
+    _blessing(pushed)
+    uri = pushed_models.contract_evaluation_uri(contract) or (pushed and pushed.evaluation_uri)
+    _tfma(uri)
+
+
+def _blessing(pushed: lineage.PushLineage | None) -> None:
+    st.markdown("**Blessing**")
+    if pushed is None:
+        st.info("No push of this version is recorded in ML Metadata (blessing unknown).")
+        return
+    b = pushed.blessing
+    baseline = b.get("baseline_model") or ""
+    against = (
+        f"compared with baseline {baseline} (artifact {b.get('baseline_model_id')})"
+        if baseline
+        else "no baseline model (first blessed model: absolute thresholds only)"
+    )
+    verdict = "Blessed" if pushed.blessed else "NOT blessed"
+    say = st.success if pushed.blessed else st.error
+    say(f"{verdict} by the Evaluator in run {pushed.run_id}; {against}.")
+
+
+def _tfma(uri: str | None) -> None:
+    st.markdown("**TFMA results**")
+    if not uri:
+        st.info("No evaluation recorded for this version.")
+        return
+    if not any(Path(uri).glob("metrics*")):
+        st.info(f"No TFMA results at {uri}.")
+        return
+    try:
+        evaluation = _evaluation(uri)
+    except Exception as exc:  # noqa: BLE001 - shown; the rest of the page stays usable
+        st.error(f"Cannot read TFMA results at {uri}: {exc}")
+        return
+    metrics = pd.DataFrame(evaluation.metrics).T.sort_index()
+    sliced = metrics.drop(index="overall", errors="ignore")
+    if not sliced.empty:
+        names = list(sliced.columns)
+        default = names.index("auc") if "auc" in names else 0
+        metric = st.selectbox("Metric per slice", names, index=default, key="models_metric")
+        st.bar_chart(sliced[metric].dropna(), horizontal=True, height=60 + 28 * len(sliced))
+    with st.expander("All metrics per slice"):
+        st.dataframe(metrics, width="stretch")
+    cols = st.columns(2)
+    if "overall" in evaluation.roc:
+        roc = pd.DataFrame(evaluation.roc["overall"], columns=["false positive rate", "TPR"])
+        cols[0].markdown("ROC curve (overall)")
+        cols[0].line_chart(roc, x="false positive rate", y="TPR", height=300)
+    if evaluation.calibration.get("overall"):
+        cal = pd.DataFrame(evaluation.calibration["overall"])
+        cal["perfect"] = cal["mean_prediction"]
+        cols[1].markdown("Calibration (overall)")
+        cols[1].line_chart(cal, x="mean_prediction", y=["observed_rate", "perfect"], height=300)
