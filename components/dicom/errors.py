@@ -19,6 +19,7 @@ REASONS = {
     "decode_error": "pixel data could not be decoded",
     "burned_in_annotation": "burned-in annotation YES or unknown on a US/SC/OT/XC/ES image",
     "unlabeled": "a label manifest was given but has no row for this instance",
+    "split_conflict": "the manifest puts this instance in another split than earlier files of its patient",
     "io_error": "the file could not be read from disk",
     "internal_error": "a medflow bug while processing this file (please report it with the message)",
 }

@@ -44,6 +44,7 @@ class FileResult:
     pixel_hash: str = ""
     manifest_key: str | None = None
     patient_key: str = ""
+    split: str | None = None  # from the manifest's split column; None = hash of the patient
     examples: list[dict] = field(default_factory=list)
 
 
@@ -54,10 +55,17 @@ def process_file(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     except DicomRejected as exc:
         return FileResult(relpath, "quarantined", exc.reason, exc.message)
     except MemoryError:
-        return FileResult(relpath, "quarantined", "too_many_pixels", f"{relpath}: out of memory while decoding")
+        return FileResult(
+            relpath, "quarantined", "too_many_pixels", f"{relpath}: out of memory while decoding"
+        )
     except Exception as exc:  # noqa: BLE001 - a bug must not stop a batch; it is reported loudly
         tb = traceback.format_exc(limit=3).replace("\n", " | ")
-        return FileResult(relpath, "quarantined", "internal_error", f"{relpath}: {type(exc).__name__}: {exc} [{tb}]")
+        return FileResult(
+            relpath,
+            "quarantined",
+            "internal_error",
+            f"{relpath}: {type(exc).__name__}: {exc} [{tb}]",
+        )
 
 
 def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
@@ -74,8 +82,11 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
             f"{relpath}: {modality} image with BurnedInAnnotation={burned or 'absent'}; pixels may show "
             "patient identifiers. Check/redact the pixels and rerun with --allow-burned-in to include it",
         )
-    sop, series, study = (str(ds.get(k, "") or "") for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"))
-    labels, site, key = {}, None, None
+    sop, series, study = (
+        str(ds.get(k, "") or "")
+        for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+    )
+    labels, site, key, split = {}, None, None, None
     if cfg.manifest is not None:
         key = cfg.manifest.lookup(sop, series, study, relpath)
         if key is None:
@@ -85,13 +96,18 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
                 "ingest without --labels",
             )
         labels, site = cfg.manifest.rows[key], cfg.manifest.sites.get(key)
+        split = cfg.manifest.splits.get(key)
     raw_pixels = ds.get_item("PixelData")
-    pixel_hash = hashlib.blake2b(raw_pixels.value if raw_pixels is not None else b"", digest_size=16).hexdigest()
+    pixel_hash = hashlib.blake2b(
+        raw_pixels.value if raw_pixels is not None else b"", digest_size=16
+    ).hexdigest()
     frames = to_model_input(ds, cfg.pixel, relpath)
     identity = deid.deidentify(ds, cfg.key, deid.derive_identity(ds, cfg.key, site))
     header = _header_features(ds, identity)
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]
-    return FileResult(relpath, "ok", "", "", sop, pixel_hash, key, identity.patient_key, examples)
+    return FileResult(
+        relpath, "ok", "", "", sop, pixel_hash, key, identity.patient_key, split, examples
+    )
 
 
 def _text(ds, keyword: str) -> str:
@@ -153,7 +169,9 @@ def to_tf_example(feats: dict):
         if isinstance(value, bytes):
             out[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
         elif values and isinstance(values[0], str):
-            out[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+            out[name] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[v.encode() for v in values])
+            )
         elif values and isinstance(values[0], float):
             out[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
         elif values and isinstance(values[0], bytes):
@@ -163,5 +181,7 @@ def to_tf_example(feats: dict):
             if not values:
                 out[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[]))
             else:
-                out[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+                out[name] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[int(v) for v in values])
+                )
     return tf.train.Example(features=tf.train.Features(feature=out))

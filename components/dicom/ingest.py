@@ -3,7 +3,9 @@
 
 Every input file ends in exactly one bucket: written, quarantined (reason code + message,
 file copied under ``quarantine/<reason>/``) or duplicate (same SOPInstanceUID or same pixel
-data as an earlier file in path order). Outputs are built in a staging folder and moved
+data as an earlier file in path order). A patient's files all go to one split: the hash of
+its pseudonym, or the manifest's ``split`` column; a file the manifest puts in another split
+than an earlier file of the same patient is quarantined as ``split_conflict``. Outputs are built in a staging folder and moved
 into place whole; the report is written last.
 """
 
@@ -61,16 +63,22 @@ class IngestOptions:
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
-    """"train=80,eval=20" → (("train", 0.8), ("eval", 0.2))."""
+    """ "train=80,eval=20" → (("train", 0.8), ("eval", 0.2))."""
     parts = []
     for item in text.split(","):
         name, _, weight = item.partition("=")
         try:
             parts.append((name.strip(), float(weight)))
         except ValueError:
-            raise ConfigError(f"--splits {text!r}: expected name=weight pairs like train=80,eval=20") from None
+            raise ConfigError(
+                f"--splits {text!r}: expected name=weight pairs like train=80,eval=20"
+            ) from None
     names = [n for n, _ in parts]
-    if not parts or any(not re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names) or len(set(names)) != len(names):
+    if (
+        not parts
+        or any(not re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names)
+        or len(set(names)) != len(names)
+    ):
         raise ConfigError(f"--splits {text!r}: split names must be distinct lower-case words")
     total = sum(w for _, w in parts)
     if total <= 0 or any(w < 0 for _, w in parts):
@@ -112,7 +120,9 @@ class IngestReport:
 
     @property
     def quarantine_reasons(self) -> dict[str, int]:
-        return dict(sorted(Counter(f["reason"] for f in self.files if f["status"] == "quarantined").items()))
+        return dict(
+            sorted(Counter(f["reason"] for f in self.files if f["status"] == "quarantined").items())
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -181,6 +191,8 @@ def ingest(
         progress: wraps the result iterator (e.g. ``lambda it, n: tqdm(it, total=n)``).
     """
     source, out = Path(source), Path(out)
+    if manifest is not None:
+        manifest.check_splits([name for name, _ in options.splits])
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
     cfg = WorkerConfig(key, options.pixel, options.limits, manifest, options.allow_burned_in)
@@ -191,10 +203,14 @@ def ingest(
         results = _run(inputs, cfg, options.workers)
         if progress is not None:
             results = progress(results, len(inputs))
-        _collect(results, inputs, writer, report, staging, options.quarantine_copy)
+        _collect(results, inputs, writer, report, staging, options)
         report.splits = writer.close()
         report.manifest = _manifest_summary(manifest, report)
-        _publish(staging, out, [options.split_dir.format(split=s) for s, _ in options.splits] + [QUARANTINE_DIR])
+        _publish(
+            staging,
+            out,
+            [options.split_dir.format(split=s) for s, _ in options.splits] + [QUARANTINE_DIR],
+        )
         write_json_atomic(out / REPORT_NAME, report.to_dict())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -229,32 +245,55 @@ def _run(inputs: list[tuple[Path, str]], cfg: WorkerConfig, workers: int) -> Ite
     # spawn: the parent may hold TensorFlow threads (TFX executor); forking those is unsafe.
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap(_work, inputs, chunksize=max(1, min(64, len(inputs) // (workers * 8) or 1)))
+        yield from pool.imap(
+            _work, inputs, chunksize=max(1, min(64, len(inputs) // (workers * 8) or 1))
+        )
 
 
-def _collect(results, inputs, writer, report, staging: Path, copy_quarantined: bool) -> None:
+def _collect(results, inputs, writer, report, staging: Path, options: IngestOptions) -> None:
     seen_sop: dict[str, str] = {}
     seen_pixels: dict[str, str] = {}
+    patient_split: dict[str, tuple[str, str]] = {}  # pseudonym -> (split, first relpath)
     abspaths = dict((rel, path) for path, rel in inputs)
     for res in results:
         entry = {"path": res.relpath}
+        if res.status == "ok" and not _is_duplicate(res, seen_sop, seen_pixels, entry):
+            split = res.split or assign_split(res.patient_key, options.splits)
+            first_split, first_path = patient_split.setdefault(
+                res.patient_key, (split, res.relpath)
+            )
+            if split != first_split:
+                res.status, res.reason = "quarantined", "split_conflict"
+                res.message = (
+                    f"{res.relpath}: the manifest puts it in split {split!r} but its patient "
+                    f"{res.patient_key} is already in {first_split!r} (first file {first_path}); "
+                    "give all files of a patient the same split"
+                )
         if res.status == "quarantined":
             entry.update(status="quarantined", reason=res.reason, message=res.message)
-            if copy_quarantined:
+            if options.quarantine_copy:
                 entry["copy"] = _quarantine_copy(abspaths[res.relpath], res, staging)
-        elif (first := seen_sop.get(res.sop_uid) if res.sop_uid else None) or (
-            first := seen_pixels.get(res.pixel_hash)
-        ):
-            entry.update(status="duplicate", duplicate_of=first)
-        else:
+        elif "duplicate_of" not in entry:
             if res.sop_uid:
                 seen_sop[res.sop_uid] = res.relpath
             seen_pixels[res.pixel_hash] = res.relpath
-            split = writer.add(res)
-            entry.update(status="written", split=split, examples=len(res.examples), patient_id=res.patient_key)
+            writer.add(res, split)
+            entry.update(
+                status="written",
+                split=split,
+                examples=len(res.examples),
+                patient_id=res.patient_key,
+            )
             if res.manifest_key is not None:
                 entry["manifest_key"] = res.manifest_key
         report.files.append(entry)
+
+
+def _is_duplicate(res: FileResult, seen_sop: dict, seen_pixels: dict, entry: dict) -> bool:
+    first = (seen_sop.get(res.sop_uid) if res.sop_uid else None) or seen_pixels.get(res.pixel_hash)
+    if first:
+        entry.update(status="duplicate", duplicate_of=first)
+    return bool(first)
 
 
 def _quarantine_copy(path: Path, res: FileResult, staging: Path) -> str:
@@ -295,12 +334,13 @@ class _SplitWriter:
         self._tf = tf
         self._staging = staging
         self._options = options
-        self._splits = {name: {"examples": 0, "patients": set(), "labels": Counter(), "shards": []}
-                        for name, _ in options.splits}
+        self._splits = {
+            name: {"examples": 0, "patients": set(), "labels": Counter(), "shards": []}
+            for name, _ in options.splits
+        }
         self._writers: dict[str, object] = {}
 
-    def add(self, res: FileResult) -> str:
-        split = assign_split(res.patient_key, self._options.splits)
+    def add(self, res: FileResult, split: str) -> None:
         state = self._splits[split]
         for feats in res.examples:
             if state["examples"] % self._options.shard_size == 0:
@@ -311,7 +351,6 @@ class _SplitWriter:
             if label is not None:
                 state["labels"][str(label)] += 1
         state["patients"].add(res.patient_key)
-        return split
 
     def _open_shard(self, split: str) -> None:
         if split in self._writers:

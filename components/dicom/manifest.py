@@ -2,8 +2,9 @@
 
 Format: exactly one key column (``SOPInstanceUID``, ``SeriesInstanceUID``,
 ``StudyInstanceUID`` or ``path`` relative to the ingested folder) and one or more label
-columns. A column named ``site`` sets the site slicing feature; columns starting with ``_``
-carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
+columns. A column named ``site`` sets the site slicing feature; a column named ``split`` puts
+the instance in that split (overriding the hash of the patient pseudonym; an empty cell keeps
+the hash); columns starting with ``_`` carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
 of the files (the hospital's UIDs), not the de-identified ones.
 """
 
@@ -17,6 +18,7 @@ from medflow.errors import InputError
 
 KEY_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "path")
 SITE_COLUMN = "site"
+SPLIT_COLUMN = "split"
 MAX_ERRORS_SHOWN = 5
 
 
@@ -29,6 +31,8 @@ class LabelManifest:
     label_columns: list[str]
     rows: dict[str, dict[str, int | float | str]]
     sites: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
 
     def lookup(self, sop_uid: str, series_uid: str, study_uid: str, relpath: str) -> str | None:
         """The manifest key matching one instance, or None."""
@@ -39,6 +43,21 @@ class LabelManifest:
             "path": relpath,
         }[self.key_column]
         return key if key in self.rows else None
+
+    def check_splits(self, allowed: list[str] | tuple[str, ...]) -> None:
+        """Raise if a ``split`` cell names a split that ingestion does not write.
+
+        Raises:
+            InputError: naming the file, line, value and the allowed split names.
+        """
+        bad = [(self.lines[k], v) for k, v in self.splits.items() if v not in allowed]
+        if bad:
+            shown = "; ".join(f"line {line}: split {value!r}" for line, value in sorted(bad)[:5])
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+            raise InputError(
+                f"label manifest {self.source}: {shown}{more} is not one of the configured splits "
+                f"{', '.join(allowed)}; fix the {SPLIT_COLUMN!r} column or pass matching --splits"
+            )
 
 
 def read_manifest(path: str | Path) -> LabelManifest:
@@ -65,11 +84,18 @@ def read_manifest(path: str | Path) -> LabelManifest:
             f"found {keys or 'none'} in header {header}"
         )
     key_col = keys[0]
-    labels = [h for h in header if h != key_col and h != SITE_COLUMN and not h.startswith("_")]
+    labels = [
+        h
+        for h in header
+        if h != key_col and h not in (SITE_COLUMN, SPLIT_COLUMN) and not h.startswith("_")
+    ]
     if not labels:
-        raise InputError(f"label manifest {path}: no label column besides {key_col!r} (header {header})")
+        raise InputError(
+            f"label manifest {path}: no label column besides {key_col!r} (header {header})"
+        )
     rows: dict[str, dict] = {}
     sites: dict[str, str] = {}
+    splits: dict[str, str] = {}
     first_line: dict[str, int] = {}
     errors: list[str] = []
     for line, raw in enumerate(raw_rows, start=2):
@@ -79,7 +105,9 @@ def read_manifest(path: str | Path) -> LabelManifest:
             errors.append(f"line {line}: empty {key_col}")
             continue
         if key in rows:
-            errors.append(f"line {line}: duplicate {key_col} {key!r} (first on line {first_line[key]})")
+            errors.append(
+                f"line {line}: duplicate {key_col} {key!r} (first on line {first_line[key]})"
+            )
             continue
         missing = [c for c in labels if row.get(c, "") == ""]
         if missing:
@@ -89,13 +117,19 @@ def read_manifest(path: str | Path) -> LabelManifest:
         first_line[key] = line
         if row.get(SITE_COLUMN):
             sites[key] = row[SITE_COLUMN]
+        if row.get(SPLIT_COLUMN):
+            splits[key] = row[SPLIT_COLUMN]
     if errors:
         shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
-        more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        more = (
+            f" (and {len(errors) - MAX_ERRORS_SHOWN} more)"
+            if len(errors) > MAX_ERRORS_SHOWN
+            else ""
+        )
         raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
     if not rows:
         raise InputError(f"label manifest {path}: no rows")
-    return LabelManifest(str(path), key_col, labels, rows, sites)
+    return LabelManifest(str(path), key_col, labels, rows, sites, splits, first_line)
 
 
 def _parse(value: str) -> int | float | str:

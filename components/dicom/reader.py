@@ -61,6 +61,8 @@ def check_preamble(data: bytes, name: str) -> None:
 
 def _check_inflate(data: bytes, limits: ReadLimits, name: str) -> None:
     """Expand a deflated data set chunk by chunk, refusing decompression bombs."""
+    if DeflatedExplicitVRLittleEndian.encode() not in data:
+        return  # cannot be deflated; skips a second parse of the file meta (hot path)
     fp = io.BytesIO(data)
     fp.seek(132)
     # The file meta group is read alone first: dcmread would inflate the whole data set.
