@@ -345,7 +345,9 @@ class _SplitWriter:
         for feats in res.examples:
             if state["examples"] % self._options.shard_size == 0:
                 self._open_shard(split)
-            self._writers[split].write(to_tf_example(feats).SerializeToString())
+            # deterministic: map fields otherwise serialize in hash order (reruns must match)
+            record = to_tf_example(feats).SerializeToString(deterministic=True)
+            self._writers[split].write(record)
             state["examples"] += 1
             label = feats.get("label")
             if label is not None:
