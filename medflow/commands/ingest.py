@@ -1,0 +1,160 @@
+"""``medflow ingest``: DICOM files (+ label manifest) → de-identified TFRecords split by
+patient; ``medflow deid-key``: make the secret that keys the de-identification."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from medflow.errors import ConfigError
+
+KEY_ENV = "MEDFLOW_DEID_KEY"
+
+_KEY_HELP = (
+    "The de-identification key (at least 16 bytes) keys the patient pseudonyms, the UID "
+    "remapping and the date shifts: the same key gives the same pseudonyms and UIDs on every "
+    "run, so batches ingested at different times stay linkable and reruns are identical. It "
+    "is read from --deid-key-file (the file's content, surrounding whitespace stripped), "
+    f"else from the environment variable {KEY_ENV}; there is no built-in default, because "
+    "anyone holding the key can re-link pseudonyms to patients by trying candidate IDs. "
+    "Make one with `medflow deid-key --out FILE` and keep it out of the output folder."
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ingest",
+        help="DICOM files/folder → de-identified tf.Example TFRecords, split by patient",
+        description=(
+            "Read DICOM files safely, de-identify them (DICOM PS3.15 Annex E), attach labels "
+            "from a manifest, preprocess the pixels and write GZIP TFRecords per split under "
+            "OUT/<split>/. Every input is written, quarantined (OUT/quarantine/<reason>/) or a "
+            "duplicate; OUT/ingest_report.json lists each file. " + _KEY_HELP
+        ),
+    )
+    parser.add_argument("source", metavar="SRC", help="a DICOM file or a folder (recursive)")
+    parser.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="label manifest: one key column (SOPInstanceUID, SeriesInstanceUID, "
+        "StudyInstanceUID or path), label columns, optional site and split columns",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    parser.add_argument(
+        "--splits",
+        default="train=80,eval=20",
+        help="split names and weights for the patient hash (default train=80,eval=20)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=28,
+        metavar="N",
+        help="model input is N x N pixels, aspect kept and padded (default 28; 0 = original)",
+    )
+    parser.add_argument(
+        "--allow-burned-in",
+        action="store_true",
+        help="include US/SC/OT/... images whose BurnedInAnnotation is not NO "
+        "(only after checking the pixels hold no identifiers)",
+    )
+    parser.add_argument("--deid-key-file", metavar="FILE", help=f"key file (else ${KEY_ENV})")
+    parser.set_defaults(func=_run)
+
+    keygen = subparsers.add_parser(
+        "deid-key",
+        help="write a new random de-identification key file",
+        description="Write 32 random bytes (hex) to FILE, readable by its owner only. " + _KEY_HELP,
+    )
+    keygen.add_argument("--out", required=True, metavar="FILE", help="key file to create")
+    keygen.set_defaults(func=_keygen)
+
+
+def load_key(key_file: str | None):
+    """The de-identification key from ``key_file`` or ``$MEDFLOW_DEID_KEY``.
+
+    Raises:
+        ConfigError: no key given, the file is unreadable, or the key is too short.
+    """
+    from components.dicom.deid import DeidKey
+
+    if key_file:
+        try:
+            secret = Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"--deid-key-file {key_file}: cannot read ({exc.strerror or exc})"
+            ) from None
+        where = f"--deid-key-file {key_file}"
+    elif os.environ.get(KEY_ENV):
+        secret, where = os.environ[KEY_ENV].strip().encode(), f"${KEY_ENV}"
+    else:
+        raise ConfigError(
+            f"no de-identification key: pass --deid-key-file FILE or set {KEY_ENV} "
+            "(create a key with `medflow deid-key --out FILE`)"
+        )
+    if len(secret) < 16:
+        raise ConfigError(
+            f"{where}: the de-identification key has {len(secret)} bytes, needs at least 16; "
+            "create one with `medflow deid-key --out FILE`"
+        )
+    return DeidKey(secret)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from components.dicom.ingest import IngestOptions, ingest, parse_splits
+    from components.dicom.manifest import read_manifest
+    from components.dicom.pixels import PixelSpec
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be 1 or more")
+    if args.image_size < 0:
+        raise ConfigError(f"--image-size {args.image_size}: must be 0 (original) or more")
+    key = load_key(args.deid_key_file)
+    manifest = read_manifest(args.labels) if args.labels else None
+    size = (args.image_size, args.image_size) if args.image_size else None
+    options = IngestOptions(
+        pixel=PixelSpec(size=size),
+        splits=parse_splits(args.splits),
+        allow_burned_in=args.allow_burned_in,
+        workers=args.workers,
+    )
+    report = ingest(
+        args.source,
+        args.out,
+        key,
+        manifest,
+        options,
+        progress=lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None),
+    )
+    print(report.table())
+    print(f"report: {Path(args.out) / 'ingest_report.json'}")
+    counts = report.counts
+    if counts["inputs"] and not counts["written"]:
+        print(
+            f"medflow ingest: error: none of the {counts['inputs']} inputs was written "
+            "(all quarantined or duplicates); see the reasons above",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    path = Path(args.out)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; a key is never overwritten") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path} ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    print(f"wrote a new de-identification key to {path}")
+    return 0
