@@ -124,8 +124,12 @@ def _num(value: Any) -> float:
 
 
 def roc_points(matrices: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(false positive rate, true positive rate) per threshold of ``confusionMatrixAtThresholds``."""
-    points = []
+    """(false positive rate, true positive rate) per threshold of ``confusionMatrixAtThresholds``.
+
+    Anchored at (0, 0) and (1, 1): TFMA's highest threshold (1.0) still counts predictions
+    of exactly 1.0 as positive, so its own points need not reach the origin.
+    """
+    points = [(0.0, 0.0), (1.0, 1.0)]
     for m in matrices:
         tp, fp = _num(m.get("truePositives")), _num(m.get("falsePositives"))
         tn, fn = _num(m.get("trueNegatives")), _num(m.get("falseNegatives"))
