@@ -21,7 +21,6 @@ from dashboard.store import ReviewStore
 from medflow.errors import MedflowError
 
 REMOTE_TTL_S = 30
-STATE_ICONS = {"COMPLETE": "✅", "CACHED": "♻️", "FAILED": "❌", "RUNNING": "⏳", "NEW": "⏳"}
 
 
 def sqlite_stamp(path: str | Path) -> tuple[int, int]:
@@ -81,7 +80,7 @@ def runs_table(runs: list[lineage.PipelineRun]) -> pd.DataFrame:
         {
             "run": [r.run_id for r in runs],
             "pipeline": [r.pipeline for r in runs],
-            "state": [f"{STATE_ICONS.get(r.state, '')} {r.state}" for r in runs],
+            "state": [r.state for r in runs],
             "started (UTC)": [r.started.strftime("%Y-%m-%d %H:%M:%S") for r in runs],
             "duration": [_fmt_s(r.duration_s) for r in runs],
             "components": [len(r.components) for r in runs],
@@ -93,7 +92,7 @@ def components_table(run: lineage.PipelineRun) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "component": [c.node_id for c in run.components],
-            "state": [f"{STATE_ICONS.get(c.state, '')} {c.state}" for c in run.components],
+            "state": [c.state for c in run.components],
             "started (UTC)": [c.started.strftime("%H:%M:%S") for c in run.components],
             "duration (s)": [c.duration_s for c in run.components],
             "type": [c.type for c in run.components],
