@@ -75,6 +75,90 @@ def _ingest_report(uri: Path, counts: dict[str, int]) -> None:
     (uri / "ingest_report.json").write_text(json.dumps(report), encoding="utf-8")
 
 
+class _RunRecorder:
+    """Records component executions of one run the way TFX's launcher publishes them."""
+
+    def __init__(self, store, pipeline: str, run_id: str, artifact_root: Path):
+        from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+        self.mlmd, self.store, self.pipeline = mlmd, store, pipeline
+        self.root = artifact_root / run_id.replace(":", "")
+        self.ctype = {
+            n: store.put_context_type(mlmd.ContextType(name=n))
+            for n in ("pipeline", "pipeline_run", "node")
+        }
+        self.pipeline_ctx = self.context("pipeline", pipeline)
+        self.run_ctx = self.context("pipeline_run", run_id)
+        store.put_parent_contexts(
+            [mlmd.ParentContext(parent_id=self.pipeline_ctx, child_id=self.run_ctx)]
+        )
+        self.made: dict[str, dict] = {}  # node id -> output key -> Artifact
+        self.ids: dict[str, int] = {}  # node id -> execution id
+
+    def context(self, kind: str, name: str) -> int:
+        found = self.store.get_context_by_type_and_name(kind, name)
+        if found is not None:
+            return found.id
+        return self.store.put_contexts([self.mlmd.Context(type_id=self.ctype[kind], name=name)])[0]
+
+    def _event(self, kind, key: str):
+        event = self.mlmd.Event(type=kind)
+        event.path.steps.add().key = key
+        event.path.steps.add().index = 0
+        return event
+
+    def _output(self, node_id: str, execution_id: int, key: str, spec: dict):
+        mlmd = self.mlmd
+        typed = tuple(spec.get("typed", ()))
+        atype = mlmd.ArtifactType(name=spec["type"])
+        for name in typed:  # declared properties, as TFX registers its artifact types
+            atype.properties[name] = mlmd.INT
+        uri = self.root / node_id / key / str(execution_id)
+        uri.mkdir(parents=True, exist_ok=True)
+        if "write" in spec:
+            spec["write"](uri)
+        art = mlmd.Artifact(
+            type_id=self.store.put_artifact_type(atype), uri=str(uri), state=mlmd.Artifact.LIVE
+        )
+        _set(art, spec.get("props", {}), typed)
+        return art, self._event(mlmd.Event.OUTPUT, key)
+
+    def component(
+        self,
+        node_id: str,
+        type_name: str,
+        inputs: dict[str, str],
+        outputs: dict[str, dict],
+        failed: bool = False,
+    ) -> bool:
+        """One execution: RUNNING, then published COMPLETE (or FAILED, without outputs)."""
+        mlmd, store = self.mlmd, self.store
+        etype = store.put_execution_type(mlmd.ExecutionType(name=type_name))
+        [eid] = store.put_executions(
+            [mlmd.Execution(type_id=etype, last_known_state=mlmd.Execution.RUNNING)]
+        )
+        time.sleep(0.01)  # a measurable duration
+        state = mlmd.Execution.FAILED if failed else mlmd.Execution.COMPLETE
+        pairs = [
+            (self.made[producer][out_key], self._event(mlmd.Event.INPUT, key))
+            for key, (producer, out_key) in ((k, v.split(".")) for k, v in inputs.items())
+        ]
+        keys = [] if failed else list(outputs)
+        pairs += [self._output(node_id, eid, key, outputs[key]) for key in keys]
+        node_ctx = self.context("node", f"{self.pipeline}.{node_id}")
+        contexts = store.get_contexts_by_id([self.pipeline_ctx, self.run_ctx, node_ctx])
+        _, art_ids, _ = store.put_execution(
+            mlmd.Execution(id=eid, type_id=etype, last_known_state=state),
+            pairs,
+            contexts,
+            reuse_context_if_already_exist=True,
+        )
+        outs = store.get_artifacts_by_id(art_ids[len(art_ids) - len(keys) :]) if keys else []
+        self.made[node_id] = dict(zip(keys, outs, strict=True))
+        self.ids[node_id] = eid
+        return not failed
+
+
 def write_sample_run(
     metadata_path: str | Path,
     artifact_root: str | Path,
@@ -91,76 +175,9 @@ def write_sample_run(
     one anomaly (``img_max`` in eval). With ``fail_trainer`` the Trainer fails and nothing
     after it runs; else the Evaluator blesses and the Pusher pushes to ``pushed_destination``.
     """
-    from ml_metadata.proto import metadata_store_pb2 as mlmd
-
-    store = _writable_store(Path(metadata_path))
-    root = Path(artifact_root) / run_id.replace(":", "")
-    ctype = {
-        n: store.put_context_type(mlmd.ContextType(name=n))
-        for n in ("pipeline", "pipeline_run", "node")
-    }
-
-    def context(kind: str, name: str) -> int:
-        found = store.get_context_by_type_and_name(kind, name)
-        if found is not None:
-            return found.id
-        return store.put_contexts([mlmd.Context(type_id=ctype[kind], name=name)])[0]
-
-    pipeline_ctx = context("pipeline", pipeline)
-    run_ctx = context("pipeline_run", run_id)
-    store.put_parent_contexts([mlmd.ParentContext(parent_id=pipeline_ctx, child_id=run_ctx)])
-    made: dict[str, dict[str, mlmd.Artifact]] = {}
-    ids: dict[str, int] = {}
-
-    def component(node_id: str, type_name: str, inputs: dict[str, str], outputs: dict[str, dict]):
-        etype = store.put_execution_type(mlmd.ExecutionType(name=type_name))
-        [eid] = store.put_executions(
-            [mlmd.Execution(type_id=etype, last_known_state=mlmd.Execution.RUNNING)]
-        )
-        time.sleep(0.01)  # a measurable duration
-        failed = fail_trainer and node_id == "Trainer"
-        execution = mlmd.Execution(
-            id=eid,
-            type_id=etype,
-            last_known_state=mlmd.Execution.FAILED if failed else mlmd.Execution.COMPLETE,
-        )
-        artifacts_and_events = []
-        for key, (producer, out_key) in ((k, v.split(".")) for k, v in inputs.items()):
-            art = made[producer][out_key]
-            event = mlmd.Event(type=mlmd.Event.INPUT)
-            event.path.steps.add().key = key
-            event.path.steps.add().index = 0
-            artifacts_and_events.append((art, event))
-        keys = []
-        for key, spec in ({} if failed else outputs).items():
-            typed = tuple(spec.get("typed", ()))
-            atype = mlmd.ArtifactType(name=spec["type"])
-            for name in typed:  # declared properties, as TFX registers its artifact types
-                atype.properties[name] = mlmd.INT
-            atype = store.put_artifact_type(atype)
-            uri = root / node_id / key / str(eid)
-            uri.mkdir(parents=True, exist_ok=True)
-            if "write" in spec:
-                spec["write"](uri)
-            art = mlmd.Artifact(type_id=atype, uri=str(uri), state=mlmd.Artifact.LIVE)
-            _set(art, spec.get("props", {}), typed)
-            event = mlmd.Event(type=mlmd.Event.OUTPUT)
-            event.path.steps.add().key = key
-            event.path.steps.add().index = 0
-            artifacts_and_events.append((art, event))
-            keys.append(key)
-        node_ctx = context("node", f"{pipeline}.{node_id}")
-        contexts = store.get_contexts_by_id([pipeline_ctx, run_ctx, node_ctx])
-        _, art_ids, _ = store.put_execution(
-            execution, artifacts_and_events, contexts, reuse_context_if_already_exist=True
-        )
-        outs = store.get_artifacts_by_id(art_ids[len(art_ids) - len(keys) :]) if keys else []
-        made[node_id] = dict(zip(keys, outs, strict=True))
-        ids[node_id] = eid
-        return not failed
-
+    run = _RunRecorder(_writable_store(Path(metadata_path)), pipeline, run_id, Path(artifact_root))
     counts = {"inputs": 25, "written": 20, "quarantined": 3, "duplicates": 2, "examples": 20}
-    component("DicomExampleGen", "components.dicom_example_gen.component.DicomExampleGen", {}, {
+    run.component("DicomExampleGen", "components.dicom_example_gen.component.DicomExampleGen", {}, {
         "examples": {"type": "Examples", "props": {"split_names": '["train", "eval"]'}},
         "ingest_report": {
             "type": "IngestReport", "typed": tuple(counts), "write": lambda u: _ingest_report(u, counts),
@@ -168,28 +185,29 @@ def write_sample_run(
             # quarantined_<reason> custom property per reason.
             "props": {**counts, **{f"quarantined_{r}": n for r, n in QUARANTINE.items()}}},
     })  # fmt: skip
-    component("StatisticsGen", "tfx.components.statistics_gen.component.StatisticsGen",
-              {"examples": "DicomExampleGen.examples"}, {"statistics": {"type": "ExampleStatistics"}})  # fmt: skip
-    component("SchemaGen", "tfx.components.schema_gen.component.SchemaGen",
-              {"statistics": "StatisticsGen.statistics"}, {"schema": {"type": "Schema"}})  # fmt: skip
-    component("ExampleValidator", "tfx.components.example_validator.component.ExampleValidator",
-              {"statistics": "StatisticsGen.statistics", "schema": "SchemaGen.schema"},
-              {"anomalies": {"type": "ExampleAnomalies", "write": _anomalies}})  # fmt: skip
-    if not component("Trainer", "tfx.components.trainer.component.Trainer",
-                     {"examples": "DicomExampleGen.examples"}, {"model": {"type": "Model"}}):  # fmt: skip
-        return ids
-    component("Evaluator", "tfx.components.evaluator.component.Evaluator", {"model": "Trainer.model"}, {
+    run.component("StatisticsGen", "tfx.components.statistics_gen.component.StatisticsGen",
+                  {"examples": "DicomExampleGen.examples"}, {"statistics": {"type": "ExampleStatistics"}})  # fmt: skip
+    run.component("SchemaGen", "tfx.components.schema_gen.component.SchemaGen",
+                  {"statistics": "StatisticsGen.statistics"}, {"schema": {"type": "Schema"}})  # fmt: skip
+    run.component("ExampleValidator", "tfx.components.example_validator.component.ExampleValidator",
+                  {"statistics": "StatisticsGen.statistics", "schema": "SchemaGen.schema"},
+                  {"anomalies": {"type": "ExampleAnomalies", "write": _anomalies}})  # fmt: skip
+    if not run.component("Trainer", "tfx.components.trainer.component.Trainer",
+                         {"examples": "DicomExampleGen.examples"}, {"model": {"type": "Model"}},
+                         failed=fail_trainer):  # fmt: skip
+        return run.ids
+    run.component("Evaluator", "tfx.components.evaluator.component.Evaluator", {"model": "Trainer.model"}, {
         "evaluation": {"type": "ModelEvaluation"},
         "blessing": {"type": "ModelBlessing", "props": {
-            "blessed": 1, "current_model": str(made["Trainer"]["model"].uri),
+            "blessed": 1, "current_model": str(run.made["Trainer"]["model"].uri),
             "baseline_model": "", "baseline_model_id": 0}},
     })  # fmt: skip
-    component("Pusher", "components.pusher.component.ContractPusher",
-              {"model": "Trainer.model", "model_blessing": "Evaluator.blessing", "evaluation": "Evaluator.evaluation"},
-              {"pushed_model": {"type": "PushedModel", "props": {
-                  "pushed": 1, "pushed_version": pushed_version,
-                  "pushed_destination": str(pushed_destination or "")}}})  # fmt: skip
-    return ids
+    run.component("Pusher", "components.pusher.component.ContractPusher",
+                  {"model": "Trainer.model", "model_blessing": "Evaluator.blessing", "evaluation": "Evaluator.evaluation"},
+                  {"pushed_model": {"type": "PushedModel", "props": {
+                      "pushed": 1, "pushed_version": pushed_version,
+                      "pushed_destination": str(pushed_destination or "")}}})  # fmt: skip
+    return run.ids
 
 
 def write_pushed_version(models_dir: str | Path, version: int = 1, *, model: str = MODEL) -> Path:

@@ -228,6 +228,19 @@ def test_runs_page_picks_up_a_new_run(workdir):
     assert any("failed in Trainer" in e.value for e in at.error)
 
 
+def test_runs_page_reads_a_configured_store(workdir, tmp_path, monkeypatch):
+    # The production path (MySQL / gRPC config file) with a config that any machine can open.
+    config = tmp_path / "mlmd.pbtxt"
+    db = workdir / "metadata" / f"{PIPELINE}.sqlite"
+    config.write_text(f'sqlite {{ filename_uri: "{db}" connection_mode: READONLY }}')
+    monkeypatch.setenv("MEDFLOW_WORKDIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("MEDFLOW_MLMD_CONFIG", str(config))
+    at = _login(_app("runs"), "alice")
+    assert not at.exception
+    assert at.selectbox(key="runs_run").options == [f"{PIPELINE} · {RUN1}"]
+    assert str(config) in at.caption[0].value
+
+
 def test_runs_page_without_metadata_says_so(env, tmp_path):
     at = _login(_app("runs"), "alice")
     assert not at.exception
