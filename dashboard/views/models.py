@@ -7,6 +7,7 @@ evaluation URI (artifacts do not change once written).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from dashboard import lineage, pushed_models
 from dashboard.config import Settings
 from dashboard.records import User
 from dashboard.store import ReviewStore
-from dashboard.views.runs import sqlite_stamp
+from dashboard.views.runs import REMOTE_TTL_S, sqlite_stamp
 from medflow.errors import MedflowError
 
 CONTRACT_FIELDS = ("task", "labels", "intended_use", "created_by", "model_sha256")
@@ -38,8 +39,17 @@ def _evaluation(uri: str) -> pushed_models.Evaluation:
     return pushed_models.load_evaluation(uri)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _lineage_remote(config_path: str, time_bucket: int, destination: str, version: str):
+    store = lineage.open_store(lineage.config_from_file(config_path))
+    return lineage.push_lineage(store, destination, version)
+
+
 def find_lineage(settings: Settings, version: pushed_models.ModelVersion):
-    """The push recorded in a local ML Metadata store for this version, if any."""
+    """The push recorded in ML Metadata for this version, if any."""
+    if settings.mlmd_config:
+        bucket = int(time.time() // REMOTE_TTL_S)
+        return _lineage_remote(settings.mlmd_config, bucket, version.path, str(version.version))
     for path in settings.mlmd_sqlite_files().values():
         found = _lineage(str(path), sqlite_stamp(path), version.path, str(version.version))
         if found is not None:

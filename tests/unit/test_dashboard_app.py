@@ -235,10 +235,14 @@ def test_runs_page_reads_a_configured_store(workdir, tmp_path, monkeypatch):
     config.write_text(f'sqlite {{ filename_uri: "{db}" connection_mode: READONLY }}')
     monkeypatch.setenv("MEDFLOW_WORKDIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("MEDFLOW_MLMD_CONFIG", str(config))
+    monkeypatch.setenv("MEDFLOW_MODELS_DIR", str(workdir / "models"))
     at = _login(_app("runs"), "alice")
     assert not at.exception
     assert at.selectbox(key="runs_run").options == [f"{PIPELINE} · {RUN1}"]
     assert str(config) in at.caption[0].value
+    at.sidebar.radio(key="nav_page").set_value("models").run()
+    assert not at.exception
+    assert any(f"Blessed by the Evaluator in run {RUN1}" in s.value for s in at.success)
 
 
 def test_runs_page_without_metadata_says_so(env, tmp_path):
