@@ -19,9 +19,7 @@ def _value(metric: dict[str, Any]) -> float | None:
 def _slice_name(slice_key) -> str:
     if not slice_key:
         return "overall"
-    return ",".join(
-        f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in slice_key
-    )
+    return ",".join(f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in slice_key)
 
 
 def load_metrics(evaluation_uri: str, model_name: str = "") -> dict[str, dict[str, float]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+import warnings
 
 from medflow import __version__, commands
 from medflow.errors import MedflowError
@@ -26,7 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party() -> None:
+    # TensorFlow's C++ start-up chatter and google-api-core's Python-version notices say
+    # nothing a medflow user can act on; MEDFLOW_VERBOSE_LIBS=1 keeps them.
+    if os.environ.get("MEDFLOW_VERBOSE_LIBS"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google$")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -15,3 +15,12 @@ SERVING_IMAGE = "tensorflow/serving:2.16.1"
 DEFAULT_PIPELINE_NAME = "medflow-classification"
 DEFAULT_MODEL_NAME = "medflow-classifier"
 DEFAULT_WORKDIR = ".medflow"
+
+# Kubernetes storage shared by the pipeline steps, TF Serving and the dashboard
+# (k8s/base/storage/pvcs.yaml). The compiled Kubeflow spec mounts the same claims.
+ARTIFACTS_PVC = "medflow-pipeline-artifacts"
+ARTIFACTS_MOUNT = "/artifacts"
+MODELS_PVC = "medflow-models"
+MODELS_MOUNT = "/models"
+# Secret holding the de-identification key (k8s/make-secrets.sh), mounted as a file.
+DEID_KEY_FILE = "/etc/medflow/deid/deid.key"

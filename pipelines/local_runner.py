@@ -11,6 +11,7 @@ Layout under ``workdir`` (default ``.medflow/``)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from components.dicom.keys import ensure_key_file
 from medflow.errors import InputError, MedflowError
 from pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_WORKDIR
 from pipelines.evaluation import BlessingThresholds
-from pipelines.progress import ProgressTracker, capture_tfx_logs
+from pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
 from pipelines.run_summary import summarize
 
 # One in-process Beam worker: on a 2-core machine extra worker processes cost more than
@@ -64,6 +65,7 @@ def run_local(
     enable_cache: bool = True,
     beam_pipeline_args: Sequence[str] = LOCAL_BEAM_ARGS,
     progress: Callable[[str], None] | None = print,
+    quiet_console: bool = True,
 ) -> dict[str, Any]:
     """Run the whole pipeline locally and summarise what happened.
 
@@ -85,6 +87,8 @@ def run_local(
         enable_cache: reuse unchanged component outputs.
         beam_pipeline_args: Beam options.
         progress: called with one line per component event (None: silent).
+        quiet_console: send all console output of the run (TFX, Beam, Keras, pip) to the
+            log file; ``print`` progress lines still reach the console.
 
     Returns:
         ``{"components": {id: {"status", "seconds"}}, "metrics": {slice: {...}},
@@ -131,17 +135,23 @@ def run_local(
         enable_cache=enable_cache,
     )
     log_file = paths["logs"] / f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    tracker = ProgressTracker(progress)
     start = time.perf_counter()
-    with capture_tfx_logs(tracker, log_file):
-        try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
-        except Exception as exc:
-            failed = tracker.current or "the pipeline"
-            logging.getLogger(__name__).debug("pipeline failed", exc_info=True)
-            raise PipelineFailed(
-                f"{failed} failed: {exc.__class__.__name__}: {exc} (full log: {log_file})"
-            ) from exc
+    quiet = console_to_file(log_file) if quiet_console else contextlib.nullcontext(None)
+    with quiet as console:
+        if console is not None and progress is print:
+            progress = console
+        tracker = ProgressTracker(progress)
+        if progress:
+            progress(f"running {pipeline_name} (full log: {log_file})")
+        with capture_tfx_logs(tracker, log_file):
+            try:
+                tfx.orchestration.LocalDagRunner().run(pipeline)
+            except Exception as exc:
+                failed = tracker.current or "the pipeline"
+                logging.getLogger(__name__).error("pipeline failed", exc_info=True)
+                raise PipelineFailed(
+                    f"{failed} failed: {exc.__class__.__name__}: {exc} (full log: {log_file})"
+                ) from exc
     wall = time.perf_counter() - start
     summary = summarize(paths["metadata"], tracker)
     summary.update(workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall)

@@ -34,8 +34,16 @@ INTENDED_USE = (
 )
 
 
-def _example_gen(input_format: str, data_root: str, label_manifest: str, image_size: int,
-                 channels: int, splits: str, deid_key_file: str, ingest_workers: int):
+def _example_gen(
+    input_format: str,
+    data_root: str,
+    label_manifest: str,
+    image_size: int,
+    channels: int,
+    splits: str,
+    deid_key_file: str,
+    ingest_workers: int,
+):
     from tfx import v1 as tfx
 
     if input_format == "dicom":
@@ -128,8 +136,16 @@ def create_pipeline(
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format={input_format!r}: choose one of {INPUT_FORMATS}")
     thresholds = thresholds or BlessingThresholds()
-    example_gen = _example_gen(input_format, data_root, label_manifest, image_size, channels,
-                               splits, deid_key_file, ingest_workers)
+    example_gen = _example_gen(
+        input_format,
+        data_root,
+        label_manifest,
+        image_size,
+        channels,
+        splits,
+        deid_key_file,
+        ingest_workers,
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +63,34 @@ class ProgressTracker(logging.Handler):
                 entry["status"] = "executed"
             self._say(f"    {m.group(1)}: {entry['status']} in {entry['seconds']:.1f} s")
             self.current = None
+
+
+@contextlib.contextmanager
+def console_to_file(log_file: Path) -> Iterator[Callable[[str], None]]:
+    """Send everything written to file descriptors 1 and 2 (subprocesses, C++ logging,
+    Keras progress, pip) to ``log_file``; yields a ``print`` that still reaches the console.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    console = os.fdopen(os.dup(1), "w", buffering=1)
+
+    def say(line: str) -> None:
+        console.write(line + "\n")
+
+    with open(log_file, "ab", buffering=0) as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield say
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            console.close()
 
 
 @contextlib.contextmanager

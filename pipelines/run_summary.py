@@ -7,6 +7,8 @@ from typing import Any
 
 from pipelines.progress import ProgressTracker
 
+REPORT_KEYS = ("inputs", "written", "quarantined", "duplicates", "examples")
+
 
 def _store(metadata_path: Path):
     from ml_metadata.metadata_store import metadata_store
@@ -36,12 +38,13 @@ def execution_outputs(store, execution_id: int) -> dict[str, list]:
     events = store.get_events_by_execution_ids([execution_id])
     outputs: dict[str, list[int]] = {}
     for event in events:
-        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
+        if event.type in (
+            metadata_store_pb2.Event.OUTPUT,
+            metadata_store_pb2.Event.DECLARED_OUTPUT,
+        ):
             key = event.path.steps[0].key if event.path.steps else ""
             outputs.setdefault(key, []).append(event.artifact_id)
-    return {
-        key: store.get_artifacts_by_id(ids) for key, ids in outputs.items()
-    }
+    return {key: store.get_artifacts_by_id(ids) for key, ids in outputs.items()}
 
 
 def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
@@ -85,14 +88,13 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
     validator = outputs.get("ExampleValidator", {})
     if validator.get("anomalies"):
         summary["anomalies"] = _anomalies(validator["anomalies"][0].uri)
-    for name, artifacts in outputs.items():
-        if "ExampleGen" in name:
-            for key, arts in artifacts.items():
-                if key != "examples" and arts:
-                    summary["ingest"] = {
-                        k: _property(arts[0], k) for k in arts[0].custom_properties
-                    }
-                    summary["ingest"]["uri"] = arts[0].uri
+    report = outputs.get("ExampleGen", {}).get("ingest_report")
+    if report:
+        names = [*report[0].properties, *report[0].custom_properties]
+        summary["ingest"] = {
+            k: _property(report[0], k) for k in names if k not in ("tfx_version", "is_external")
+        }
+        summary["ingest"]["uri"] = report[0].uri
     return summary
 
 
@@ -110,3 +112,37 @@ def _anomalies(uri: str) -> list[str]:
         for feature, info in sorted(anomalies.anomaly_info.items()):
             out.append(f"{split_dir.name[6:]}: {feature}: {info.short_description}")
     return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The run summary as a few lines for the terminal."""
+    lines = []
+    ingest = summary.get("ingest") or {}
+    if ingest:
+        lines.append(
+            "ingest: {inputs} inputs = {written} written + {quarantined} quarantined + "
+            "{duplicates} duplicates ({examples} examples)".format(
+                **{k: ingest.get(k, "?") for k in REPORT_KEYS}
+            )
+        )
+    metrics = summary.get("metrics") or {}
+    if metrics:
+        names = ("example_count", "auc", "binary_accuracy", "precision", "recall")
+        lines.append(f"{'slice':<28}" + "".join(f"{n[:14]:>15}" for n in names))
+        for slice_name, values in metrics.items():
+            cells = "".join(
+                f"{values[n]:>15.3f}" if isinstance(values.get(n), float) else f"{'-':>15}"
+                for n in names
+            )
+            lines.append(f"{slice_name[:28]:<28}{cells}")
+    for anomaly in summary.get("anomalies") or []:
+        lines.append(f"data anomaly: {anomaly}")
+    lines.append(f"blessed: {'yes' if summary.get('blessed') else 'no'}")
+    if summary.get("pushed"):
+        lines.append(f"pushed: {summary['model_path']} (version {summary['model_version']})")
+    else:
+        lines.append("pushed: no (only blessed models are pushed)")
+    wall = summary.get("wall_seconds")
+    if wall is not None:
+        lines.append(f"wall time: {wall:.0f} s; log: {summary.get('log_file')}")
+    return "\n".join(lines)

@@ -24,9 +24,13 @@ def load_key_file(path: str | os.PathLike[str]) -> DeidKey:
             "`medflow deid-key --out FILE` (keep it: the same key gives the same pseudonyms)"
         ) from None
     except OSError as exc:
-        raise ConfigError(f"de-identification key file {path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(
+            f"de-identification key file {path}: cannot read ({exc.strerror})"
+        ) from None
     if len(secret) < 16:
-        raise ConfigError(f"de-identification key file {path} holds {len(secret)} bytes; need >= 16")
+        raise ConfigError(
+            f"de-identification key file {path} holds {len(secret)} bytes; need >= 16"
+        )
     return DeidKey(secret)
 
 

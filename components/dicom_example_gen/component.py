@@ -14,19 +14,21 @@ from __future__ import annotations
 
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
-from tfx.types.artifact import Artifact, Property, PropertyType
+from tfx.types.artifact import Artifact
 
 from components.dicom_example_gen import driver, executor
 
 
 class IngestReport(Artifact):
-    """Where every input went: written, quarantined (with reasons) or duplicate."""
+    """Where every input went: written, quarantined (with reasons) or duplicate.
 
-    TYPE_NAME = "IngestReport"
-    PROPERTIES = {
-        name: Property(type=PropertyType.INT)
-        for name in ("inputs", "written", "quarantined", "duplicates", "examples")
-    }
+    The counts are integer custom properties (``inputs``, ``written``, ``quarantined``,
+    ``duplicates``, ``examples``, ``quarantined_<reason>``): Kubeflow V2 accepts no typed
+    properties on custom artifact types.
+    """
+
+    # "<namespace>.<Name>": the form Kubeflow V2 requires of custom artifact types.
+    TYPE_NAME = "medflow.IngestReport"
 
 
 class DicomExampleGenSpec(component_spec.ComponentSpec):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from tfx.dsl.components.base import base_driver as legacy_driver
 from tfx.orchestration import data_types_utils
 from tfx.orchestration.portable import base_driver
 from tfx.orchestration.portable import data_types as portable_data_types
@@ -39,8 +40,16 @@ def folder_fingerprint(input_base: str, label_manifest: str = "") -> str:
     return f"files:{len(entries)},sha256:{digest.hexdigest()}"
 
 
-class FingerprintDriver(base_driver.BaseDriver):
-    """Adds ``input_fingerprint`` to the exec properties before the cache lookup."""
+class FingerprintDriver(legacy_driver.BaseDriver, base_driver.BaseDriver):
+    """Adds ``input_fingerprint`` to the exec properties before the cache lookup.
+
+    TFX requires a component's DRIVER_CLASS to derive from the legacy BaseDriver; the
+    portable launcher (LocalDagRunner, Kubeflow) calls :meth:`run`.
+    """
+
+    def __init__(self, metadata_handle):
+        legacy_driver.BaseDriver.__init__(self, metadata_handle)
+        base_driver.BaseDriver.__init__(self, metadata_handle)
 
     def run(
         self, execution_info: portable_data_types.ExecutionInfo
@@ -48,5 +57,7 @@ class FingerprintDriver(base_driver.BaseDriver):
         props = execution_info.exec_properties
         fingerprint = folder_fingerprint(props["input_base"], props.get("label_manifest") or "")
         result = driver_output_pb2.DriverOutput()
-        data_types_utils.set_metadata_value(result.exec_properties["input_fingerprint"], fingerprint)
+        data_types_utils.set_metadata_value(
+            result.exec_properties["input_fingerprint"], fingerprint
+        )
         return result

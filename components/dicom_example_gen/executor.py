@@ -10,10 +10,11 @@ from typing import Any
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_executor
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components.dicom.keys import load_key_file
 from components.dicom.ingest import REPORT_NAME, IngestOptions, ingest, parse_splits
+from components.dicom.keys import load_key_file
 from components.dicom.manifest import read_manifest
 from components.dicom.pixels import PixelSpec
 
@@ -52,13 +53,15 @@ class Executor(base_executor.BaseExecutor):
         report = ingest(exec_properties["input_base"], examples.uri, key, manifest, options)
 
         examples.split_names = artifact_utils.encode_split_names([s for s, _ in options.splits])
-        examples_utils.set_payload_format(examples, "FORMAT_TF_EXAMPLE")
+        examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
         counts = report.counts
         for name in REPORT_COUNTS:
-            setattr(report_artifact, name, int(counts[name]))
+            report_artifact.set_int_custom_property(name, int(counts[name]))
         for reason, n in report.quarantine_reasons.items():
             report_artifact.set_int_custom_property(f"quarantined_{reason}", n)
         os.makedirs(report_artifact.uri, exist_ok=True)
-        shutil.move(os.path.join(examples.uri, REPORT_NAME), os.path.join(report_artifact.uri, REPORT_NAME))
+        shutil.move(
+            os.path.join(examples.uri, REPORT_NAME), os.path.join(report_artifact.uri, REPORT_NAME)
+        )
         log.info("DicomExampleGen: %s", report.table().replace("\n", " | "))

@@ -34,7 +34,16 @@ SEX = "sex"
 AGE_BUCKET = "age_bucket"
 SITE = "site"
 PHOTOMETRIC = "photometric"
-HEADER_STRINGS = (MODALITY, MANUFACTURER, BODY_PART, VIEW_POSITION, SEX, AGE_BUCKET, SITE, PHOTOMETRIC)
+HEADER_STRINGS = (
+    MODALITY,
+    MANUFACTURER,
+    BODY_PART,
+    VIEW_POSITION,
+    SEX,
+    AGE_BUCKET,
+    SITE,
+    PHOTOMETRIC,
+)
 SLICE_FEATURES = (MODALITY, MANUFACTURER, SEX, SITE)
 
 # Geometry of the original image and of the resampling done at ingestion.

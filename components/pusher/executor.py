@@ -101,7 +101,9 @@ class Executor(base_executor.BaseExecutor):
         if new:
             log.info("pushed model version %s to %s", version, destination)
         else:
-            log.info("model already published as version %s (%s): not pushed again", version, destination)
+            log.info(
+                "model already published as version %s (%s): not pushed again", version, destination
+            )
         pushed.set_int_custom_property("pushed", int(new))
         pushed.set_string_custom_property("pushed_destination", destination)
         pushed.set_int_custom_property("pushed_version", int(version))

@@ -139,9 +139,7 @@ def next_version(model_base: str) -> int:
     return max([int(time.time()), *(v + 1 for v in versions)])
 
 
-def publish(
-    model_dir: str, model_base: str, contract: dict[str, Any]
-) -> tuple[int, str, bool]:
+def publish(model_dir: str, model_base: str, contract: dict[str, Any]) -> tuple[int, str, bool]:
     """Publish ``model_dir`` as a new version unless its content is already published.
 
     Args:

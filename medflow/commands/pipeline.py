@@ -1,0 +1,186 @@
+"""``medflow run`` (local pipeline), ``medflow compile`` and ``medflow submit`` (Kubeflow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from medflow.errors import ConfigError
+from pipelines import config
+
+
+def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["epochs=5", "backbone=resnet18"]`` -> ``{"epochs": 5, "backbone": "resnet18"}``
+    (values parsed as JSON when they are JSON, else kept as strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=int, default=28, help="model input rows = cols")
+    parser.add_argument(
+        "--class-names", default="0,1", help="class names in label order (default 0,1)"
+    )
+    parser.add_argument("--epochs", type=int, help="maximum training epochs")
+    parser.add_argument("--backbone", help="auto, small_cnn, resnet18, resnet50, densenet121, ...")
+    parser.add_argument(
+        "--hparam",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any Trainer hyperparameter (see components/models/hparams.py); repeatable",
+    )
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    hp = parse_assignments(args.hparam, "--hparam")
+    if args.epochs is not None:
+        hp["epochs"] = args.epochs
+    if args.backbone:
+        hp["backbone"] = args.backbone
+    from components.models.hparams import HParams
+
+    try:  # fail here, not minutes later inside the Trainer
+        HParams.from_config({**hp, "image_size": args.image_size, "labels": _labels(args)})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"hyperparameters: {exc}") from None
+    return hp
+
+
+def _labels(args: argparse.Namespace) -> list[str]:
+    return [x.strip() for x in args.class_names.split(",") if x.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the training pipeline locally (LocalDagRunner, SQLite ML Metadata)",
+        description="Ingest -> validate -> Transform -> train -> evaluate -> push, on this machine. "
+        "Everything goes under --workdir; pushed models under <workdir>/models/<model>/<version>/.",
+    )
+    run.add_argument("data", help="DICOM folder (or train/ eval/ TFRecords with --format tfrecord)")
+    run.add_argument("--labels", default="", help="label manifest CSV (see `medflow ingest -h`)")
+    run.add_argument("--workdir", default=config.DEFAULT_WORKDIR, help="work folder")
+    run.add_argument("--format", choices=("dicom", "tfrecord"), default="dicom")
+    run.add_argument("--splits", default="train=80,eval=20", help="patient split weights")
+    run.add_argument("--model-name", default=config.DEFAULT_MODEL_NAME)
+    run.add_argument("--pipeline-name", default=config.DEFAULT_PIPELINE_NAME)
+    run.add_argument("--workers", type=int, default=1, help="ingestion processes")
+    run.add_argument(
+        "--threshold",
+        action="append",
+        metavar="NAME=VALUE",
+        help="blessing threshold: min_auc, min_accuracy, max_auc_drop (repeatable)",
+    )
+    run.add_argument("--no-cache", action="store_true", help="rerun every component")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _training_args(run)
+    run.set_defaults(func=_run)
+
+    comp = subparsers.add_parser(
+        "compile",
+        help="compile the pipeline for Kubeflow Pipelines (KubeflowV2DagRunner)",
+        description="Write a Kubeflow pipeline spec (.yaml: PipelineSpec for `medflow submit`; "
+        "runtime parameters data_root and label_manifest).",
+    )
+    comp.add_argument("--out", default="medflow-pipeline.yaml", help="spec file (.yaml or .json)")
+    comp.add_argument("--image", default=config.PIPELINE_IMAGE, help="pipeline step image")
+    comp.add_argument("--pipeline-root", default="", help="artifact root on the cluster")
+    comp.add_argument("--pipeline-name", default=config.DEFAULT_PIPELINE_NAME)
+    comp.add_argument("--model-name", default=config.DEFAULT_MODEL_NAME)
+    comp.add_argument("--gpus", type=int, default=0, help="GPUs requested by the Trainer")
+    comp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4", help="accelerator type")
+    _training_args(comp)
+    comp.set_defaults(func=_compile)
+
+    sub = subparsers.add_parser(
+        "submit",
+        help="submit a compiled spec to a Kubeflow Pipelines endpoint",
+        description="Host and token come from --host/--token-file or KFP_HOST/KFP_TOKEN "
+        "(a token is never taken on the command line, where shell history would keep it).",
+    )
+    sub.add_argument("spec", help="spec written by `medflow compile` (.yaml)")
+    sub.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP endpoint URL")
+    sub.add_argument("--token-file", help="file holding a bearer token (else $KFP_TOKEN)")
+    sub.add_argument("--experiment", default="medflow")
+    sub.add_argument("--run-name", default=None)
+    sub.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="runtime parameter (repeatable)"
+    )
+    sub.set_defaults(func=_submit)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.evaluation import BlessingThresholds
+    from pipelines.local_runner import run_local
+    from pipelines.run_summary import format_summary
+
+    summary = run_local(
+        args.data,
+        workdir=args.workdir,
+        input_format=args.format,
+        label_manifest=args.labels,
+        pipeline_name=args.pipeline_name,
+        model_name=args.model_name,
+        image_size=args.image_size,
+        labels=_labels(args),
+        splits=args.splits,
+        ingest_workers=args.workers,
+        hyperparameters=_hyperparameters(args),
+        thresholds=BlessingThresholds.from_dict(parse_assignments(args.threshold, "--threshold")),
+        enable_cache=not args.no_cache,
+    )
+    print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    path = compile_pipeline(
+        args.out,
+        image=args.image,
+        pipeline_root=args.pipeline_root,
+        pipeline_name=args.pipeline_name,
+        model_name=args.model_name,
+        image_size=args.image_size,
+        labels=_labels(args),
+        hyperparameters=_hyperparameters(args),
+        gpu_count=args.gpus,
+        gpu_type=args.gpu_type,
+    )
+    print(f"wrote {path} (image {args.image}, Trainer GPUs {args.gpus})")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow_runner import submit
+
+    if not args.host:
+        raise ConfigError("no Kubeflow Pipelines endpoint: pass --host URL or set KFP_HOST")
+    token = os.environ.get("KFP_TOKEN")
+    if args.token_file:
+        try:
+            with open(args.token_file) as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    result = submit(
+        args.spec,
+        host=args.host,
+        token=token,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        parameters=parse_assignments(args.param, "--param"),
+    )
+    print(f"submitted run {result['run_id']}: {result['url']}")
+    return 0
