@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -17,8 +16,9 @@ _KEY_HELP = (
     "The de-identification key (at least 16 bytes) keys the patient pseudonyms, the UID "
     "remapping and the date shifts: the same key gives the same pseudonyms and UIDs on every "
     "run, so batches ingested at different times stay linkable and reruns are identical. It "
-    "is read from --deid-key-file (the file's content, surrounding whitespace stripped), "
-    f"else from the environment variable {KEY_ENV}; there is no built-in default, because "
+    "is read from --deid-key-file (the file's bytes, trailing newline stripped), else from "
+    f"the file named by $MEDFLOW_DEID_KEY_FILE, else from ${KEY_ENV} itself; there is no "
+    "built-in default, because "
     "anyone holding the key can re-link pseudonyms to patients by trying candidate IDs. "
     "Make one with `medflow deid-key --out FILE` and keep it out of the output folder."
 )
@@ -75,31 +75,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_key(key_file: str | None):
-    """The de-identification key from ``key_file`` or ``$MEDFLOW_DEID_KEY``.
+    """The de-identification key from ``key_file``, ``$MEDFLOW_DEID_KEY_FILE`` or
+    ``$MEDFLOW_DEID_KEY`` (the pipeline reads key files the same way, so pseudonyms match).
 
     Raises:
         ConfigError: no key given, the file is unreadable, or the key is too short.
     """
     from components.dicom.deid import DeidKey
+    from components.dicom.keys import KEY_ENV as KEY_FILE_ENV
+    from components.dicom.keys import load_key_file
 
-    if key_file:
-        try:
-            secret = Path(key_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"--deid-key-file {key_file}: cannot read ({exc.strerror or exc})"
-            ) from None
-        where = f"--deid-key-file {key_file}"
-    elif os.environ.get(KEY_ENV):
-        secret, where = os.environ[KEY_ENV].strip().encode(), f"${KEY_ENV}"
-    else:
+    if key_file or os.environ.get(KEY_FILE_ENV):
+        return load_key_file(key_file or os.environ[KEY_FILE_ENV])
+    if not os.environ.get(KEY_ENV):
         raise ConfigError(
-            f"no de-identification key: pass --deid-key-file FILE or set {KEY_ENV} "
-            "(create a key with `medflow deid-key --out FILE`)"
+            f"no de-identification key: pass --deid-key-file FILE or set {KEY_FILE_ENV} or "
+            f"{KEY_ENV} (create a key with `medflow deid-key --out FILE`)"
         )
+    secret = os.environ[KEY_ENV].rstrip("\r\n").encode()
     if len(secret) < 16:
         raise ConfigError(
-            f"{where}: the de-identification key has {len(secret)} bytes, needs at least 16; "
+            f"${KEY_ENV}: the de-identification key has {len(secret)} bytes, needs at least 16; "
             "create one with `medflow deid-key --out FILE`"
         )
     return DeidKey(secret)
@@ -147,14 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    path = Path(args.out)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists; a key is never overwritten") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {path} ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32) + "\n")
-    print(f"wrote a new de-identification key to {path}")
+    from components.dicom.keys import create_key_file
+
+    print(f"wrote a new de-identification key to {create_key_file(args.out)}")
     return 0

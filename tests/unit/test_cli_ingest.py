@@ -37,11 +37,12 @@ def test_deid_key_is_private_and_never_overwritten(key_file, capsys):
     assert len(key_file.read_text().strip()) == 64
     capsys.readouterr()
     assert main(["deid-key", "--out", str(key_file)]) == 2
-    assert "already exists" in _one_line_error(capsys, "deid-key")
+    assert "refusing to overwrite" in _one_line_error(capsys, "deid-key")
 
 
 def test_ingest_with_key_file(dicom_dir, key_file, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MEDFLOW_DEID_KEY", raising=False)
+    monkeypatch.delenv("MEDFLOW_DEID_KEY_FILE", raising=False)
     out = tmp_path / "out"
     args = ["ingest", str(dicom_dir), "--out", str(out), "--deid-key-file", str(key_file)]
     assert main([*args, "--splits", "train=50,eval=50", "--image-size", "16"]) == 0
@@ -54,6 +55,7 @@ def test_ingest_with_key_file(dicom_dir, key_file, tmp_path, capsys, monkeypatch
 
 
 def test_ingest_key_from_environment_matches_key_file(dicom_dir, key_file, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDFLOW_DEID_KEY_FILE", raising=False)
     monkeypatch.setenv("MEDFLOW_DEID_KEY", key_file.read_text())
     assert main(["ingest", str(dicom_dir), "--out", str(tmp_path / "env")]) == 0
     monkeypatch.delenv("MEDFLOW_DEID_KEY")
@@ -73,7 +75,7 @@ def test_ingest_key_from_environment_matches_key_file(dicom_dir, key_file, tmp_p
     "extra, message",
     [
         ([], "no de-identification key"),
-        (["--deid-key-file", "/nonexistent/key"], "cannot read"),
+        (["--deid-key-file", "/nonexistent/key"], "does not exist"),
         (["--splits", "train=a"], "name=weight"),
         (["--workers", "0"], "--workers 0"),
         (["--labels", "/nonexistent/labels.csv"], "does not exist"),
@@ -81,6 +83,7 @@ def test_ingest_key_from_environment_matches_key_file(dicom_dir, key_file, tmp_p
 )
 def test_ingest_usage_errors(dicom_dir, key_file, tmp_path, capsys, monkeypatch, extra, message):
     monkeypatch.delenv("MEDFLOW_DEID_KEY", raising=False)
+    monkeypatch.delenv("MEDFLOW_DEID_KEY_FILE", raising=False)
     args = ["ingest", str(dicom_dir), "--out", str(tmp_path / "out"), *extra]
     if extra and extra[0] != "--deid-key-file":
         args += ["--deid-key-file", str(key_file)]
@@ -89,6 +92,7 @@ def test_ingest_usage_errors(dicom_dir, key_file, tmp_path, capsys, monkeypatch,
 
 
 def test_short_key_and_missing_source(key_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MEDFLOW_DEID_KEY_FILE", raising=False)
     monkeypatch.setenv("MEDFLOW_DEID_KEY", "short")
     assert main(["ingest", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "needs at least 16" in _one_line_error(capsys, "ingest")
