@@ -62,7 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="include US/SC/OT/... images whose BurnedInAnnotation is not NO "
         "(only after checking the pixels hold no identifiers)",
     )
-    parser.add_argument("--deid-key-file", metavar="FILE", help=f"key file (else ${KEY_ENV})")
+    parser.add_argument(
+        "--deid-key-file",
+        metavar="FILE",
+        help=f"key file (else $MEDFLOW_DEID_KEY_FILE, else ${KEY_ENV}; see above)",
+    )
     parser.set_defaults(func=_run)
 
     keygen = subparsers.add_parser(
