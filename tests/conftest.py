@@ -24,3 +24,17 @@ def artifacts_dir() -> Path:
     path = REPO / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def compiled_spec(tmp_path_factory) -> Path:
+    """The pipeline compiled once for Kubeflow (YAML; Trainer asks for 2 A100 GPUs)."""
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    root = tmp_path_factory.mktemp("kfp")
+    return compile_pipeline(
+        root / "spec.yaml",
+        pipeline_root=str(root / "root"),
+        gpu_count=2,
+        gpu_type="NVIDIA_TESLA_A100",
+    )

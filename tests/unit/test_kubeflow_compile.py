@@ -65,7 +65,7 @@ def test_image_and_gpu_on_trainer_only(spec):
         assert container["image"] == config.PIPELINE_IMAGE, label
         accelerator = container.get("resources", {}).get("accelerator")
         if label.startswith("Trainer"):
-            assert accelerator == {"count": "2", "type": "NVIDIA_TESLA_A100"}
+            assert accelerator == {"count": "2", "type": "NVIDIA_TESLA_A100"}  # conftest compile
         else:
             assert accelerator is None, label
 
