@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "duplicate; OUT/ingest_report.json lists each file. " + _KEY_HELP
         ),
     )
-    parser.add_argument("source", metavar="SRC", help="a DICOM file or a folder (recursive)")
+    parser.add_argument(
+        "source", metavar="SRC", nargs="?", help="a DICOM file or a folder (recursive)"
+    )
     parser.add_argument(
         "--labels",
         metavar="CSV",
@@ -67,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=f"key file (else $MEDFLOW_DEID_KEY_FILE, else ${KEY_ENV}; see above)",
     )
+    add_dicomweb_arguments(parser, pull=True)
     parser.set_defaults(func=_run)
 
     keygen = subparsers.add_parser(
@@ -105,6 +108,69 @@ def load_key(key_file: str | None):
     return DeidKey(secret)
 
 
+def add_dicomweb_arguments(parser: argparse.ArgumentParser, pull: bool) -> None:
+    """--dicomweb and its query/auth/TLS options (shared with ``medflow predict``)."""
+    from components.dicom import dicomweb as dw
+
+    group = parser.add_argument_group(
+        "PACS (DICOMweb)",
+        "Instead of SRC, pull from a DICOMweb server: QIDO-RS search, WADO-RS retrieval. "
+        f"Credentials never go on the command line: --dicomweb-auth-file FILE (JSON "
+        '{"username": ..., "password": ...} or {"token": ...}), else '
+        f"${dw.AUTH_FILE_ENV}, else ${dw.TOKEN_ENV} (bearer), else "
+        f"${dw.USERNAME_ENV}/${dw.PASSWORD_ENV} (HTTP basic). TLS is always verified.",
+    )
+    group.add_argument("--dicomweb", metavar="URL", help="DICOMweb root URL")
+    group.add_argument(
+        "--study", action="append", default=[], metavar="UID", help="StudyInstanceUID (repeat)"
+    )
+    if pull:
+        group.add_argument("--series", metavar="UID", help="SeriesInstanceUID")
+        group.add_argument("--modality", metavar="CODE", help="modality, e.g. CT")
+        group.add_argument("--date-from", metavar="DATE", help="first StudyDate (YYYY-MM-DD)")
+        group.add_argument("--date-to", metavar="DATE", help="last StudyDate (YYYY-MM-DD)")
+        group.add_argument(
+            "--accessions-from",
+            metavar="CSV",
+            help="pull the studies of the AccessionNumber column of this CSV",
+        )
+        group.add_argument(
+            "--keep-cache",
+            action="store_true",
+            help="keep OUT/.dicomweb-cache (identifiable PACS data) after a successful ingest",
+        )
+    group.add_argument("--dicomweb-auth-file", metavar="FILE", help="credentials file (JSON)")
+    group.add_argument(
+        "--dicomweb-ca-bundle",
+        metavar="FILE",
+        help=f"CA certificate(s) to verify the server with (else ${dw.CA_BUNDLE_ENV})",
+    )
+
+
+def dicomweb_source(args: argparse.Namespace):
+    """The DicomwebSource the arguments name (credentials from file or environment)."""
+    from components.dicom.dicomweb import DicomwebSource, load_credentials
+
+    return DicomwebSource(
+        args.dicomweb,
+        load_credentials(args.dicomweb_auth_file),
+        ca_bundle=args.dicomweb_ca_bundle,
+    )
+
+
+def _dicomweb_query(args: argparse.Namespace):
+    from components.dicom.dicomweb import Query, read_accessions
+
+    return Query(
+        study_uids=tuple(args.study),
+        series_uid=args.series,
+        modality=args.modality.upper() if args.modality else None,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        accession_numbers=read_accessions(args.accessions_from) if args.accessions_from else (),
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -116,6 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {args.workers}: must be 1 or more")
     if args.image_size < 0:
         raise ConfigError(f"--image-size {args.image_size}: must be 0 (original) or more")
+    if bool(args.source) == bool(args.dicomweb):
+        raise ConfigError("give either SRC (files or a folder) or --dicomweb URL, not both")
+    query = _dicomweb_query(args) if args.dicomweb else None
     key = load_key(args.deid_key_file)
     manifest = read_manifest(args.labels) if args.labels else None
     size = (args.image_size, args.image_size) if args.image_size else None
@@ -125,14 +194,29 @@ def _run(args: argparse.Namespace) -> int:
         allow_burned_in=args.allow_burned_in,
         workers=args.workers,
     )
-    report = ingest(
-        args.source,
-        args.out,
-        key,
-        manifest,
-        options,
-        progress=lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None),
-    )
+    progress = lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None)  # noqa: E731
+    if args.dicomweb:
+        from components.dicom.dicomweb_ingest import ingest_dicomweb
+
+        report, pulled = ingest_dicomweb(
+            dicomweb_source(args),
+            query,
+            args.out,
+            key,
+            manifest,
+            options,
+            keep_cache=args.keep_cache,
+            pull_progress=lambda it, n: tqdm(
+                it, total=n, unit="instance", desc="pull", disable=None
+            ),
+            progress=progress,
+        )
+        print(
+            f"pulled {pulled.instances} instance(s) of {pulled.studies} study(ies) from "
+            f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
+        )
+    else:
+        report = ingest(args.source, args.out, key, manifest, options, progress=progress)
     print(report.table())
     print(f"report: {Path(args.out) / 'ingest_report.json'}")
     counts = report.counts
