@@ -18,7 +18,7 @@ from medflow.errors import ConfigError, ServiceError
 
 RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
-INGEST_REPORT_TYPE = "IngestReport"
+INGEST_REPORT_TYPE = "medflow.IngestReport"  # components.dicom_example_gen.component
 ANOMALIES_TYPE = "ExampleAnomalies"
 INGEST_REPORT_FILE = "ingest_report.json"
 COUNT_KEYS = ("inputs", "written", "quarantined", "duplicates", "examples")

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dashboard.lineage import INGEST_REPORT_TYPE
+
 PIPELINE = "medflow-classification"
 MODEL = "medflow-classifier"
 QUARANTINE = {"not_dicom": 2, "no_pixel_data": 1}
@@ -180,9 +182,9 @@ def write_sample_run(
     run.component("DicomExampleGen", "components.dicom_example_gen.component.DicomExampleGen", {}, {
         "examples": {"type": "Examples", "props": {"split_names": '["train", "eval"]'}},
         "ingest_report": {
-            "type": "IngestReport", "typed": tuple(counts), "write": lambda u: _ingest_report(u, counts),
-            # As DicomExampleGen's executor records them: counts as properties, one
-            # quarantined_<reason> custom property per reason.
+            "type": INGEST_REPORT_TYPE, "write": lambda u: _ingest_report(u, counts),
+            # As DicomExampleGen's executor records them: counts and one
+            # quarantined_<reason> per reason, all custom properties.
             "props": {**counts, **{f"quarantined_{r}": n for r, n in QUARANTINE.items()}}},
     })  # fmt: skip
     run.component("StatisticsGen", "tfx.components.statistics_gen.component.StatisticsGen",

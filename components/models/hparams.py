@@ -46,7 +46,7 @@ class HParams:
     labels: tuple[str, ...] = ("0", "1")
     backbone: str = "auto"
     pretrained_weights: str = ""
-    width: int = 32
+    width: int = 16
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 2e-3

@@ -201,7 +201,7 @@ def test_runs_page_shows_a_run_from_ml_metadata(workdir):
         "Evaluator", "Pusher",
     ]  # fmt: skip
     assert (components["duration (s)"] > 0).all()
-    report_uri = artifacts.loc[artifacts["type"] == "IngestReport", "uri"].item()
+    report_uri = artifacts.loc[artifacts["type"] == "medflow.IngestReport", "uri"].item()
     assert report_uri.startswith(str(workdir / "pipelines"))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {

@@ -57,7 +57,7 @@ def test_outputs_carry_keys_types_and_uris(runs):
     gen = runs[RUN1].components[0]
     assert {(a.key, a.type) for a in gen.outputs} == {
         ("examples", "Examples"),
-        ("ingest_report", "IngestReport"),
+        ("ingest_report", "medflow.IngestReport"),
     }
     for a in gen.outputs:
         assert a.uri.endswith(f"DicomExampleGen/{a.key}/{gen.execution_id}") and a.state == "LIVE"
@@ -65,7 +65,7 @@ def test_outputs_carry_keys_types_and_uris(runs):
 
 
 def test_ingest_counts_and_quarantine_reasons(runs):
-    [report] = runs[RUN1].artifacts("IngestReport")
+    [report] = runs[RUN1].artifacts("medflow.IngestReport")
     summary = lineage.ingest_summary(report)
     assert summary.note == ""
     assert summary.counts == {
@@ -85,7 +85,7 @@ def test_ingest_counts_and_quarantine_reasons(runs):
 
 
 def test_ingest_falls_back_to_artifact_properties_without_the_report(runs, tmp_path):
-    [report] = runs[RUN2].artifacts("IngestReport")
+    [report] = runs[RUN2].artifacts("medflow.IngestReport")
     moved = lineage.ArtifactInfo(**{**report.__dict__, "uri": str(tmp_path / "gone")})
     summary = lineage.ingest_summary(moved)
     assert "no report at" in summary.note
