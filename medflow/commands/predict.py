@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Preprocess DICOM files as ingestion does, send them to a TF Serving gRPC "
         "endpoint and print the predictions (optionally recording them for review).",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders")
     parser.add_argument(
         "--server", default="localhost:8500", help="gRPC HOST:PORT (default localhost:8500)"
     )
@@ -32,22 +32,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request (s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per Predict request")
+    from medflow.commands.ingest import add_dicomweb_arguments
+
+    add_dicomweb_arguments(parser, pull=False)
+    parser.add_argument(
+        "--push",
+        action="store_true",
+        help="with --dicomweb: store the results in each study as a DICOM SR (STOW-RS)",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medflow.errors import InputError
+    from medflow.errors import ConfigError, InputError
     from serving.client import PredictionClient
 
+    if bool(args.paths) == bool(args.dicomweb) or bool(args.study) != bool(args.dicomweb):
+        raise ConfigError("give PATHs, or --dicomweb URL with --study UID (not both)")
+    if args.push and not args.dicomweb:
+        raise ConfigError("--push stores results in a PACS: it needs --dicomweb and --study")
+    pushed = []
     with PredictionClient(args.server, timeout_s=args.timeout) as client:
-        results, rejected = client.predict_dicom(
-            args.paths,
-            args.model,
+        options = dict(
             version=args.version,
             label=args.label,
             contract=args.contract,
             batch_size=max(1, args.batch_size),
         )
+        if args.dicomweb:
+            from medflow.commands.ingest import dicomweb_source
+            from serving.dicomweb_predict import predict_studies
+
+            results, rejected, pushed = predict_studies(
+                client, dicomweb_source(args), args.study, args.model, push=args.push, **options
+            )
+        else:
+            results, rejected = client.predict_dicom(args.paths, args.model, **options)
     recorded = record(results, args.store_url) if args.record else []
     if args.json:
         doc = {
@@ -57,11 +77,18 @@ def _run(args: argparse.Namespace) -> int:
             ],
             "rejected": [vars(r) for r in rejected],
         }
+        if args.dicomweb:
+            doc["pushed"] = [vars(p) for p in pushed]
         print(json.dumps(doc, indent=2))
     else:
         print(format_table(results))
         if recorded:
             print(f"recorded {len(recorded)} prediction(s) in the review store")
+        for p in pushed:
+            print(
+                f"stored SR {p.sop_instance_uid} ({p.findings} finding(s)) in study "
+                f"{p.study_instance_uid}"
+            )
     for r in rejected:
         print(f"medflow predict: skipped {r.path}: {r.message}", file=sys.stderr)
     if not results:

@@ -206,3 +206,54 @@ def test_pacs_killed_mid_pull_then_rerun_completes(pacs, corpus, tmp_path):
     assert report.counts["inputs"] == total
     assert sorted(p.name for p in cache.iterdir()) == sorted(originals)
     assert _examples(out) == _examples(tmp_path / "direct")
+
+
+@pytest.fixture()
+def model_server(tmp_path):
+    from tests.integration.test_serving_helpers import add_version, start_server
+
+    add_version(tmp_path / "models", 1)
+    server = start_server(tmp_path / "models")
+    yield server
+    server.stop()
+
+
+def test_predict_push_stores_an_sr_that_references_the_study(
+    env, pacs, corpus, model_server, capsys
+):
+    """Last in the module: it adds an SR to the PACS."""
+    import json
+
+    import highdicom as hd
+
+    ct = pydicom.dcmread(corpus / "pydicom" / "CT_small.dcm")
+    code = main(
+        ["predict", "--dicomweb", pacs.dicomweb_url, "--study", ct.StudyInstanceUID, "--push"]
+        + ["--server", f"127.0.0.1:{model_server.grpc_port}", "--model", "demo", "--json"]
+    )
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    (pred,) = doc["predictions"]
+    assert pred["sop_instance_uid"] == ct.SOPInstanceUID
+    assert pred["path"].endswith(f"/instances/{ct.SOPInstanceUID}")
+    (pushed,) = doc["pushed"]
+    assert pushed["study_instance_uid"] == ct.StudyInstanceUID and pushed["findings"] == 1
+
+    # Read it back from Orthanc, through the same safe reader, and check it with highdicom
+    source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=FAST_RETRY)
+    (ref,) = source.search(Query(study_uids=(ct.StudyInstanceUID,), modality="SR"))
+    assert ref.sop_uid == pushed["sop_instance_uid"]
+    ds = parse(source.retrieve(ref), "sr")
+    sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
+    assert (ds.StudyInstanceUID, ds.PatientID) == (ct.StudyInstanceUID, ct.PatientID)
+    (group,) = sr.content.get_image_measurement_groups()
+    (image,) = group.source_images
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
+    assert image.ReferencedSOPSequence[0].ReferencedSOPClassUID == ct.SOPClassUID
+    (label,) = group.get_qualitative_evaluations()
+    assert label.value.meaning == pred["label"]
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert values["Probability of class_1"] == pytest.approx(pred["probabilities"][1], abs=1e-6)
+    assert values["Model score of the predicted label"] == pytest.approx(pred["score"], abs=1e-6)
+    evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID

@@ -1,0 +1,73 @@
+"""Predict on studies pulled from a PACS over DICOMweb and push the results back as a DICOM SR."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PushedSR:
+    """An SR stored in the PACS."""
+
+    study_instance_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    findings: int
+
+
+def predict_studies(
+    client,
+    source,
+    study_uids: Sequence[str],
+    model: str,
+    *,
+    version: int | None = None,
+    label: str | None = None,
+    contract: str | Path | None = None,
+    batch_size: int = 32,
+    push: bool = False,
+) -> tuple[list, list, list[PushedSR]]:
+    """Fetch the studies (WADO-RS), predict with ``client`` (TF Serving API) and, with
+    ``push``, store one SR per study (STOW-RS).
+
+    Instances are read with the same safe reader as files; a prediction's ``path`` is
+    ``<DICOMweb URL>/studies/<study>/series/<series>/instances/<sop>``.
+
+    Returns:
+        (predictions, rejected instances, pushed SRs).
+    """
+    from components.dicom.dicomweb import Query
+    from components.dicom.dicomweb_ingest import pull
+    from components.dicom.reader import read_dicom
+    from serving.dicom_sr import build_prediction_sr, sr_bytes
+
+    with tempfile.TemporaryDirectory(prefix="medflow-dicomweb-") as tmp:
+        cache = Path(tmp) / "instances"
+        pull(source, Query(study_uids=tuple(study_uids)), cache)
+        results, rejected = client.predict_dicom(
+            [cache], model, version=version, label=label, contract=contract, batch_size=batch_size
+        )
+        sources = {r.path: read_dicom(r.path) for r in results}
+        pushed: list[PushedSR] = []
+        if push:
+            for study in dict.fromkeys(r.study_instance_uid for r in results):
+                preds = [r for r in results if r.study_instance_uid == study]
+                sr = build_prediction_sr(preds, [sources[r.path] for r in preds])
+                source.store([sr_bytes(sr)], study)
+                pushed.append(
+                    PushedSR(study, str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID), len(preds))
+                )
+        results = [dataclasses.replace(r, path=_url(source.url, r)) for r in results]
+        rejected = [dataclasses.replace(r, path=Path(r.path).name) for r in rejected]
+    return results, rejected, pushed
+
+
+def _url(base: str, r) -> str:
+    return (
+        f"{base}/studies/{r.study_instance_uid}/series/{r.series_instance_uid}"
+        f"/instances/{r.sop_instance_uid}"
+    )
