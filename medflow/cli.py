@@ -13,6 +13,8 @@ import warnings
 from medflow import __version__, commands
 from medflow.errors import MedflowError
 
+OWN_PACKAGES = ("medflow", "components", "pipelines", "serving", "dashboard")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,7 +35,7 @@ def _quiet_third_party() -> None:
     # nothing a medflow user can act on; MEDFLOW_VERBOSE_LIBS=1 keeps them.
     if os.environ.get("MEDFLOW_VERBOSE_LIBS"):
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google$")
 
@@ -42,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Third-party libraries (Beam, absl, TF) log at INFO freely: warnings only from them,
+    # INFO (or DEBUG with -v) from medflow's own packages.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for package in OWN_PACKAGES:
+        logging.getLogger(package).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

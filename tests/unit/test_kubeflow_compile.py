@@ -8,18 +8,10 @@ import pytest
 import yaml
 
 from pipelines import config
+from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 REPO = Path(__file__).resolve().parents[2]
-ORDER = [
-    "ExampleGen",
-    "StatisticsGen",
-    "SchemaGen",
-    "ExampleValidator",
-    "Transform",
-    "Trainer",
-    "Evaluator",
-    "Pusher",
-]
+ORDER = [c for c in COMPONENT_IDS if c != RESOLVER_ID]
 
 
 @pytest.fixture(scope="module")
