@@ -60,6 +60,8 @@ def run_local(
     labels: Sequence[str] = ("0", "1"),
     splits: str = "train=80,eval=20",
     ingest_workers: int = 1,
+    dicomweb_query: str = "",
+    dicomweb_auth_file: str = "",
     hyperparameters: Mapping[str, Any] | None = None,
     thresholds: BlessingThresholds | None = None,
     enable_cache: bool = True,
@@ -70,7 +72,7 @@ def run_local(
     """Run the whole pipeline locally and summarise what happened.
 
     Args:
-        data_root: DICOM folder (``input_format="dicom"``) or a folder with
+        data_root: DICOM folder or DICOMweb root URL (``input_format="dicom"``) or a folder with
             ``train/`` and ``eval/`` TFRecords (``"tfrecord"``).
         workdir: work folder holding artifacts, metadata, models and logs.
         input_format: ``dicom`` or ``tfrecord``.
@@ -82,6 +84,8 @@ def run_local(
         labels: class names.
         splits: DicomExampleGen split spec.
         ingest_workers: DicomExampleGen worker processes.
+        dicomweb_query: QIDO-RS query (JSON) when ``data_root`` is a DICOMweb root URL.
+        dicomweb_auth_file: PACS credentials file (JSON), if needed.
         hyperparameters: Trainer overrides (see ``components.models.hparams.HParams``).
         thresholds: blessing thresholds.
         enable_cache: reuse unchanged component outputs.
@@ -99,9 +103,13 @@ def run_local(
 
     from pipelines.pipeline import create_pipeline, model_module_paths
 
-    data_root = Path(data_root)
-    if not data_root.exists():
-        raise InputError(f"data folder {data_root} does not exist; pass an existing folder")
+    is_url = str(data_root).startswith(("http://", "https://"))
+    if is_url and input_format != "dicom":
+        raise InputError(f"{data_root}: a DICOMweb URL needs input_format='dicom'")
+    if not is_url:
+        data_root = Path(data_root)
+        if not data_root.exists():
+            raise InputError(f"data folder {data_root} does not exist; pass an existing folder")
     if label_manifest and not Path(label_manifest).is_file():
         raise InputError(f"label manifest {label_manifest} not found; pass an existing CSV")
     paths = workdir_paths(workdir, pipeline_name)
@@ -113,7 +121,7 @@ def run_local(
     pipeline = create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=str(paths["pipeline_root"]),
-        data_root=str(data_root.resolve()),
+        data_root=str(data_root) if is_url else str(data_root.resolve()),
         transform_module=transform_module,
         trainer_module=trainer_module,
         serving_model_dir=str(paths["models"]),
@@ -122,6 +130,8 @@ def run_local(
         splits=splits,
         deid_key_file=deid_key_file,
         ingest_workers=ingest_workers,
+        dicomweb_query=dicomweb_query,
+        dicomweb_auth_file=str(Path(dicomweb_auth_file).resolve()) if dicomweb_auth_file else "",
         image_size=image_size,
         channels=channels,
         labels=labels,

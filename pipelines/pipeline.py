@@ -43,6 +43,8 @@ def _example_gen(
     splits: str,
     deid_key_file: str,
     ingest_workers: int,
+    dicomweb_query: str = "",
+    dicomweb_auth_file: str = "",
 ):
     from tfx import v1 as tfx
 
@@ -51,8 +53,16 @@ def _example_gen(
 
         if not deid_key_file:
             raise ValueError("input_format='dicom' needs deid_key_file (the de-identification key)")
+        if isinstance(data_root, str) and data_root.startswith(("http://", "https://")):
+            source = {
+                "dicomweb_url": data_root,
+                "dicomweb_query": dicomweb_query,
+                "dicomweb_auth_file": dicomweb_auth_file,
+            }
+        else:
+            source = {"input_base": data_root}
         return DicomExampleGen(
-            input_base=data_root,
+            **source,
             deid_key_file=deid_key_file,
             label_manifest=label_manifest,
             image_size=image_size,
@@ -85,6 +95,8 @@ def create_pipeline(
     splits: str = "train=80,eval=20",
     deid_key_file: str = "",
     ingest_workers: int = 1,
+    dicomweb_query: str = "",
+    dicomweb_auth_file: str = "",
     image_size: int = 28,
     channels: int = 1,
     labels: Sequence[str] = ("0", "1"),
@@ -102,8 +114,8 @@ def create_pipeline(
     Args:
         pipeline_name: MLMD context / Kubeflow pipeline name.
         pipeline_root: where artifacts are written.
-        data_root: DICOM folder (``dicom``) or a folder with ``train/`` and ``eval/``
-            TFRecords of the feature contract (``tfrecord``).
+        data_root: DICOM folder or DICOMweb root URL (``dicom``), or a folder with
+            ``train/`` and ``eval/`` TFRecords of the feature contract (``tfrecord``).
         transform_module: path of the Transform module file (``preprocessing_fn``).
         trainer_module: path of the Trainer module file (``run_fn``).
         serving_model_dir: base folder of the TF Serving layout
@@ -113,6 +125,9 @@ def create_pipeline(
         splits: DicomExampleGen split spec, e.g. ``train=80,eval=20`` (by patient).
         deid_key_file: file holding the de-identification key (DICOM input only).
         ingest_workers: DicomExampleGen worker processes.
+        dicomweb_query: with an ``http(s)://`` data_root (a DICOMweb root): the QIDO-RS
+            query as JSON (see ``components.dicom.dicomweb.Query``).
+        dicomweb_auth_file: PACS credentials file (JSON), if the PACS needs them.
         image_size: model input rows = cols.
         channels: 1 or 3.
         labels: class names, index = class id.
@@ -145,6 +160,8 @@ def create_pipeline(
         splits,
         deid_key_file,
         ingest_workers,
+        dicomweb_query,
+        dicomweb_auth_file,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path:

@@ -122,6 +122,23 @@ class Query:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def query_from_json(text: str) -> Query:
+    """A :class:`Query` from its JSON form (``Query.to_dict``), e.g. a pipeline parameter."""
+    try:
+        fields = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DICOMweb query {text!r} is not JSON ({exc})") from None
+    known = set(Query.__dataclass_fields__)
+    if not isinstance(fields, dict) or set(fields) - known:
+        raise ConfigError(
+            f"DICOMweb query {text!r}: expected a JSON object with keys {sorted(known)}"
+        )
+    for key in ("study_uids", "accession_numbers"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    return Query(**fields)
+
+
 def _date(value: str | None, what: str) -> str | None:
     if not value:
         return None

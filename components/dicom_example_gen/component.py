@@ -5,9 +5,13 @@ Input: a DICOM folder (searched recursively) and an optional label manifest. Out
 ``ingest_report`` (``ingest_report.json`` with per-file outcomes; its counts are also
 artifact properties in ML Metadata, so they can be queried without reading files).
 
-Caching: a custom driver fingerprints the input folder (relative path, size and mtime of
-every file) and the manifest's content before the cache lookup, so an unchanged folder is
-served from cache and any added, removed or rewritten file reruns ingestion.
+Input: a DICOM folder, or a DICOMweb query (QIDO-RS search, WADO-RS retrieval into a
+temporary owner-only cache outside the artifact store, then the same ingestion path).
+
+Caching: a custom driver fingerprints the inputs before the cache lookup: for a folder the
+relative path, size and mtime of every file; for DICOMweb the query and the set of instance
+UIDs it finds (a QIDO-RS search, no retrieval); plus the manifest's content. Unchanged
+inputs are served from cache; any added, removed or rewritten instance reruns ingestion.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ class DicomExampleGenSpec(component_spec.ComponentSpec):
     """Parameters and outputs of :class:`DicomExampleGen`."""
 
     PARAMETERS = {
-        "input_base": component_spec.ExecutionParameter(type=str),
+        "input_base": component_spec.ExecutionParameter(type=str, optional=True),
+        # A DICOMweb source instead of a folder: the root URL, the query (JSON of
+        # components.dicom.dicomweb.Query fields) and a credentials file (never the secret).
+        "dicomweb_url": component_spec.ExecutionParameter(type=str, optional=True),
+        "dicomweb_query": component_spec.ExecutionParameter(type=str, optional=True),
+        "dicomweb_auth_file": component_spec.ExecutionParameter(type=str, optional=True),
         "label_manifest": component_spec.ExecutionParameter(type=str, optional=True),
         "image_size": component_spec.ExecutionParameter(type=int),
         "channels": component_spec.ExecutionParameter(type=int, optional=True),
@@ -64,14 +73,17 @@ class DicomExampleGen(base_component.BaseComponent):
 
     def __init__(
         self,
-        input_base: str,
         deid_key_file: str,
+        input_base: str = "",
         label_manifest: str = "",
         image_size: int = 28,
         channels: int = 1,
         splits: str = "train=80,eval=20",
         workers: int = 1,
         allow_burned_in: bool = False,
+        dicomweb_url: str = "",
+        dicomweb_query: str = "",
+        dicomweb_auth_file: str = "",
     ):
         """Create the component.
 
@@ -86,7 +98,14 @@ class DicomExampleGen(base_component.BaseComponent):
                 a manifest ``split`` column overrides them per instance.
             workers: ingestion processes.
             allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
+            dicomweb_url: pull from this DICOMweb root instead of ``input_base``.
+            dicomweb_query: JSON of the QIDO-RS query (``study_uids``, ``series_uid``,
+                ``modality``, ``date_from``, ``date_to``, ``accession_numbers``).
+            dicomweb_auth_file: credentials file for the PACS (JSON; see
+                ``components.dicom.dicomweb.load_credentials``).
         """
+        if bool(input_base) == bool(dicomweb_url):
+            raise ValueError("DicomExampleGen needs exactly one of input_base and dicomweb_url")
         spec = DicomExampleGenSpec(
             input_base=input_base,
             label_manifest=label_manifest,
@@ -96,6 +115,9 @@ class DicomExampleGen(base_component.BaseComponent):
             deid_key_file=deid_key_file,
             workers=workers,
             allow_burned_in=int(allow_burned_in),
+            dicomweb_url=dicomweb_url,
+            dicomweb_query=dicomweb_query,
+            dicomweb_auth_file=dicomweb_auth_file,
             examples=channel.Channel(type=standard_artifacts.Examples),
             ingest_report=channel.Channel(type=IngestReport),
         )

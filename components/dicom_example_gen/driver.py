@@ -40,6 +40,22 @@ def folder_fingerprint(input_base: str, label_manifest: str = "") -> str:
     return f"files:{len(entries)},sha256:{digest.hexdigest()}"
 
 
+def dicomweb_fingerprint(
+    url: str, query_json: str, auth_file: str | None, label_manifest: str = ""
+) -> str:
+    """The DICOMweb query and the set of instance UIDs it finds now (QIDO-RS only)."""
+    from components.dicom import dicomweb
+
+    query = dicomweb.query_from_json(query_json)
+    source = dicomweb.DicomwebSource(url, dicomweb.load_credentials(auth_file))
+    digest = hashlib.sha256(dicomweb.fingerprint(query, source.search(query)).encode())
+    digest.update(url.rstrip("/").encode())
+    if label_manifest:
+        with open(label_manifest, "rb") as fh:
+            digest.update(hashlib.sha256(fh.read()).digest())
+    return f"dicomweb,sha256:{digest.hexdigest()}"
+
+
 class FingerprintDriver(legacy_driver.BaseDriver, base_driver.BaseDriver):
     """Adds ``input_fingerprint`` to the exec properties before the cache lookup.
 
@@ -55,7 +71,16 @@ class FingerprintDriver(legacy_driver.BaseDriver, base_driver.BaseDriver):
         self, execution_info: portable_data_types.ExecutionInfo
     ) -> driver_output_pb2.DriverOutput:
         props = execution_info.exec_properties
-        fingerprint = folder_fingerprint(props["input_base"], props.get("label_manifest") or "")
+        manifest = props.get("label_manifest") or ""
+        if props.get("dicomweb_url"):
+            fingerprint = dicomweb_fingerprint(
+                props["dicomweb_url"],
+                props.get("dicomweb_query") or "{}",
+                props.get("dicomweb_auth_file") or None,
+                manifest,
+            )
+        else:
+            fingerprint = folder_fingerprint(props["input_base"], manifest)
         result = driver_output_pb2.DriverOutput()
         data_types_utils.set_metadata_value(
             result.exec_properties["input_fingerprint"], fingerprint

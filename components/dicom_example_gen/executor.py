@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from tfx import types
@@ -50,7 +51,10 @@ class Executor(base_executor.BaseExecutor):
         manifest_path = exec_properties.get("label_manifest") or ""
         manifest = read_manifest(manifest_path) if manifest_path else None
         key = load_key_file(exec_properties["deid_key_file"])
-        report = ingest(exec_properties["input_base"], examples.uri, key, manifest, options)
+        if exec_properties.get("dicomweb_url"):
+            report = _ingest_dicomweb(exec_properties, examples.uri, key, manifest, options)
+        else:
+            report = ingest(exec_properties["input_base"], examples.uri, key, manifest, options)
 
         examples.split_names = artifact_utils.encode_split_names([s for s, _ in options.splits])
         examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
@@ -65,3 +69,24 @@ class Executor(base_executor.BaseExecutor):
             os.path.join(examples.uri, REPORT_NAME), os.path.join(report_artifact.uri, REPORT_NAME)
         )
         log.info("DicomExampleGen: %s", report.table().replace("\n", " | "))
+
+
+def _ingest_dicomweb(exec_properties, out: str, key, manifest, options):
+    """Pull the query into a temporary owner-only cache (never the artifact store: it holds
+    identifiable data), then ingest it; the cache is removed afterwards."""
+    import tempfile
+
+    from components.dicom import dicomweb
+    from components.dicom.dicomweb_ingest import ingest_dicomweb
+
+    source = dicomweb.DicomwebSource(
+        exec_properties["dicomweb_url"],
+        dicomweb.load_credentials(exec_properties.get("dicomweb_auth_file") or None),
+    )
+    query = dicomweb.query_from_json(exec_properties.get("dicomweb_query") or "{}")
+    with tempfile.TemporaryDirectory(prefix="medflow-dicomweb-") as cache:
+        report, pulled = ingest_dicomweb(
+            source, query, out, key, manifest, options, cache=Path(cache) / "instances"
+        )
+    log.info("DicomExampleGen: pulled %s", pulled.to_dict())
+    return report

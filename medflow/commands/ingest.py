@@ -158,7 +158,7 @@ def dicomweb_source(args: argparse.Namespace):
     )
 
 
-def _dicomweb_query(args: argparse.Namespace):
+def dicomweb_query(args: argparse.Namespace):
     from components.dicom.dicomweb import Query, read_accessions
 
     return Query(
@@ -184,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--image-size {args.image_size}: must be 0 (original) or more")
     if bool(args.source) == bool(args.dicomweb):
         raise ConfigError("give either SRC (files or a folder) or --dicomweb URL, not both")
-    query = _dicomweb_query(args) if args.dicomweb else None
+    query = dicomweb_query(args) if args.dicomweb else None
     key = load_key(args.deid_key_file)
     manifest = read_manifest(args.labels) if args.labels else None
     size = (args.image_size, args.image_size) if args.image_size else None

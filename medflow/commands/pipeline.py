@@ -67,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Ingest -> validate -> Transform -> train -> evaluate -> push, on this machine. "
         "Everything goes under --workdir; pushed models under <workdir>/models/<model>/<version>/.",
     )
-    run.add_argument("data", help="DICOM folder (or train/ eval/ TFRecords with --format tfrecord)")
+    run.add_argument(
+        "data", nargs="?", help="DICOM folder (or train/ eval/ TFRecords with --format tfrecord)"
+    )
     run.add_argument("--labels", default="", help="label manifest CSV (see `medflow ingest -h`)")
     run.add_argument("--workdir", default=config.DEFAULT_WORKDIR, help="work folder")
     run.add_argument("--format", choices=("dicom", "tfrecord"), default="dicom")
@@ -84,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _training_args(run)
+    from medflow.commands.ingest import add_dicomweb_arguments
+
+    add_dicomweb_arguments(run, pull=True)
     run.set_defaults(func=_run)
 
     comp = subparsers.add_parser(
@@ -124,8 +129,19 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.local_runner import run_local
     from pipelines.run_summary import format_summary
 
+    if bool(args.data) == bool(args.dicomweb):
+        raise ConfigError("give either DATA (a folder) or --dicomweb URL with a query, not both")
+    dicomweb = {}
+    if args.dicomweb:
+        from medflow.commands.ingest import dicomweb_query
+
+        dicomweb = {
+            "dicomweb_query": json.dumps(dicomweb_query(args).to_dict()),
+            "dicomweb_auth_file": args.dicomweb_auth_file or "",
+        }
     summary = run_local(
-        args.data,
+        args.data or args.dicomweb,
+        **dicomweb,
         workdir=args.workdir,
         input_format=args.format,
         label_manifest=args.labels,
