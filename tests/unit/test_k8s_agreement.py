@@ -1,0 +1,69 @@
+"""The Kubernetes manifests, the compiled pipeline and the embedded server agree.
+
+TF Serving on the cluster reads ``models.config`` / ``batching.config`` from the ConfigMap
+kustomize generates; ``medflow serve`` must parse the very same files, and the model base
+path must be where the pipeline's Pusher writes (``<MODELS_MOUNT>/<model_name>/<version>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines import config
+from pipelines import kfp_manifests as km
+from serving.config import parse_batching_parameters, parse_model_config
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def base_objects() -> list[dict]:
+    try:
+        km.kustomize_command()
+    except Exception as exc:  # noqa: BLE001 - ConfigError: tool missing
+        pytest.skip(str(exc))
+    return km.render(km.REPO / "k8s" / "base")
+
+
+def _serving_configmap(objects: list[dict]) -> dict:
+    [cm] = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("medflow-serving-config")
+    ]
+    return cm
+
+
+def test_configmap_models_config_is_what_the_embedded_server_reads(base_objects):
+    data = _serving_configmap(base_objects)["data"]
+    models = parse_model_config(data["models.config"], source="ConfigMap", base_dir=Path("/"))
+    assert [m.name for m in models] == [config.DEFAULT_MODEL_NAME]
+    assert models[0].base_path == Path(config.MODELS_MOUNT) / config.DEFAULT_MODEL_NAME
+    batching = parse_batching_parameters(data["batching.config"], source="ConfigMap")
+    assert batching.max_batch_size >= 1
+
+
+def test_tf_serving_reads_the_configmap_and_the_models_claim(base_objects):
+    [deploy] = [
+        o for o in base_objects if o["kind"] == "Deployment" and "serving" in o["metadata"]["name"]
+    ]
+    pod = deploy["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["image"].startswith("tensorflow/serving")]
+    assert container["image"] == config.SERVING_IMAGE
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_mount = next(
+        mounts[name]
+        for name, v in volumes.items()
+        if v.get("configMap", {}).get("name", "").startswith("medflow-serving-config")
+    )
+    models_mount = next(
+        mounts[name]
+        for name, v in volumes.items()
+        if v.get("persistentVolumeClaim", {}).get("claimName") == config.MODELS_PVC
+    )
+    assert models_mount == config.MODELS_MOUNT
+    assert f"--model_config_file={config_mount}/models.config" in container["args"]
+    assert f"--batching_parameters_file={config_mount}/batching.config" in container["args"]
