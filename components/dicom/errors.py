@@ -19,6 +19,8 @@ REASONS = {
     "decode_error": "pixel data could not be decoded",
     "burned_in_annotation": "burned-in annotation YES or unknown on a US/SC/OT/XC/ES image",
     "unlabeled": "a label manifest was given but has no row for this instance",
+    "mask_unreadable": "the manifest's mask file is missing or not a 2-D label image",
+    "mask_mismatch": "the mask's rows x columns differ from the image's (or several frames share it)",
     "split_conflict": "the manifest puts this instance in another split than earlier files of its patient",
     "io_error": "the file could not be read from disk",
     "internal_error": "a medflow bug while processing this file (please report it with the message)",

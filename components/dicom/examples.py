@@ -13,6 +13,7 @@ import numpy as np
 from components.dicom import deid
 from components.dicom.errors import DicomRejected
 from components.dicom.manifest import LabelManifest
+from components.dicom.masks import mask_for_instance
 from components.dicom.pixels import PixelSpec, to_model_input
 from components.dicom.reader import ReadLimits, parse
 from components.models import features as F
@@ -86,7 +87,7 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
         str(ds.get(k, "") or "")
         for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
     )
-    labels, site, key, split = {}, None, None, None
+    labels, site, key, split, mask_path = {}, None, None, None, None
     if cfg.manifest is not None:
         key = cfg.manifest.lookup(sop, series, study, relpath)
         if key is None:
@@ -97,11 +98,14 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
             )
         labels, site = cfg.manifest.rows[key], cfg.manifest.sites.get(key)
         split = cfg.manifest.splits.get(key)
+        mask_path = cfg.manifest.masks.get(key)
     raw_pixels = ds.get_item("PixelData")
     pixel_hash = hashlib.blake2b(
         raw_pixels.value if raw_pixels is not None else b"", digest_size=16
     ).hexdigest()
     frames = to_model_input(ds, cfg.pixel, relpath)
+    if mask_path is not None:  # before de-identification: needs the original geometry
+        labels = {**labels, F.MASK: mask_for_instance(ds, mask_path, cfg.pixel, relpath).tobytes()}
     identity = deid.deidentify(ds, cfg.key, deid.derive_identity(ds, cfg.key, site))
     header = _header_features(ds, identity)
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]

@@ -4,7 +4,9 @@ Format: exactly one key column (``SOPInstanceUID``, ``SeriesInstanceUID``,
 ``StudyInstanceUID`` or ``path`` relative to the ingested folder) and one or more label
 columns. A column named ``site`` sets the site slicing feature; a column named ``split`` puts
 the instance in that split (overriding the hash of the patient pseudonym; an empty cell keeps
-the hash); columns starting with ``_`` carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
+the hash); a column named ``mask`` names a segmentation mask per instance (a PNG or ``.npy``
+file, relative to the manifest's folder; it may be the only label); columns starting with
+``_`` carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
 of the files (the hospital's UIDs), not the de-identified ones.
 """
 
@@ -19,6 +21,7 @@ from medflow.errors import InputError
 KEY_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "path")
 SITE_COLUMN = "site"
 SPLIT_COLUMN = "split"
+MASK_COLUMN = "mask"
 MAX_ERRORS_SHOWN = 5
 
 
@@ -33,6 +36,7 @@ class LabelManifest:
     sites: dict[str, str] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
+    masks: dict[str, str] = field(default_factory=dict)  # key -> absolute mask file path
 
     def lookup(self, sop_uid: str, series_uid: str, study_uid: str, relpath: str) -> str | None:
         """The manifest key matching one instance, or None."""
@@ -87,15 +91,19 @@ def read_manifest(path: str | Path) -> LabelManifest:
     labels = [
         h
         for h in header
-        if h != key_col and h not in (SITE_COLUMN, SPLIT_COLUMN) and not h.startswith("_")
+        if h != key_col
+        and h not in (SITE_COLUMN, SPLIT_COLUMN, MASK_COLUMN)
+        and not h.startswith("_")
     ]
-    if not labels:
+    has_masks = MASK_COLUMN in header
+    if not labels and not has_masks:
         raise InputError(
             f"label manifest {path}: no label column besides {key_col!r} (header {header})"
         )
     rows: dict[str, dict] = {}
     sites: dict[str, str] = {}
     splits: dict[str, str] = {}
+    masks: dict[str, str] = {}
     first_line: dict[str, int] = {}
     errors: list[str] = []
     for line, raw in enumerate(raw_rows, start=2):
@@ -110,6 +118,8 @@ def read_manifest(path: str | Path) -> LabelManifest:
             )
             continue
         missing = [c for c in labels if row.get(c, "") == ""]
+        if has_masks and not labels and not row.get(MASK_COLUMN):
+            missing.append(MASK_COLUMN)  # the mask is the only label: required
         if missing:
             errors.append(f"line {line}: missing label {', '.join(missing)} for {key!r}")
             continue
@@ -119,6 +129,8 @@ def read_manifest(path: str | Path) -> LabelManifest:
             sites[key] = row[SITE_COLUMN]
         if row.get(SPLIT_COLUMN):
             splits[key] = row[SPLIT_COLUMN]
+        if row.get(MASK_COLUMN):
+            masks[key] = str((path.parent / row[MASK_COLUMN]).resolve())
     if errors:
         shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
         more = (
@@ -129,7 +141,7 @@ def read_manifest(path: str | Path) -> LabelManifest:
         raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
     if not rows:
         raise InputError(f"label manifest {path}: no rows")
-    return LabelManifest(str(path), key_col, labels, rows, sites, splits, first_line)
+    return LabelManifest(str(path), key_col, labels, rows, sites, splits, first_line, masks)
 
 
 def _parse(value: str) -> int | float | str:

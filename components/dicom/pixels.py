@@ -292,8 +292,24 @@ def _to_channels(values: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(values, 3, axis=-1) if channels == 3 else values
 
 
+def resample_mask(
+    mask: np.ndarray, size: tuple[int, int] | None, spacing: tuple[float, float] | None
+) -> np.ndarray:
+    """A label mask ``[rows, cols]`` onto the model-input grid of an image of the same size.
+
+    Same geometry as the image (aspect kept in mm, centred, padded), nearest neighbour so
+    label values stay labels; padding is background (0).
+    """
+    out, _ = _resample(mask.astype(np.float32)[..., None], size, spacing, Image.NEAREST, 0.0)
+    return out[..., 0].astype(np.uint8)
+
+
 def _resample(
-    values: np.ndarray, size: tuple[int, int] | None, spacing: tuple[float, float] | None
+    values: np.ndarray,
+    size: tuple[int, int] | None,
+    spacing: tuple[float, float] | None,
+    method: int = Image.BILINEAR,
+    fill: float | None = None,
 ) -> tuple[np.ndarray, tuple[tuple[float, float] | None, float, tuple[int, int]]]:
     rows, cols = values.shape[:2]
     if size is None or (
@@ -308,12 +324,13 @@ def _resample(
     scale = min(target_r / h, target_c / w)
     new_r, new_c = max(1, min(target_r, round(h * scale))), max(1, min(target_c, round(w * scale)))
     channels = [
-        np.asarray(Image.fromarray(values[..., k], mode="F").resize((new_c, new_r), Image.BILINEAR))
+        np.asarray(Image.fromarray(values[..., k], mode="F").resize((new_c, new_r), method))
         for k in range(values.shape[-1])
     ]
     resized = np.stack(channels, axis=-1)
     top, left = (target_r - new_r) // 2, (target_c - new_c) // 2
-    out = np.full((target_r, target_c, values.shape[-1]), float(values.min()), dtype=np.float32)
+    background = float(values.min()) if fill is None else fill
+    out = np.full((target_r, target_c, values.shape[-1]), background, dtype=np.float32)
     out[top : top + new_r, left : left + new_c] = resized
     new_spacing = (sr * rows / new_r, sc * cols / new_c) if spacing else None
     return out, (new_spacing, new_r / rows, (top, left))
