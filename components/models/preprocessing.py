@@ -20,6 +20,7 @@ from components.models import features
 # Transformed feature names (kept equal to the raw ones: the model input is "image").
 IMAGE_XF = features.IMAGE
 LABEL_XF = features.LABEL
+MASK_XF = features.MASK
 PASSTHROUGH = features.SLICE_FEATURES
 
 
@@ -61,6 +62,12 @@ def encode_image(images: tf.Tensor) -> tf.Tensor:
     return tf.strings.reduce_join(tf.gather(table, tf.cast(flat, tf.int32)), axis=1)
 
 
+def decode_mask(mask_bytes: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """Raw uint8 mask bytes ``[batch]`` or ``[batch, 1]`` -> int64 ``[batch, rows, cols]``."""
+    values = tf.io.decode_raw(tf.reshape(mask_bytes, [-1]), tf.uint8)
+    return tf.reshape(tf.cast(values, tf.int64), [-1, rows, cols])
+
+
 def _dense_strings(value: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     if isinstance(value, tf.SparseTensor):
         value = tf.sparse.to_dense(value, default_value=features.UNKNOWN)
@@ -81,7 +88,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
 
     Returns:
         ``image`` float32 [batch, rows, cols, channels] (z-scored with training-set
-        constants), ``label`` int64 [batch] when present, and the slicing features.
+        constants), ``label`` int64 [batch] and ``mask`` int64 [batch, rows, cols] (class
+        index per pixel) when present, and the slicing features.
     """
     import tensorflow_transform as tft  # heavy; only the Transform executor needs it
 
@@ -92,6 +100,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     outputs: dict[str, Any] = {IMAGE_XF: tft.scale_to_z_score(image, elementwise=False)}
     if features.LABEL in inputs:
         outputs[LABEL_XF] = tf.reshape(tf.cast(inputs[features.LABEL], tf.int64), [-1])
+    if features.MASK in inputs:
+        outputs[MASK_XF] = decode_mask(inputs[features.MASK], shape[0], shape[1])
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[name] = _dense_strings(inputs[name])

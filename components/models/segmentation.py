@@ -1,0 +1,222 @@
+"""TFX Trainer module for binary segmentation (Keras 3 U-Net).
+
+``run_fn`` reads the Transform's ``image`` and ``mask``, trains the U-Net of
+:mod:`components.models.unet` with Dice + cross-entropy and paired augmentation, and
+exports a SavedModel returning per-pixel probabilities and the mask
+(:mod:`components.models.seg_export`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+from components.models import features
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegHParams:
+    """What the segmentation Trainer needs besides the data.
+
+    Attributes:
+        image_size: (rows, cols) of the model input (same as the Transform's).
+        channels: 1 or 3.
+        depth: U-Net poolings (rows and cols must be divisible by ``2**depth``).
+        width: channels of the first stage (doubling per level).
+        epochs: training epochs.
+        batch_size: per-replica batch size.
+        learning_rate: peak AdamW learning rate (cosine decay over ``epochs``).
+        weight_decay: AdamW weight decay.
+        patience: epochs without validation-Dice improvement before stopping (0 = off;
+            the best epoch's weights are kept when on).
+        augment: random flips, small affine and intensity changes while training.
+        validation_fraction: share of the train split held out for validation; 0 uses the
+            eval split instead.
+        mixed_precision: mixed_float16 compute when a GPU is visible.
+        seed: random seed for weights, shuffling and augmentation.
+    """
+
+    image_size: tuple[int, int] = (128, 128)
+    channels: int = 1
+    depth: int = 4
+    width: int = 16
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 0
+    augment: bool = True
+    validation_fraction: float = 0.1
+    mixed_precision: bool = False
+    seed: int = 42
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["image_size"] = list(self.image_size)
+        return out
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> SegHParams:
+        """Build from a Trainer custom_config; unknown keys are ignored, bad values raise."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in dict(config or {}).items() if k in known}
+        size = kwargs.get("image_size", 128)
+        kwargs["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+        hp = cls(**kwargs)
+        rows, cols = hp.image_size
+        if hp.depth < 1 or rows % 2**hp.depth or cols % 2**hp.depth:
+            raise ValueError(f"image_size {rows}x{cols} is not divisible by 2**depth={2**hp.depth}")
+        if hp.epochs < 1 or hp.batch_size < 1 or hp.width < 1:
+            raise ValueError("epochs, batch_size and width must be >= 1")
+        if not 0 <= hp.validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction={hp.validation_fraction}: use 0..0.5")
+        return hp
+
+
+def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: SegHParams):
+    """Unbatched ``(image, mask)`` from transformed GZIP TFRecords (mask as float 0/1)."""
+    import tensorflow as tf
+
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise ValueError(f"no transformed examples match {file_pattern!r}")
+    spec = tft_output.transformed_feature_spec()
+    if features.MASK not in spec:
+        raise ValueError(
+            "the transformed examples hold no 'mask': ingest with a label manifest whose "
+            "'mask' column names a mask per image"
+        )
+    spec = {k: spec[k] for k in (features.IMAGE, features.MASK)}
+
+    def parse(record):
+        parsed = tf.io.parse_single_example(record, spec)
+        image = tf.reshape(parsed[features.IMAGE], hp.input_shape)
+        mask = tf.cast(tf.reshape(parsed[features.MASK], hp.image_size) > 0, tf.float32)
+        return image, mask
+
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def compile_unet(model, hp: SegHParams, steps_per_epoch: int) -> None:
+    import keras
+
+    from components.models.unet import dice_ce_loss, hard_dice
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        hp.learning_rate, decay_steps=max(1, steps_per_epoch * hp.epochs), alpha=0.01
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=hp.weight_decay),
+        loss=dice_ce_loss,
+        metrics=[keras.metrics.MeanMetricWrapper(hard_dice, name="dice")],
+    )
+
+
+def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
+    """Build, compile and train the U-Net; returns (model, history dict, train images).
+
+    Args:
+        hp: hyperparameters.
+        train: unbatched ``(image, mask)`` dataset (cached in memory here).
+        validation: unbatched ``(image, mask)`` dataset.
+        log_dir: TensorBoard directory, optional.
+    """
+    import keras
+    import tensorflow as tf
+
+    from components.models.training import choose_strategy, set_precision
+    from components.models.unet import augment, build_unet
+
+    keras.utils.set_random_seed(hp.seed)
+    set_precision(hp)
+    strategy = choose_strategy()
+    train = train.cache()
+    n_train = int(train.reduce(0, lambda n, _: n + 1))
+    if n_train == 0:
+        raise ValueError("the training split is empty")
+    batch = hp.batch_size * strategy.num_replicas_in_sync
+    steps = math.ceil(n_train / batch)
+    train_b = train.shuffle(n_train, seed=hp.seed, reshuffle_each_iteration=True)
+    if hp.augment:
+        train_b = train_b.map(
+            lambda x, y: augment(x, y, hp.seed), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    train_b = train_b.batch(batch).prefetch(tf.data.AUTOTUNE)
+    val_b = validation.cache().batch(batch).prefetch(tf.data.AUTOTUNE)
+    with strategy.scope():
+        model = build_unet(hp.input_shape, hp.depth, hp.width)
+        compile_unet(model, hp, steps)
+    callbacks = []
+    if hp.patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_dice", mode="max", patience=hp.patience, restore_best_weights=True
+            )
+        )
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+    history = model.fit(
+        train_b, validation_data=val_b, epochs=hp.epochs, callbacks=callbacks, verbose=2
+    )
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, n_train
+
+
+def train_and_export(
+    hp: SegHParams,
+    train_files,
+    eval_files,
+    transform_dir: str,
+    serving_model_dir: str,
+    log_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train on the transformed splits and export the serving model; returns its summary."""
+    import tensorflow_transform as tft
+
+    from components.models.seg_export import export_segmentation_model
+    from components.models.training import split_holdout
+
+    tft_output = tft.TFTransformOutput(transform_dir)
+    train = transformed_dataset(train_files, tft_output, hp)
+    if hp.validation_fraction > 0:
+        train, validation = split_holdout(train, hp.validation_fraction)
+        validation_source = f"holdout {hp.validation_fraction:.0%} of train"
+    else:
+        validation = transformed_dataset(eval_files, tft_output, hp)
+        validation_source = "eval split"
+    model, history, n_train = fit(hp, train, validation, log_dir)
+    info = {
+        "task": "segmentation",
+        "hparams": hp.to_dict(),
+        "architecture": model.name,
+        "train_images": n_train,
+        "validation": validation_source,
+        "epochs_run": len(history.get("loss", [])),
+        "history": history,
+        "parameters": int(model.count_params()),
+    }
+    export_segmentation_model(model, tft_output, serving_model_dir, hp.input_shape, info)
+    log.info("exported %s to %s", model.name, serving_model_dir)
+    return info
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (``tfx.components.FnArgs``)."""
+    hp = SegHParams.from_config(fn_args.custom_config)
+    train_and_export(
+        hp,
+        fn_args.train_files,
+        fn_args.eval_files,
+        fn_args.transform_output,
+        fn_args.serving_model_dir,
+        fn_args.model_run_dir,
+    )

@@ -1,0 +1,112 @@
+"""TFMA metric computing segmentation quality inside the Evaluator.
+
+Reads the prediction ``probabilities`` [rows, cols] of the ``serve_examples`` signature,
+the label ``mask`` (raw uint8 bytes of the ingested example) and the example's
+``pixel_spacing`` (mm of a stored pixel), and averages per-image ``dice``, ``iou`` and
+``hausdorff95_mm`` over each slice. Configure it with ``MetricConfig(class_name=
+"SegmentationMetrics", module=__name__)``.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+
+from components.models import features
+from components.models.seg_metrics import (
+    DICE,
+    HD95,
+    IOU,
+    dice,
+    hausdorff95_mm,
+    iou,
+    mask_from_label,
+    spacing_of,
+)
+
+
+class _SegmentationCombiner(beam.CombineFn):
+    """Mean of per-image Dice, IoU and HD95 (mm) over a slice."""
+
+    def __init__(self, keys, threshold: float, spacing_feature: str):
+        self._keys = keys
+        self._threshold = threshold
+        self._spacing_feature = spacing_feature
+
+    def create_accumulator(self):
+        return [0.0, 0.0, 0.0, 0]
+
+    def add_input(self, acc, element):
+        probabilities = np.asarray(element.prediction, dtype=np.float32)
+        probabilities = probabilities.reshape(probabilities.shape[-2:])
+        true = mask_from_label(element.label, probabilities.shape)
+        pred = probabilities >= self._threshold
+        spacing = spacing_of((element.features or {}).get(self._spacing_feature))
+        acc[0] += dice(pred, true)
+        acc[1] += iou(pred, true)
+        acc[2] += hausdorff95_mm(pred, true, spacing)
+        acc[3] += 1
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            out = [a + b for a, b in zip(out, acc, strict=True)]
+        return out
+
+    def extract_output(self, acc):
+        n = max(acc[3], 1)
+        return {key: total / n for key, total in zip(self._keys, acc[:3], strict=True)}
+
+
+def _computations(
+    threshold: float = 0.5,
+    spacing_feature: str = features.PIXEL_SPACING,
+    name: str = "segmentation",
+    eval_config=None,
+    model_names=None,
+    output_names=None,
+    example_weighted: bool = False,
+):
+    del name, eval_config
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            keys = [
+                metric_types.MetricKey(
+                    name=n,
+                    model_name=model_name,
+                    output_name=output_name,
+                    example_weighted=example_weighted,
+                )
+                for n in (DICE, IOU, HD95)
+            ]
+            computations.append(
+                metric_types.MetricComputation(
+                    keys=keys,
+                    preprocessors=[metric_types.FeaturePreprocessor([spacing_feature])],
+                    combiner=_SegmentationCombiner(keys, threshold, spacing_feature),
+                )
+            )
+    return computations
+
+
+class SegmentationMetrics(metric_types.Metric):
+    """TFMA metric: mean ``dice``, ``iou`` and ``hausdorff95_mm`` per slice.
+
+    Args:
+        threshold: probability at or above which a pixel is foreground.
+        spacing_feature: example feature holding [row_mm, col_mm].
+        name: metric name (the three values keep their own names).
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        spacing_feature: str = features.PIXEL_SPACING,
+        name: str = "segmentation",
+    ):
+        super().__init__(
+            _computations, threshold=threshold, spacing_feature=spacing_feature, name=name
+        )
