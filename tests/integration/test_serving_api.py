@@ -421,7 +421,10 @@ def test_rest_oversize_body_refused_before_it_is_sent(server):
             + f"Content-Length: {LIMIT * 1000}\r\n".encode()
             + b"Expect: 100-continue\r\n\r\n"
         )
-        answer = sock.recv(65536).decode()
+        chunks = []  # the server closes the connection after its answer
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode()
     assert answer.startswith("HTTP/1.1 413")
     assert "RESOURCE_EXHAUSTED" in answer
 
