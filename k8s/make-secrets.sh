@@ -12,7 +12,7 @@ ns="${NAMESPACE:-medflow}"
 kubectl="${KUBECTL:-kubectl}"
 dir="$here/secrets"
 umask 077
-mkdir -p "$dir/db" "$dir/auth"
+mkdir -p "$dir/db" "$dir/auth" "$dir/deid"
 
 rand() { python3 -c 'import secrets; print(secrets.token_urlsafe(32), end="")'; }
 [ -s "$dir/db/password" ] || rand > "$dir/db/password"
@@ -24,10 +24,17 @@ elif [ ! -s "$dir/db/url" ]; then
 fi
 [ -s "$dir/auth/cookie-key" ] || rand > "$dir/auth/cookie-key"
 [ -s "$dir/auth/admin-password" ] || rand > "$dir/auth/admin-password"
+# The pipeline's de-identification key (mounted into the steps by `medflow compile`'s spec).
+# Keep it: the same key gives the same pseudonyms, so patients stay in one split over runs.
+[ -s "$dir/deid/deid.key" ] || rand > "$dir/deid/deid.key"
 
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
-for name in db auth; do
-  secret="medflow-db"; [ "$name" = auth ] && secret="medflow-dashboard-auth"
+for name in db auth deid; do
+  case "$name" in
+    db) secret="medflow-db" ;;
+    auth) secret="medflow-dashboard-auth" ;;
+    deid) secret="medflow-deid-key" ;;
+  esac
   "$kubectl" -n "$ns" create secret generic "$secret" --from-file="$dir/$name" \
     --dry-run=client -o yaml | "$kubectl" apply -f -
 done

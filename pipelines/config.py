@@ -23,4 +23,6 @@ ARTIFACTS_MOUNT = "/artifacts"
 MODELS_PVC = "medflow-models"
 MODELS_MOUNT = "/models"
 # Secret holding the de-identification key (k8s/make-secrets.sh), mounted as a file.
-DEID_KEY_FILE = "/etc/medflow/deid/deid.key"
+DEID_SECRET = "medflow-deid-key"
+DEID_KEY_DIR = "/etc/medflow/deid"
+DEID_KEY_FILE = f"{DEID_KEY_DIR}/deid.key"

@@ -117,9 +117,9 @@ def _container_executors(spec: dict[str, Any]) -> list[str]:
 
 
 def finish_spec(path: Path) -> None:
-    """Mount the artifacts and models claims into every container executor (KFP's
-    kubernetes platform spec, the format the ``kfp-kubernetes`` extension writes), and
-    give the runtime parameters their defaults."""
+    """Mount the artifacts and models claims and the de-identification key Secret into
+    every container executor (KFP's kubernetes platform spec, the format the
+    ``kfp-kubernetes`` extension writes), and give the runtime parameters their defaults."""
     import yaml
 
     text = path.read_text()
@@ -137,7 +137,13 @@ def finish_spec(path: Path) -> None:
         {"constant": config.MODELS_PVC, "mountPath": config.MODELS_MOUNT},
     ]
     executors = {
-        label: {"pvcMount": [dict(m) for m in mounts]} for label in _container_executors(spec)
+        label: {
+            "pvcMount": [dict(m) for m in mounts],
+            "secretAsVolume": [
+                {"secretName": config.DEID_SECRET, "mountPath": config.DEID_KEY_DIR}
+            ],
+        }
+        for label in _container_executors(spec)
     }
     platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
     if is_json:

@@ -24,6 +24,7 @@ from pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_
 from pipelines.evaluation import BlessingThresholds
 from pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
 from pipelines.run_summary import summarize
+from pipelines.seg_evaluation import SegmentationThresholds
 
 # One in-process Beam worker: on a 2-core machine extra worker processes cost more than
 # they parallelise.
@@ -63,7 +64,8 @@ def run_local(
     dicomweb_query: str = "",
     dicomweb_auth_file: str = "",
     hyperparameters: Mapping[str, Any] | None = None,
-    thresholds: BlessingThresholds | None = None,
+    thresholds: BlessingThresholds | SegmentationThresholds | None = None,
+    task: str = "classification",
     enable_cache: bool = True,
     beam_pipeline_args: Sequence[str] = LOCAL_BEAM_ARGS,
     progress: Callable[[str], None] | None = print,
@@ -88,6 +90,7 @@ def run_local(
         dicomweb_auth_file: PACS credentials file (JSON), if needed.
         hyperparameters: Trainer overrides (see ``components.models.hparams.HParams``).
         thresholds: blessing thresholds.
+        task: ``classification`` or ``segmentation`` (Trainer module and Evaluator config).
         enable_cache: reuse unchanged component outputs.
         beam_pipeline_args: Beam options.
         progress: called with one line per component event (None: silent).
@@ -116,7 +119,7 @@ def run_local(
     for key in ("pipeline_root", "models", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     paths["metadata"].parent.mkdir(parents=True, exist_ok=True)
-    transform_module, trainer_module = model_module_paths()
+    transform_module, trainer_module = model_module_paths(task)
     deid_key_file = str(ensure_key_file(paths["deid_key"])) if input_format == "dicom" else ""
     pipeline = create_pipeline(
         pipeline_name=pipeline_name,
@@ -138,6 +141,7 @@ def run_local(
         model_name=model_name,
         hyperparameters=hyperparameters,
         thresholds=thresholds,
+        task=task,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(paths["metadata"])
         ),

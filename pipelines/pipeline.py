@@ -13,8 +13,12 @@ from typing import Any
 
 from pipelines.config import DEFAULT_MODEL_NAME
 from pipelines.evaluation import BlessingThresholds, build_eval_config
+from pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
 
 INPUT_FORMATS = ("dicom", "tfrecord")
+TASKS = ("classification", "segmentation")
+# Trainer module file of each task (in components/models/).
+TRAINER_MODULES = {"classification": "classification.py", "segmentation": "segmentation.py"}
 RESOLVER_ID = "latest_blessed_model_resolver"
 # In execution order; the first is "DicomExampleGen" or "ImportExampleGen" by input_format.
 COMPONENT_IDS = (
@@ -102,7 +106,8 @@ def create_pipeline(
     labels: Sequence[str] = ("0", "1"),
     model_name: str = DEFAULT_MODEL_NAME,
     hyperparameters: Mapping[str, Any] | None = None,
-    thresholds: BlessingThresholds | None = None,
+    thresholds: BlessingThresholds | SegmentationThresholds | None = None,
+    task: str = "classification",
     schema_path: str = "",
     intended_use: str = INTENDED_USE,
     metadata_connection_config=None,
@@ -133,7 +138,10 @@ def create_pipeline(
         labels: class names, index = class id.
         model_name: TF Serving model name.
         hyperparameters: Trainer custom_config overrides (see ``HParams``).
-        thresholds: blessing thresholds (defaults of :class:`BlessingThresholds`).
+        thresholds: blessing thresholds (defaults of :class:`BlessingThresholds`, or of
+            :class:`SegmentationThresholds` for segmentation).
+        task: ``classification`` (labels per image) or ``segmentation`` (a mask per image:
+            the manifest's ``mask`` column; Evaluator on Dice, IoU and HD95 in mm).
         schema_path: curated schema (folder with schema.pbtxt) imported instead of
             inferring one, so ExampleValidator flags drift against it.
         intended_use: copied into each pushed model's contract.
@@ -150,6 +158,11 @@ def create_pipeline(
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format={input_format!r}: choose one of {INPUT_FORMATS}")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}: choose one of {TASKS}")
+    segmentation = task == "segmentation"
+    if segmentation and not isinstance(thresholds, SegmentationThresholds):
+        thresholds = SegmentationThresholds()
     thresholds = thresholds or BlessingThresholds()
     example_gen = _example_gen(
         input_format,
@@ -198,11 +211,15 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=resolver.outputs["model"],
-        eval_config=build_eval_config(thresholds, len(labels)),
+        eval_config=(
+            build_segmentation_eval_config(thresholds)
+            if segmentation
+            else build_eval_config(thresholds, len(labels))
+        ),
     )
     contract = {
-        "task": "classification",
-        "labels": list(labels),
+        "task": task,
+        "labels": ["background", "foreground"] if segmentation else list(labels),
         "intended_use": intended_use,
         "preprocessing": {"size": [image_size, image_size], "channels": channels},
     }
@@ -236,11 +253,13 @@ def create_pipeline(
     )
 
 
-def model_module_paths() -> tuple[str, str]:
-    """Absolute paths of the packaged (transform, trainer) module files."""
+def model_module_paths(task: str = "classification") -> tuple[str, str]:
+    """Absolute paths of the packaged (transform, trainer) module files of ``task``."""
     from pathlib import Path
 
     import components.models
 
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}: choose one of {TASKS}")
     folder = Path(components.models.__file__).resolve().parent
-    return str(folder / "preprocessing.py"), str(folder / "classification.py")
+    return str(folder / "preprocessing.py"), str(folder / TRAINER_MODULES[task])

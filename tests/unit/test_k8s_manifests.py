@@ -349,7 +349,11 @@ def test_make_secrets_creates_what_the_manifests_mount(rendered, tmp_path):
             if "secret" in vol:
                 keys = {i["key"] for i in vol["secret"].get("items") or []}
                 mounted.setdefault(vol["secret"]["secretName"], set()).update(keys)
-    assert set(mounted) == set(secrets)
+    # The de-identification key is mounted by the compiled pipeline spec, not a manifest.
+    from pipelines import config as pconfig
+
+    assert set(mounted) | {pconfig.DEID_SECRET} == set(secrets)
+    assert set(secrets[pconfig.DEID_SECRET]["data"]) == {Path(pconfig.DEID_KEY_FILE).name}
     for name, keys in mounted.items():
         assert keys <= set(secrets[name]["data"]), (name, keys)
     # The generated values stay on disk, private, beside the script.

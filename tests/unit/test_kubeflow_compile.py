@@ -90,6 +90,12 @@ def test_volumes_match_the_k8s_manifests(spec):
         by_claim = {m["constant"]: m["mountPath"] for m in mounts["pvcMount"]}
         assert set(by_claim) <= claims
         assert by_claim[config.MODELS_PVC] == config.MODELS_MOUNT
+        [secret] = mounts["secretAsVolume"]
+        assert secret["secretName"] == config.DEID_SECRET
+        assert config.DEID_KEY_FILE.startswith(secret["mountPath"] + "/")
+    # make-secrets.sh creates that Secret with a file named as the pipeline expects.
+    script = (REPO / "k8s/make-secrets.sh").read_text()
+    assert config.DEID_SECRET in script and "deid/deid.key" in script
     # TF Serving reads the models claim at the path the Pusher writes to.
     assert f"mountPath: {config.MODELS_MOUNT}" in serving
     assert f"claimName: {config.MODELS_PVC}" in serving

@@ -1,0 +1,69 @@
+"""Evaluator settings for segmentation: Dice, IoU and HD95 (mm) computed inside TFMA.
+
+The metric (:class:`components.models.tfma_segmentation.SegmentationMetrics`) reads the
+``serve_examples`` signature's per-pixel ``probabilities``, the ingested ``mask`` label and
+the ``pixel_spacing`` feature; blessing is on the overall mean Dice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from components.models import features
+from medflow.errors import ConfigError
+from pipelines.evaluation import SLICES
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationThresholds:
+    """When the Evaluator blesses a segmentation model.
+
+    Attributes:
+        min_dice: absolute lower bound on the mean Dice of the overall slice.
+        max_dice_drop: largest Dice decrease tolerated against the latest blessed model.
+    """
+
+    min_dice: float = 0.5
+    max_dice_drop: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_dice <= 1.0:
+            raise ConfigError(f"threshold min_dice={self.min_dice}: must be within [0, 1]")
+        if self.max_dice_drop < 0:
+            raise ConfigError(f"threshold max_dice_drop={self.max_dice_drop}: must be >= 0")
+
+
+def build_segmentation_eval_config(thresholds: SegmentationThresholds):
+    """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice."""
+    import tensorflow_model_analysis as tfma
+
+    dice_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_dice}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -thresholds.max_dice_drop},
+        ),
+    )
+    metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(
+            class_name="SegmentationMetrics",
+            module="components.models.tfma_segmentation",
+            config=json.dumps({"threshold": 0.5, "spacing_feature": features.PIXEL_SPACING}),
+        ),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serve_examples",
+                label_key=features.MASK,
+                prediction_key="probabilities",
+                preprocessing_function_names=[],
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=metrics, thresholds={"dice": dice_threshold}),
+        ],
+    )
