@@ -25,6 +25,8 @@ from components.models.seg_metrics import (
     spacing_of,
 )
 
+PREDICTION_KEY = "probabilities"
+
 
 class _SegmentationCombiner(beam.CombineFn):
     """Mean of per-image Dice, IoU and HD95 (mm) over a slice."""
@@ -38,7 +40,10 @@ class _SegmentationCombiner(beam.CombineFn):
         return [0.0, 0.0, 0.0, 0]
 
     def add_input(self, acc, element):
-        probabilities = np.asarray(element.prediction, dtype=np.float32)
+        prediction = element.prediction
+        if isinstance(prediction, dict):  # all signature outputs; prediction_key not applied
+            prediction = prediction[PREDICTION_KEY]
+        probabilities = np.asarray(prediction, dtype=np.float32)
         probabilities = probabilities.reshape(probabilities.shape[-2:])
         true = mask_from_label(element.label, probabilities.shape)
         pred = probabilities >= self._threshold

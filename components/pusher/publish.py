@@ -15,6 +15,8 @@ from typing import Any
 
 CONTRACT_FILE = "contract.json"
 REQUIRED_OUTPUTS = ("probabilities", "class_id", "score")
+# Segmentation: per-pixel foreground probability [-1, rows, cols] and the uint8 mask.
+SEGMENTATION_OUTPUTS = ("probabilities", "mask")
 
 
 class ContractMismatch(ValueError):
@@ -81,9 +83,15 @@ def check_contract(contract: dict[str, Any]) -> None:
             raise ContractMismatch(
                 f"serving_default image shape {image['shape']} != preprocessing {expected}"
             )
-    missing = [k for k in REQUIRED_OUTPUTS if k not in default["outputs"]]
+    segmentation = contract.get("task") == "segmentation"
+    required = SEGMENTATION_OUTPUTS if segmentation else REQUIRED_OUTPUTS
+    missing = [k for k in required if k not in default["outputs"]]
     if missing:
         raise ContractMismatch(f"serving_default lacks outputs {missing}")
+    if segmentation and size is not None:
+        shape = default["outputs"]["probabilities"]["shape"]
+        if shape != [-1, int(size[0]), int(size[1])]:
+            raise ContractMismatch(f"per-pixel probabilities {shape} != the input grid {size}")
     n_out = default["outputs"]["probabilities"]["shape"][-1]
     if contract.get("task") == "classification" and n_out != len(contract.get("labels", [])):
         raise ContractMismatch(

@@ -48,9 +48,13 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     if args.backbone:
         hp["backbone"] = args.backbone
     from components.models.hparams import HParams
+    from components.models.segmentation import SegHParams
 
     try:  # fail here, not minutes later inside the Trainer
-        HParams.from_config({**hp, "image_size": args.image_size, "labels": _labels(args)})
+        if getattr(args, "task", "classification") == "segmentation":
+            SegHParams.from_config({**hp, "image_size": args.image_size})
+        else:
+            HParams.from_config({**hp, "image_size": args.image_size, "labels": _labels(args)})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hyperparameters: {exc}") from None
     return hp
@@ -82,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME=VALUE",
         help="blessing threshold: min_auc, min_accuracy, max_auc_drop (repeatable)",
+    )
+    run.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="segmentation: a mask per image (manifest 'mask' column), U-Net, Dice/IoU/HD95 "
+        "Evaluator; thresholds min_dice, max_dice_drop",
     )
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -125,7 +136,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.evaluation import BlessingThresholds
     from pipelines.local_runner import run_local
     from pipelines.run_summary import format_summary
 
@@ -152,11 +162,27 @@ def _run(args: argparse.Namespace) -> int:
         splits=args.splits,
         ingest_workers=args.workers,
         hyperparameters=_hyperparameters(args),
-        thresholds=BlessingThresholds.from_dict(parse_assignments(args.threshold, "--threshold")),
+        thresholds=_thresholds(args),
+        task=args.task,
         enable_cache=not args.no_cache,
     )
     print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
     return 0
+
+
+def _thresholds(args: argparse.Namespace):
+    from pipelines.evaluation import BlessingThresholds
+    from pipelines.seg_evaluation import SegmentationThresholds
+
+    values = parse_assignments(args.threshold, "--threshold")
+    if args.task != "segmentation":
+        return BlessingThresholds.from_dict(values)
+    try:
+        return SegmentationThresholds(**{k: float(v) for k, v in values.items()})
+    except TypeError:
+        raise ConfigError(
+            f"--threshold {sorted(values)}: segmentation takes min_dice and max_dice_drop"
+        ) from None
 
 
 def _compile(args: argparse.Namespace) -> int:

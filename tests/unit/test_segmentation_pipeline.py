@@ -1,0 +1,65 @@
+"""The segmentation task's wiring: Trainer module, Evaluator config, Pusher contract check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.pusher.publish import ContractMismatch, check_contract
+from medflow.errors import ConfigError
+from pipelines.pipeline import model_module_paths
+from pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
+
+
+def _contract(outputs: dict) -> dict:
+    return {
+        "task": "segmentation",
+        "preprocessing": {"size": [64, 64], "channels": 1},
+        "signatures": {
+            "serving_default": {
+                "inputs": {"image": {"dtype": "float32", "shape": [-1, 64, 64, 1]}},
+                "outputs": outputs,
+            }
+        },
+    }
+
+
+def test_task_chooses_the_trainer_module():
+    transform, trainer = model_module_paths("segmentation")
+    assert Path(trainer).name == "segmentation.py" and Path(trainer).is_file()
+    assert Path(model_module_paths()[1]).name == "classification.py"
+    assert Path(transform).name == "preprocessing.py"
+    with pytest.raises(ValueError, match="detection"):
+        model_module_paths("detection")
+
+
+def test_eval_config_computes_dice_iou_hd95_in_tfma_and_blesses_on_dice():
+    from components.models.tfma_segmentation import SegmentationMetrics
+
+    config = build_segmentation_eval_config(SegmentationThresholds(min_dice=0.9))
+    (spec,) = config.metrics_specs
+    metric = next(m for m in spec.metrics if m.class_name == "SegmentationMetrics")
+    assert metric.module == SegmentationMetrics.__module__
+    assert json.loads(metric.config)["spacing_feature"] == "pixel_spacing"
+    assert spec.thresholds["dice"].value_threshold.lower_bound.value == 0.9
+    assert config.model_specs[0].label_key == "mask"
+    assert config.model_specs[0].prediction_key == "probabilities"
+    keys = SegmentationMetrics().computations(model_names=[""], output_names=[""])[0].keys
+    assert [k.name for k in keys] == ["dice", "iou", "hausdorff95_mm"]
+
+
+def test_contract_check_for_per_pixel_outputs():
+    good = {
+        "probabilities": {"dtype": "float32", "shape": [-1, 64, 64]},
+        "mask": {"dtype": "uint8", "shape": [-1, 64, 64]},
+    }
+    check_contract(_contract(good))
+    with pytest.raises(ContractMismatch, match="lacks outputs \\['mask'\\]"):
+        check_contract(_contract({"probabilities": good["probabilities"]}))
+    wrong = {**good, "probabilities": {"dtype": "float32", "shape": [-1, 2]}}
+    with pytest.raises(ContractMismatch, match="input grid"):
+        check_contract(_contract(wrong))
+    with pytest.raises(ConfigError, match="min_dice"):
+        SegmentationThresholds(min_dice=1.5)
