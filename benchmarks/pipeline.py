@@ -8,7 +8,7 @@ trains with ``components.models.training.fit`` and computes the eval AUC. Prints
 per-component times, the wall-time ratio, and both models' AUC/accuracy on the eval split
 and (when the npz has one) on its test split, using the pushed SavedModel for the pipeline.
 
-    .venv/bin/python benchmarks/pipeline.py [--npz PATH] [--epochs N] [--width W]
+    .venv/bin/python benchmarks/pipeline.py [--npz PATH] [--epochs N] [--width W] [--hparam K=V]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
     import tensorflow as tf
 
     from components.models.hparams import HParams
-    from components.models.training import fit
+    from components.models.training import fit, split_holdout
     from pipelines.npz_examples import load_npz_split
 
     start = time.perf_counter()
@@ -57,7 +57,11 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
     mean, std = float(x_tr.mean()), float(x_tr.std())
     hp = HParams.from_config(hparams)
     train = tf.data.Dataset.from_tensor_slices(((x_tr - mean) / std, y_tr))
-    val = tf.data.Dataset.from_tensor_slices(((x_ev - mean) / std, y_ev))
+    # Early stopping on the same holdout of train as the Trainer (never the eval split).
+    if hp.validation_fraction > 0:
+        train, val = split_holdout(train, hp.validation_fraction)
+    else:
+        val = tf.data.Dataset.from_tensor_slices(((x_ev - mean) / std, y_ev))
     model, _, _ = fit(hp, train, val)
     scores = model.predict((x_ev - mean) / std, verbose=0)[:, 1]
     return time.perf_counter() - start, quality(scores, y_ev), model, (mean, std)
@@ -104,9 +108,20 @@ def main() -> None:
     parser.add_argument("--npz", type=Path, default=SHARED / "breastmnist.npz")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more Trainer hyperparameters (JSON values), e.g. learning_rate=0.001",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     hparams = {"epochs": args.epochs, "width": args.width}
+    for item in args.hparam:
+        key, _, value = item.partition("=")
+        hparams[key] = json.loads(value)
+    print(f"hyperparameters: {hparams}")
     import tensorflow as tf  # noqa: F401  (import cost outside both timings)
 
     bare_s, bare_q, bare_model, norm = bare_keras(args.npz, hparams)
