@@ -11,6 +11,7 @@ import dataclasses
 import json
 
 from components.models import features
+from components.models.seg_metrics import DICE, HD95, IOU
 from medflow.errors import ConfigError
 from pipelines.evaluation import SLICES
 
@@ -34,6 +35,23 @@ class SegmentationThresholds:
             raise ConfigError(f"threshold max_dice_drop={self.max_dice_drop}: must be >= 0")
 
 
+def _segmentation_metric(name: str, values: list[str], threshold=None):
+    import tensorflow_model_analysis as tfma
+
+    config = {
+        "threshold": 0.5,
+        "spacing_feature": features.PIXEL_SPACING,
+        "name": name,
+        "values": values,
+    }
+    return tfma.MetricConfig(
+        class_name="SegmentationMetrics",
+        module="components.models.tfma_segmentation",
+        config=json.dumps(config),
+        threshold=threshold,
+    )
+
+
 def build_segmentation_eval_config(thresholds: SegmentationThresholds):
     """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice."""
     import tensorflow_model_analysis as tfma
@@ -47,11 +65,10 @@ def build_segmentation_eval_config(thresholds: SegmentationThresholds):
     )
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(
-            class_name="SegmentationMetrics",
-            module="components.models.tfma_segmentation",
-            config=json.dumps({"threshold": 0.5, "spacing_feature": features.PIXEL_SPACING}),
-        ),
+        # TFMA keys MetricsSpec.thresholds for in-graph metrics only; a Python metric's
+        # threshold goes on its MetricConfig, which reports Dice alone for that reason.
+        _segmentation_metric("dice", [DICE], threshold=dice_threshold),
+        _segmentation_metric("segmentation", [IOU, HD95]),
     ]
     return tfma.EvalConfig(
         model_specs=[
@@ -64,6 +81,6 @@ def build_segmentation_eval_config(thresholds: SegmentationThresholds):
         ],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
         metrics_specs=[
-            tfma.MetricsSpec(metrics=metrics, thresholds={"dice": dice_threshold}),
+            tfma.MetricsSpec(metrics=metrics),
         ],
     )

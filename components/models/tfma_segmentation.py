@@ -62,13 +62,15 @@ class _SegmentationCombiner(beam.CombineFn):
 
     def extract_output(self, acc):
         n = max(acc[3], 1)
-        return {key: total / n for key, total in zip(self._keys, acc[:3], strict=True)}
+        means = dict(zip((DICE, IOU, HD95), acc[:3], strict=True))
+        return {key: means[key.name] / n for key in self._keys}
 
 
 def _computations(
     threshold: float = 0.5,
     spacing_feature: str = features.PIXEL_SPACING,
     name: str = "segmentation",
+    values: tuple[str, ...] = (DICE, IOU, HD95),
     eval_config=None,
     model_names=None,
     output_names=None,
@@ -85,7 +87,7 @@ def _computations(
                     output_name=output_name,
                     example_weighted=example_weighted,
                 )
-                for n in (DICE, IOU, HD95)
+                for n in values
             ]
             computations.append(
                 metric_types.MetricComputation(
@@ -103,7 +105,10 @@ class SegmentationMetrics(metric_types.Metric):
     Args:
         threshold: probability at or above which a pixel is foreground.
         spacing_feature: example feature holding [row_mm, col_mm].
-        name: metric name (the three values keep their own names).
+        name: metric name (the values keep their own names).
+        values: which of ``dice``, ``iou``, ``hausdorff95_mm`` to report. A
+            ``MetricConfig.threshold`` applies to every value its metric reports, so a
+            blessing threshold on Dice goes on an instance reporting ``dice`` alone.
     """
 
     def __init__(
@@ -111,7 +116,15 @@ class SegmentationMetrics(metric_types.Metric):
         threshold: float = 0.5,
         spacing_feature: str = features.PIXEL_SPACING,
         name: str = "segmentation",
+        values: tuple[str, ...] | list[str] = (DICE, IOU, HD95),
     ):
+        unknown = set(values) - {DICE, IOU, HD95}
+        if unknown or not values:
+            raise ValueError(f"values={list(values)}: choose from {[DICE, IOU, HD95]}")
         super().__init__(
-            _computations, threshold=threshold, spacing_feature=spacing_feature, name=name
+            _computations,
+            threshold=threshold,
+            spacing_feature=spacing_feature,
+            name=name,
+            values=tuple(values),
         )

@@ -40,10 +40,27 @@ def test_eval_config_computes_dice_iou_hd95_in_tfma_and_blesses_on_dice():
 
     config = build_segmentation_eval_config(SegmentationThresholds(min_dice=0.9))
     (spec,) = config.metrics_specs
+    from tensorflow_model_analysis.metrics import metric_specs
+
     metric = next(m for m in spec.metrics if m.class_name == "SegmentationMetrics")
     assert metric.module == SegmentationMetrics.__module__
     assert json.loads(metric.config)["spacing_feature"] == "pixel_spacing"
-    assert spec.thresholds["dice"].value_threshold.lower_bound.value == 0.9
+    # The blessing threshold is keyed exactly as TFMA computes the metric (a mismatch
+    # makes the Evaluator refuse every model with "Metric not found").
+    thresholds = metric_specs.metric_thresholds_from_metrics_specs(
+        config.metrics_specs, eval_config=config
+    )
+    computed = {
+        key
+        for computation in metric_specs.to_computations(config.metrics_specs, eval_config=config)
+        for key in computation.keys
+    }
+    value_keys = [key for key in thresholds if not key.is_diff]
+    assert [key.name for key in value_keys] == ["dice"]
+    assert set(value_keys) <= computed
+    [(_, bound)] = thresholds[value_keys[0]]
+    assert bound.lower_bound.value == 0.9
+    assert {"iou", "hausdorff95_mm"} <= {key.name for key in computed}
     assert config.model_specs[0].label_key == "mask"
     assert config.model_specs[0].prediction_key == "probabilities"
     keys = SegmentationMetrics().computations(model_names=[""], output_names=[""])[0].keys
