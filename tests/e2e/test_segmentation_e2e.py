@@ -1,0 +1,106 @@
+"""The whole pipeline with the segmentation task on real HC18 ultrasound (DICOM + masks).
+
+Import a few dozen HC18 pairs (split by fetus), run ingestion -> ... -> Transform (mask
+passed through) -> U-Net Trainer -> TFMA Evaluator (Dice, IoU, HD95 in mm as custom
+metrics, blessing on Dice) -> Pusher, then check the pushed model in a fresh process
+against the Evaluator's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SIZE = 64
+HPARAMS = {"epochs": 40, "width": 8, "depth": 3, "batch_size": 4, "validation_fraction": 0.0}
+
+
+@pytest.fixture(scope="module")
+def run(shared_data, tmp_path_factory):
+    from components.dicom.hc18_import import import_hc18
+    from pipelines.local_runner import run_local
+    from pipelines.seg_evaluation import SegmentationThresholds
+
+    data = tmp_path_factory.mktemp("hc18")
+    manifest = import_hc18(shared_data / "hc18", data, limit=40)
+    summary = run_local(
+        data / "dicom",
+        workdir=tmp_path_factory.mktemp("work"),
+        label_manifest=manifest,
+        task="segmentation",
+        image_size=SIZE,
+        hyperparameters=HPARAMS,
+        thresholds=SegmentationThresholds(min_dice=0.3),
+        pipeline_name="hc18-seg",
+        model_name="hc18",
+        progress=None,
+    )
+    return summary, manifest
+
+
+def test_every_component_ran_and_the_model_was_blessed_on_dice(run):
+    summary, _ = run
+    for name in COMPONENT_IDS:
+        if name != RESOLVER_ID:
+            assert summary["components"][name]["status"] == "executed", name
+    overall = summary["metrics"]["overall"]
+    assert overall["dice"] > 0.3 and 0 < overall["iou"] <= overall["dice"]
+    assert 0 < overall["hausdorff95_mm"] < 100  # mm, from the ingested pixel spacing
+    assert summary["blessed"] and summary["pushed"]
+    contract = json.loads((Path(summary["model_path"]) / "contract.json").read_text())
+    assert contract["task"] == "segmentation"
+    outputs = contract["signatures"]["serving_default"]["outputs"]
+    assert outputs["probabilities"]["shape"] == [-1, SIZE, SIZE]
+    assert outputs["mask"]["dtype"] == "uint8"
+
+
+_FRESH = r"""
+import json, sys, numpy as np, tensorflow as tf
+from components.models.seg_metrics import dice, hausdorff95_mm, spacing_of
+model = tf.saved_model.load(sys.argv[1])
+files = sorted(tf.io.gfile.glob(sys.argv[2] + "/Split-eval/*"))
+records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+out = model.signatures["serve_examples"](examples=tf.constant(records))
+size = int(sys.argv[3])
+images, dices, hds = [], [], []
+for r, pred in zip(records, out["mask"].numpy()):
+    ex = tf.train.Example.FromString(r).features.feature
+    true = np.frombuffer(ex["mask"].bytes_list.value[0], np.uint8).reshape(size, size)
+    dices.append(dice(pred, true))
+    hds.append(hausdorff95_mm(pred, true, spacing_of(ex["pixel_spacing"].float_list.value)))
+    images.append(np.frombuffer(ex["image"].bytes_list.value[0], "<f4").reshape(size, size, 1))
+raw = model.signatures["serving_default"](image=tf.constant(np.stack(images)))
+same = float(np.abs(raw["probabilities"].numpy() - out["probabilities"].numpy()).max())
+print(json.dumps({"n": len(records), "dice": float(np.mean(dices)), "hd95": float(np.mean(hds)),
+                  "max_diff": same}))
+"""
+
+
+def test_pushed_model_in_fresh_process_matches_evaluator(run):
+    summary, _ = run
+    examples = Path(summary["ingest"]["uri"]).parents[1] / "examples"
+    examples = next(p for p in sorted(examples.iterdir()) if (p / "Split-eval").is_dir())
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH, summary["model_path"], str(examples), str(SIZE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    overall = summary["metrics"]["overall"]
+    assert got["n"] == overall["example_count"] > 0
+    assert got["max_diff"] < 1e-5  # raw-tensor and tf.Example signatures agree
+    assert got["dice"] == pytest.approx(overall["dice"], abs=1e-6)
+    assert got["hd95"] == pytest.approx(overall["hausdorff95_mm"], rel=1e-5)
+    assert np.isfinite(got["hd95"])
