@@ -183,16 +183,13 @@ def train_and_export(
     import tensorflow_transform as tft
 
     from components.models.seg_export import export_segmentation_model
-    from components.models.training import split_holdout
+    from components.models.training import holdout_or_eval
 
     tft_output = tft.TFTransformOutput(transform_dir)
     train = transformed_dataset(train_files, tft_output, hp)
-    if hp.validation_fraction > 0:
-        train, validation = split_holdout(train, hp.validation_fraction)
-        validation_source = f"holdout {hp.validation_fraction:.0%} of train"
-    else:
-        validation = transformed_dataset(eval_files, tft_output, hp)
-        validation_source = "eval split"
+    train, validation, validation_source = holdout_or_eval(
+        train, lambda: transformed_dataset(eval_files, tft_output, hp), hp.validation_fraction
+    )
     model, history, n_train = fit(hp, train, validation, log_dir)
     info = {
         "task": "segmentation",

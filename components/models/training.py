@@ -70,6 +70,15 @@ def split_holdout(dataset, fraction: float):
     return train, holdout
 
 
+def holdout_or_eval(train, make_eval, fraction: float):
+    """(train, validation, description): early stopping watches a holdout of the train
+    split when ``fraction`` > 0 (the eval split stays unseen), else ``make_eval()``."""
+    if fraction > 0:
+        train, validation = split_holdout(train, fraction)
+        return train, validation, f"holdout {fraction:.0%} of train"
+    return train, make_eval(), "eval split"
+
+
 def compile_model(model, hp: HParams, steps_per_epoch: int) -> None:
     import keras
 
