@@ -7,14 +7,17 @@ a ``tf.Module`` whose ``tf.function`` signatures run raw input -> Transform -> m
   at ingestion, before Transform);
 - ``serve_examples``: ``examples`` string [None] (serialized tf.Example).
 
-Both return ``probabilities`` [None, n_classes], ``class_id`` int64 [None] and ``score``
-float32 [None] (class-1 probability for binary models, top probability otherwise).
+The outputs are the task's head applied to the model's probabilities: for classification
+``probabilities`` [None, n_classes], ``class_id`` int64 [None] and ``score`` float32 [None]
+(class-1 probability for binary models, top probability otherwise); segmentation's head is
+in :mod:`components.models.seg_export`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -26,15 +29,30 @@ from components.models.preprocessing import encode_image
 TRAINING_INFO = os.path.join("assets.extra", "training.json")
 
 
+def classification_head(n_classes: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """probabilities [None, n_classes] -> ``probabilities``, ``class_id``, ``score``."""
+
+    def head(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        if n_classes == 2:
+            score = probabilities[:, 1]
+        else:
+            score = tf.reduce_max(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_id": class_id, "score": score}
+
+    return head
+
+
 class ServingModule(tf.Module):
-    """Transform layer + Keras model behind the two serving signatures."""
+    """Transform layer + Keras model behind the two serving signatures; ``head`` turns the
+    model's float32 output into the task's named outputs."""
 
     def __init__(
         self,
         model,
         tft_layer,
         input_shape: tuple[int, int, int],
-        n_classes: int,
+        head: Callable[[tf.Tensor], dict[str, tf.Tensor]],
         image_feature_spec: tf.io.FixedLenFeature | None = None,
     ):
         super().__init__(name="medflow_serving")
@@ -44,7 +62,7 @@ class ServingModule(tf.Module):
         # underlying tf.Variables so the SavedModel can capture them.
         self._keras_state = [getattr(v, "value", v) for v in model.variables]
         self.tft_layer = tft_layer
-        self._n_classes = n_classes
+        self._head = head
         # The raw `image` spec of the Transform graph ([] or [1], as SchemaGen inferred).
         self._image_spec = image_feature_spec or tf.io.FixedLenFeature([1], tf.string)
         image_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=features.IMAGE)
@@ -57,12 +75,7 @@ class ServingModule(tf.Module):
     def _predict(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer({features.IMAGE: image_bytes})
         probabilities = tf.cast(self.model(transformed[features.IMAGE], training=False), tf.float32)
-        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        if self._n_classes == 2:
-            score = probabilities[:, 1]
-        else:
-            score = tf.reduce_max(probabilities, axis=-1)
-        return {"probabilities": probabilities, "class_id": class_id, "score": score}
+        return self._head(probabilities)
 
     def _serve_images(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         shape = [-1, *self._image_spec.shape]
@@ -73,8 +86,13 @@ class ServingModule(tf.Module):
         return self._predict(parsed[features.IMAGE])
 
 
-def export_serving_model(
-    model, tft_output, path: str, input_shape, n_classes: int, info: dict[str, Any]
+def save_with_transform(
+    model,
+    tft_output,
+    path: str,
+    input_shape,
+    head: Callable[[tf.Tensor], dict[str, tf.Tensor]],
+    info: dict[str, Any],
 ) -> None:
     """Save ``model`` with the Transform graph of ``tft_output`` to ``path``.
 
@@ -83,12 +101,12 @@ def export_serving_model(
         tft_output: ``tft.TFTransformOutput`` of the Transform component.
         path: SavedModel directory (TFX's serving_model_dir).
         input_shape: (rows, cols, channels).
-        n_classes: number of classes.
+        head: the task's outputs from the model's probabilities.
         info: JSON-serialisable training summary stored as ``assets.extra/training.json``.
     """
     image_spec = tft_output.raw_feature_spec()[features.IMAGE]
     module = ServingModule(
-        model, tft_output.transform_features_layer(), input_shape, n_classes, image_spec
+        model, tft_output.transform_features_layer(), input_shape, head, image_spec
     )
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
@@ -99,3 +117,11 @@ def export_serving_model(
     tf.io.gfile.makedirs(os.path.dirname(extra))
     with tf.io.gfile.GFile(extra, "w") as f:
         f.write(json.dumps(info, indent=2, sort_keys=True))
+
+
+def export_serving_model(
+    model, tft_output, path: str, input_shape, n_classes: int, info: dict[str, Any]
+) -> None:
+    """The classification export: :func:`save_with_transform` with
+    :func:`classification_head`."""
+    save_with_transform(model, tft_output, path, input_shape, classification_head(n_classes), info)
