@@ -40,6 +40,7 @@ def build_kubeflow_pipeline(
     pipeline_name: str = config.DEFAULT_PIPELINE_NAME,
     pipeline_root: str = "",
     model_name: str = config.DEFAULT_MODEL_NAME,
+    task: str = "classification",
     image_size: int = 28,
     labels: Sequence[str] = ("0", "1"),
     hyperparameters: Mapping[str, Any] | None = None,
@@ -57,7 +58,7 @@ def build_kubeflow_pipeline(
         name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=str, default=default)
         for name, default in RUNTIME_PARAMETERS.items()
     }
-    transform_module, trainer_module = model_module_paths()
+    transform_module, trainer_module = model_module_paths(task)
     pipeline = create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root or f"{config.ARTIFACTS_MOUNT}/pipelines/{pipeline_name}",
@@ -67,6 +68,7 @@ def build_kubeflow_pipeline(
         trainer_module=trainer_module,
         serving_model_dir=config.MODELS_MOUNT,
         deid_key_file=config.DEID_KEY_FILE,
+        task=task,
         image_size=image_size,
         labels=labels,
         model_name=model_name,

@@ -27,6 +27,13 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _training_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="segmentation: a mask per image (manifest 'mask' column), U-Net, Dice/IoU/HD95 "
+        "Evaluator; thresholds min_dice, max_dice_drop",
+    )
     parser.add_argument("--image-size", type=int, default=28, help="model input rows = cols")
     parser.add_argument(
         "--class-names", default="0,1", help="class names in label order (default 0,1)"
@@ -86,13 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME=VALUE",
         help="blessing threshold: min_auc, min_accuracy, max_auc_drop (repeatable)",
-    )
-    run.add_argument(
-        "--task",
-        choices=("classification", "segmentation"),
-        default="classification",
-        help="segmentation: a mask per image (manifest 'mask' column), U-Net, Dice/IoU/HD95 "
-        "Evaluator; thresholds min_dice, max_dice_drop",
     )
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -194,13 +194,14 @@ def _compile(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         pipeline_name=args.pipeline_name,
         model_name=args.model_name,
+        task=args.task,
         image_size=args.image_size,
         labels=_labels(args),
         hyperparameters=_hyperparameters(args),
         gpu_count=args.gpus,
         gpu_type=args.gpu_type,
     )
-    print(f"wrote {path} (image {args.image}, Trainer GPUs {args.gpus})")
+    print(f"wrote {path} ({args.task}, image {args.image}, Trainer GPUs {args.gpus})")
     return 0
 
 

@@ -99,3 +99,19 @@ def test_volumes_match_the_k8s_manifests(spec):
     # TF Serving reads the models claim at the path the Pusher writes to.
     assert f"mountPath: {config.MODELS_MOUNT}" in serving
     assert f"claimName: {config.MODELS_PVC}" in serving
+
+
+def test_segmentation_task_compiles_with_its_trainer_and_metrics(tmp_path):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    path = compile_pipeline(
+        tmp_path / "seg.yaml",
+        pipeline_root=str(tmp_path / "root"),
+        task="segmentation",
+        image_size=128,
+    )
+    text = path.read_text()
+    spec = next(yaml.safe_load_all(text))
+    trainer = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    assert trainer["module_path"]["runtimeValue"]["constant"].startswith("segmentation@")
+    assert "SegmentationMetrics" in text and "classification@" not in text
