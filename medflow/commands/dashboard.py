@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.address,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        # Clinicians get the app, not Streamlit's developer menu ("Deploy", rerun, settings).
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     return subprocess.call(cmd, env={**os.environ, **settings.to_env()})
 
