@@ -1,7 +1,8 @@
-"""Reading Evaluator (TFMA) and StatisticsGen outputs into plain dicts."""
+"""Reading Evaluator (TFMA), StatisticsGen and ExampleValidator outputs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from components.models import features
@@ -61,3 +62,18 @@ def load_statistics_summary(statistics_uri: str, split: str = "train") -> dict[s
     if label is not None and label.num_stats.histograms:
         summary["label_mean"] = float(label.num_stats.mean)
     return summary
+
+
+def read_anomalies(uri: str) -> list[tuple[str, Any]]:
+    """``(split, tensorflow_metadata Anomalies)`` for each split an ExampleAnomalies
+    artifact holds (``<uri>/Split-<split>/SchemaDiff.pb``), in split order."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    out = []
+    for split_dir in sorted(Path(uri).glob("Split-*")):
+        path = split_dir / "SchemaDiff.pb"
+        if path.is_file():
+            anomalies = anomalies_pb2.Anomalies()
+            anomalies.ParseFromString(path.read_bytes())
+            out.append((split_dir.name.removeprefix("Split-"), anomalies))
+    return out

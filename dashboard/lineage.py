@@ -329,34 +329,23 @@ def load_anomalies(uri: str) -> list[Anomaly]:
     """Anomalies of an ExampleAnomalies artifact, per split (``Split-*/SchemaDiff.pb``)."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+    from components.evaluation_results import read_anomalies
+
+    def anomaly(split: str, feature: str, info) -> Anomaly:
+        return Anomaly(
+            split=split,
+            feature=feature,
+            severity=anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
+            short_description=info.short_description,
+            description=info.description,
+        )
+
     out = []
-    for split_dir in sorted(Path(uri).glob("Split-*")):
-        path = split_dir / "SchemaDiff.pb"
-        if not path.is_file():
-            continue
-        anomalies = anomalies_pb2.Anomalies()
-        anomalies.ParseFromString(path.read_bytes())
+    for split, anomalies in read_anomalies(uri):
         for feature, info in sorted(anomalies.anomaly_info.items()):
-            out.append(
-                Anomaly(
-                    split=split_dir.name.removeprefix("Split-"),
-                    feature=feature,
-                    severity=anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
-                    short_description=info.short_description,
-                    description=info.description,
-                )
-            )
+            out.append(anomaly(split, feature, info))
         if anomalies.HasField("dataset_anomaly_info"):
-            info = anomalies.dataset_anomaly_info
-            out.append(
-                Anomaly(
-                    split=split_dir.name.removeprefix("Split-"),
-                    feature="(dataset)",
-                    severity=anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
-                    short_description=info.short_description,
-                    description=info.description,
-                )
-            )
+            out.append(anomaly(split, "(dataset)", anomalies.dataset_anomaly_info))
     return out
 
 

@@ -100,18 +100,13 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
 
 def _anomalies(uri: str) -> list[str]:
     """``split: feature: short description`` for each anomaly the ExampleValidator found."""
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    from components.evaluation_results import read_anomalies
 
-    out = []
-    for split_dir in sorted(Path(uri).glob("Split-*")):
-        path = split_dir / "SchemaDiff.pb"
-        if not path.exists():
-            continue
-        anomalies = anomalies_pb2.Anomalies()
-        anomalies.ParseFromString(path.read_bytes())
-        for feature, info in sorted(anomalies.anomaly_info.items()):
-            out.append(f"{split_dir.name[6:]}: {feature}: {info.short_description}")
-    return out
+    return [
+        f"{split}: {feature}: {info.short_description}"
+        for split, anomalies in read_anomalies(uri)
+        for feature, info in sorted(anomalies.anomaly_info.items())
+    ]
 
 
 def format_summary(summary: dict[str, Any]) -> str:
