@@ -3,6 +3,8 @@
 A mask is a 2-D image with the instance's Rows x Columns: a PNG (any mode; colour is
 converted to grey) or a NumPy ``.npy`` array. A mask holding only 0 and 255 (the usual
 binary PNG) is stored as 0/1; other values are kept as class indices (0 = background).
+A contour text file (``.txt``, polygon vertices in pixels, :mod:`components.dicom.contours`)
+is filled on the instance's Rows x Columns grid instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.dicom.contours import contour_mask, is_contour_file
 from components.dicom.errors import DicomRejected
 from components.dicom.pixels import PixelSpec, frame_indices, pixel_spacing, resample_mask
 
@@ -55,8 +58,11 @@ def mask_for_instance(ds, path: str | Path, spec: PixelSpec, name: str = "") -> 
         DicomRejected: ``mask_mismatch`` when the mask's size differs from the image's or
             the instance contributes several frames; ``mask_unreadable`` (see :func:`read_mask`).
     """
-    mask = read_mask(path, name)
     rows, cols = int(ds.Rows), int(ds.Columns)
+    if is_contour_file(path):  # polygon vertices (Sunnybrook contours): filled on this grid
+        mask = contour_mask(path, rows, cols, name)
+    else:
+        mask = read_mask(path, name)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if len(frame_indices(n_frames, spec.frames)) != 1:
         raise DicomRejected(
