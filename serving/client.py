@@ -2,11 +2,14 @@
 
 DICOM files go through the same preprocessing as ingestion (:mod:`components.dicom.pixels`),
 are sent as PredictRequests with the official stubs, and come back with the model name and
-version that answered.
+version that answered: class probabilities for a classification model
+(:class:`ImagePrediction`), or, for a segmentation model, per-pixel probabilities mapped back
+onto the source image grid with a mask and its area (:class:`MaskPrediction`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -19,6 +22,9 @@ import numpy as np
 from serving.errors import PredictionError, ServingConfigError
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
+# components.models.seg_export.THRESHOLD).
+MASK_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,117 @@ class ImagePrediction:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "label": self.label}
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPrediction:
+    """A segmentation result for one frame of one DICOM file, on the source image grid.
+
+    Attributes:
+        labels: class names; index = the class index in ``mask`` (0 = background).
+        mask: uint8 [rows, cols] of the source image: 0/1 for a binary model (probability
+            >= 0.5), class indices (argmax) for a multi-class one.
+        probabilities: float32 on the same grid: [rows, cols] foreground probability of a
+            binary model, [rows, cols, n_classes] of a multi-class one (bilinear resampling
+            of the model's output, with the preprocessing's padding cut off).
+        pixel_spacing: (row, col) mm of the source pixels, None when the file has none.
+        foreground_pixels: pixels with a non-zero class.
+        area_mm2: their area (foreground_pixels x row spacing x col spacing), None
+            without a pixel spacing.
+        mean_probability: mean probability of the predicted class over the foreground
+            pixels (0.0 when nothing was found).
+        mask_ref: where the mask was saved (set by ``medflow predict --record``).
+    """
+
+    path: str
+    frame_index: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    model_name: str
+    model_version: int
+    labels: list[str]
+    mask: np.ndarray
+    probabilities: np.ndarray
+    pixel_spacing: tuple[float, float] | None
+    foreground_pixels: int
+    area_mm2: float | None
+    mean_probability: float
+    mask_ref: str | None = None
+
+    task = "segmentation"
+
+    @property
+    def scores(self) -> list[float]:
+        """One presence score per label (for the review queue): for class k >= 1 the mean
+        probability of k over the pixels predicted as k, or its highest probability when no
+        pixel is; for the background 1 - the highest of those. A binary model's scores are
+        ``[1 - s, s]`` with ``s >= 0.5`` exactly when the mask is not empty."""
+        probs = self.probabilities
+        if probs.ndim == 2:
+            probs = np.stack([1.0 - probs, probs], axis=-1)
+        present = []
+        for k in range(1, probs.shape[-1]):
+            region = self.mask == k
+            p = probs[..., k]
+            present.append(float(p[region].mean()) if region.any() else float(p.max()))
+        return [1.0 - max(present, default=0.0), *present]
+
+    @property
+    def class_id(self) -> int:
+        scores = self.scores
+        return max(range(len(scores)), key=scores.__getitem__)
+
+    @property
+    def label(self) -> str:
+        return (
+            self.labels[self.class_id] if self.class_id < len(self.labels) else str(self.class_id)
+        )
+
+    def class_areas(self) -> dict[str, dict]:
+        """{label: {"pixels", "area_mm2"}} of every non-background class."""
+        counts = np.bincount(self.mask.ravel(), minlength=len(self.labels))
+        px_mm2 = self.pixel_spacing[0] * self.pixel_spacing[1] if self.pixel_spacing else None
+        return {
+            self.labels[k]: {
+                "pixels": int(counts[k]),
+                "area_mm2": None if px_mm2 is None else float(counts[k] * px_mm2),
+            }
+            for k in range(1, len(self.labels))
+        }
+
+    def to_dict(self) -> dict:
+        """The JSON summary (no arrays): UIDs, model, areas, scores, ``mask_ref``."""
+        return {
+            "task": self.task,
+            "path": self.path,
+            "frame_index": self.frame_index,
+            "sop_instance_uid": self.sop_instance_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "labels": self.labels,
+            "rows": int(self.mask.shape[0]),
+            "columns": int(self.mask.shape[1]),
+            "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
+            "foreground_pixels": self.foreground_pixels,
+            "area_mm2": self.area_mm2,
+            "mean_probability": self.mean_probability,
+            "classes": self.class_areas(),
+            "label": self.label,
+            "scores": self.scores,
+            "mask_ref": self.mask_ref,
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the client needs to know about a served model."""
+
+    spec: object  # components.dicom.pixels.PixelSpec
+    labels: list[str]
+    task: str  # "classification" or "segmentation"
 
 
 @dataclass(frozen=True)
@@ -210,18 +327,33 @@ class PredictionClient:
         label: str | None = None,
         contract: str | Path | None = None,
         batch_size: int = 32,
-    ) -> tuple[list[ImagePrediction], list[Rejected]]:
-        """Classify DICOM files (or folders of them) with the model's ``serving_default``."""
+    ) -> tuple[list[ImagePrediction] | list[MaskPrediction], list[Rejected]]:
+        """Predict DICOM files (or folders of them) with the model's ``serving_default``.
+
+        A classification model gives :class:`ImagePrediction` items; a segmentation model
+        (contract ``task``, or per-pixel ``probabilities``) gives :class:`MaskPrediction`
+        items on each source image's grid.
+        """
         from serving.dicom_input import load_inputs
 
-        spec, labels = self.preprocessing(model, version=version, label=label, contract=contract)
-        inputs, rejected = load_inputs(dicom_files(paths), spec)
-        results: list[ImagePrediction] = []
+        info = self.model_info(model, version=version, label=label, contract=contract)
+        segmentation = info.task == "segmentation"
+        inputs, rejected = load_inputs(dicom_files(paths), info.spec)
+        results: list = []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
             batch = np.stack([item.array for item in chunk]).astype(np.float32)
-            pred = self.predict(model, {"image": batch}, version=version, label=label)
-            results += _image_predictions(chunk, pred, labels)
+            pred = self.predict(
+                model,
+                {"image": batch},
+                version=version,
+                label=label,
+                output_filter=("probabilities",) if segmentation else (),
+            )
+            if segmentation:
+                results += _mask_predictions(chunk, pred, info)
+            else:
+                results += _image_predictions(chunk, pred, info.labels)
         return results, rejected
 
     def preprocessing(
@@ -233,6 +365,21 @@ class PredictionClient:
         contract: str | Path | None = None,
     ):
         """(PixelSpec, labels) from the model contract, else from the served signature's shape."""
+        info = self.model_info(model, version=version, label=label, contract=contract)
+        return info.spec, info.labels
+
+    def model_info(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        contract: str | Path | None = None,
+    ) -> ModelInfo:
+        """Preprocessing, labels and task from the model contract, else from the served
+        signature: ``probabilities`` [-1, n_classes] is classification, [-1, rows, cols]
+        (foreground probability) or [-1, rows, cols, n_classes] on the input grid is
+        segmentation."""
         from components.dicom.pixels import PixelSpec
 
         sig = self.signature_defs(model, version=version, label=label).get("serving_default")
@@ -247,12 +394,31 @@ class PredictionClient:
             )
         if "probabilities" not in sig.outputs:
             raise PredictionError(f"model {model}: serving_default has no 'probabilities' output")
-        n_classes = sig.outputs["probabilities"].tensor_shape.dim[-1].size
+        out = [d.size for d in sig.outputs["probabilities"].tensor_shape.dim]
+        if len(out) == 2:
+            task, n_classes = "classification", out[-1]
+        elif len(out) in (3, 4) and out[1:3] == dims[1:3]:
+            task, n_classes = "segmentation", (2 if len(out) == 3 else out[3])
+        else:
+            raise PredictionError(
+                f"model {model}: 'probabilities' shape {out} is neither [-1, classes] nor "
+                f"per-pixel on the input grid {dims[1:3]}"
+            )
+        default_labels = (
+            ["background", "foreground"]
+            if task == "segmentation" and n_classes == 2
+            else [f"class_{i}" for i in range(n_classes)]
+        )
         if contract is None:
-            return PixelSpec(size=(dims[1], dims[2]), channels=dims[3]), [
-                f"class_{i}" for i in range(n_classes)
-            ]
+            return ModelInfo(
+                PixelSpec(size=(dims[1], dims[2]), channels=dims[3]), default_labels, task
+            )
         doc = read_contract(contract)
+        if doc.get("task", task) != task:
+            raise ServingConfigError(
+                f"contract {contract}: task {doc.get('task')!r} but the served model's "
+                f"probabilities {out} are {task} outputs; pass the contract of the served model"
+            )
         spec = PixelSpec.from_dict(doc.get("preprocessing") or {})
         if spec.size is not None and (tuple(spec.size), spec.channels) != (
             tuple(dims[1:3]),
@@ -262,7 +428,13 @@ class PredictionClient:
                 f"contract {contract}: preprocessing size {list(spec.size)}x{spec.channels} does not match "
                 f"the served model's input {dims[1:]}; pass the contract of the served version"
             )
-        return spec, list(doc.get("labels") or [f"class_{i}" for i in range(n_classes)])
+        labels = list(doc.get("labels") or default_labels)
+        if task == "segmentation" and len(labels) != n_classes:
+            raise ServingConfigError(
+                f"contract {contract}: labels {labels} but the served model segments "
+                f"{n_classes} classes (background first)"
+            )
+        return ModelInfo(spec, labels, task)
 
 
 def read_contract(path: str | Path) -> dict:
@@ -320,3 +492,93 @@ def _image_predictions(chunk, pred: Prediction, labels: list[str]) -> list[Image
         )
         for i, item in enumerate(chunk)
     ]
+
+
+def to_source_grid(
+    values: np.ndarray,
+    rows: int,
+    cols: int,
+    spacing: tuple[float, float] | None,
+    size: tuple[int, int] | None,
+) -> np.ndarray:
+    """Per-pixel model output ``[r, c]`` or ``[r, c, k]`` (model-input grid) -> the source
+    image's ``rows x cols`` grid: the preprocessing's padding is cut off and the rest is
+    resized back (bilinear), the inverse of :func:`components.dicom.pixels.to_model_input`'s
+    aspect-keeping resample."""
+    from PIL import Image
+
+    top, left, height, width = _content_box(rows, cols, spacing, tuple(size) if size else None)
+    values = np.asarray(values, dtype=np.float32)
+    squeeze = values.ndim == 2
+    if squeeze:
+        values = values[..., None]
+    crop = values[top : top + height, left : left + width]
+    if crop.shape[:2] == (rows, cols):
+        out = np.ascontiguousarray(crop)
+    else:
+        out = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(crop[..., k]), mode="F").resize(
+                        (cols, rows), Image.BILINEAR
+                    )
+                )
+                for k in range(crop.shape[-1])
+            ],
+            axis=-1,
+        )
+    return out[..., 0] if squeeze else out
+
+
+@functools.lru_cache(maxsize=64)
+def _content_box(
+    rows: int, cols: int, spacing: tuple[float, float] | None, size: tuple[int, int] | None
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the image inside the model input: where ingestion's own
+    mask resampling puts an all-ones mask (so the two can never disagree)."""
+    from components.dicom.pixels import resample_mask
+
+    if size is None:
+        return 0, 0, rows, cols
+    inside = resample_mask(np.ones((rows, cols), np.uint8), size, spacing) > 0
+    r = np.flatnonzero(inside.any(axis=1))
+    c = np.flatnonzero(inside.any(axis=0))
+    return int(r[0]), int(c[0]), int(r[-1] - r[0] + 1), int(c[-1] - c[0] + 1)
+
+
+def _mask_predictions(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPrediction]:
+    probs = pred.outputs["probabilities"]
+    out = []
+    for i, item in enumerate(chunk):
+        geometry = item.geometry
+        spacing = item.source_spacing
+        grid = to_source_grid(
+            probs[i], geometry.orig_rows, geometry.orig_cols, spacing, info.spec.size
+        )
+        if grid.ndim == 2:
+            mask = (grid >= MASK_THRESHOLD).astype(np.uint8)
+            chosen = grid
+        else:
+            mask = grid.argmax(axis=-1).astype(np.uint8)
+            chosen = np.take_along_axis(grid, mask[..., None].astype(np.intp), axis=-1)[..., 0]
+        foreground = mask > 0
+        n = int(foreground.sum())
+        out.append(
+            MaskPrediction(
+                path=item.path,
+                frame_index=item.frame_index,
+                sop_instance_uid=item.sop_instance_uid,
+                study_instance_uid=item.study_instance_uid,
+                series_instance_uid=item.series_instance_uid,
+                model_name=pred.model_name,
+                model_version=pred.model_version,
+                labels=info.labels,
+                mask=mask,
+                probabilities=grid,
+                pixel_spacing=spacing,
+                foreground_pixels=n,
+                area_mm2=None if spacing is None else float(n * spacing[0] * spacing[1]),
+                mean_probability=float(chosen[foreground].mean()) if n else 0.0,
+            )
+        )
+    return out

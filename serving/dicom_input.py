@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.dicom.pixels import Geometry
+
 
 @dataclass(frozen=True)
 class ModelInput:
@@ -18,6 +20,9 @@ class ModelInput:
     study_instance_uid: str
     series_instance_uid: str
     array: np.ndarray
+    # Where the array came from (to map per-pixel outputs back onto the source image grid).
+    geometry: Geometry | None = None
+    source_spacing: tuple[float, float] | None = None  # (row, col) mm of the source pixels
 
 
 def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
@@ -27,7 +32,7 @@ def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
         (inputs, rejected files) — a bad file is reported, not fatal.
     """
     from components.dicom.errors import DicomRejected
-    from components.dicom.pixels import to_model_input
+    from components.dicom.pixels import pixel_spacing, to_model_input
     from components.dicom.reader import ReadLimits, read_dicom
     from serving.client import Rejected
 
@@ -44,6 +49,11 @@ def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
         uids = [
             str(ds.get(k, "")) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
         ]
+        spacing = pixel_spacing(ds)
         for array, geometry in frames:
-            inputs.append(ModelInput(str(path.resolve()), geometry.frame_index, *uids, array))
+            inputs.append(
+                ModelInput(
+                    str(path.resolve()), geometry.frame_index, *uids, array, geometry, spacing
+                )
+            )
     return inputs, rejected

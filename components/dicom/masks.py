@@ -4,7 +4,9 @@ A mask is a 2-D image with the instance's Rows x Columns: a PNG (any mode; colou
 converted to grey) or a NumPy ``.npy`` array. A mask holding only 0 and 255 (the usual
 binary PNG) is stored as 0/1; other values are kept as class indices (0 = background).
 A contour text file (``.txt``, polygon vertices in pixels, :mod:`components.dicom.contours`)
-is filled on the instance's Rows x Columns grid instead.
+is filled on the instance's Rows x Columns grid instead. A DICOM SEG (``seg.dcm``, or
+``seg.dcm#N`` for segment N) gives the frame(s) referencing the instance
+(:mod:`components.dicom.dicom_seg_masks`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from components.dicom.contours import contour_mask, is_contour_file
+from components.dicom.dicom_seg_masks import is_dicom_mask, seg_mask
 from components.dicom.errors import DicomRejected
 from components.dicom.pixels import PixelSpec, frame_indices, pixel_spacing, resample_mask
 
@@ -59,17 +62,20 @@ def mask_for_instance(ds, path: str | Path, spec: PixelSpec, name: str = "") -> 
             the instance contributes several frames; ``mask_unreadable`` (see :func:`read_mask`).
     """
     rows, cols = int(ds.Rows), int(ds.Columns)
-    if is_contour_file(path):  # polygon vertices (Sunnybrook contours): filled on this grid
-        mask = contour_mask(path, rows, cols, name)
-    else:
-        mask = read_mask(path, name)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if len(frame_indices(n_frames, spec.frames)) != 1:
+    frames = frame_indices(n_frames, spec.frames)
+    if len(frames) != 1:
         raise DicomRejected(
             "mask_mismatch",
             f"{name}: one mask file for {n_frames} frames; masks are per frame (ingest with "
             "frames=middle or first)",
         )
+    if is_contour_file(path):  # polygon vertices (Sunnybrook contours): filled on this grid
+        mask = contour_mask(path, rows, cols, name)
+    elif is_dicom_mask(path):  # a DICOM SEG referencing this instance (seg.dcm or seg.dcm#N)
+        mask = seg_mask(ds, path, frames[0], name)
+    else:
+        mask = read_mask(path, name)
     if mask.shape != (rows, cols):
         raise DicomRejected(
             "mask_mismatch",

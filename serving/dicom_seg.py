@@ -1,0 +1,290 @@
+"""Segmentation predictions -> DICOM Segmentation objects (highdicom), one per source series.
+
+Each SEG references its source instances (ReferencedSeriesSequence, and per frame a
+Derivation Image / Source Image Sequence) and takes its geometry from them: highdicom copies
+the pixel measures, the plane orientation and each frame's plane position from the sources
+when they have them (CT, MR, ...). Sources without a frame of reference (Secondary Capture,
+ultrasound stills) get a SEG without one: pixel measures only when the source has a
+PixelSpacing, frames matched to their source images by reference alone.
+
+- ``binary``: one segment per non-background class (a binary model has one), 1 bit per
+  pixel, every predicted frame kept (an empty frame says "nothing found");
+- ``fractional``: the class probabilities as PROBABILITY, 8 bits (0..255 for 0..1).
+
+A multi-frame source gets its own SEG (highdicom takes several single-frame images or one
+multi-frame image); frames that were not predicted are left out, as empty frames are.
+Segment labels come from the model contract's labels (class 0 is the background and has
+no segment); their codes are private (``99MEDFLOW``): a model's classes have no standard
+codes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from medflow import __version__
+from medflow.errors import InputError
+
+CODING_SCHEME = "99MEDFLOW"
+SEG_SERIES_NUMBER = 9002
+SEG_TYPES = ("binary", "fractional")
+# Type 2 attributes highdicom copies from the first source by attribute access: a source
+# without them (some Secondary Captures) gets them empty, as Type 2 allows.
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+@dataclass(frozen=True)
+class WrittenSeg:
+    """A DICOM SEG written (or stored) for one source series."""
+
+    path: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    source_series_instance_uid: str
+    frames: int
+    segment_type: str
+
+
+def _source_header(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A copy of the source header without pixels, with empty Type 2 attributes added."""
+    header = pydicom.Dataset()
+    header.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+    for element in ds:
+        if element.tag.group != 0x7FE0:  # no pixel data
+            header.add(element)
+    for keyword in _TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    if "Modality" not in header:
+        header.Modality = "OT"
+    return header
+
+
+def segment_descriptions(labels: Sequence[str], model_name: str, model_version: int | str):
+    """One ``highdicom.seg.SegmentDescription`` per non-background label (segment k = class k)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=str(model_version)[:64],
+        source="medflow",
+    )
+    category = hd.sr.CodedConcept("AI-OUTPUT", CODING_SCHEME, "Model output class")
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=k,
+            segment_label=str(labels[k])[:64],
+            segmented_property_category=category,
+            segmented_property_type=hd.sr.CodedConcept(
+                f"AI-SEG{k}", CODING_SCHEME, str(labels[k])[:64]
+            ),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for k in range(1, len(labels))
+    ]
+
+
+def _frame_array(pred, seg_type: str) -> np.ndarray:
+    """[rows, cols] (one segment or label map) or [rows, cols, segments] for one frame."""
+    if seg_type == "binary":
+        return pred.mask.astype(np.uint8)
+    probs = np.clip(np.asarray(pred.probabilities, dtype=np.float32), 0.0, 1.0)
+    return probs if probs.ndim == 2 else probs[..., 1:]
+
+
+def build_segmentation(
+    predictions: Sequence,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    seg_type: str = "binary",
+    series_number: int = SEG_SERIES_NUMBER,
+    instance_number: int = 1,
+):
+    """A DICOM SEG of ``predictions`` (all of one source series, or of one multi-frame
+    instance) referencing ``sources``.
+
+    Args:
+        predictions: :class:`serving.client.MaskPrediction` items on their source grids.
+        sources: the source instances (headers suffice), in the order of the SEG frames:
+            several single-frame images of one series, or one multi-frame image.
+        seg_type: ``binary`` or ``fractional``.
+        series_number: of the new SEG series.
+        instance_number: of the SEG in that series.
+
+    Returns:
+        ``highdicom.seg.Segmentation`` (a pydicom Dataset).
+
+    Raises:
+        InputError: no predictions, an unknown ``seg_type``, a prediction without its
+            source, or a mask whose size differs from its source image's.
+    """
+    import highdicom as hd
+
+    if seg_type not in SEG_TYPES:
+        raise InputError(f"--seg-type {seg_type!r}: choose one of {', '.join(SEG_TYPES)}")
+    if not predictions:
+        raise InputError("no segmentation predictions to write as a DICOM SEG")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    missing = sorted({p.sop_instance_uid for p in predictions} - set(by_uid))
+    if missing:
+        raise InputError(f"predictions refer to instances not among the sources: {missing[:3]}")
+    first = predictions[0]
+    multi_frame = len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1
+    for p in predictions:
+        src = by_uid[p.sop_instance_uid]
+        if p.mask.shape != (int(src.Rows), int(src.Columns)):
+            raise InputError(
+                f"{p.path}: mask {p.mask.shape} is not on the source grid "
+                f"{int(src.Rows)}x{int(src.Columns)}"
+            )
+    if multi_frame:
+        src = sources[0]
+        frames = {p.frame_index: _frame_array(p, seg_type) for p in predictions}
+        sample = next(iter(frames.values()))
+        array = np.zeros((int(src.NumberOfFrames), *sample.shape), dtype=sample.dtype)
+        for index, values in frames.items():
+            array[index] = values
+        headers = [_source_header(src)]
+    else:
+        preds = {p.sop_instance_uid: p for p in predictions}  # one frame per instance
+        order = [uid for uid in by_uid if uid in preds]
+        array = np.stack([_frame_array(preds[uid], seg_type) for uid in order])
+        headers = [_source_header(by_uid[uid]) for uid in order]
+    return hd.seg.Segmentation(
+        source_images=headers,
+        pixel_array=array,
+        segmentation_type=seg_type.upper(),
+        segment_descriptions=segment_descriptions(
+            first.labels, first.model_name, first.model_version
+        ),
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=instance_number,
+        manufacturer="medflow",
+        manufacturer_model_name=f"{first.model_name}:{first.model_version}"[:64],
+        software_versions=f"medflow {__version__}",
+        device_serial_number=str(first.model_version)[:64] or "0",
+        fractional_type="PROBABILITY" if seg_type == "fractional" else None,
+        max_fractional_value=255,
+        content_description=f"AI {seg_type} segmentation {first.model_name}:{first.model_version}"[
+            :64
+        ],
+        content_label="AI_SEG",
+        series_description=f"AI segmentation {first.model_name}:{first.model_version}"[:64],
+        omit_empty_frames=multi_frame,
+    )
+
+
+def group_by_source(predictions: Sequence, sources: dict[str, pydicom.Dataset]) -> list[list]:
+    """Predictions grouped into one SEG each: per source series and image size, or per
+    multi-frame instance (first-seen order)."""
+    groups: dict[tuple, list] = {}
+    for p in predictions:
+        src = sources[p.path]
+        if int(src.get("NumberOfFrames", 1) or 1) > 1:
+            key: tuple = ("instance", p.sop_instance_uid)
+        else:
+            key = ("series", p.series_instance_uid, int(src.Rows), int(src.Columns))
+        groups.setdefault(key, []).append(p)
+    return list(groups.values())
+
+
+def seg_bytes(seg) -> bytes:
+    """The SEG as a DICOM Part 10 file (for a file or STOW-RS)."""
+    buf = io.BytesIO()
+    seg.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def build_segmentations(
+    predictions: Sequence,
+    *,
+    seg_type: str = "binary",
+    read_source: Callable[[str], pydicom.Dataset] | None = None,
+) -> list[tuple[object, str]]:
+    """One SEG per source series (see :func:`group_by_source`): ``[(seg, source key)]``
+    where the key is the source series UID, or the SOP Instance UID of a multi-frame source.
+
+    Args:
+        predictions: :class:`serving.client.MaskPrediction` items with local source paths.
+        seg_type: ``binary`` or ``fractional``.
+        read_source: reads a source file's header (default: the safe reader).
+    """
+    if read_source is None:
+        from components.dicom.reader import read_dicom
+
+        read_source = read_dicom
+    sources = {p.path: read_source(p.path) for p in predictions}
+    out = []
+    for number, group in enumerate(group_by_source(predictions, sources), start=1):
+        headers = list({p.sop_instance_uid: sources[p.path] for p in group}.values())
+        seg = build_segmentation(group, headers, seg_type=seg_type, instance_number=number)
+        multi = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
+        out.append((seg, group[0].sop_instance_uid if multi else group[0].series_instance_uid))
+    return out
+
+
+def write_segmentations(
+    predictions: Sequence,
+    out_dir: str | Path,
+    *,
+    seg_type: str = "binary",
+    read_source: Callable[[str], pydicom.Dataset] | None = None,
+) -> list[WrittenSeg]:
+    """Write one SEG per source series to ``out_dir/seg-<source UID>.dcm`` (atomically:
+    a temporary file in the folder, then a rename); rerunning replaces them."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for seg, key in build_segmentations(predictions, seg_type=seg_type, read_source=read_source):
+        path = out_dir / f"seg-{key}.dcm"
+        atomic_write(path, seg_bytes(seg))
+        written.append(_written(seg, str(path), seg_type))
+    return written
+
+
+def _written(seg, path: str, seg_type: str) -> WrittenSeg:
+    return WrittenSeg(
+        path=path,
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        series_instance_uid=str(seg.SeriesInstanceUID),
+        study_instance_uid=str(seg.StudyInstanceUID),
+        source_series_instance_uid=str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID),
+        frames=int(seg.NumberOfFrames),
+        segment_type=seg_type,
+    )
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
