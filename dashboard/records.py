@@ -37,10 +37,19 @@ class Prediction:
     def predicted_label(self) -> str:
         return self.labels[self.predicted_index]
 
+    @property
+    def is_segmentation(self) -> bool:
+        """A segmentation prediction: reviewed by accepting or rejecting its mask."""
+        return bool(self.mask_ref)
+
 
 @dataclass(frozen=True)
 class ReviewedLabel:
-    """The label a reviewer settled on for a prediction (latest accept or correct)."""
+    """The label a reviewer settled on for a prediction (latest accept or correct).
+
+    For a segmentation prediction ``mask_ref`` is the accepted mask file and
+    ``mask_sha256`` the SHA-256 of its bytes when it was accepted.
+    """
 
     prediction_id: int
     sop_instance_uid: str
@@ -55,6 +64,8 @@ class ReviewedLabel:
     model_version: str
     reviewed_at: datetime
     comment: str
+    mask_ref: str | None = None
+    mask_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
-"""Small synthetic review cases (phantom DICOM + predictions) for tests, demos and benchmarks."""
+"""Sample review cases for tests, demos and benchmarks (``medflow dashboard sample-data``).
+
+Classification cases are synthetic phantoms with made-up scores. Segmentation cases use real
+images and human-drawn masks (HC18 fetal head annotations), or a threshold of a real pydicom
+test image: the masks are reference masks, not model output, and their model is named
+:data:`SAMPLE_MASK_MODEL` so nobody takes them for a model's.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +16,8 @@ import numpy as np
 from dashboard.store import ReviewStore
 
 LABELS = ["normal", "pneumonia"]
+SEGMENTATION_LABELS = ["background", "head"]
+SAMPLE_MASK_MODEL = "sample-reference-masks"
 
 
 def write_phantom(
@@ -102,3 +111,87 @@ def seed_store(
             )
         )
     return ids
+
+
+def threshold_mask(dicom_path: str | Path, out: str | Path, threshold: float) -> Path:
+    """Writes ``frame 0 > threshold`` (Modality-LUT units) of a DICOM image as a 0/1 mask.
+
+    The suffix of ``out`` picks the format: ``.npy`` or an image file (PNG).
+    """
+    from PIL import Image
+
+    from dashboard.viewer import load_study
+
+    mask = (load_study(dicom_path).frames[0] > threshold).astype(np.uint8)
+    if mask.ndim != 2:
+        raise ValueError(f"{dicom_path}: a threshold mask needs a grey-level image")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, mask)
+    else:
+        Image.fromarray(mask, mode="L").save(out)
+    return out
+
+
+def record_mask_prediction(
+    store: ReviewStore,
+    dicom_path: str | Path,
+    mask_path: str | Path,
+    *,
+    labels: list[str],
+    model: str = SAMPLE_MASK_MODEL,
+    version: str = "sample",
+) -> int:
+    """Queues a segmentation case: the image's UIDs, its mask file, and as scores each
+    class's share of the image's pixels (a sample mask has no model probabilities)."""
+    import pydicom
+
+    from dashboard.viewer import load_mask
+
+    ds = pydicom.dcmread(dicom_path, stop_before_pixels=True)
+    mask = load_mask(mask_path)
+    shares = np.bincount(mask.ravel(), minlength=len(labels))[: len(labels)] / mask.size
+    return store.record_prediction(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        image_ref=str(Path(dicom_path).resolve()),
+        model_name=model,
+        model_version=version,
+        labels=labels,
+        scores=[float(x) for x in shares],
+        mask_ref=str(Path(mask_path).resolve()),
+    )
+
+
+def seed_segmentation(
+    store: ReviewStore, out_dir: str | Path, *, hc18_dir: str | Path | None = None, n: int = 3
+) -> list[int]:
+    """Queues ``n`` segmentation cases with real masks; returns their ids.
+
+    With ``hc18_dir`` (the shared HC18 folder): the first ``n`` HC18 images as DICOM
+    (``medflow import-hc18``) with their human-drawn head annotations. Without: pydicom's
+    CT_small.dcm with a soft-tissue threshold (> -100 HU) as a one-class body mask.
+    """
+    out_dir = Path(out_dir)
+    if hc18_dir is None:
+        from pydicom.data import get_testdata_file
+
+        image = Path(get_testdata_file("CT_small.dcm"))
+        mask = threshold_mask(image, out_dir / "ct_small_body.png", -100.0)
+        return [record_mask_prediction(store, image, mask, labels=["background", "body"])]
+    from components.dicom.hc18_import import import_hc18
+
+    manifest = import_hc18(hc18_dir, out_dir / "hc18", limit=n)
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        record_mask_prediction(
+            store,
+            manifest.parent / "dicom" / f"{Path(row['mask']).stem}.dcm",
+            manifest.parent / row["mask"],
+            labels=SEGMENTATION_LABELS,
+        )
+        for row in rows
+    ]

@@ -89,6 +89,16 @@ users = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The segmentation mask a review judged (version 4): its file and the SHA-256 of its bytes
+# at review time, so an export can refuse a mask file that changed after it was accepted.
+review_masks = sa.Table(
+    "review_masks",
+    metadata,
+    sa.Column("review_id", sa.Integer, sa.ForeignKey("reviews.id"), primary_key=True),
+    sa.Column("mask_ref", sa.Text, nullable=False),
+    sa.Column("mask_sha256", sa.String(64)),  # None: the file was missing when it was rejected
+)
+
 # Database-side guard: the audit log refuses UPDATE and DELETE even from raw SQL.
 _SQLITE_AUDIT_GUARDS = [
     f"""CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log
@@ -119,10 +129,15 @@ def _v3_users(conn: sa.Connection) -> None:
     users.create(conn)
 
 
+def _v4_review_masks(conn: sa.Connection) -> None:
+    review_masks.create(conn)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1_predictions_and_reviews,
     _v2_audit_log,
     _v3_users,
+    _v4_review_masks,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -243,11 +244,14 @@ class ReviewStore:
 
         Args:
             action: "accept" (the predicted label is right), "reject" (it is wrong, no label
-                given) or "correct" (``label`` is the right one).
+                given) or "correct" (``label`` is the right one). A segmentation prediction
+                (one with a ``mask_ref``) takes "accept" (the mask is right) or "reject"; the
+                SHA-256 of the mask file is recorded with the review.
             label: for "correct": class index or name from the prediction's labels.
 
         Raises:
-            ReviewError: unknown prediction or action, or a missing/unknown label.
+            ReviewError: unknown prediction or action, a missing/unknown label, "correct" on
+                a segmentation prediction, or accepting a mask whose file is missing.
         """
         if action not in ACTIONS:
             raise ReviewError(f"review action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -255,6 +259,7 @@ class ReviewStore:
             raise ReviewError("a review needs the reviewer's name")
         pred = self.get_prediction(prediction_id)
         label_index = _label_for(pred, action, label)
+        digest = _mask_digest(pred, action)
         row = dict(
             prediction_id=pred.id,
             action=action,
@@ -265,9 +270,15 @@ class ReviewStore:
             model_version=pred.model_version,
             created_at=utcnow(),
         )
-        outcome = _outcome(pred, action, label_index, comment)
+        outcome = _outcome(pred, action, label_index, comment, digest)
         with self.engine.begin() as conn:
             review_id = conn.execute(schema.reviews.insert().values(**row)).inserted_primary_key[0]
+            if pred.is_segmentation:
+                conn.execute(
+                    schema.review_masks.insert().values(
+                        review_id=review_id, mask_ref=pred.mask_ref, mask_sha256=digest
+                    )
+                )
             conn.execute(
                 schema.predictions.update()
                 .where(schema.predictions.c.id == pred.id)
@@ -279,9 +290,10 @@ class ReviewStore:
     def reviewed_labels(self, *, model_name: str | None = None) -> list[ReviewedLabel]:
         """The latest accept/correct review of each prediction, oldest first.
 
-        A prediction whose latest action is "reject" gives no label.
+        A prediction whose latest action is "reject" gives no label; an accepted
+        segmentation prediction carries its mask file and the file's SHA-256 at review time.
         """
-        p, r = schema.predictions, schema.reviews
+        p, r, m = schema.predictions, schema.reviews, schema.review_masks
         latest = sa.select(sa.func.max(r.c.id)).group_by(r.c.prediction_id).scalar_subquery()
         query = (
             sa.select(
@@ -291,8 +303,11 @@ class ReviewStore:
                 p.c.study_instance_uid,
                 p.c.frame_index,
                 p.c.labels,
+                m.c.mask_ref,
+                m.c.mask_sha256,
             )
             .join(p, p.c.id == r.c.prediction_id)
+            .outerjoin(m, m.c.review_id == r.c.id)
             .where(r.c.id.in_(latest), r.c.action.in_(("accept", "correct")))
             .order_by(r.c.created_at, r.c.id)
         )
@@ -315,6 +330,8 @@ class ReviewStore:
                 model_version=row.model_version,
                 reviewed_at=_utc(row.created_at),
                 comment=row.comment,
+                mask_ref=row.mask_ref,
+                mask_sha256=row.mask_sha256,
             )
             for row in rows
         ]
@@ -421,7 +438,37 @@ def _prediction(row: sa.Row) -> Prediction:
     return Prediction(**data)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mask_digest(pred: Prediction, action: str) -> str | None:
+    """SHA-256 of a segmentation prediction's mask file (None: not one, or a missing file
+    being rejected)."""
+    if not pred.is_segmentation:
+        return None
+    try:
+        return file_sha256(pred.mask_ref)
+    except OSError as exc:
+        if action == "reject":
+            return None
+        raise ReviewError(
+            f"cannot accept case {pred.id}: its mask {pred.mask_ref} cannot be read "
+            f"({exc.strerror or exc}); reject it or restore the file"
+        ) from exc
+
+
 def _label_for(pred: Prediction, action: str, label: int | str | None) -> int | None:
+    if pred.is_segmentation and action == "correct":
+        raise ReviewError(
+            f"case {pred.id} is a segmentation prediction: accept or reject its mask "
+            "(correcting a mask by drawing is not supported)"
+        )
     if action == "accept":
         return pred.predicted_index
     if action == "reject":
@@ -442,8 +489,12 @@ def _label_for(pred: Prediction, action: str, label: int | str | None) -> int | 
     return index
 
 
-def _outcome(pred: Prediction, action: str, label_index: int | None, comment: str) -> str:
+def _outcome(
+    pred: Prediction, action: str, label_index: int | None, comment: str, digest: str | None
+) -> str:
     said = f"{pred.predicted_label} ({pred.confidence:.3f})"
+    if pred.is_segmentation:
+        said = f"mask {pred.mask_ref} (sha256 {digest[:16] if digest else 'n/a: file missing'})"
     text = {
         "accept": f"accepted {said}",
         "reject": f"rejected {said}",

@@ -2,6 +2,9 @@
 
 Window/level applies to Modality-LUT output (e.g. Hounsfield units for CT); MONOCHROME1
 is inverted after windowing so bright means dense, as on a reading station.
+
+Segmentation masks (a prediction's ``mask_ref``) are uint8 class indices on the image's
+own grid (0 background, 1..K classes): drawn filled or as their contour, one colour per class.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def zoom(image: np.ndarray, factor: float, center: tuple[float, float] = (0.5, 0
 
 
 def load_overlay(ref: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Reads a heatmap or mask (.npy, or an image file) scaled to [0, 1] at ``shape``.
+    """Reads a heatmap (.npy, or an image file) scaled to [0, 1] at ``shape``.
 
     Raises:
         InputError: the file is missing or unreadable.
@@ -170,23 +173,113 @@ def load_overlay(ref: str | Path, shape: tuple[int, int]) -> np.ndarray:
     return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
 
 
-def blend(
-    image: np.ndarray, overlay: np.ndarray, opacity: float, kind: str = "heatmap"
-) -> np.ndarray:
-    """Overlays a [0, 1] map on a display image; returns RGB uint8.
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
-    A heatmap is drawn in the "jet" colour map weighted by its value; a mask (>= 0.5) in
-    solid red.
-    """
+
+def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
+    """Overlays a [0, 1] heatmap in the "jet" colour map, weighted by its value; RGB uint8."""
     from matplotlib import colormaps
 
-    rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
-    rgb = rgb.astype(np.float32)
-    if kind == "mask":
-        color = np.zeros_like(rgb)
-        color[..., 0] = 255.0
-        alpha = (overlay >= 0.5).astype(np.float32)[..., None] * opacity
-    else:
-        color = colormaps["jet"](overlay)[..., :3].astype(np.float32) * 255.0
-        alpha = overlay[..., None] * opacity
+    rgb = _rgb(image).astype(np.float32)
+    color = colormaps["jet"](overlay)[..., :3].astype(np.float32) * 255.0
+    alpha = overlay[..., None] * opacity
     return (rgb * (1 - alpha) + color * alpha + 0.5).astype(np.uint8)
+
+
+# Class 1, 2, ... colours (cycled): distinct on grey images and for common colour blindness.
+CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),  # red
+    (60, 180, 75),  # green
+    (255, 225, 25),  # yellow
+    (0, 130, 200),  # blue
+    (245, 130, 48),  # orange
+    (145, 30, 180),  # purple
+    (70, 240, 240),  # cyan
+    (240, 50, 230),  # magenta
+)
+MASK_VIEWS = ("fill", "contour")
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    """The display colour of class ``index`` (>= 1; 0 is background and not drawn)."""
+    return CLASS_COLORS[(index - 1) % len(CLASS_COLORS)]
+
+
+def load_mask(ref: str | Path) -> np.ndarray:
+    """Reads a segmentation mask (PNG or ``.npy``) as uint8 ``[rows, cols]`` class indices.
+
+    A 0/255 mask becomes 0/1 (as for training, :func:`components.dicom.masks.read_mask`).
+
+    Raises:
+        InputError: the file is missing, unreadable, not 2-D or holds values outside 0..255.
+    """
+    from components.dicom.masks import read_mask
+
+    path = Path(ref)
+    if not path.is_file():
+        raise InputError(f"mask {path} not found (the prediction's mask_ref must be a file here)")
+    try:
+        return read_mask(path, name="prediction")
+    except InputError as exc:
+        raise InputError(f"cannot show the mask: {exc}") from exc
+
+
+def check_mask_shape(mask: np.ndarray, shape: tuple[int, int], ref: str | Path) -> None:
+    """Raises InputError unless the mask has the image's rows and columns."""
+    if tuple(mask.shape) != tuple(shape):
+        raise InputError(
+            f"mask {ref} is {mask.shape[0]}x{mask.shape[1]} but the image is "
+            f"{shape[0]}x{shape[1]}; a mask must have the image's rows and columns"
+        )
+
+
+def mask_contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Boundary pixels of each labelled region: True where ``mask > 0`` lies within ``width``
+    pixels (4-neighbour steps) of another class, the background or the image edge.
+
+    The complement, inside the labelled regions, is the ``width``-fold binary erosion of each
+    class (outside the image counts as background).
+    """
+    interior = mask > 0
+    for _ in range(max(int(width), 1)):
+        # A pixel stays interior when its 4 neighbours are interior pixels of its class.
+        padded = np.pad(interior, 1, constant_values=False)
+        labels = np.pad(mask, 1, constant_values=0)
+        keep = interior.copy()
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            rows = slice(1 + dy, padded.shape[0] - 1 + dy)
+            cols = slice(1 + dx, padded.shape[1] - 1 + dx)
+            keep &= padded[rows, cols] & (labels[rows, cols] == mask)
+        interior = keep
+    return (mask > 0) & ~interior
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """A contour line width that stays visible when the image is scaled to the page."""
+    return max(1, max(shape[:2]) // 256)
+
+
+def blend_mask(
+    image: np.ndarray, mask: np.ndarray, opacity: float, view: str = "fill"
+) -> np.ndarray:
+    """Draws a class-index mask on a display image, one colour per class; returns RGB uint8.
+
+    ``view`` "fill" colours every labelled pixel, "contour" only the regions' boundary
+    (:func:`mask_contour`, :func:`contour_width` thick). ``opacity`` 0 leaves the image as is.
+    """
+    if view not in MASK_VIEWS:
+        raise InputError(f"mask view must be one of {', '.join(MASK_VIEWS)}, not {view!r}")
+    rgb = _rgb(image)
+    if mask.shape != rgb.shape[:2]:
+        raise InputError(f"mask shape {mask.shape} differs from the image's {rgb.shape[:2]}")
+    drawn = mask > 0 if view == "fill" else mask_contour(mask, contour_width(mask.shape))
+    out = rgb.copy()
+    if not drawn.any() or opacity <= 0:
+        return out
+    classes = mask[drawn]
+    lut = np.array([(0, 0, 0)] + [class_color(k) for k in range(1, int(classes.max()) + 1)])
+    color = lut[classes].astype(np.float32)
+    under = rgb[drawn].astype(np.float32)
+    out[drawn] = (under * (1 - opacity) + color * opacity + 0.5).astype(np.uint8)
+    return out

@@ -50,6 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # SUPPRESS keeps a --store-url given before "add-user" instead of resetting it.
     add.add_argument("--store-url", default=argparse.SUPPRESS, help="review store SQLAlchemy URL")
     add.set_defaults(func=_add_user)
+    sample = sub.add_parser(
+        "sample-data",
+        help="queue sample cases to try the review page: phantom classification cases and "
+        "segmentation cases with real reference masks (HC18 annotations), named as samples",
+    )
+    sample.add_argument("--out", required=True, metavar="DIR", help="folder for images and masks")
+    sample.add_argument(
+        "--hc18",
+        default=None,
+        metavar="DIR",
+        help="HC18 folder (default: shared/data/hc18 when present, else a pydicom test image)",
+    )
+    sample.add_argument("--store-url", default=argparse.SUPPRESS, help="review store URL")
+    sample.set_defaults(func=_sample_data)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,4 +117,26 @@ def _add_user(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"user {user.username} ({user.role}) saved in {args.store_url}")
+    return 0
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from dashboard.sample_data import seed_segmentation, seed_store
+    from dashboard.store import ReviewStore
+    from medflow.commands.demo import default_data_dir
+
+    hc18 = Path(args.hc18) if args.hc18 else default_data_dir() / "hc18"
+    if args.hc18 and not hc18.is_dir():
+        raise InputError(f"--hc18 {hc18} is not a folder; pass the HC18 folder of shared/data")
+    out = Path(args.out)
+    store = ReviewStore(args.store_url)
+    try:
+        phantoms = seed_store(store, out / "phantoms", 6, model="sample-phantom", version="sample")
+        masks = seed_segmentation(store, out, hc18_dir=hc18 if hc18.is_dir() else None)
+    finally:
+        store.close()
+    print(
+        f"queued {len(phantoms)} phantom classification case(s) and {len(masks)} segmentation "
+        f"case(s) with reference masks in {args.store_url}; files under {out}"
+    )
     return 0
