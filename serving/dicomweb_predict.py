@@ -1,10 +1,11 @@
-"""Predict on studies pulled from a PACS over DICOMweb and push the results back as a DICOM SR."""
+"""Predict on studies pulled from a PACS over DICOMweb and push the results back: a DICOM SR
+of classifications per study, a DICOM SEG of segmentations per source series."""
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,20 @@ class PushedSR:
     sop_instance_uid: str
     series_instance_uid: str
     findings: int
+    kind: str = "SR"
+
+
+@dataclass(frozen=True)
+class PushedSeg:
+    """A DICOM SEG stored in the PACS (one per source series)."""
+
+    study_instance_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    source_series_instance_uid: str
+    frames: int
+    segment_type: str
+    kind: str = "SEG"
 
 
 def predict_studies(
@@ -30,15 +45,23 @@ def predict_studies(
     contract: str | Path | None = None,
     batch_size: int = 32,
     push: bool = False,
-) -> tuple[list, list, list[PushedSR]]:
+    seg_type: str = "binary",
+    local: Callable[[list], list] | None = None,
+) -> tuple[list, list, list[PushedSR] | list[PushedSeg]]:
     """Fetch the studies (WADO-RS), predict with ``client`` (TF Serving API) and, with
-    ``push``, store one SR per study (STOW-RS).
+    ``push``, store the results (STOW-RS): one SR per study of a classification model, one
+    SEG (``seg_type`` binary or fractional) per source series of a segmentation model.
 
     Instances are read with the same safe reader as files; a prediction's ``path`` is
     ``<DICOMweb URL>/studies/<study>/series/<series>/instances/<sop>``.
 
+    Args:
+        local: called with the predictions while their instances are still in the local
+            cache (paths are files), e.g. to write SEG files or overlays; returns the
+            predictions to go on with.
+
     Returns:
-        (predictions, rejected instances, pushed SRs).
+        (predictions, rejected instances, pushed SRs or SEGs).
     """
     from components.dicom.dicomweb import Query
     from components.dicom.dicomweb_ingest import pull
@@ -51,9 +74,27 @@ def predict_studies(
         results, rejected = client.predict_dicom(
             [cache], model, version=version, label=label, contract=contract, batch_size=batch_size
         )
-        sources = {r.path: read_dicom(r.path) for r in results}
-        pushed: list[PushedSR] = []
-        if push:
+        if local is not None:
+            results = local(results)
+        segmentation = any(getattr(r, "task", "") == "segmentation" for r in results)
+        pushed: list = []
+        if push and segmentation:
+            from serving.dicom_seg import build_segmentations, seg_bytes
+
+            for seg, _ in build_segmentations(results, seg_type=seg_type):
+                source.store([seg_bytes(seg)], str(seg.StudyInstanceUID))
+                pushed.append(
+                    PushedSeg(
+                        str(seg.StudyInstanceUID),
+                        str(seg.SOPInstanceUID),
+                        str(seg.SeriesInstanceUID),
+                        str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID),
+                        int(seg.NumberOfFrames),
+                        seg_type,
+                    )
+                )
+        elif push:
+            sources = {r.path: read_dicom(r.path) for r in results}
             for study in dict.fromkeys(r.study_instance_uid for r in results):
                 preds = [r for r in results if r.study_instance_uid == study]
                 sr = build_prediction_sr(preds, [sources[r.path] for r in preds])
