@@ -273,13 +273,24 @@ def blend_mask(
     rgb = _rgb(image)
     if mask.shape != rgb.shape[:2]:
         raise InputError(f"mask shape {mask.shape} differs from the image's {rgb.shape[:2]}")
-    drawn = mask > 0 if view == "fill" else mask_contour(mask, contour_width(mask.shape))
+    shown = (
+        mask if view == "fill" else np.where(mask_contour(mask, contour_width(mask.shape)), mask, 0)
+    )
+    top = int(shown.max())
+    if top == 0 or opacity <= 0:
+        return rgb.copy()
+    colors = np.array([(0, 0, 0)] + [class_color(k) for k in range(1, top + 1)], np.float32)
+    if image.ndim == 2:
+        # Grey display image: one lookup per pixel in a (class, grey level) -> RGB table,
+        # its entries packed as 4-byte words (a few times faster than blending in floats).
+        grey = np.arange(256, dtype=np.float32)[None, :, None]
+        table = np.zeros((top + 1, 256, 4), np.uint8)
+        table[..., :3] = grey * (1 - opacity) + colors[:, None, :] * opacity + 0.5
+        table[0, :, :3] = np.arange(256, dtype=np.uint8)[:, None]
+        words = table.view(np.uint32).reshape(-1)[(shown.astype(np.uint16) << 8) | image]
+        return np.ascontiguousarray(words.view(np.uint8).reshape(*image.shape, 4)[..., :3])
+    drawn = shown > 0
     out = rgb.copy()
-    if not drawn.any() or opacity <= 0:
-        return out
-    classes = mask[drawn]
-    lut = np.array([(0, 0, 0)] + [class_color(k) for k in range(1, int(classes.max()) + 1)])
-    color = lut[classes].astype(np.float32)
     under = rgb[drawn].astype(np.float32)
-    out[drawn] = (under * (1 - opacity) + color * opacity + 0.5).astype(np.uint8)
+    out[drawn] = (under * (1 - opacity) + colors[shown[drawn]] * opacity + 0.5).astype(np.uint8)
     return out
