@@ -120,8 +120,12 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
         key=CASE_KEY,
         format_func=lambda i: (
             f"#{i} · "
-            + ("mask" if by_id[i].is_segmentation else by_id[i].predicted_label)
-            + f" {by_id[i].confidence:.2f} · {by_id[i].sop_instance_uid}"
+            + (
+                f"mask ({by_id[i].model_name})"
+                if by_id[i].is_segmentation
+                else f"{by_id[i].predicted_label} {by_id[i].confidence:.2f}"
+            )
+            + f" · {by_id[i].sop_instance_uid}"
         ),
     )
     pred = by_id[st.session_state[CASE_KEY]]

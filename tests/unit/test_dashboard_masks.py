@@ -325,3 +325,22 @@ def test_missing_or_bad_mask_is_a_message_not_a_crash(app_env, phantom_masks, da
     assert any("Accept needs a mask you can see" in w.value for w in at.warning)
     at.button(key="review_reject").click().run()
     assert not at.exception and store.get_prediction(seg[1]).status == "rejected"
+
+
+def test_sample_data_command(tmp_path, shared_data, capsys):
+    from medflow.cli import main
+
+    url = f"sqlite:///{tmp_path}/review.db"
+    args = ["dashboard", "--store-url", url, "sample-data", "--out", str(tmp_path / "s")]
+    assert main([*args, "--hc18", str(shared_data / "hc18")]) == 0
+    assert "6 phantom classification case(s) and 3 segmentation case(s)" in capsys.readouterr().out
+    store = ReviewStore(url)
+    try:
+        masks = [p for p in store.list_queue(status="all") if p.is_segmentation]
+        assert len(masks) == 3 and {p.model_name for p in masks} == {"sample-reference-masks"}
+        assert all(Path(p.mask_ref).is_file() and Path(p.image_ref).is_file() for p in masks)
+    finally:
+        store.close()
+    assert main([*args, "--hc18", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--hc18" in err and "is not a folder" in err
