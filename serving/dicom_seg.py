@@ -3,19 +3,23 @@
 Each SEG references its source instances (ReferencedSeriesSequence, and per frame a
 Derivation Image / Source Image Sequence) and takes its geometry from them: highdicom copies
 the pixel measures, the plane orientation and each frame's plane position from the sources
-when they have them (CT, MR, ...). Sources without a frame of reference (Secondary Capture,
-ultrasound stills) get a SEG without one: pixel measures only when the source has a
-PixelSpacing, frames matched to their source images by reference alone.
+when they have them (CT, MR, ...).
 
 - ``binary``: one segment per non-background class (a binary model has one), 1 bit per
   pixel, every predicted frame kept (an empty frame says "nothing found");
 - ``fractional``: the class probabilities as PROBABILITY, 8 bits (0..255 for 0..1).
 
-A multi-frame source gets its own SEG (highdicom takes several single-frame images or one
-multi-frame image); frames that were not predicted are left out, as empty frames are.
-Segment labels come from the model contract's labels (class 0 is the background and has
-no segment); their codes are private (``99MEDFLOW``): a model's classes have no standard
-codes.
+Grouping (what highdicom can encode): single-frame sources with a patient coordinate system
+(Frame of Reference + Image Position) share one SEG per series (and image size); a source
+without one (Secondary Capture, ultrasound stills) gets a SEG of its own, without a frame of
+reference, with pixel measures when it has a PixelSpacing, its frame matched to the source
+by reference alone (highdicom takes one source frame when there is no coordinate system).
+A multi-frame source with a coordinate system gets its own SEG holding the predicted frames
+(frames not predicted are left out, as empty frames are); a multi-frame source without one
+cannot be encoded and is reported as skipped.
+
+Segment labels come from the model contract's labels (class 0 is the background and has no
+segment); their codes are private (``99MEDFLOW``): a model's classes have no standard codes.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ _TYPE2 = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+
+
+@dataclass(frozen=True)
+class SkippedSeg:
+    """A source for which no SEG could be made, and why."""
+
+    path: str
+    sop_instance_uid: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -194,22 +207,46 @@ def build_segmentation(
         ],
         content_label="AI_SEG",
         series_description=f"AI segmentation {first.model_name}:{first.model_version}"[:64],
-        omit_empty_frames=multi_frame,
+        # a multi-frame source's unpredicted frames are zeros: leave them out, unless
+        # nothing was found at all (a SEG needs a frame)
+        omit_empty_frames=multi_frame and bool(array.any()),
     )
 
 
-def group_by_source(predictions: Sequence, sources: dict[str, pydicom.Dataset]) -> list[list]:
-    """Predictions grouped into one SEG each: per source series and image size, or per
-    multi-frame instance (first-seen order)."""
+def _coordinates(ds: pydicom.Dataset) -> bool:
+    from highdicom.spatial import get_image_coordinate_system
+
+    return get_image_coordinate_system(ds) is not None
+
+
+def group_by_source(
+    predictions: Sequence, sources: dict[str, pydicom.Dataset]
+) -> tuple[list[tuple[str, list]], list[SkippedSeg]]:
+    """Predictions grouped into one SEG each (see the module docstring), first-seen order:
+    ``([(file key, predictions)], skipped)``; the key is the source series UID for a series
+    SEG, else the source SOP Instance UID."""
     groups: dict[tuple, list] = {}
+    skipped: list[SkippedSeg] = []
     for p in predictions:
         src = sources[p.path]
-        if int(src.get("NumberOfFrames", 1) or 1) > 1:
+        multi_frame = int(src.get("NumberOfFrames", 1) or 1) > 1
+        if multi_frame and not _coordinates(src):
+            skipped.append(
+                SkippedSeg(
+                    p.path,
+                    p.sop_instance_uid,
+                    "a multi-frame image without a patient coordinate system (Frame of "
+                    "Reference, plane positions) cannot be referenced frame by frame in a "
+                    "DICOM SEG; use --overlay-out",
+                )
+            )
+            continue
+        if multi_frame or not _coordinates(src):
             key: tuple = ("instance", p.sop_instance_uid)
         else:
             key = ("series", p.series_instance_uid, int(src.Rows), int(src.Columns))
         groups.setdefault(key, []).append(p)
-    return list(groups.values())
+    return [(key[1], group) for key, group in groups.items()], skipped
 
 
 def seg_bytes(seg) -> bytes:
@@ -224,9 +261,9 @@ def build_segmentations(
     *,
     seg_type: str = "binary",
     read_source: Callable[[str], pydicom.Dataset] | None = None,
-) -> list[tuple[object, str]]:
-    """One SEG per source series (see :func:`group_by_source`): ``[(seg, source key)]``
-    where the key is the source series UID, or the SOP Instance UID of a multi-frame source.
+) -> tuple[list[tuple[object, str]], list[SkippedSeg]]:
+    """The SEGs of ``predictions`` grouped as :func:`group_by_source` does:
+    ``([(seg, file key)], skipped sources)``.
 
     Args:
         predictions: :class:`serving.client.MaskPrediction` items with local source paths.
@@ -238,13 +275,13 @@ def build_segmentations(
 
         read_source = read_dicom
     sources = {p.path: read_source(p.path) for p in predictions}
+    groups, skipped = group_by_source(predictions, sources)
     out = []
-    for number, group in enumerate(group_by_source(predictions, sources), start=1):
+    for number, (key, group) in enumerate(groups, start=1):
         headers = list({p.sop_instance_uid: sources[p.path] for p in group}.values())
         seg = build_segmentation(group, headers, seg_type=seg_type, instance_number=number)
-        multi = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
-        out.append((seg, group[0].sop_instance_uid if multi else group[0].series_instance_uid))
-    return out
+        out.append((seg, key))
+    return out, skipped
 
 
 def write_segmentations(
@@ -253,17 +290,19 @@ def write_segmentations(
     *,
     seg_type: str = "binary",
     read_source: Callable[[str], pydicom.Dataset] | None = None,
-) -> list[WrittenSeg]:
-    """Write one SEG per source series to ``out_dir/seg-<source UID>.dcm`` (atomically:
-    a temporary file in the folder, then a rename); rerunning replaces them."""
+) -> tuple[list[WrittenSeg], list[SkippedSeg]]:
+    """Write the SEGs of ``predictions`` to ``out_dir/seg-<source series or instance
+    UID>.dcm`` (atomically: a temporary file in the folder, then a rename; a rerun replaces
+    them). Returns (written, skipped sources)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for seg, key in build_segmentations(predictions, seg_type=seg_type, read_source=read_source):
+    segs, skipped = build_segmentations(predictions, seg_type=seg_type, read_source=read_source)
+    for seg, key in segs:
         path = out_dir / f"seg-{key}.dcm"
         atomic_write(path, seg_bytes(seg))
         written.append(_written(seg, str(path), seg_type))
-    return written
+    return written, skipped
 
 
 def _written(seg, path: str, seg_type: str) -> WrittenSeg:

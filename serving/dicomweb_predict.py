@@ -81,7 +81,8 @@ def predict_studies(
         if push and segmentation:
             from serving.dicom_seg import build_segmentations, seg_bytes
 
-            for seg, _ in build_segmentations(results, seg_type=seg_type):
+            segs, _ = build_segmentations(results, seg_type=seg_type)  # skipped: no SEG
+            for seg, _ in segs:
                 source.store([seg_bytes(seg)], str(seg.StudyInstanceUID))
                 pushed.append(
                     PushedSeg(

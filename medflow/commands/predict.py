@@ -131,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         }
         if "segmentations" in outputs:
             doc["segmentations"] = [vars(w) for w in outputs["segmentations"]]
+            doc["segmentations_skipped"] = [vars(s) for s in outputs["seg_skipped"]]
         if args.dicomweb:
             doc["pushed"] = [vars(p) for p in pushed]
         print(json.dumps(doc, indent=2))
@@ -158,9 +159,11 @@ def _run(args: argparse.Namespace) -> int:
                 )
     for r in rejected:
         print(f"medflow predict: skipped {r.path}: {r.message}", file=sys.stderr)
+    for s in outputs.get("seg_skipped", []):
+        print(f"medflow predict: no DICOM SEG for {s.path}: {s.reason}", file=sys.stderr)
     if not results:
         raise InputError("no DICOM image could be predicted (see the messages above)")
-    return 1 if rejected else 0
+    return 1 if rejected or outputs.get("seg_skipped") else 0
 
 
 def _local_outputs(results: list, args: argparse.Namespace, outputs: dict) -> list:
@@ -181,7 +184,7 @@ def _local_outputs(results: list, args: argparse.Namespace, outputs: dict) -> li
     from serving.overlays import save_masks, write_overlays
 
     if args.seg_out:
-        outputs["segmentations"] = write_segmentations(
+        outputs["segmentations"], outputs["seg_skipped"] = write_segmentations(
             results, args.seg_out, seg_type=args.seg_type
         )
     if args.overlay_out:

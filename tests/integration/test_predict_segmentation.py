@@ -11,6 +11,7 @@ runs the real one.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 
@@ -114,6 +115,13 @@ def dicoms(tmp_path):
     return paths
 
 
+@functools.cache
+def _loaded(path: str):
+    import tensorflow as tf
+
+    return tf.saved_model.load(path)
+
+
 def _reference(model_base, path) -> tuple[np.ndarray, np.ndarray]:
     """In-process SavedModel output for ``path`` and the same resampled to the source grid,
     computed here from the Geometry ingestion records (pad, scale, output spacing)."""
@@ -121,8 +129,9 @@ def _reference(model_base, path) -> tuple[np.ndarray, np.ndarray]:
 
     spec = PixelSpec(size=SIZE, channels=1)
     array, geometry = load_model_input(path, spec)[0]
-    loaded = tf.saved_model.load(str(next((model_base / "seg").iterdir())))
-    probs = loaded.signatures["serving_default"](image=tf.constant(array[None]))
+    probs = _loaded(str(next((model_base / "seg").iterdir()))).signatures["serving_default"](
+        image=tf.constant(array[None])
+    )
     probs = probs["probabilities"].numpy()[0]
     rows, cols = geometry.orig_rows, geometry.orig_cols
     top, left = geometry.pad

@@ -72,6 +72,12 @@ def _prediction(path, mask, probs, labels=LABELS, frame_index=0) -> MaskPredicti
     )
 
 
+def _write(predictions, out_dir, **kwargs) -> list:
+    written, skipped = write_segmentations(predictions, out_dir, **kwargs)
+    assert skipped == []
+    return written
+
+
 def _disc(rows, cols, center, radius) -> np.ndarray:
     rr, cc = np.mgrid[:rows, :cols]
     return (rr - center[0]) ** 2 + (cc - center[1]) ** 2 <= radius**2
@@ -90,7 +96,7 @@ def test_binary_seg_of_a_ct_series_reads_back_with_frames_geometry_and_reference
     paths = _ct_series(tmp_path)
     preds = [_binary(p, (40 + 10 * i, 60), 12.0) for i, p in enumerate(paths)]
     preds[1] = _prediction(paths[1], np.zeros_like(preds[1].mask), preds[1].probabilities * 0)
-    written = write_segmentations(preds, tmp_path / "seg")
+    written = _write(preds, tmp_path / "seg")
     assert len(written) == 1 and written[0].frames == 3
     seg = pydicom.dcmread(written[0].path)
     sources = [pydicom.dcmread(p) for p in paths]
@@ -138,7 +144,7 @@ def test_binary_seg_of_a_ct_series_reads_back_with_frames_geometry_and_reference
 def test_fractional_seg_stores_probabilities(tmp_path):
     path = _sc(tmp_path)
     pred = _binary(path, (30, 40), 15.0)
-    written = write_segmentations([pred], tmp_path / "seg", seg_type="fractional")
+    written = _write([pred], tmp_path / "seg", seg_type="fractional")
     seg = pydicom.dcmread(written[0].path)
     assert seg.SegmentationType == "FRACTIONAL"
     assert seg.SegmentationFractionalType == "PROBABILITY" and seg.MaximumFractionalValue == 255
@@ -157,7 +163,7 @@ def test_secondary_capture_without_frame_of_reference(tmp_path):
     source = pydicom.dcmread(path)
     assert "FrameOfReferenceUID" not in source and "ImagePositionPatient" not in source
     pred = _binary(path, (20, 50), 8.0)
-    (written,) = write_segmentations([pred], tmp_path / "seg")
+    (written,) = _write([pred], tmp_path / "seg")
     seg = pydicom.dcmread(written.path)
     assert "FrameOfReferenceUID" not in seg
     shared = seg.SharedFunctionalGroupsSequence[0]
@@ -190,14 +196,14 @@ def test_multi_class_seg_and_segment_selection(tmp_path):
     mask[_disc(rows, cols, (30, 40), 8)] = 2
     probs = np.eye(3, dtype=np.float32)[mask] * 0.8 + 0.2 / 3
     pred = _prediction(path, mask, probs, labels)
-    (written,) = write_segmentations([pred], tmp_path / "bin")
+    (written,) = _write([pred], tmp_path / "bin")
     seg = pydicom.dcmread(written.path)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["head", "brain"]
     assert seg.NumberOfFrames == 2  # one frame per segment
     np.testing.assert_array_equal(seg_mask(source, written.path), mask)
     np.testing.assert_array_equal(seg_mask(source, f"{written.path}#2"), mask == 2)
     np.testing.assert_array_equal(seg_mask(source, f"{written.path}#1"), mask == 1)
-    (fractional,) = write_segmentations([pred], tmp_path / "frac", seg_type="fractional")
+    (fractional,) = _write([pred], tmp_path / "frac", seg_type="fractional")
     back = load_segmentation(fractional.path)
     stacked = back.get_pixels_by_source_instance([source.SOPInstanceUID], rescale_fractional=True)[
         0
@@ -212,7 +218,7 @@ def test_round_trip_seg_as_the_ingestion_mask_source(tmp_path):
 
     paths = _ct_series(tmp_path)
     preds = [_binary(p, (50, 50 + 8 * i), 14.0) for i, p in enumerate(paths)]
-    (written,) = write_segmentations(preds, tmp_path / "seg")
+    (written,) = _write(preds, tmp_path / "seg")
     spec = PixelSpec(size=(64, 48), channels=1)
     for pred, path in zip(preds, paths, strict=True):
         ds = pydicom.dcmread(path)
@@ -240,7 +246,7 @@ def test_ingestion_with_a_seg_mask_column(tmp_path):
     dicom.mkdir()
     paths = [_sc(dicom, f"00{i}_HC") for i in range(3)]
     preds = [_binary(p, (30, 30 + 10 * i), 12.0) for i, p in enumerate(paths)]
-    written = write_segmentations(preds, tmp_path / "seg")
+    written = _write(preds, tmp_path / "seg")
     assert len(written) == 3  # each HC18 still is its own series
     seg_of = {w.source_series_instance_uid: w.path for w in written}
     cells = [seg_of[preds[0].series_instance_uid], seg_of[preds[1].series_instance_uid] + "#1"]
@@ -264,7 +270,7 @@ def test_ingestion_with_a_seg_mask_column(tmp_path):
 
 def test_seg_that_does_not_reference_the_instance_is_refused(tmp_path):
     a, b = _sc(tmp_path, "001_HC"), _sc(tmp_path, "002_HC")
-    (written,) = write_segmentations([_binary(a, (30, 30))], tmp_path / "seg")
+    (written,) = _write([_binary(a, (30, 30))], tmp_path / "seg")
     other = pydicom.dcmread(b)
     with pytest.raises(DicomRejected, match="does not reference this instance") as exc:
         mask_for_instance(other, written.path, PixelSpec(size=(32, 32)), "002_HC.dcm")
@@ -303,3 +309,62 @@ def test_to_source_grid_inverts_the_ingestion_resample():
         assert back.shape == (rows, cols) and dice > 0.96, (rows, cols, spacing, dice)
         if size == (rows, cols):
             np.testing.assert_array_equal(back, truth > 0)
+
+
+def test_series_without_coordinates_gets_a_seg_per_instance(tmp_path):
+    """highdicom encodes one source frame when there is no coordinate system."""
+    paths = [_sc(tmp_path, f"00{i}_HC") for i in range(2)]
+    for path in paths:  # one series, as two stills of one examination
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+        ds.save_as(path, enforce_file_format=True)
+    preds = [_binary(p, (30, 40), 9.0) for p in paths]
+    written = _write(preds, tmp_path / "seg")
+    assert [w.frames for w in written] == [1, 1]
+    assert {w.path.split("seg-")[-1] for w in written} == {
+        f"{p.sop_instance_uid}.dcm" for p in preds
+    }
+    for w, p, path in zip(written, preds, paths, strict=True):
+        np.testing.assert_array_equal(seg_mask(pydicom.dcmread(path), w.path), p.mask)
+
+
+def test_multi_frame_source(tmp_path):
+    """pydicom-data's enhanced CT (2 frames, patient coordinates): the predicted frame only."""
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(path)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    mask = _disc(rows, cols, (200, 300), 60).astype(np.uint8)
+    pred = _prediction(path, mask, mask.astype(np.float32), frame_index=1)
+    (written,) = _write([pred], tmp_path / "seg")
+    seg = pydicom.dcmread(written.path)
+    assert seg.NumberOfFrames == 1 and seg.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    ref = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == ds.SOPInstanceUID and ref.ReferencedFrameNumber == 2
+    np.testing.assert_array_equal(seg_mask(ds, written.path, frame_index=1), mask)
+    assert not seg_mask(ds, written.path, frame_index=0).any()  # not predicted: empty
+
+
+def test_multi_frame_source_without_coordinates_is_skipped(tmp_path):
+    path = get_testdata_file("emri_small.dcm")  # Enhanced MR, no plane positions
+    ds = pydicom.dcmread(path)
+    mask = np.zeros((ds.Rows, ds.Columns), np.uint8)
+    mask[10:20, 10:30] = 1
+    pred = _prediction(path, mask, mask.astype(np.float32), frame_index=5)
+    written, skipped = write_segmentations([pred], tmp_path / "seg")
+    assert written == [] and [s.sop_instance_uid for s in skipped] == [ds.SOPInstanceUID]
+    assert "coordinate system" in skipped[0].reason
+
+
+def test_a_third_party_seg_as_mask_source():
+    """pydicom-data's liver.dcm (a BINARY SEG of three CT slices made elsewhere)."""
+    path = get_testdata_file("liver.dcm")
+    raw = pydicom.dcmread(path)
+    frames = raw.pixel_array  # [3, 512, 512] 0/1, decoded by pydicom alone
+    for index, group in enumerate(raw.PerFrameFunctionalGroupsSequence):
+        ref = group.DerivationImageSequence[0].SourceImageSequence[0]
+        instance = pydicom.Dataset()  # the CT slice's header as far as masks need it
+        instance.SOPInstanceUID = ref.ReferencedSOPInstanceUID
+        instance.Rows, instance.Columns = raw.Rows, raw.Columns
+        got = seg_mask(instance, path, name=f"slice {index}")
+        np.testing.assert_array_equal(got, frames[index])
+        assert got.sum() > 1000  # the liver is there
