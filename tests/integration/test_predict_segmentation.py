@@ -303,3 +303,41 @@ def test_seg_out_with_a_classification_model_is_one_line_error(tmp_path, capsys)
     _, err = capsys.readouterr()
     assert code == 2
     assert "need a segmentation model" in err and "Traceback" not in err
+
+
+def test_push_stores_a_seg_per_series_in_the_pacs(server, dicoms, tmp_path, monkeypatch, capsys):
+    """--dicomweb --push with a segmentation model: a real Orthanc gets a SEG per series."""
+    from components.dicom.dicom_seg_masks import load_segmentation
+    from components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
+    from components.dicom.reader import parse
+    from serving.client import PredictionClient
+    from tests.integration.orthanc import orthanc_server
+
+    ct_pair = dicoms[:2]
+    study = pydicom.dcmread(ct_pair[0]).StudyInstanceUID
+    with PredictionClient(f"127.0.0.1:{server.grpc_port}") as client:
+        direct, _ = client.predict_dicom(ct_pair, "seg")
+    for pacs in orthanc_server(tmp_path / "orthanc"):
+        retry = RetryPolicy(attempts=2, backoff_s=0.05, timeout_s=10)
+        source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=retry)
+        assert source.store([p.read_bytes() for p in ct_pair]) == 2
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_USERNAME", pacs.auth[0])
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_PASSWORD", pacs.auth[1])
+        code = main(
+            ["predict", "--dicomweb", pacs.dicomweb_url, "--study", study, "--push", "--json"]
+            + ["--server", f"127.0.0.1:{server.grpc_port}", "--model", "seg"]
+            + ["--seg-type", "binary", "--overlay-out", str(tmp_path / "overlays")]
+        )
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        doc = json.loads(out)
+        (pushed,) = doc["pushed"]
+        assert pushed["kind"] == "SEG" and pushed["frames"] == 2
+        assert len(list((tmp_path / "overlays").glob("*.png"))) == 2
+        (ref,) = source.search(Query(study_uids=(study,), modality="SEG"))
+        assert ref.sop_uid == pushed["sop_instance_uid"]
+        seg = load_segmentation(parse(source.retrieve(ref), "seg"))
+        assert seg.StudyInstanceUID == study
+        for pred in direct:
+            pixels = seg.get_pixels_by_source_instance([pred.sop_instance_uid])[0, ..., 0]
+            np.testing.assert_array_equal(pixels, pred.mask)
