@@ -208,7 +208,7 @@ def run_sunnybrook(args: argparse.Namespace) -> dict:
           f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
     base = dict(image_size=args.size, depth=args.depth, width=args.width, batch_size=args.batch)
     hp = SegHParams.from_config({**base, "epochs": args.epochs})
-    folds, all_rows, all_phases = [], [], []
+    folds, all_rows, all_phases, per_frame = [], [], [], []
     held_outs = args.test_patients.split(",") if args.test_patients else patients
     unknown = sorted(set(held_outs) - set(patients))
     if unknown:
@@ -239,6 +239,10 @@ def run_sunnybrook(args: argparse.Namespace) -> dict:
         print(json.dumps(folds[-1]))
         all_rows += rows
         all_phases += data["phase"][test].tolist()
+        per_frame += [
+            {"patient": held_out, "phase": ph, "dice": round(r[0], 4), "hd95_mm": round(r[2], 2)}
+            for ph, r in zip(data["phase"][test].tolist(), rows, strict=True)
+        ]
     values, phases = np.array(all_rows), np.array(all_phases)
     return {
         "dataset": "sunnybrook",
@@ -258,6 +262,7 @@ def run_sunnybrook(args: argparse.Namespace) -> dict:
             ph: float(values[phases == ph, 0].mean()) for ph in sorted(set(all_phases))
         },
         "train_seconds_total": round(sum(f["train_seconds"] for f in folds), 1),
+        "per_frame": per_frame,
     }
 
 
@@ -280,7 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.dataset == "sunnybrook":
         result = run_sunnybrook(args)
-        print(json.dumps(result, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k != "per_frame"}, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         return
