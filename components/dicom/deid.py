@@ -11,6 +11,7 @@ consistent without any shared state. Standard UIDs (SOP classes, transfer syntax
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -102,7 +103,9 @@ class DeidKey:
 
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
-            raise ConfigError("the de-identification key must be at least 16 bytes; generate one with `medflow deid-key`")
+            raise ConfigError(
+                "the de-identification key must be at least 16 bytes; generate one with `medflow deid-key`"
+            )
 
     def digest(self, kind: str, value: str) -> bytes:
         return hmac.new(self.secret, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
@@ -135,7 +138,11 @@ def derive_identity(ds: Dataset, key: DeidKey, site: str | None = None) -> Ident
     patient_key = "P" + key.digest("patient", basis).hex()[:16]
     if site is None:
         institution = str(ds.get("InstitutionName", "") or "").strip()
-        site = "site-" + key.digest("site", institution.upper()).hex()[:8] if institution else "UNKNOWN"
+        site = (
+            "site-" + key.digest("site", institution.upper()).hex()[:8]
+            if institution
+            else "UNKNOWN"
+        )
     shift = 365 + int.from_bytes(key.digest("date", basis)[:4], "big") % 3650
     return Identity(patient_key, site, _age_years(ds), shift)
 
@@ -144,10 +151,7 @@ def deidentify(ds: Dataset, key: DeidKey, identity: Identity | None = None) -> I
     """De-identify ``ds`` in place (file meta included); returns the derived identity."""
     identity = identity or derive_identity(ds, key)
     _clean(ds, key, identity.date_shift_days)
-    ds.PatientName = f"ANON^{identity.patient_key}"
-    ds.PatientID = identity.patient_key
-    if identity.age_years is not None:
-        ds.PatientAge = f"{min(identity.age_years, 90):03d}Y"
+    _replace_identifiers(ds, identity)
     ds.PatientIdentityRemoved = "YES"
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     ds.DeidentificationMethod = METHOD
@@ -161,6 +165,38 @@ def deidentify(ds: Dataset, key: DeidKey, identity: Identity | None = None) -> I
     if meta is not None and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = remap_uid(key, meta.MediaStorageSOPInstanceUID)
     return identity
+
+
+def deidentified_subset(
+    ds: Dataset, keywords: tuple[str, ...], key: DeidKey, identity: Identity
+) -> Dataset:
+    """A new data set holding only ``keywords`` of ``ds``, each de-identified exactly as
+    :func:`deidentify` would (same per-element Annex E actions, same pseudonyms).
+
+    For consumers that emit a few attributes and never write the data set (ingestion emits
+    ``tf.Example`` features): Annex E acts element by element, so cleaning the subset gives
+    the values those elements have after de-identifying the whole data set, without walking
+    it. Anything not in the subset is simply absent. ``ds`` is left unchanged.
+    """
+    sub = Dataset()
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is not None and tag in ds:
+            elem = ds[tag]
+            # _clean assigns new values (never edits one in place) except inside sequences
+            sub[tag] = copy.deepcopy(elem) if elem.VR == "SQ" else copy.copy(elem)
+    _clean(sub, key, identity.date_shift_days)
+    _replace_identifiers(sub, identity, only_present=True)
+    return sub
+
+
+def _replace_identifiers(ds: Dataset, identity: Identity, only_present: bool = False) -> None:
+    if not only_present or "PatientName" in ds:
+        ds.PatientName = f"ANON^{identity.patient_key}"
+    if not only_present or "PatientID" in ds:
+        ds.PatientID = identity.patient_key
+    if identity.age_years is not None and (not only_present or "PatientAge" in ds):
+        ds.PatientAge = f"{min(identity.age_years, 90):03d}Y"
 
 
 def age_bucket(age_years: int | None) -> str:
@@ -179,8 +215,11 @@ def _clean(ds: Dataset, key: DeidKey, shift: int) -> None:
         tag = elem.tag
         group = tag.group
         action = ACTIONS.get(tag)
-        if tag.is_private or action == "X" or (0x5000 <= group <= 0x50FF) or (
-            0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)
+        if (
+            tag.is_private
+            or action == "X"
+            or (0x5000 <= group <= 0x50FF)
+            or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000))
         ):
             doomed.append(tag)
             continue

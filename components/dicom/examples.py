@@ -4,7 +4,9 @@ conversion of its plain-Python features into ``tf.train.Example`` (main process)
 from __future__ import annotations
 
 import hashlib
+import struct
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,21 @@ from components.models import features as F
 
 # Modalities where text burned into the pixels (names, dates) is common.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM"})
+
+
+# The attributes read into header features, after de-identification (UIDs remapped;
+# the others are kept by Annex E with the Retain Patient Characteristics option).
+HEADER_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "Modality",
+    "Manufacturer",
+    "BodyPartExamined",
+    "ViewPosition",
+    "PatientSex",
+    "PhotometricInterpretation",
+)
 
 
 @dataclass(frozen=True)
@@ -47,12 +64,30 @@ class FileResult:
     patient_key: str = ""
     split: str | None = None  # from the manifest's split column; None = hash of the patient
     examples: list[dict] = field(default_factory=list)
+    # Filled by encode_records() (in the worker): serialised tf.Examples and their labels.
+    records: list[bytes] = field(default_factory=list)
+    record_labels: list[str | None] = field(default_factory=list)
+
+
+def encode_records(res: FileResult) -> FileResult:
+    """Serialise ``res.examples`` into ``res.records`` and drop the feature dicts, so only
+    bytes cross the process boundary and the main process just writes them."""
+    for feats in res.examples:
+        res.records.append(serialize_example(feats))
+        label = feats.get("label")
+        res.record_labels.append(None if label is None else str(label))
+    res.examples = []
+    return res
 
 
 def process_file(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     """Read, validate, label, preprocess and de-identify one file; never raises."""
     try:
-        return _process(path, relpath, cfg)
+        with warnings.catch_warnings():
+            # pydicom warns about each odd value it converts; odd values are handled here
+            # (or the file is quarantined), so the warnings would only flood the terminal
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+            return _process(path, relpath, cfg)
     except DicomRejected as exc:
         return FileResult(relpath, "quarantined", exc.reason, exc.message)
     except MemoryError:
@@ -106,8 +141,12 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     frames = to_model_input(ds, cfg.pixel, relpath)
     if mask_path is not None:  # before de-identification: needs the original geometry
         labels = {**labels, F.MASK: mask_for_instance(ds, mask_path, cfg.pixel, relpath).tobytes()}
-    identity = deid.deidentify(ds, cfg.key, deid.derive_identity(ds, cfg.key, site))
-    header = _header_features(ds, identity)
+    identity = deid.derive_identity(ds, cfg.key, site)
+    # Only what is emitted is de-identified (the data set itself is never written): the
+    # header features are read from a de-identified copy of these attributes alone.
+    header = _header_features(
+        deid.deidentified_subset(ds, HEADER_KEYWORDS, cfg.key, identity), identity
+    )
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]
     return FileResult(
         relpath, "ok", "", "", sop, pixel_hash, key, identity.patient_key, split, examples
@@ -120,7 +159,7 @@ def _text(ds, keyword: str) -> str:
 
 
 def _header_features(ds, identity: deid.Identity) -> dict:
-    """Features from the DE-IDENTIFIED data set only."""
+    """Features from the DE-IDENTIFIED data set only (the subset of ``HEADER_KEYWORDS``)."""
     sex = _text(ds, "PatientSex")
     return {
         F.PATIENT_ID: identity.patient_key,
@@ -161,6 +200,61 @@ def _example_features(arr: np.ndarray, geom, header: dict, labels: dict) -> dict
     )
     feats.update(labels)
     return feats
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _SMALL_VARINTS[n]
+    n &= 0xFFFFFFFFFFFFFFFF  # int64 as protobuf encodes it (negatives take 10 bytes)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (``number`` < 16: its key is one byte)."""
+    return _SMALL_VARINTS[number << 3 | 2] + _varint(len(payload)) + payload
+
+
+def _floats(values: list | tuple) -> bytes:
+    try:
+        return struct.pack(f"<{len(values)}f", *values)
+    except OverflowError:  # beyond float32: numpy rounds to inf as protobuf does
+        with np.errstate(over="ignore"):
+            return np.asarray(values, dtype="<f4").tobytes()
+
+
+def serialize_example(feats: dict) -> bytes:
+    """The bytes of ``to_tf_example(feats).SerializeToString(deterministic=True)``, built
+    without TensorFlow or protobuf objects, so workers can build the records.
+
+    Same type mapping as :func:`to_tf_example`; map entries sorted by key, as protobuf's
+    deterministic serialisation orders them. A test checks byte equality with protobuf.
+    """
+    entries = []
+    for name in sorted(feats, key=str.encode):
+        value = feats[name]
+        values = value if isinstance(value, list | tuple) else [value]
+        if isinstance(value, bytes):
+            feature = _field(1, _field(1, value))
+        elif values and isinstance(values[0], str):
+            feature = _field(1, b"".join([_field(1, v.encode()) for v in values]))
+        elif values and isinstance(values[0], float):
+            feature = _field(2, _field(1, _floats(values)))
+        elif values and isinstance(values[0], bytes):
+            feature = _field(1, b"".join([_field(1, v) for v in values]))
+        elif not values:
+            feature = _field(2, b"")
+        else:
+            feature = _field(3, _field(1, b"".join([_varint(int(v)) for v in values])))
+        entries.append(_field(1, _field(1, name.encode()) + _field(2, feature)))
+    return _field(1, b"".join(entries))
 
 
 def to_tf_example(feats: dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from components.dicom.deid import DeidKey
+from components.dicom.deid import DeidKey, deidentify, remap_uid
 from components.dicom.errors import REASONS
+from components.dicom.examples import _header_features
 from components.dicom.ingest import REPORT_NAME, IngestOptions, ingest
 from components.dicom.manifest import read_manifest
 from medflow.errors import InputError
@@ -134,6 +136,26 @@ def test_outputs_hold_no_identifying_values(serial):
     report = (out / REPORT_NAME).read_text()
     for value in P.ALL_PHI_STRINGS:
         assert value not in report
+
+
+def test_emitted_header_features_are_those_of_the_fully_deidentified_file(source, serial):
+    """Ingestion de-identifies only what it emits; the emitted values must be exactly what
+    full Annex E de-identification of the source file leaves."""
+    out, _ = serial
+    sources = {}
+    for path in source.rglob("*.dcm"):
+        if "bad" not in path.parts:
+            ds = pydicom.dcmread(path)
+            sources[remap_uid(KEY, ds.SOPInstanceUID)] = ds
+    checked = 0
+    for rows in read_examples(out).values():
+        for row in rows:
+            full = copy.deepcopy(sources[row["sop_uid"].decode()])
+            identity = deidentify(full, KEY)
+            expected = _header_features(full, identity)
+            assert {k: row[k].decode() for k in expected} == expected
+            checked += 1
+    assert checked == 19
 
 
 def test_rerun_and_parallel_give_identical_outputs(source, serial, tmp_path):

@@ -1,0 +1,135 @@
+"""The cheaper paths of ingestion give exactly what the general ones give: hand-encoded
+tf.Examples (protobuf bytes), the native pixel decoder (pydicom), de-identifying only the
+emitted attributes (full Annex E de-identification), nested length checks (truncation)."""
+
+from __future__ import annotations
+
+import copy
+import struct
+import warnings
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.pixels import pixel_array
+
+from components.dicom import deid
+from components.dicom.deid import DeidKey
+from components.dicom.errors import DicomRejected
+from components.dicom.examples import (
+    HEADER_KEYWORDS,
+    WorkerConfig,
+    process_file,
+    serialize_example,
+    to_tf_example,
+)
+from components.dicom.pixels import PixelSpec, _native_frame
+from components.dicom.reader import ReadLimits, parse
+from tests import phantoms as P
+
+KEY = DeidKey(b"0123456789abcdef-test")
+MODALITIES = ("CT", "MR", "DX", "SC", "US")
+
+
+@pytest.mark.parametrize(
+    "feats",
+    [
+        {"image": np.arange(12, dtype="<f4").tobytes(), "shape": [2, 2, 3], "label": 1},
+        {"neg": [-1, 0, 2**40, -(2**63)], "one": 127, "two": 128, "big": 2**62},
+        {"f": 1.5, "fl": [0.1, -2.5e-8, 1e30], "inf": [1e300], "mixed": [1.0, 2]},
+        {"empty": [], "s": "CHEST", "ss": ["a", "b"], "uni": "Müller", "é": "x"},
+        {"bl": [b"x", b""], "b": b"", "long": b"\x00" * 300, "z": 0, "a": "", "m": "M"},
+    ],
+    ids=["image", "ints", "floats", "strings", "bytes"],
+)
+def test_serialized_examples_are_protobufs_bytes(feats):
+    expected = to_tf_example(feats).SerializeToString(deterministic=True)
+    assert serialize_example(feats) == expected
+
+
+def test_real_examples_serialize_like_protobuf(tmp_path):
+    cfg = WorkerConfig(KEY, PixelSpec(size=(16, 16)), ReadLimits(), None, True)
+    for i, modality in enumerate(MODALITIES):
+        path = P.write(P.phantom(modality, seed=i, frames=1 + i % 2), tmp_path / f"{i}.dcm")
+        res = process_file(path, path.name, cfg)
+        assert res.status == "ok", res.message
+        for feats in res.examples:
+            expected = to_tf_example(feats).SerializeToString(deterministic=True)
+            assert serialize_example(feats) == expected
+
+
+def _native_cases():
+    for modality in ("CT", "MR", "DX", "SC"):  # signed 16 (12 stored), unsigned 16, 12-bit, 8
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(P.to_bytes(P.phantom(modality))))
+        yield f"phantom-{modality}", ds, None
+    multi = P.phantom("MR", frames=3)
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(P.to_bytes(multi)))
+    for index in range(3):
+        yield f"phantom-MR-frame{index}", ds, index
+    for path in pydicom.data.get_testdata_files():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+                frames = int(ds.get("NumberOfFrames", 1) or 1)
+            except Exception:  # noqa: BLE001 - files pydicom cannot read are not cases
+                continue
+        for index in [None] if frames == 1 else [0, frames // 2, frames - 1]:
+            yield path, ds, index
+
+
+def test_native_decoder_gives_pydicoms_arrays():
+    checked = 0
+    for name, ds, index in _native_cases():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fast = _native_frame(ds, index)
+            if fast is None:
+                continue
+            expected = pixel_array(ds, index=index)
+        assert fast.dtype == expected.dtype and fast.shape == expected.shape, name
+        np.testing.assert_array_equal(fast, expected, err_msg=str(name))
+        checked += 1
+    assert checked >= 40  # phantoms and most uncompressed mono files of pydicom(-data)
+
+
+def test_native_decoder_declines_what_it_does_not_handle():
+    rgb = pydicom.dcmread(pydicom.filebase.DicomBytesIO(P.to_bytes(P.phantom("US"))))
+    rle = pydicom.dcmread(pydicom.filebase.DicomBytesIO(P.to_bytes(P.compressed(P.phantom("CT")))))
+    short = pydicom.dcmread(pydicom.filebase.DicomBytesIO(P.to_bytes(P.phantom("MR"))))
+    short.PixelData = short.PixelData[:-2]
+    assert _native_frame(rgb, None) is None
+    assert _native_frame(rle, None) is None
+    assert _native_frame(short, None) is None
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_deidentifying_a_subset_equals_deidentifying_all(modality):
+    original = P.phantom(modality, seed=3)
+    full = copy.deepcopy(original)
+    identity = deid.deidentify(full, KEY)
+    untouched = copy.deepcopy(original)
+    keywords = tuple(e.keyword for e in original if e.keyword)  # every attribute, SQs too
+    assert set(HEADER_KEYWORDS) - {"ViewPosition"} <= set(keywords)
+    sub = deid.deidentified_subset(original, keywords, KEY, identity)
+    for keyword in keywords:
+        if keyword in full:
+            assert keyword in sub, keyword
+            assert sub[keyword].value == full[keyword].value, keyword
+        else:
+            assert keyword not in sub, keyword
+    assert original == untouched  # the source data set is not modified
+    for value in P.ALL_PHI_STRINGS + [P.ORG_ROOT]:
+        assert all(value not in str(e.value) for e in sub.iterall()), value
+
+
+def test_truncated_element_inside_a_sequence_is_rejected():
+    data = P.to_bytes(P.phantom("CT"))
+    inner = struct.pack("<HH", 0x0008, 0x0080) + b"LO" + struct.pack("<H", 200) + b"Hospital"
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+    seq = struct.pack("<HH", 0xFFFA, 0xFFFA) + b"SQ\x00\x00" + struct.pack("<I", len(item)) + item
+    with pytest.raises(DicomRejected) as err:
+        parse(data + seq, "nested.dcm")
+    assert err.value.reason == "truncated"
+    assert "(0008,0080) declares 200 bytes" in err.value.message
