@@ -1,4 +1,5 @@
-"""The served dashboard in headless Chromium: sign in, open a case, correct its label.
+"""The served dashboard in headless Chromium: sign in, open a case, correct its label; open a
+segmentation case and accept its mask.
 
 The app runs with ``streamlit run`` on a loopback port against a temporary review store;
 Chromium is driven over the DevTools protocol (``websocket-client``, already pinned). A
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.sample_data import seed_store
+from dashboard.sample_data import record_mask_prediction, seed_store, threshold_mask, write_phantom
 from dashboard.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -161,6 +162,10 @@ def served_app(tmp_path):
     store = ReviewStore(url)
     store.add_user("alice", PASSWORD, "reviewer")
     ids = seed_store(store, tmp_path / "images", 3)
+    image = tmp_path / "images" / "seg.dcm"
+    write_phantom(image, seed=7)
+    mask = threshold_mask(image, tmp_path / "masks" / "seg.png", 200)
+    seg = record_mask_prediction(store, image, mask, labels=["background", "disc"], model="unet")
     port = _free_port()
     env = {
         **os.environ,
@@ -182,7 +187,7 @@ def served_app(tmp_path):
         health = f"http://127.0.0.1:{port}/_stcore/health"
         _wait(lambda: urllib.request.urlopen(health, timeout=2).read() == b"ok", 60,
               "the Streamlit server", proc)  # fmt: skip
-        yield f"http://127.0.0.1:{port}", store, ids
+        yield f"http://127.0.0.1:{port}", store, ids, seg
     finally:
         proc.terminate()
         try:
@@ -225,16 +230,21 @@ def browser(tmp_path):
             proc.kill()
 
 
-def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, artifacts_dir):
-    base, store, ids = served_app
-    first = store.list_queue(sort="confidence")[0]
-    browser.send("Page.navigate", url=f"{base}/?page=review")
+def _sign_in(browser: DevTools, url: str) -> None:
+    browser.send("Page.navigate", url=url)
     browser.wait_js("document.querySelector('input[aria-label=\"User name\"]') !== null", 60,
                     "the sign-in form")  # fmt: skip
     assert not browser.js(_body_has("Review queue"))  # nothing behind the gate yet
     browser.type_into('input[aria-label="User name"]', "alice")
     browser.type_into('input[aria-label="Password"]', PASSWORD)
     browser.click_button("Sign in")
+
+
+def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, artifacts_dir):
+    base, store, ids, seg = served_app
+    first = store.list_queue(sort="confidence")[0]
+    assert not first.is_segmentation, "the classification case must come first"
+    _sign_in(browser, f"{base}/?page=review")
     browser.wait_js(_body_has(f"Case #{first.id}"), 60, "the first case after sign-in")
     browser.wait_idle()
     assert browser.js(_body_has("Signed in as alice"))
@@ -269,3 +279,21 @@ def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, ar
     # The action moved on to the next case, which is a second view.
     assert sorted(r.prediction_id for r in records if r.action == "view")[0] in ids
     assert sum(r.action == "view" for r in records) == 2
+
+    # A segmentation case (a new page load is a new session: sign in again): its mask is
+    # drawn over the image, with a legend, and accepting it is recorded.
+    _sign_in(browser, f"{base}/?page=review&case={seg}")
+    browser.wait_js(_body_has("Accept mask"), 60, "the segmentation case")
+    browser.wait_idle()
+    assert browser.js(_body_has("disc (")) and not browser.js(_body_has("Correct label"))
+    browser.wait_js(
+        "[...document.querySelectorAll('img')].some(i => i.src.includes('/media/') &&"
+        " i.complete && i.naturalWidth === 64)",
+        10,
+        "the overlaid 64x64 image",
+    )
+    browser.click_button("Accept mask")
+    browser.wait_js(_body_has(f"Case {seg}: accept saved."), 30, "the accepted mask")
+    assert store.get_prediction(seg).status == "accepted"
+    [accepted] = [r for r in store.audit_records() if r.action == "accept"]
+    assert accepted.prediction_id == seg and "mask " in accepted.outcome
