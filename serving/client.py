@@ -15,11 +15,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from serving.errors import PredictionError, ServingConfigError
+
+if TYPE_CHECKING:
+    from components.dicom.pixels import PixelSpec
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 # Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
@@ -52,6 +56,8 @@ class ImagePrediction:
     probabilities: list[float]
     class_id: int
     score: float
+
+    task = "classification"
 
     @property
     def label(self) -> str:
@@ -171,7 +177,7 @@ class MaskPrediction:
 class ModelInfo:
     """What the client needs to know about a served model."""
 
-    spec: object  # components.dicom.pixels.PixelSpec
+    spec: PixelSpec
     labels: list[str]
     task: str  # "classification" or "segmentation"
 
@@ -281,12 +287,12 @@ class PredictionClient:
         """One PredictRequest with ``inputs``; returns the outputs and the answering version."""
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensors import to_ndarray, to_tensor_proto
+        from serving.tensors import fill_tensor_proto, to_ndarray
 
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature)
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(to_tensor_proto(np.asarray(value)))
+            fill_tensor_proto(request.inputs[key], value)  # in place: no second copy
         response = self._call(self._predict.Predict, request, f"Predict({model})")
         return Prediction(
             model_name=response.model_spec.name,

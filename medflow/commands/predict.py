@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--seg-out",
         metavar="DIR",
-        help="write one DICOM SEG per source series (seg-<SeriesInstanceUID>.dcm) referencing "
-        "the source instances",
+        help="write DICOM SEGs referencing the source instances: one per series of images "
+        "with patient coordinates (seg-<SeriesInstanceUID>.dcm), else one per image "
+        "(seg-<SOPInstanceUID>.dcm)",
     )
     seg.add_argument(
         "--seg-type",
