@@ -5,7 +5,8 @@ Format: exactly one key column (``SOPInstanceUID``, ``SeriesInstanceUID``,
 columns. A column named ``site`` sets the site slicing feature; a column named ``split`` puts
 the instance in that split (overriding the hash of the patient pseudonym; an empty cell keeps
 the hash); a column named ``mask`` names a segmentation mask per instance (a PNG or ``.npy``
-file, relative to the manifest's folder; it may be the only label); columns starting with
+file, a contour file, or a DICOM SEG as ``seg.dcm`` or ``seg.dcm#N`` for segment N, relative
+to the manifest's folder; see :mod:`components.dicom.masks`; it may be the only label); columns starting with
 ``_`` carry provenance (reviewer, model, ...) and are ignored. Keys are the ORIGINAL identifiers
 of the files (the hospital's UIDs), not the de-identified ones.
 """
