@@ -88,9 +88,16 @@ def _first_render(url: str, case: int | None = None, view: str | None = None) ->
     return elapsed
 
 
-def _timed(url: str, repeats: int, case: int | None = None, view: str | None = None):
-    _first_render(url, case, view)  # warm-up: imports, cached store, DICOM and mask reads
-    return [_first_render(url, case, view) for _ in range(repeats)]
+def _timed(configs: dict[str, tuple], repeats: int) -> dict[str, list[float]]:
+    """Times each configuration ``(url, case, view)`` ``repeats`` times, interleaved so that
+    load changes on a shared machine hit all of them alike."""
+    for args in configs.values():
+        _first_render(*args)  # warm-up: imports, cached store, DICOM and mask reads
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, args in configs.items():
+            times[name].append(_first_render(*args))
+    return times
 
 
 def main() -> int:
@@ -105,13 +112,22 @@ def main() -> int:
         seeded = time.perf_counter() - start
         empty, _ = _store(tmp / "empty", 0)
         os.environ["MEDFLOW_WORKDIR"] = str(tmp / "workdir")
-        base = _timed(empty, args.repeats)
-        loaded = _timed(full, args.repeats)
-        masked = {v: _timed(full, args.repeats, case, v) for v in ("fill", "contour")}
+        times = _timed(
+            {
+                "empty": (empty, None, None),
+                "full": (full, None, None),
+                "fill": (full, case, "fill"),
+                "contour": (full, case, "contour"),
+            },
+            args.repeats,
+        )
+    base, loaded = times.pop("empty"), times.pop("full")
+    masked = times
     b, m = statistics.median(base), statistics.median(loaded)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"dashboard review page, first render of a new signed-in session, warm (AppTest, "
-          f"median of {args.repeats}; {os.cpu_count()} CPUs, load average {load:.1f})")  # fmt: skip
+          f"median of {args.repeats}, interleaved; {os.cpu_count()} CPUs, load average "
+          f"{load:.1f})")  # fmt: skip
     print(
         f"  empty queue (baseline)        {b:7.3f} s   (min {min(base):.3f}, max {max(base):.3f})"
     )
