@@ -1,17 +1,31 @@
-"""Predict latency and throughput: embedded server (gRPC, REST) vs the SavedModel in-process.
+"""Predict latency and throughput: embedded server (gRPC, REST) vs the same signature in-process.
 
-One run (about 1-2 minutes on 2 cores):
+One run (about 5 minutes on 2 cores), for each model (``--models``):
 
-* p50/p99 latency and throughput of one client calling Predict over gRPC (official
-  PredictionServiceStub) and REST (``:predict`` row format, keep-alive connection) at batch 1
-  and 32, next to calling the same ``serving_default`` signature in-process;
-* images/s of N concurrent gRPC clients sending batch 1, served without and with server-side
-  batching, next to in-process calls at batch N.
+* ``demo``: the demo CNN (:mod:`serving.demo_model`) at ``--size`` (28x28x1, the project's
+  default input) -- tiny, so per-request overhead dominates;
+* ``resnet18``: the pipeline's own classifier (``components.models.backbones.build_model``,
+  ``backbone=auto`` = ResNet-18 at this size) at 224x224x1, untrained weights behind the same
+  ``serving_default`` interface -- the clinical-size case, where the model cost dominates.
 
-The server runs as ``medflow serve`` in its own process, as in production; the client side
-(request encoding, JSON) is part of every measured call. Results go in BENCHMARKS.md.
+Measured per model:
 
-Usage: .venv/bin/python benchmarks/serving.py [--seconds 3] [--clients 8] [--size 28]
+* p50/p99 latency and calls/s of one client calling Predict over gRPC (official
+  ``PredictionServiceStub``, request encoding included) and REST (``:predict`` row format,
+  keep-alive, JSON encoding included) at batch 1 and 32, interleaved with in-process calls of
+  the same ``serving_default`` signature of the same SavedModel (REST at batch 32 is skipped
+  for the 224 model: a 6.4 MB float array as JSON measures the JSON codec, not serving);
+* images/s of N concurrent gRPC clients at batch 1, as separate client processes (how real
+  clients arrive) and as threads of one process (all clients share one GIL), against a server
+  without and with server-side batching, next to in-process calls at batch N; the mean batch
+  size the batching server formed comes from its Prometheus metrics.
+
+Every server runs as ``medflow serve`` in its own process, as in production. Client
+processes, client threads and the servers share the machine's cores (``os.cpu_count()`` is
+printed): on a small machine the clients' own gRPC work competes with the server.
+Results go in BENCHMARKS.md.
+
+Usage: .venv/bin/python benchmarks/serving.py [--seconds 3] [--clients 8] [--models demo,resnet18]
 """
 
 from __future__ import annotations
@@ -19,13 +33,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing as mp
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -37,26 +55,33 @@ BATCHING = """
 max_batch_size {{ value: {max_batch} }}
 batch_timeout_micros {{ value: {timeout_us} }}
 max_enqueued_batches {{ value: 100 }}
-num_batch_threads {{ value: 2 }}
+num_batch_threads {{ value: {threads} }}
 """
+MODEL = "bench"
 
 
-def measure(calls: dict, seconds: float, rounds: int = 6, warmup: int = 20) -> dict:
+def measure(calls: dict, seconds: float, rounds: int = 6, warmup_s: float = 1.0) -> dict:
     """Latencies of back-to-back calls of each path, interleaved in ``rounds`` slices.
 
     The machine is shared: interleaving gives every path the same background load, so the
-    ratios hold even when absolute numbers drift.
+    ratios hold even when absolute numbers drift. Each path gets at least one call a slice.
     """
     lat: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
-        for _ in range(warmup):
+        end = time.perf_counter() + warmup_s
+        for i in range(20):
             call()
+            if i >= 1 and time.perf_counter() > end:
+                break
     for _ in range(rounds):
         for name, call in calls.items():
             end = time.perf_counter() + seconds / rounds
-            while (now := time.perf_counter()) < end:
+            while True:
+                now = time.perf_counter()
                 call()
                 lat[name].append(time.perf_counter() - now)
+                if time.perf_counter() >= end:
+                    break
     out = {}
     for name, values in lat.items():
         values.sort()
@@ -64,16 +89,16 @@ def measure(calls: dict, seconds: float, rounds: int = 6, warmup: int = 20) -> d
             "p50_ms": 1e3 * statistics.median(values),
             "p99_ms": 1e3 * values[min(len(values) - 1, int(0.99 * len(values)))],
             "calls_s": len(values) / sum(values),
+            "n": len(values),
         }
     return out
 
 
-def concurrent(make_call, clients: int, seconds: float) -> float:
-    """Calls per second of ``clients`` threads, each with its own ``make_call()``."""
-    calls = [make_call() for _ in range(clients)]
+def threads_throughput(port: int, x: np.ndarray, clients: int, seconds: float) -> float:
+    """Calls/s of ``clients`` threads of this process, each with its own channel."""
+    calls = [grpc_call(port, x) for _ in range(clients)]
     for call in calls:
-        for _ in range(5):
-            call()
+        call()
     counts = [0] * clients
     stop = threading.Event()
 
@@ -88,9 +113,70 @@ def concurrent(make_call, clients: int, seconds: float) -> float:
         t.start()
     time.sleep(seconds)
     stop.set()
+    done = sum(counts)
+    elapsed = time.perf_counter() - started
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return done / elapsed
+
+
+def _client_process(conn) -> None:
+    """A client process: per job, open a channel and warm up, then call Predict in a window."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tensorflow_serving.apis import predict_pb2  # noqa: F401 (import before the first job)
+
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        port, shape = job
+        x = np.random.default_rng(os.getpid()).normal(100, 30, shape).astype(np.float32)
+        call = grpc_call(port, x)
+        call()
+        conn.send("ready")
+        start_at, stop_at = conn.recv()
+        while time.time() < start_at:
+            time.sleep(0.001)
+        count = 0
+        while time.time() < stop_at:
+            call()
+            count += 1
+        conn.send(count)
+
+
+class ClientProcesses:
+    """``n`` client processes (spawned: no TensorFlow or gRPC state is inherited)."""
+
+    def __init__(self, n: int) -> None:
+        ctx = mp.get_context("spawn")
+        self._conns, self._procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_process, args=(child,), daemon=True)
+            proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def throughput(self, port: int, shape: tuple, seconds: float) -> float:
+        """Calls/s of all processes calling together for ``seconds`` (after all are connected).
+
+        Calls still in flight at the end are not counted (as with the threads).
+        """
+        for conn in self._conns:
+            conn.send((port, shape))
+        for conn in self._conns:
+            if conn.recv() != "ready":
+                raise RuntimeError("client process failed")
+        start_at = time.time() + 0.2
+        for conn in self._conns:
+            conn.send((start_at, start_at + seconds))
+        return sum(conn.recv() for conn in self._conns) / seconds
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=30)
 
 
 def start_server(base: Path, batching_file: Path | None) -> tuple[subprocess.Popen, int, int]:
@@ -112,31 +198,44 @@ def wait_ready(proc: subprocess.Popen) -> None:
         raise RuntimeError(f"medflow serve did not start: {line!r}")
 
 
+def batch_sizes(rest_port: int) -> tuple[float, int]:
+    """(sum of rows, number of batches) the server executed, from its Prometheus metrics."""
+    url = f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics"
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    name = ":tensorflow:serving:batching_session:processed_batch_size"
+    total = re.search(rf'{re.escape(name)}_sum{{model_name="{MODEL}"}} ([\d.]+)', text)
+    count = re.search(rf'{re.escape(name)}_count{{model_name="{MODEL}"}} (\d+)', text)
+    return (float(total.group(1)), int(count.group(1))) if total and count else (0.0, 0)
+
+
 def grpc_call(port: int, x: np.ndarray):
+    """One Predict over a fresh channel per client; the request is encoded on every call."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serving.tensors import to_ndarray, to_tensor_proto
+    from serving.tensors import fill_tensor_proto, to_ndarray
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
-        grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 2**30)]
+        )
     )
 
     def call():
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "demo"
-        request.inputs["image"].CopyFrom(to_tensor_proto(x))
-        response = stub.Predict(request, timeout=30)
+        request.model_spec.name = MODEL
+        fill_tensor_proto(request.inputs["image"], x)
+        response = stub.Predict(request, timeout=120)
         return to_ndarray(response.outputs["probabilities"], "probabilities")
 
     return call
 
 
 def rest_call(port: int, x: np.ndarray):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def call():
-        conn.request("POST", "/v1/models/demo:predict", json.dumps({"instances": x.tolist()}))
+        conn.request("POST", f"/v1/models/{MODEL}:predict", json.dumps({"instances": x.tolist()}))
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
@@ -155,42 +254,80 @@ def in_process_call(fn, x: np.ndarray):
     return call
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--size", type=int, default=28, help="image rows = cols")
-    parser.add_argument("--batch-timeout-us", type=int, default=2000)
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def export_resnet18(base: Path, size: int) -> str:
+    """The pipeline's classifier (untrained) at ``size`` behind medflow's serving signature."""
+    import tensorflow as tf
+
+    from components.models.backbones import build_model
+    from components.models.export import classification_head
+    from components.models.hparams import HParams
+
+    hp = HParams(image_size=(size, size), channels=1, augment=False, seed=0)
+    model = build_model(hp)
+    head = classification_head(hp.n_classes)
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self._keras_state = [getattr(v, "value", v) for v in model.variables]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, "image")])
+        def serving_default(self, image):
+            # Per-image standardisation stands in for the Transform graph, as in demo_model.
+            mean, var = tf.nn.moments(image, axes=[1, 2, 3], keepdims=True)
+            z = (image - mean) / tf.sqrt(var + 1e-6)
+            return head(tf.cast(self.model(z, training=False), tf.float32))
+
+    module = Module()
+    final = base / MODEL / "1"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".1-", dir=final.parent))
+    tf.saved_model.save(
+        module, str(tmp / "m"), signatures={"serving_default": module.serving_default}
+    )
+    os.replace(tmp / "m", final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return f"pipeline ResNet-18 (backbone=auto, width {hp.width}, untrained), {size}x{size}x1"
+
+
+def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     import tensorflow as tf
 
     from serving.demo_model import export_demo_model
 
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))
-    export_demo_model(tmp / "models", "demo", 1, size=(args.size, args.size))
-    batching_file = tmp / "batching.config"
+    base = tmp / kind / "models"
+    size = args.size if kind == "demo" else 224
+    if kind == "demo":
+        export_demo_model(base, MODEL, 1, size=(size, size))
+        desc = f"demo CNN (serving.demo_model), {size}x{size}x1"
+    else:
+        desc = export_resnet18(base, size)
+    n = args.clients
+    batching_file = tmp / kind / "batching.config"
     batching_file.write_text(
-        BATCHING.format(max_batch=args.clients, timeout_us=args.batch_timeout_us)
+        BATCHING.format(max_batch=n, timeout_us=args.batch_timeout_us, threads=os.cpu_count())
     )
-    plain, plain_grpc, plain_rest = start_server(tmp / "models", None)
-    batched, batched_grpc, _ = start_server(tmp / "models", batching_file)
+    plain, plain_grpc, plain_rest = start_server(base, None)
+    batched, batched_grpc, batched_rest = start_server(base, batching_file)
+    result: dict = {"model": desc, "latency": [], "concurrent": {}}
     try:
-        fn = tf.saved_model.load(str(tmp / "models" / "demo" / "1")).signatures["serving_default"]
+        fn = tf.saved_model.load(str(base / MODEL / "1")).signatures["serving_default"]
         wait_ready(plain)
         wait_ready(batched)
         rng = np.random.default_rng(0)
-        rows = []
-        print(f"cpu cores: {os.cpu_count()}, image {args.size}x{args.size}x1 float32, demo CNN")
-        print(f"{'path':<12}{'batch':>6}{'p50 ms':>9}{'p99 ms':>9}{'calls/s':>9}{'p50 x':>7}")
+        print(f"\n== {desc}", flush=True)
+        print(
+            f"{'path':<12}{'batch':>6}{'p50 ms':>9}{'p99 ms':>9}{'calls/s':>9}{'n':>6}{'p50 x':>7}"
+        )
         for batch in (1, 32):
-            x = rng.normal(100, 30, (batch, args.size, args.size, 1)).astype(np.float32)
+            x = rng.normal(100, 30, (batch, size, size, 1)).astype(np.float32)
             calls = {
                 "in-process": in_process_call(fn, x),
                 "gRPC": grpc_call(plain_grpc, x),
-                "REST": rest_call(plain_rest, x),
             }
+            if not (kind == "resnet18" and batch == 32):
+                calls["REST"] = rest_call(plain_rest, x)
             expected = calls["in-process"]()
             for call in calls.values():
                 np.testing.assert_allclose(call(), expected, atol=1e-5)
@@ -198,38 +335,91 @@ def main() -> None:
             base_p50 = results["in-process"]["p50_ms"]
             for name, r in results.items():
                 ratio = r["p50_ms"] / base_p50
-                rows.append((name, batch, r, ratio))
+                result["latency"].append({"path": name, "batch": batch, **r, "ratio": ratio})
                 print(
                     f"{name:<12}{batch:>6}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                    f"{r['calls_s']:>9.0f}{ratio:>7.2f}"
+                    f"{r['calls_s']:>9.1f}{r['n']:>6}{ratio:>7.2f}",
+                    flush=True,
                 )
-        n = args.clients
-        x1 = rng.normal(100, 30, (1, args.size, args.size, 1)).astype(np.float32)
+        x1 = rng.normal(100, 30, (1, size, size, 1)).astype(np.float32)
         xn = np.repeat(x1, n, axis=0)
-        inproc = (
-            measure({"batched": in_process_call(fn, xn)}, args.seconds)["batched"]["calls_s"] * n
+        conc = result["concurrent"]
+        conc["in-process"] = (
+            measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"] * n
         )
-        unbatched = concurrent(lambda: grpc_call(plain_grpc, x1), n, args.seconds)
-        with_batching = concurrent(lambda: grpc_call(batched_grpc, x1), n, args.seconds)
-        print(f"\n{n} concurrent gRPC clients at batch 1 (images/s):")
-        print(f"  in-process, batch {n}:          {inproc:8.0f}")
-        print(f"  server, no batching:          {unbatched:8.0f}  ({unbatched / inproc:.2f}x)")
-        print(
-            f"  server, batching (max {n}, {args.batch_timeout_us} us): "
-            f"{with_batching:8.0f}  ({with_batching / inproc:.2f}x)"
-        )
-        grpc32 = next(r for r in rows if r[0] == "gRPC" and r[1] == 32)[3]
-        print("\ntargets:")
-        print(f"  gRPC p50 / in-process p50 at batch 32: {grpc32:.2f} (target <= 1.5)")
-        print(
-            f"  batching / in-process batched throughput: {with_batching / inproc:.2f} "
-            "(target >= 0.8)"
-        )
-        print(f"total {time.perf_counter() - t0:.0f} s")
+        for mode in ("processes", "threads"):
+            for server, port, rest in (
+                ("no batching", plain_grpc, None),
+                ("batching", batched_grpc, batched_rest),
+            ):
+                before = batch_sizes(rest) if rest else None
+                if mode == "processes":
+                    rate = clients.throughput(port, x1.shape, args.seconds)
+                else:
+                    rate = threads_throughput(port, x1, n, args.seconds)
+                mean_batch = None
+                if rest:
+                    after = batch_sizes(rest)
+                    batches = after[1] - before[1]
+                    mean_batch = (after[0] - before[0]) / batches if batches else 0.0
+                conc[(mode, server)] = (rate, mean_batch)
+        inproc = conc["in-process"]
+        print(f"{n} concurrent gRPC clients at batch 1 (images/s, vs in-process batch {n}):")
+        print(f"  in-process, batch {n}:             {inproc:9.1f}")
+        for (mode, server), (rate, mean_batch) in (
+            (k, v) for k, v in conc.items() if k != "in-process"
+        ):
+            extra = f"  mean batch {mean_batch:.2f}" if mean_batch is not None else ""
+            print(f"  {mode:<9} {server:<12}: {rate:9.1f}  ({rate / inproc:.2f}x){extra}")
     finally:
         for proc in (plain, batched):
             proc.terminate()
             proc.wait(timeout=30)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--size", type=int, default=28, help="demo model image rows = cols")
+    parser.add_argument("--models", default="demo,resnet18", help="demo and/or resnet18")
+    parser.add_argument("--batch-timeout-us", type=int, default=2000)
+    args = parser.parse_args()
+    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("demo", "resnet18")]
+    if bad:
+        parser.error(f"--models: unknown {bad}; use demo and/or resnet18")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    print(f"cpu cores: {os.cpu_count()} (shared by servers and clients), load average {load:.1f}")
+    print(
+        f"batching: max_batch_size {args.clients}, batch_timeout_micros {args.batch_timeout_us}, "
+        f"num_batch_threads {os.cpu_count()}",
+        flush=True,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))
+    clients = ClientProcesses(args.clients)
+    results = []
+    try:
+        for kind in kinds:
+            results.append(bench_model(kind, args, tmp, clients))
+    finally:
+        clients.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\ntargets:")
+    for r in results:
+        grpc32 = next(x for x in r["latency"] if x["path"] == "gRPC" and x["batch"] == 32)
+        print(f"  {r['model']}")
+        print(f"    gRPC p50 / in-process p50 at batch 32: {grpc32['ratio']:.2f} (target <= 1.5)")
+        inproc = r["concurrent"]["in-process"]
+        for mode in ("processes", "threads"):
+            rate = r["concurrent"][(mode, "batching")][0]
+            print(
+                f"    batching ({mode}) / in-process batched: {rate / inproc:.2f} (target >= 0.8)"
+            )
+    print(f"total {time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 from serving.errors import invalid
 from serving.manager import ModelManager
 from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
-from serving.tensors import to_ndarray, to_tensor_proto
+from serving.tensors import fill_tensor_proto, to_ndarray
 
 # tensorflow.error.Code values used in ModelVersionStatus.status.
 _OK, _UNKNOWN = 0, 2
@@ -39,7 +39,7 @@ def predict(manager: ModelManager, request):
     response = predict_pb2.PredictResponse()
     _answer_spec(response.model_spec, loaded, key)
     for name, value in outputs.items():
-        response.outputs[name].CopyFrom(to_tensor_proto(np.asarray(value)))
+        fill_tensor_proto(response.outputs[name], value)
     return response
 
 

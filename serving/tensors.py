@@ -113,23 +113,37 @@ def to_ndarray(proto, name: str) -> np.ndarray:
 
 def to_tensor_proto(array: np.ndarray):
     """Encode a numpy array as TensorProto (tensor_content for numbers, string_val for bytes)."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+    from tensorflow.core.framework import tensor_pb2
 
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
-    )
+    proto = tensor_pb2.TensorProto()
+    fill_tensor_proto(proto, array)
+    return proto
+
+
+def fill_tensor_proto(proto, array: np.ndarray) -> None:
+    """Write ``array`` into an empty TensorProto field in place (e.g. ``request.inputs[key]``).
+
+    Same encoding as :func:`to_tensor_proto` (numbers as little-endian ``tensor_content``,
+    which TF Serving accepts and answers with), without building a second message and
+    copying it over with ``CopyFrom``.
+    """
+    array = np.asarray(array)
     if array.dtype == object or array.dtype.kind in ("S", "U"):
-        flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
-        return tensor_pb2.TensorProto(dtype=7, tensor_shape=shape, string_val=flat)
-    enum = _ENUM_BY_NP.get(array.dtype)
-    if enum is None:
-        raise TypeError(f"cannot encode dtype {array.dtype}")
-    contiguous = np.ascontiguousarray(array)
-    if contiguous.dtype.byteorder == ">":
-        contiguous = contiguous.astype(contiguous.dtype.newbyteorder("<"))
-    return tensor_pb2.TensorProto(
-        dtype=enum, tensor_shape=shape, tensor_content=contiguous.tobytes()
-    )
+        proto.dtype = 7
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)
+        )
+    else:
+        enum = _ENUM_BY_NP.get(array.dtype.newbyteorder("="))
+        if enum is None:
+            raise TypeError(f"cannot encode dtype {array.dtype}")
+        proto.dtype = enum
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add().size = size
 
 
 def signature_shape(tensor_info) -> list[int] | None:
