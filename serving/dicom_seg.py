@@ -185,6 +185,7 @@ def build_segmentation(
         order = [uid for uid in by_uid if uid in preds]
         array = np.stack([_frame_array(preds[uid], seg_type) for uid in order])
         headers = [_source_header(by_uid[uid]) for uid in order]
+    model = f"{first.model_name}:{first.model_version}"
     return hd.seg.Segmentation(
         source_images=headers,
         pixel_array=array,
@@ -197,16 +198,14 @@ def build_segmentation(
         sop_instance_uid=hd.UID(),
         instance_number=instance_number,
         manufacturer="medflow",
-        manufacturer_model_name=f"{first.model_name}:{first.model_version}"[:64],
+        manufacturer_model_name=model[:64],
         software_versions=f"medflow {__version__}",
         device_serial_number=str(first.model_version)[:64] or "0",
         fractional_type="PROBABILITY" if seg_type == "fractional" else None,
         max_fractional_value=255,
-        content_description=f"AI {seg_type} segmentation {first.model_name}:{first.model_version}"[
-            :64
-        ],
+        content_description=f"AI {seg_type} segmentation {model}"[:64],
         content_label="AI_SEG",
-        series_description=f"AI segmentation {first.model_name}:{first.model_version}"[:64],
+        series_description=f"AI segmentation {model}"[:64],
         # a multi-frame source's unpredicted frames are zeros: leave them out, unless
         # nothing was found at all (a SEG needs a frame)
         omit_empty_frames=multi_frame and bool(array.any()),
