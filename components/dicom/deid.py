@@ -11,7 +11,6 @@ consistent without any shared state. Standard UIDs (SOP classes, transfer syntax
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -167,36 +166,55 @@ def deidentify(ds: Dataset, key: DeidKey, identity: Identity | None = None) -> I
     return identity
 
 
-def deidentified_subset(
+def deidentified_values(
     ds: Dataset, keywords: tuple[str, ...], key: DeidKey, identity: Identity
-) -> Dataset:
-    """A new data set holding only ``keywords`` of ``ds``, each de-identified exactly as
-    :func:`deidentify` would (same per-element Annex E actions, same pseudonyms).
+) -> dict[str, object]:
+    """``{keyword: value}`` of the non-sequence attributes ``keywords`` exactly as they read
+    after :func:`deidentify` (same per-element Annex E action, same pseudonyms); attributes
+    that de-identification removes, or that ``ds`` lacks, are absent. ``ds`` is unchanged.
 
     For consumers that emit a few attributes and never write the data set (ingestion emits
-    ``tf.Example`` features): Annex E acts element by element, so cleaning the subset gives
-    the values those elements have after de-identifying the whole data set, without walking
-    it. Anything not in the subset is simply absent. ``ds`` is left unchanged.
+    ``tf.Example`` features): Annex E acts element by element, so this gives the emitted
+    values without walking and rewriting the whole data set.
     """
-    sub = Dataset()
+    out: dict[str, object] = {}
     for keyword in keywords:
+        if keyword in _REPLACED:
+            value = _replacement(keyword, identity)
+            if value is not None:
+                out[keyword] = value
+                continue
         tag = tag_for_keyword(keyword)
-        if tag is not None and tag in ds:
-            elem = ds[tag]
-            # _clean assigns new values (never edits one in place) except inside sequences
-            sub[tag] = copy.deepcopy(elem) if elem.VR == "SQ" else copy.copy(elem)
-    _clean(sub, key, identity.date_shift_days)
-    _replace_identifiers(sub, identity, only_present=True)
-    return sub
+        if tag is None or tag not in ds:
+            continue
+        elem = ds[tag]
+        action = element_action(elem.tag, elem.VR)
+        if action == "S":
+            raise ValueError(f"{keyword} is a sequence: de-identify the data set with deidentify()")
+        if action != "X":
+            out[keyword] = _apply(action, elem.value, key, identity.date_shift_days)
+    return out
 
 
-def _replace_identifiers(ds: Dataset, identity: Identity, only_present: bool = False) -> None:
-    if not only_present or "PatientName" in ds:
-        ds.PatientName = f"ANON^{identity.patient_key}"
-    if not only_present or "PatientID" in ds:
-        ds.PatientID = identity.patient_key
-    if identity.age_years is not None and (not only_present or "PatientAge" in ds):
-        ds.PatientAge = f"{min(identity.age_years, 90):03d}Y"
+_REPLACED = frozenset({"PatientName", "PatientID", "PatientAge"})
+
+
+def _replacement(keyword: str, identity: Identity) -> str | None:
+    """The value :func:`deidentify` writes over an identifier (None: it writes nothing)."""
+    if keyword == "PatientName":
+        return f"ANON^{identity.patient_key}"
+    if keyword == "PatientID":
+        return identity.patient_key
+    if identity.age_years is not None:  # PatientAge
+        return f"{min(identity.age_years, 90):03d}Y"
+    return None
+
+
+def _replace_identifiers(ds: Dataset, identity: Identity) -> None:
+    for keyword in ("PatientName", "PatientID", "PatientAge"):
+        value = _replacement(keyword, identity)
+        if value is not None:
+            setattr(ds, keyword, value)
 
 
 def age_bucket(age_years: int | None) -> str:
@@ -209,33 +227,56 @@ def age_bucket(age_years: int | None) -> str:
     return f"{lo:02d}-{lo + 9:02d}"
 
 
+def element_action(tag: BaseTag, vr: str) -> str:
+    """The action on one element (PS3.15 Annex E with the options in the module docstring):
+    "X" remove, "Z" empty, "S" clean each item of the sequence, "U" remap the UID(s),
+    "D" shift the date(s), "N" empty (a person's name), "K" keep."""
+    group = tag.group
+    action = ACTIONS.get(tag)
+    if (
+        tag.is_private
+        or action == "X"
+        or (0x5000 <= group <= 0x50FF)
+        or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000))
+    ):
+        return "X"
+    if action == "Z":
+        return "Z"
+    if vr == "SQ":
+        return "S"
+    if vr == "UI" and tag != 0x00020010:  # the transfer syntax is kept
+        return "U"
+    if vr in ("DA", "DT"):
+        return "D"
+    if vr == "PN" and tag != _PATIENT_NAME:
+        return "N"
+    return "K"
+
+
+def _apply(action: str, value, key: DeidKey, shift: int):
+    """The new value of a non-sequence element under ``action`` (not "X" or "S")."""
+    if action in ("Z", "N"):
+        return ""
+    if action == "U":
+        return _map_values(value, lambda v: remap_uid(key, v))
+    if action == "D":
+        return _map_values(value, lambda v: _shift_date(str(v), shift))
+    return value
+
+
 def _clean(ds: Dataset, key: DeidKey, shift: int) -> None:
     doomed: list[BaseTag] = []
     for elem in ds:
-        tag = elem.tag
-        group = tag.group
-        action = ACTIONS.get(tag)
-        if (
-            tag.is_private
-            or action == "X"
-            or (0x5000 <= group <= 0x50FF)
-            or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000))
-        ):
-            doomed.append(tag)
-            continue
-        if action == "Z":
-            elem.value = [] if elem.VR == "SQ" else ""
-            continue
-        vr = elem.VR
-        if vr == "SQ":
+        action = element_action(elem.tag, elem.VR)
+        if action == "X":
+            doomed.append(elem.tag)
+        elif action == "S":
             for item in elem.value or []:
                 _clean(item, key, shift)
-        elif vr == "UI" and tag not in (0x00020010,):
-            elem.value = _map_values(elem.value, lambda v: remap_uid(key, v))
-        elif vr in ("DA", "DT"):
-            elem.value = _map_values(elem.value, lambda v: _shift_date(str(v), shift))
-        elif vr == "PN" and tag != _PATIENT_NAME:
-            elem.value = ""
+        elif action == "Z" and elem.VR == "SQ":
+            elem.value = []
+        elif action != "K":
+            elem.value = _apply(action, elem.value, key, shift)
     for tag in doomed:
         del ds[tag]
 

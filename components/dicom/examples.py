@@ -145,7 +145,7 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     # Only what is emitted is de-identified (the data set itself is never written): the
     # header features are read from a de-identified copy of these attributes alone.
     header = _header_features(
-        deid.deidentified_subset(ds, HEADER_KEYWORDS, cfg.key, identity), identity
+        deid.deidentified_values(ds, HEADER_KEYWORDS, cfg.key, identity), identity
     )
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]
     return FileResult(
@@ -159,7 +159,8 @@ def _text(ds, keyword: str) -> str:
 
 
 def _header_features(ds, identity: deid.Identity) -> dict:
-    """Features from the DE-IDENTIFIED data set only (the subset of ``HEADER_KEYWORDS``)."""
+    """Features from DE-IDENTIFIED values only: ``deid.deidentified_values`` of
+    ``HEADER_KEYWORDS`` (or a de-identified data set; anything with ``.get(keyword)``)."""
     sex = _text(ds, "PatientSex")
     return {
         F.PATIENT_ID: identity.patient_key,
@@ -230,6 +231,9 @@ def _floats(values: list | tuple) -> bytes:
             return np.asarray(values, dtype="<f4").tobytes()
 
 
+_KEYS: dict[str, bytes] = {}  # encoded map keys (feature names), built once per process
+
+
 def serialize_example(feats: dict) -> bytes:
     """The bytes of ``to_tf_example(feats).SerializeToString(deterministic=True)``, built
     without TensorFlow or protobuf objects, so workers can build the records.
@@ -253,7 +257,8 @@ def serialize_example(feats: dict) -> bytes:
             feature = _field(2, b"")
         else:
             feature = _field(3, _field(1, b"".join([_varint(int(v)) for v in values])))
-        entries.append(_field(1, _field(1, name.encode()) + _field(2, feature)))
+        key = _KEYS.get(name) or _KEYS.setdefault(name, _field(1, name.encode()))
+        entries.append(_field(1, key + _field(2, feature)))
     return _field(1, b"".join(entries))
 
 

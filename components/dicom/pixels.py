@@ -278,13 +278,17 @@ def _grayscale_pipeline(ds: pydicom.Dataset, arr: np.ndarray, spec: PixelSpec) -
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     is_mono = photometric.startswith("MONOCHROME")
-    if not is_mono or (
-        "ModalityLUTSequence" not in ds
-        and ("RescaleSlope" not in ds or "RescaleIntercept" not in ds)
-    ):
-        values = arr.astype(np.float32)  # what apply_modality_lut leaves unchanged, cheaper
-    else:
+    if is_mono and "ModalityLUTSequence" in ds:
         values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+    elif is_mono and "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        # apply_modality_lut's rescale (float64, then float32), without its look-ups
+        slope, intercept = ds.RescaleSlope, ds.RescaleIntercept
+        if slope == 1 and intercept == 0:
+            values = arr.astype(np.float32)  # integers: the same values, one pass
+        else:
+            values = (arr.astype(np.float64) * slope + intercept).astype(np.float32)
+    else:
+        values = arr.astype(np.float32)
     window = _window(ds, spec.window) if is_mono else None
     if window is not None:
         center, width = window
