@@ -49,6 +49,7 @@ def _queue_table(queue: list[Prediction]) -> pd.DataFrame:
             "case": [p.id for p in queue],
             "SOP Instance UID": [p.sop_instance_uid for p in queue],
             "model": [f"{p.model_name} v{p.model_version}" for p in queue],
+            "task": ["segmentation" if p.is_segmentation else "classification" for p in queue],
             "predicted": [p.predicted_label for p in queue],
             "confidence": [round(p.confidence, 3) for p in queue],
             "disagreement": [round(p.disagreement, 3) for p in queue],

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
     export = sub.add_parser(
         "export",
-        help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID)",
+        help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID); "
+        "accepted segmentation masks give a mask column",
     )
     from dashboard.store import DEFAULT_URL
 

@@ -344,3 +344,29 @@ def test_sample_data_command(tmp_path, shared_data, capsys):
     assert main([*args, "--hc18", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--hc18" in err and "is not a folder" in err
+
+
+def test_exported_masks_are_the_next_ingestion_labels(store, phantom_masks, tmp_path):
+    from components.dicom.deid import DeidKey
+    from components.dicom.ingest import IngestOptions, ingest
+    from components.dicom.pixels import PixelSpec
+    from components.models import features as F
+    from tests.unit.test_ingest import read_examples
+
+    (img0, mask0), (img1, mask1) = phantom_masks
+    a = record_mask_prediction(store, img0, mask0, labels=DISC, model="unet")
+    b = record_mask_prediction(store, img1, mask1, labels=DISC, model="unet")
+    store.review(a, action="accept", reviewer="alice")
+    store.review(b, action="reject", reviewer="alice")
+    export_labels(store, tmp_path / "labels.csv")
+    report = ingest(
+        img0.parent,
+        tmp_path / "ingested",
+        DeidKey(b"0123456789abcdef-test"),
+        read_manifest(tmp_path / "labels.csv"),
+        IngestOptions(pixel=PixelSpec(size=(64, 64))),
+    )
+    assert (report.counts["written"], report.counts["quarantined"]) == (1, 1)
+    [example] = [r for split in read_examples(tmp_path / "ingested").values() for r in split]
+    mask = np.frombuffer(example[F.MASK], np.uint8).reshape(64, 64)
+    np.testing.assert_array_equal(mask, viewer.load_mask(mask0))  # the accepted mask, as is
