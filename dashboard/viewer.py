@@ -222,7 +222,12 @@ def load_mask(ref: str | Path) -> np.ndarray:
     try:
         return read_mask(path, name="prediction")
     except InputError as exc:
-        raise InputError(f"cannot show the mask: {exc}") from exc
+        # read_mask speaks of manifests; say it in the terms of a prediction's mask_ref.
+        detail = str(exc).removeprefix("prediction: ").removesuffix("; fix the mask column")
+        raise InputError(
+            f"cannot show the mask: {detail}; mask_ref must name a 2-D PNG or .npy of class "
+            "indices on the image's grid"
+        ) from exc
 
 
 def check_mask_shape(mask: np.ndarray, shape: tuple[int, int], ref: str | Path) -> None:
