@@ -1,6 +1,6 @@
 """Predict latency and throughput: embedded server (gRPC, REST) vs the same signature in-process.
 
-One run (about 5 minutes on 2 cores), for each model (``--models``):
+One run (about 8 minutes on 2 cores), for each model (``--models``):
 
 * ``demo``: the demo CNN (:mod:`serving.demo_model`) at ``--size`` (28x28x1, the project's
   default input) -- tiny, so per-request overhead dominates;
@@ -17,8 +17,9 @@ Measured per model:
   for the 224 model: a 6.4 MB float array as JSON measures the JSON codec, not serving);
 * images/s of N concurrent gRPC clients at batch 1, as separate client processes (how real
   clients arrive) and as threads of one process (all clients share one GIL), against a server
-  without and with server-side batching, next to in-process calls at batch N; the mean batch
-  size the batching server formed comes from its Prometheus metrics.
+  without and with server-side batching (``num_batch_threads`` = cores, and 1), next to
+  in-process calls at batch N (measured before and after, averaged); the mean batch size each
+  batching server formed comes from its Prometheus metrics.
 
 Every server runs as ``medflow serve`` in its own process, as in production. Client
 processes, client threads and the servers share the machine's cores (``os.cpu_count()`` is
@@ -304,17 +305,21 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     else:
         desc = export_resnet18(base, size)
     n = args.clients
-    batching_file = tmp / kind / "batching.config"
-    batching_file.write_text(
-        BATCHING.format(max_batch=n, timeout_us=args.batch_timeout_us, threads=os.cpu_count())
-    )
-    plain, plain_grpc, plain_rest = start_server(base, None)
-    batched, batched_grpc, batched_rest = start_server(base, batching_file)
+    # One server without batching and one per num_batch_threads value (TF Serving's advice
+    # is the number of cores; 1 lets a batch fill while the previous one runs).
+    servers = {"no batching": start_server(base, None)}
+    for threads in sorted({os.cpu_count(), 1}, reverse=True):
+        config = tmp / kind / f"batching-{threads}.config"
+        config.write_text(
+            BATCHING.format(max_batch=n, timeout_us=args.batch_timeout_us, threads=threads)
+        )
+        servers[f"batching, {threads} thr"] = start_server(base, config)
+    _, plain_grpc, plain_rest = servers["no batching"]
     result: dict = {"model": desc, "latency": [], "concurrent": {}}
     try:
         fn = tf.saved_model.load(str(base / MODEL / "1")).signatures["serving_default"]
-        wait_ready(plain)
-        wait_ready(batched)
+        for proc, _, _ in servers.values():
+            wait_ready(proc)
         rng = np.random.default_rng(0)
         print(f"\n== {desc}", flush=True)
         print(
@@ -344,35 +349,39 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
         x1 = rng.normal(100, 30, (1, size, size, 1)).astype(np.float32)
         xn = np.repeat(x1, n, axis=0)
         conc = result["concurrent"]
-        conc["in-process"] = (
-            measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"] * n
-        )
+
+        def in_process_batched() -> float:
+            return (
+                n * measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"]
+            )
+
+        # The in-process baseline brackets the concurrent runs (the machine's load drifts).
+        first = in_process_batched()
         for mode in ("processes", "threads"):
-            for server, port, rest in (
-                ("no batching", plain_grpc, None),
-                ("batching", batched_grpc, batched_rest),
-            ):
-                before = batch_sizes(rest) if rest else None
+            for server, (_, port, rest) in servers.items():
+                before = batch_sizes(rest)
                 if mode == "processes":
                     rate = clients.throughput(port, x1.shape, args.seconds)
                 else:
                     rate = threads_throughput(port, x1, n, args.seconds)
-                mean_batch = None
-                if rest:
-                    after = batch_sizes(rest)
-                    batches = after[1] - before[1]
-                    mean_batch = (after[0] - before[0]) / batches if batches else 0.0
+                after = batch_sizes(rest)
+                batches = after[1] - before[1]
+                mean_batch = (after[0] - before[0]) / batches if batches else None
                 conc[(mode, server)] = (rate, mean_batch)
-        inproc = conc["in-process"]
-        print(f"{n} concurrent gRPC clients at batch 1 (images/s, vs in-process batch {n}):")
-        print(f"  in-process, batch {n}:             {inproc:9.1f}")
+        last = in_process_batched()
+        inproc = conc["in-process"] = (first + last) / 2
+        print(
+            f"{n} concurrent gRPC clients at batch 1 (images/s, vs in-process batch {n}, "
+            f"mean of {first:.1f} before and {last:.1f} after):"
+        )
+        print(f"  in-process, batch {n}:                {inproc:9.1f}")
         for (mode, server), (rate, mean_batch) in (
             (k, v) for k, v in conc.items() if k != "in-process"
         ):
             extra = f"  mean batch {mean_batch:.2f}" if mean_batch is not None else ""
-            print(f"  {mode:<9} {server:<12}: {rate:9.1f}  ({rate / inproc:.2f}x){extra}")
+            print(f"  {mode:<9} {server:<16}: {rate:9.1f}  ({rate / inproc:.2f}x){extra}")
     finally:
-        for proc in (plain, batched):
+        for proc, _, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
     return result
@@ -396,7 +405,7 @@ def main() -> None:
     print(f"cpu cores: {os.cpu_count()} (shared by servers and clients), load average {load:.1f}")
     print(
         f"batching: max_batch_size {args.clients}, batch_timeout_micros {args.batch_timeout_us}, "
-        f"num_batch_threads {os.cpu_count()}",
+        f"num_batch_threads {os.cpu_count()} (= cores) and 1",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))
@@ -414,11 +423,12 @@ def main() -> None:
         print(f"  {r['model']}")
         print(f"    gRPC p50 / in-process p50 at batch 32: {grpc32['ratio']:.2f} (target <= 1.5)")
         inproc = r["concurrent"]["in-process"]
-        for mode in ("processes", "threads"):
-            rate = r["concurrent"][(mode, "batching")][0]
-            print(
-                f"    batching ({mode}) / in-process batched: {rate / inproc:.2f} (target >= 0.8)"
-            )
+        for key, value in r["concurrent"].items():
+            if key != "in-process" and key[1].startswith("batching"):
+                print(
+                    f"    {key[1]} ({key[0]}) / in-process batched: {value[0] / inproc:.2f} "
+                    "(target >= 0.8)"
+                )
     print(f"total {time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
 
 

@@ -12,6 +12,7 @@ import binascii
 import json
 
 import numpy as np
+import orjson
 
 from serving.errors import invalid
 from serving.tensors import numpy_dtype
@@ -29,7 +30,15 @@ def parse_body(body: bytes) -> dict:
     the REST app's RecursionError handler.
     """
     try:
-        doc = json.loads(body)
+        # orjson parses image-sized bodies ~3x faster than json; what it refuses but TF
+        # Serving accepts (NaN, Infinity, integers beyond 64 bits) and every malformed body
+        # go through json, which decides and words the error.
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    try:
+        if doc is None:
+            doc = json.loads(body)
     except RecursionError as exc:
         raise MalformedJson("JSON nesting is too deep") from exc
     except (UnicodeDecodeError, ValueError) as exc:
