@@ -153,6 +153,8 @@ def _case_panel(
     )
     if pred.is_segmentation:
         st.markdown(f"**Mask** `{pred.mask_ref}`")
+        scores = ", ".join(f"{n} {v:.3f}" for n, v in zip(pred.labels, pred.scores, strict=True))
+        st.caption(f"Scores recorded with the mask: {scores}")
         st.caption(
             "Accept: the mask is right and becomes a training label (`medflow labels export`). "
             "Reject: it is wrong and is left out. Correcting a mask by drawing is not supported."
