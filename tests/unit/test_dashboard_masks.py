@@ -370,3 +370,41 @@ def test_exported_masks_are_the_next_ingestion_labels(store, phantom_masks, tmp_
     [example] = [r for split in read_examples(tmp_path / "ingested").values() for r in split]
     mask = np.frombuffer(example[F.MASK], np.uint8).reshape(64, 64)
     np.testing.assert_array_equal(mask, viewer.load_mask(mask0))  # the accepted mask, as is
+
+
+def test_masks_recorded_by_medflow_predict_show_and_export(store, tmp_path):
+    """The mask_ref contract with ``medflow predict --record`` (serving.overlays.save_masks):
+    a mask PNG on the source grid, shown on the review page's image and exported as accepted.
+
+    The "model output" here is a threshold of the phantom, passed through the real writer.
+    """
+    import pydicom
+
+    from medflow.commands.predict import record
+    from serving.client import MaskPrediction
+    from serving.overlays import save_masks
+
+    image = tmp_path / "img.dcm"
+    write_phantom(image, seed=3)
+    ds = pydicom.dcmread(image)
+    mask = (viewer.load_study(image).frames[0] > 200).astype(np.uint8)
+    probabilities = np.where(mask == 1, 0.9, 0.1).astype(np.float32)
+    pred = MaskPrediction(
+        path=str(image), frame_index=0, sop_instance_uid=ds.SOPInstanceUID,
+        study_instance_uid=ds.StudyInstanceUID, series_instance_uid=ds.SeriesInstanceUID,
+        model_name="unet", model_version=2, labels=["background", "disc"], mask=mask,
+        probabilities=probabilities, pixel_spacing=None, foreground_pixels=int(mask.sum()),
+        area_mm2=None, mean_probability=0.9,
+    )  # fmt: skip
+    [saved] = save_masks([pred], tmp_path / "masks")
+    [pid] = record([saved], store.url)
+    case = store.get_prediction(pid)
+    assert case.is_segmentation and case.scores == pytest.approx([0.1, 0.9])
+    shown = viewer.load_mask(case.mask_ref)
+    viewer.check_mask_shape(shown, viewer.load_study(case.image_ref).frames.shape[1:3], "m")
+    np.testing.assert_array_equal(shown, mask)
+    store.review(pid, action="accept", reviewer="alice")
+    assert export_labels(store, tmp_path / "labels.csv") == 1
+    assert read_manifest(tmp_path / "labels.csv").masks == {
+        ds.SOPInstanceUID: str(Path(case.mask_ref).resolve())
+    }
