@@ -278,8 +278,10 @@ def _copy_one(frame: Frame, staging: Path, split: str) -> tuple:
         SITE,
         split,
         frame.phase,
-        f"{frame.slice_location:.6g}",
-        f"{frame.trigger_time:.6g}",
+        # Always with a decimal point: a manifest cell that looks like an int ("286") is
+        # parsed as one, and a column mixing int64 and float features breaks StatisticsGen.
+        f"{frame.slice_location:.3f}",
+        f"{frame.trigger_time:.3f}",
         frame.patient,
         o_rel,
         f"{DICOM_SRC}/{frame.patient}/{frame.dicom.name}",

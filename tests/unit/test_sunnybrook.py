@@ -219,6 +219,9 @@ def test_import_selects_the_96_contoured_frames_of_5_patients(sunnybrook, import
     manifest = read_manifest(imported)
     assert manifest.key_column == "SOPInstanceUID"
     assert manifest.label_columns == ["phase", "slice_location_mm", "trigger_time_ms"]
+    # One feature type per column (an int-looking "286" among floats breaks StatisticsGen).
+    for column in ("slice_location_mm", "trigger_time_ms"):
+        assert {type(v[column]) for v in manifest.rows.values()} == {float}
 
 
 def _copy_src(sunnybrook, tmp_path):
