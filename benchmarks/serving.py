@@ -32,6 +32,7 @@ Usage: .venv/bin/python benchmarks/serving.py [--seconds 3] [--clients 8] [--mod
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import multiprocessing as mp
@@ -318,6 +319,10 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     result: dict = {"model": desc, "latency": [], "concurrent": {}}
     try:
         fn = tf.saved_model.load(str(base / MODEL / "1")).signatures["serving_default"]
+        # This process holds TensorFlow for the in-process baseline; a real client does not.
+        # Freeze its heap (as the server does) so that the clients' JSON lists do not set off
+        # full collections over TensorFlow's objects.
+        gc.freeze()
         for proc, _, _ in servers.values():
             wait_ready(proc)
         rng = np.random.default_rng(0)

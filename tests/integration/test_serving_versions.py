@@ -216,3 +216,27 @@ def test_version_policies_follow_the_disk(tmp_path):
     finally:
         channel.close()
         server.stop()
+
+
+def test_loaded_models_are_frozen_out_of_gc_and_unloaded_ones_reclaimed(tmp_path):
+    import gc
+    import weakref
+
+    from serving.config import models_in_base
+    from serving.manager import ModelManager
+
+    add_version(tmp_path, 1)
+    manager = ModelManager(models_in_base(tmp_path), poll_seconds=0)
+    manager.start()
+    try:
+        # The loaded model's objects are out of full collections (each would walk them all).
+        assert gc.get_freeze_count() > 0
+        first = weakref.ref(manager.resolve("demo")._model)  # the restored SavedModel
+        add_version(tmp_path, 2)
+        manager.poll_once()  # sees version 2
+        manager.poll_once()  # unchanged since: loads 2, the latest-1 policy unloads 1
+        assert manager.resolve("demo").version == 2
+        assert first() is None, "the unloaded version is still alive"
+    finally:
+        manager.stop()
+    assert gc.get_freeze_count() == 0
