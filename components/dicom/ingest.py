@@ -240,14 +240,26 @@ def _work(item: tuple[Path, str]) -> FileResult:
     return encode_records(process_file(item[0], item[1], _WORKER_CFG))
 
 
+# Worker start method. Never "fork": the parent may hold TensorFlow threads (TFX executor)
+# and forking those is unsafe. "forkserver" starts one clean single-threaded server that
+# imports the worker modules once and forks each worker from it (instead of every spawned
+# worker importing pydicom/numpy/PIL itself); "spawn" where there is no forkserver.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _pool_context():
+    ctx = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver":
+        ctx.set_forkserver_preload(["components.dicom.ingest"])
+    return ctx
+
+
 def _run(inputs: list[tuple[Path, str]], cfg: WorkerConfig, workers: int) -> Iterator[FileResult]:
     if workers <= 1:
         _init_worker(cfg)
         yield from map(_work, inputs)
         return
-    # spawn: the parent may hold TensorFlow threads (TFX executor); forking those is unsafe.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    with _pool_context().Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
         yield from pool.imap(
             _work, inputs, chunksize=max(1, min(64, len(inputs) // (workers * 8) or 1))
         )
