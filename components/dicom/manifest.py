@@ -124,7 +124,7 @@ def read_manifest(path: str | Path) -> LabelManifest:
         if missing:
             errors.append(f"line {line}: missing label {', '.join(missing)} for {key!r}")
             continue
-        rows[key] = {c: _parse(row[c]) for c in labels}
+        rows[key] = {c: row[c] for c in labels}
         first_line[key] = line
         if row.get(SITE_COLUMN):
             sites[key] = row[SITE_COLUMN]
@@ -142,13 +142,20 @@ def read_manifest(path: str | Path) -> LabelManifest:
         raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
     if not rows:
         raise InputError(f"label manifest {path}: no rows")
+    for column in labels:
+        _parse_column(rows, column)
     return LabelManifest(str(path), key_col, labels, rows, sites, splits, first_line, masks)
 
 
-def _parse(value: str) -> int | float | str:
+def _parse_column(rows: dict[str, dict], column: str) -> None:
+    """Gives a label column one type, so its feature has one type in every example: int when
+    every cell is an integer, float when every cell is a number ("286" next to "292.2" is
+    286.0), else the text as written."""
     for cast in (int, float):
         try:
-            return cast(value)
+            parsed = {key: cast(row[column]) for key, row in rows.items()}
         except ValueError:
             continue
-    return value
+        for key, value in parsed.items():
+            rows[key][column] = value
+        return

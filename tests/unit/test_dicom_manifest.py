@@ -82,3 +82,19 @@ def test_missing_file_and_non_utf8(tmp_path):
     bad.write_bytes(b"SOPInstanceUID,label\n\xff\xfe,1\n")
     with pytest.raises(InputError, match="UTF-8"):
         read_manifest(bad)
+
+
+def test_each_label_column_has_one_type(tmp_path):
+    """A feature must have one type in every example: "286" beside "292.2" is a float column,
+    "1" beside "n/a" a text column."""
+    m = read_manifest(
+        _csv(
+            tmp_path,
+            "SOPInstanceUID,label,slice_mm,grade\n1.2.3,1,286,2\n1.2.4,0,292.2,n/a\n",
+        )
+    )
+    assert m.rows == {
+        "1.2.3": {"label": 1, "slice_mm": 286.0, "grade": "2"},
+        "1.2.4": {"label": 0, "slice_mm": 292.2, "grade": "n/a"},
+    }
+    assert [type(r["slice_mm"]) for r in m.rows.values()] == [float, float]
