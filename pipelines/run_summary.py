@@ -109,6 +109,19 @@ def _anomalies(uri: str) -> list[str]:
     ]
 
 
+# Columns of the metrics table, those the Evaluator computed (classification or segmentation).
+METRIC_COLUMNS = (
+    "example_count",
+    "auc",
+    "binary_accuracy",
+    "precision",
+    "recall",
+    "dice",
+    "iou",
+    "hausdorff95_mm",
+)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The run summary as a few lines for the terminal."""
     lines = []
@@ -122,7 +135,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     metrics = summary.get("metrics") or {}
     if metrics:
-        names = ("example_count", "auc", "binary_accuracy", "precision", "recall")
+        present = {name for values in metrics.values() for name in values}
+        names = [n for n in METRIC_COLUMNS if n in present]
         lines.append(f"{'slice':<28}" + "".join(f"{n[:14]:>15}" for n in names))
         for slice_name, values in metrics.items():
             cells = "".join(
