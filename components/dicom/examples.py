@@ -1,5 +1,6 @@
-"""Per-instance processing (runs in worker processes; no TensorFlow here) and the
-conversion of its plain-Python features into ``tf.train.Example`` (main process)."""
+"""Per-instance processing and tf.Example encoding (both run in worker processes; no
+TensorFlow here: ``serialize_example`` writes the protobuf bytes itself). ``to_tf_example``
+builds the same Example with TensorFlow, for reference and tests."""
 
 from __future__ import annotations
 
