@@ -25,8 +25,6 @@ segment); their codes are private (``99MEDFLOW``): a model's classes have no sta
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import pydicom
 
 from medflow import __version__
 from medflow.errors import InputError
+from medflow.files import atomic_write
 
 CODING_SCHEME = "99MEDFLOW"
 SEG_SERIES_NUMBER = 9002
@@ -314,15 +313,3 @@ def _written(seg, path: str, seg_type: str) -> WrittenSeg:
         frames=int(seg.NumberOfFrames),
         segment_type=seg_type,
     )
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

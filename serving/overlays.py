@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serving.dicom_seg import atomic_write
+from medflow.files import atomic_write
 
 ALPHA = 0.4
 

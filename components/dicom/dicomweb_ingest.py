@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from components.dicom.ingest import (
     write_json_atomic,
 )
 from components.dicom.manifest import LabelManifest
+from medflow.files import atomic_write
 
 CACHE_DIR = ".dicomweb-cache"
 _PART_PREFIX = ".part-"
@@ -80,7 +80,7 @@ def pull(
         if path.exists():
             continue
         data = source.retrieve(ref)
-        _write_atomic(path, data)
+        atomic_write(path, data, prefix=_PART_PREFIX)
         retrieved += 1
         nbytes += len(data)
     for path in cache.glob("*.dcm"):
@@ -97,17 +97,6 @@ def pull(
         fingerprint=fingerprint(query, refs),
         cache=str(cache),
     )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=_PART_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def ingest_dicomweb(

@@ -21,7 +21,6 @@ import csv
 import datetime as dt
 import hashlib
 import io
-import os
 import shutil
 import struct
 import tempfile
@@ -36,6 +35,7 @@ from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from medflow.errors import ConfigError, InputError
+from medflow.files import atomic_write
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
@@ -315,13 +315,8 @@ def _replace_dir(new: Path, final: Path, staging: Path) -> None:
 
 
 def _write_csv_atomic(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
