@@ -478,19 +478,26 @@ def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _origin(item, pred: Prediction) -> dict:
+    """The fields every per-image result has: which frame of which file, which model."""
+    return dict(
+        path=item.path,
+        frame_index=item.frame_index,
+        sop_instance_uid=item.sop_instance_uid,
+        study_instance_uid=item.study_instance_uid,
+        series_instance_uid=item.series_instance_uid,
+        model_name=pred.model_name,
+        model_version=pred.model_version,
+    )
+
+
 def _image_predictions(chunk, pred: Prediction, labels: list[str]) -> list[ImagePrediction]:
     probs = pred.outputs["probabilities"]
     class_ids = pred.outputs.get("class_id", probs.argmax(axis=1))
     scores = pred.outputs.get("score", probs.max(axis=1))
     return [
         ImagePrediction(
-            path=item.path,
-            frame_index=item.frame_index,
-            sop_instance_uid=item.sop_instance_uid,
-            study_instance_uid=item.study_instance_uid,
-            series_instance_uid=item.series_instance_uid,
-            model_name=pred.model_name,
-            model_version=pred.model_version,
+            **_origin(item, pred),
             labels=labels,
             probabilities=[float(p) for p in probs[i]],
             class_id=int(class_ids[i]),
@@ -571,13 +578,7 @@ def _mask_predictions(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPred
         n = int(foreground.sum())
         out.append(
             MaskPrediction(
-                path=item.path,
-                frame_index=item.frame_index,
-                sop_instance_uid=item.sop_instance_uid,
-                study_instance_uid=item.study_instance_uid,
-                series_instance_uid=item.series_instance_uid,
-                model_name=pred.model_name,
-                model_version=pred.model_version,
+                **_origin(item, pred),
                 labels=info.labels,
                 mask=mask,
                 probabilities=grid,
