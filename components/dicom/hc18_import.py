@@ -27,12 +27,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from components.dicom.npz_import import SC_STORAGE, _replace_dir, _write_csv_atomic
+from components.dicom.import_output import publish
+from components.dicom.npz_import import SC_STORAGE
 from medflow.errors import ConfigError, InputError
 
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
 IMAGE_DIR = "training_set"
-MANIFEST_NAME = "labels.csv"
 DICOM_DIR = "dicom"
 MASK_DIR = "masks"
 HEADER = ("SOPInstanceUID", "mask", "hc_mm", "split", "_source")
@@ -107,11 +107,7 @@ def import_hc18(
         (staging / MASK_DIR).mkdir()
         for path in images:
             rows.append(_import_one(path, reference[path.name], staging, eval_fraction))
-        manifest = out_dir / MANIFEST_NAME
-        manifest.unlink(missing_ok=True)
-        for folder in (DICOM_DIR, MASK_DIR):
-            _replace_dir(staging / folder, out_dir / folder, staging)
-        _write_csv_atomic(manifest, HEADER, rows)
+        manifest = publish(staging, out_dir, (DICOM_DIR, MASK_DIR), HEADER, rows)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -17,14 +17,12 @@ import.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import io
 import shutil
 import struct
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +32,12 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+from components.dicom.import_output import progress_bar, publish
 from medflow.errors import ConfigError, InputError
-from medflow.files import atomic_write
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 SPLIT_NAMES = {"val": "eval"}  # npz split -> ingestion split
-MANIFEST_NAME = "labels.csv"
 DICOM_DIR = "dicom"
 _STUDY_DATE = dt.date(2020, 1, 1)
 
@@ -86,7 +83,7 @@ def import_npz(
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out_dir))
     rows: list[tuple] = []
     try:
-        bar = _progress_bar(total, progress)
+        bar = progress_bar(total, progress, "import-npz")
         for split, (images, labels) in arrays.items():
             folder = staging / DICOM_DIR / split
             folder.mkdir(parents=True)
@@ -100,11 +97,12 @@ def import_npz(
                 )
                 bar.update(1)
         bar.close()
-        manifest = out_dir / MANIFEST_NAME
-        manifest.unlink(missing_ok=True)  # no labels.csv beside a dicom/ it does not describe
-        _replace_dir(staging / DICOM_DIR, out_dir / DICOM_DIR, staging)
-        _write_csv_atomic(
-            manifest, ("SOPInstanceUID", "label", "split", "_npz_split", "_npz_index"), rows
+        manifest = publish(
+            staging,
+            out_dir,
+            [DICOM_DIR],
+            ("SOPInstanceUID", "label", "split", "_npz_split", "_npz_index"),
+            rows,
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -299,24 +297,3 @@ def _encode_static(elem) -> bytes:
     fp.is_little_endian, fp.is_implicit_VR = True, False
     write_data_element(fp, elem)
     return fp.getvalue()
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    # disable=None: a bar on a terminal only (no log spam in CI)
-    return tqdm(total=total, unit="img", desc="import-npz", disable=None if enabled else True)
-
-
-def _replace_dir(new: Path, final: Path, staging: Path) -> None:
-    if final.exists():
-        final.rename(staging / f".old-{uuid.uuid4().hex}")
-    new.rename(final)
-
-
-def _write_csv_atomic(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, text.getvalue())

@@ -39,13 +39,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.dicom.npz_import import _replace_dir, _write_csv_atomic
+from components.dicom.import_output import progress_bar, publish
 from medflow.errors import ConfigError, InputError
 
 LINK_NAME = "link.csv"
 DICOM_SRC = "dicoms"
 CONTOUR_SRC = "contourfiles"
-MANIFEST_NAME = "labels.csv"
 DICOM_DIR = "dicom"
 CONTOUR_DIR = "contours"
 SITE = "SUNNYBROOK"
@@ -246,16 +245,12 @@ def import_sunnybrook(
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out_dir))
     rows = []
     try:
-        bar = _progress_bar(len(frames), progress)
+        bar = progress_bar(len(frames), progress, "import-sunnybrook")
         for frame in frames:
             rows.append(_copy_one(frame, staging, "eval" if frame.patient in eval_set else "train"))
             bar.update(1)
         bar.close()
-        manifest = out_dir / MANIFEST_NAME
-        manifest.unlink(missing_ok=True)
-        for folder in (DICOM_DIR, CONTOUR_DIR):
-            _replace_dir(staging / folder, out_dir / folder, staging)
-        _write_csv_atomic(manifest, HEADER, rows)
+        manifest = publish(staging, out_dir, (DICOM_DIR, CONTOUR_DIR), HEADER, rows)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -285,13 +280,4 @@ def _copy_one(frame: Frame, staging: Path, split: str) -> tuple:
         frame.patient,
         o_rel,
         f"{DICOM_SRC}/{frame.patient}/{frame.dicom.name}",
-    )
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    # disable=None: a bar on a terminal only (no log spam in CI)
-    return tqdm(
-        total=total, unit="img", desc="import-sunnybrook", disable=None if enabled else True
     )
