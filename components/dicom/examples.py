@@ -18,7 +18,7 @@ from components.dicom.errors import DicomRejected
 from components.dicom.manifest import LabelManifest
 from components.dicom.masks import mask_for_instance
 from components.dicom.pixels import PixelSpec, to_model_input
-from components.dicom.reader import ReadLimits, parse
+from components.dicom.reader import HeaderView, ReadLimits, parse
 from components.models import features as F
 
 # Modalities where text burned into the pixels (names, dates) is common.
@@ -111,8 +111,10 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     except OSError as exc:
         raise DicomRejected("io_error", f"{relpath}: cannot read ({exc.strerror or exc})") from exc
     ds = parse(data, relpath, cfg.limits)
-    modality = str(ds.get("Modality", "") or "").upper()
-    burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
+    # Every value below is read through one view (each decoded once, from the raw bytes).
+    h = HeaderView(ds)
+    modality = str(h.get("Modality", "") or "").upper()
+    burned = str(h.get("BurnedInAnnotation", "") or "").upper()
     if modality in BURNED_IN_MODALITIES and burned != "NO" and not cfg.allow_burned_in:
         raise DicomRejected(
             "burned_in_annotation",
@@ -120,8 +122,7 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
             "patient identifiers. Check/redact the pixels and rerun with --allow-burned-in to include it",
         )
     sop, series, study = (
-        str(ds.get(k, "") or "")
-        for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+        str(h.get(k, "") or "") for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
     )
     labels, site, key, split, mask_path = {}, None, None, None, None
     if cfg.manifest is not None:
@@ -139,14 +140,14 @@ def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
     pixel_hash = hashlib.blake2b(
         raw_pixels.value if raw_pixels is not None else b"", digest_size=16
     ).hexdigest()
-    frames = to_model_input(ds, cfg.pixel, relpath)
+    frames = to_model_input(h, cfg.pixel, relpath)
     if mask_path is not None:  # before de-identification: needs the original geometry
         labels = {**labels, F.MASK: mask_for_instance(ds, mask_path, cfg.pixel, relpath).tobytes()}
-    identity = deid.derive_identity(ds, cfg.key, site)
+    identity = deid.derive_identity(h, cfg.key, site)
     # Only what is emitted is de-identified (the data set itself is never written): the
     # header features are read from a de-identified copy of these attributes alone.
     header = _header_features(
-        deid.deidentified_values(ds, HEADER_KEYWORDS, cfg.key, identity), identity
+        deid.deidentified_values(h, HEADER_KEYWORDS, cfg.key, identity), identity
     )
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]
     return FileResult(

@@ -17,7 +17,7 @@ import pydicom
 from PIL import Image
 
 from components.dicom.errors import DicomRejected
-from components.dicom.reader import ReadLimits, read_dicom
+from components.dicom.reader import HeaderView, ReadLimits, header_view, read_dicom
 
 _ENCAPSULATED_HINT = "install the pinned pixel plugins (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, python-gdcm)"
 
@@ -94,22 +94,25 @@ class ImageInfo:
     encapsulated: bool
 
 
-def image_info(ds: pydicom.Dataset, max_pixels: int = 2**28, name: str = "") -> ImageInfo:
+def image_info(
+    ds: pydicom.Dataset | HeaderView, max_pixels: int = 2**28, name: str = ""
+) -> ImageInfo:
     """Check the declared image size before any decoding.
 
     Raises:
         DicomRejected: no pixels, invalid dimensions, over the cap, or a PixelData length
             that does not match the declared size.
     """
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    h = header_view(ds)
+    if "PixelData" not in h and "FloatPixelData" not in h and "DoubleFloatPixelData" not in h:
         raise DicomRejected(
-            "no_pixel_data", f"{name}: no PixelData (SOP class {ds.get('SOPClassUID', '?')})"
+            "no_pixel_data", f"{name}: no PixelData (SOP class {h.get('SOPClassUID', '?')})"
         )
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(_required(h, "Rows")), int(_required(h, "Columns"))
+        bits = int(_required(h, "BitsAllocated"))
+        samples = int(h.get("SamplesPerPixel", 1) or 1)
+        frames = int(h.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError) as exc:
         raise DicomRejected(
             "bad_geometry", f"{name}: missing or invalid Rows/Columns/BitsAllocated ({exc})"
@@ -127,12 +130,11 @@ def image_info(ds: pydicom.Dataset, max_pixels: int = 2**28, name: str = "") -> 
             f"{name}: declares {rows}x{cols}x{frames} frames x{samples} samples = {total} pixels, "
             f"over the cap of {max_pixels} (raise --max-pixels if the image is genuine)",
         )
-    encapsulated = bool(
-        ds.file_meta.get("TransferSyntaxUID") and ds.file_meta.TransferSyntaxUID.is_compressed
-    )
-    if not encapsulated and "PixelData" in ds:
+    meta = h.ds.file_meta
+    encapsulated = bool(meta.get("TransferSyntaxUID") and meta.TransferSyntaxUID.is_compressed)
+    if not encapsulated and "PixelData" in h:
         expected = math.ceil(total * bits / 8)
-        actual = len(ds.PixelData)
+        actual = len(h.get("PixelData"))
         if actual < expected:
             raise DicomRejected(
                 "pixel_length_mismatch",
@@ -142,10 +144,18 @@ def image_info(ds: pydicom.Dataset, max_pixels: int = 2**28, name: str = "") -> 
     return ImageInfo(rows, cols, frames, samples, bits, encapsulated)
 
 
-def pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+def _required(h: HeaderView, keyword: str) -> object:
+    value = h.get(keyword)
+    if value is None:
+        raise AttributeError(f"{keyword} is missing")
+    return value
+
+
+def pixel_spacing(ds: pydicom.Dataset | HeaderView) -> tuple[float, float] | None:
     """(row, col) spacing in mm from PixelSpacing or ImagerPixelSpacing, if valid."""
+    h = header_view(ds)
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
+        value = h.get(keyword)
         try:
             if (
                 value is not None
@@ -166,7 +176,7 @@ def frame_indices(n_frames: int, frames: str) -> list[int]:
 
 
 def to_model_input(
-    ds: pydicom.Dataset, spec: PixelSpec, name: str = ""
+    ds: pydicom.Dataset | HeaderView, spec: PixelSpec, name: str = ""
 ) -> list[tuple[np.ndarray, Geometry]]:
     """Turn an instance into model-input arrays, one per selected frame.
 
@@ -176,12 +186,13 @@ def to_model_input(
     Raises:
         DicomRejected: the image cannot be used (see :mod:`components.dicom.errors`).
     """
-    info = image_info(ds, spec.max_pixels, name)
-    spacing = pixel_spacing(ds)
+    h = header_view(ds)
+    info = image_info(h, spec.max_pixels, name)
+    spacing = pixel_spacing(h)
     out = []
     for index in frame_indices(info.frames, spec.frames):
-        frame = _decode_frame(ds, index if info.frames > 1 else None, name)
-        values = _grayscale_pipeline(ds, frame, spec)
+        frame = _decode_frame(h, index if info.frames > 1 else None, name)
+        values = _grayscale_pipeline(h, frame, spec)
         values = _to_channels(values, spec.channels)
         resized, geometry = _resample(values, spec.size, spacing)
         out.append(
@@ -206,31 +217,32 @@ def load_model_input(
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
-def _native_frame(ds: pydicom.Dataset, index: int | None) -> np.ndarray | None:
+def _native_frame(ds: pydicom.Dataset | HeaderView, index: int | None) -> np.ndarray | None:
     """The common case without pydicom's decoder machinery (~0.5 ms a call): uncompressed
     little-endian monochrome with 8/16/32 bits allocated. Same result as
     ``pydicom.pixels.pixel_array`` (unused high bits corrected the same way); None for
     anything else, which then takes pydicom's path. A test compares the two."""
+    h = header_view(ds)
     try:
         if (
-            str(ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE
-            or int(ds.get("SamplesPerPixel", 1) or 1) != 1
-            or not str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
+            str(h.ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE
+            or int(h.get("SamplesPerPixel", 1) or 1) != 1
+            or not str(h.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
         ):
             return None
-        bits = int(ds.BitsAllocated)
-        stored = int(ds.BitsStored)
-        signed = int(ds.PixelRepresentation) == 1
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(_required(h, "BitsAllocated"))
+        stored = int(_required(h, "BitsStored"))
+        signed = int(_required(h, "PixelRepresentation")) == 1
+        rows, cols = int(_required(h, "Rows")), int(_required(h, "Columns"))
+        frames = int(h.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         return None
-    if bits not in (8, 16, 32) or not 0 < stored <= bits or "PixelData" not in ds:
+    if bits not in (8, 16, 32) or not 0 < stored <= bits or "PixelData" not in h:
         return None
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     per_frame = rows * cols
     first = (index or 0) * per_frame
-    data = ds.PixelData
+    data = h.get("PixelData")
     if len(data) < (frames * per_frame) * dtype.itemsize or (index or 0) >= frames:
         return None
     arr = np.frombuffer(data, dtype, count=per_frame, offset=first * dtype.itemsize)
@@ -242,12 +254,13 @@ def _native_frame(ds: pydicom.Dataset, index: int | None) -> np.ndarray | None:
     return arr
 
 
-def _decode_frame(ds: pydicom.Dataset, index: int | None, name: str) -> np.ndarray:
+def _decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    native = _native_frame(ds, index)
+    native = _native_frame(h, index)
     if native is not None:
         return native
+    ds = h.ds
     try:
         arr = pixel_array(ds, index=index)
     except (NotImplementedError, RuntimeError) as exc:
@@ -273,23 +286,23 @@ def _decode_frame(ds: pydicom.Dataset, index: int | None, name: str) -> np.ndarr
     return arr
 
 
-def _grayscale_pipeline(ds: pydicom.Dataset, arr: np.ndarray, spec: PixelSpec) -> np.ndarray:
+def _grayscale_pipeline(h: HeaderView, arr: np.ndarray, spec: PixelSpec) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    photometric = str(h.get("PhotometricInterpretation", "MONOCHROME2"))
     is_mono = photometric.startswith("MONOCHROME")
-    if is_mono and "ModalityLUTSequence" in ds:
-        values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)
-    elif is_mono and "RescaleSlope" in ds and "RescaleIntercept" in ds:
+    if is_mono and "ModalityLUTSequence" in h:
+        values = apply_modality_lut(arr, h.ds).astype(np.float32, copy=False)
+    elif is_mono and "RescaleSlope" in h and "RescaleIntercept" in h:
         # apply_modality_lut's rescale (float64, then float32), without its look-ups
-        slope, intercept = ds.RescaleSlope, ds.RescaleIntercept
+        slope, intercept = h.get("RescaleSlope"), h.get("RescaleIntercept")
         if slope == 1 and intercept == 0:
             values = arr.astype(np.float32)  # integers: the same values, one pass
         else:
             values = (arr.astype(np.float64) * slope + intercept).astype(np.float32)
     else:
         values = arr.astype(np.float32)
-    window = _window(ds, spec.window) if is_mono else None
+    window = _window(h, spec.window) if is_mono else None
     if window is not None:
         center, width = window
         lo = center - width / 2.0
@@ -297,14 +310,12 @@ def _grayscale_pipeline(ds: pydicom.Dataset, arr: np.ndarray, spec: PixelSpec) -
         if photometric == "MONOCHROME1":
             values = 1.0 - values
     elif photometric == "MONOCHROME1":
-        lo, hi = _stored_range(ds)
+        lo, hi = _stored_range(h)
         values = (lo + hi) - values
     return values
 
 
-def _window(
-    ds: pydicom.Dataset, window: str | tuple[float, float] | None
-) -> tuple[float, float] | None:
+def _window(ds: HeaderView, window: str | tuple[float, float] | None) -> tuple[float, float] | None:
     if window is None:
         return None
     if window != "header":
@@ -319,7 +330,7 @@ def _window(
         return None
 
 
-def _stored_range(ds: pydicom.Dataset) -> tuple[float, float]:
+def _stored_range(ds: HeaderView) -> tuple[float, float]:
     """The Modality-LUT range of the stored values (for MONOCHROME1 inversion)."""
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
     signed = int(ds.get("PixelRepresentation", 0)) == 1

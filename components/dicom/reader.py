@@ -8,15 +8,19 @@ every declared element length must fit in the file.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.values import convert_DS_string, convert_IS_string
 
 from components.dicom.errors import DicomRejected
 
@@ -157,3 +161,103 @@ def _check_declared_length(raw, tag: int, name: str) -> None:
             f"{name}: element {raw.tag} declares {length} bytes but the file holds "
             f"{len(raw.value)}; the file is truncated or corrupt — re-export it from the source",
         )
+
+
+# Single values that HeaderView decodes itself (see its docstring).
+_PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "LO", "SH", "UC"})
+_DATETIME_VRS = frozenset({"DA", "DT", "TM"})
+_BINARY_INT_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})  # pydicom keeps the bytes
+
+
+class HeaderView:
+    """Read-only access by keyword to a parsed data set's values, for the hot path.
+
+    pydicom converts an element on first access (~30 µs: hooks, validation, a new
+    DataElement). Plain values are decoded here straight from the raw bytes instead, into
+    values equal to pydicom's: one ASCII text value of the VRs above (no value separator,
+    no escape sequences), one US/SS/UL/SL number, IS/DS numbers (by pydicom's own
+    converters), the bytes of OB/OW/OD/OF/OL/OV, empty values. Anything else (sequences,
+    several text values, other character sets, PN, UN or ambiguous VRs, elements already
+    converted) is read through pydicom. So ``view.get(k) == ds.get(k)`` for every keyword
+    (a test checks this on real files); the data set is not modified. Each value is looked
+    up once per view.
+
+    Attributes:
+        ds: the data set (for pydicom's decoders and everything else).
+    """
+
+    __slots__ = ("ds", "_cache")
+
+    def __init__(self, ds: pydicom.Dataset):
+        self.ds = ds
+        self._cache: dict[str, tuple[str, object] | None] = {}
+
+    def element(self, keyword: str) -> tuple[str, object] | None:
+        """(VR, value) of ``keyword``, or None when the data set lacks it."""
+        try:
+            return self._cache[keyword]
+        except KeyError:
+            pass
+        found = self._lookup(keyword)
+        self._cache[keyword] = found
+        return found
+
+    def get(self, keyword: str, default: object = None) -> object:
+        found = self.element(keyword)
+        return default if found is None else found[1]
+
+    def __contains__(self, keyword: str) -> bool:
+        return self.element(keyword) is not None
+
+    def _lookup(self, keyword: str) -> tuple[str, object] | None:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            return None
+        raw = self.ds.get_item(tag)
+        if raw is None:
+            return None
+        if isinstance(raw, RawDataElement):
+            vr = raw.VR or dictionary_VR(tag)
+            value = _plain_value(vr, raw.value, raw.is_little_endian)
+            if value is not None:
+                return vr, value
+        elem = self.ds[tag]  # pydicom's conversion
+        return elem.VR, elem.value
+
+
+def header_view(ds: pydicom.Dataset | HeaderView) -> HeaderView:
+    """``ds`` itself when it is a view, else a new view of it."""
+    return ds if isinstance(ds, HeaderView) else HeaderView(ds)
+
+
+_PLAIN_VRS = _PLAIN_TEXT_VRS | _BYTES_VRS | set(_BINARY_INT_VRS) | {"DS", "IS"}
+
+
+def _plain_value(vr: str, data: object, little_endian: bool) -> object:
+    """The value pydicom would convert ``data`` to, when it is plain (see HeaderView); else
+    None (also for an empty value of a number VR, which pydicom reads as None too)."""
+    if not isinstance(data, bytes) or vr not in _PLAIN_VRS:
+        return None
+    if not data:
+        return empty_value_for_VR(vr)
+    if vr in _BYTES_VRS:
+        return data
+    fmt = _BINARY_INT_VRS.get(vr)
+    if fmt is not None:
+        if len(data) != struct.calcsize(fmt):
+            return None
+        return struct.unpack(("<" if little_endian else ">") + fmt, data)[0]
+    if not data.isascii() or b"\x1b" in data:
+        return None
+    if vr in ("DS", "IS"):  # pydicom's own converters, minus its per-element machinery
+        convert = convert_DS_string if vr == "DS" else convert_IS_string
+        try:
+            return convert(data, little_endian)
+        except (ValueError, TypeError, OverflowError):
+            return None  # pydicom's element conversion decides (warns, raises or UN)
+    if b"\\" in data:
+        return None
+    if vr in _DATETIME_VRS and pydicom.config.datetime_conversion:
+        return None  # pydicom returns its DA/DT/TM objects then
+    return data.decode("ascii").rstrip("\x00 ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -25,7 +26,7 @@ from components.dicom.examples import (
     to_tf_example,
 )
 from components.dicom.pixels import PixelSpec, _native_frame
-from components.dicom.reader import ReadLimits, parse
+from components.dicom.reader import HeaderView, ReadLimits, parse
 from tests import phantoms as P
 
 KEY = DeidKey(b"0123456789abcdef-test")
@@ -136,3 +137,99 @@ def test_truncated_element_inside_a_sequence_is_rejected():
         parse(data + seq, "nested.dcm")
     assert err.value.reason == "truncated"
     assert "(0008,0080) declares 200 bytes" in err.value.message
+
+
+def _header_cases() -> list[str]:
+    files = [p for p in pydicom.data.get_testdata_files() if Path(p).is_file()]
+    return [f"phantom-{m}" for m in MODALITIES] + [
+        p for p in files if Path(p).read_bytes()[128:132] == b"DICM"
+    ]
+
+
+@pytest.mark.parametrize("case", _header_cases(), ids=lambda v: Path(v).name)
+def test_header_view_values_equal_pydicom(case):
+    """Every top-level non-sequence element reads the same through HeaderView (raw bytes
+    decoded where plain) as through pydicom's conversion, VR included."""
+    if case.startswith("phantom-"):
+        data = P.to_bytes(P.phantom(case.removeprefix("phantom-"), frames=2))
+    else:
+        data = Path(case).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+            keywords = [e.keyword for e in pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))]
+        except Exception:  # noqa: BLE001 - files pydicom cannot read are not cases
+            pytest.skip("pydicom cannot read it")
+        view = HeaderView(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)))
+        for keyword in filter(None, keywords):
+            if ds[keyword].VR == "SQ":
+                continue
+            vr, value = view.element(keyword)
+            assert vr == ds[keyword].VR, keyword
+            assert value == ds[keyword].value, keyword
+            assert type(value) in (type(ds[keyword].value), str, int, float, bytes), keyword
+    assert view.get("NoSuchKeyword", "absent") == "absent"
+    assert "NoSuchKeyword" not in view
+
+
+def test_header_view_falls_back_where_values_are_not_plain():
+    """Non-ASCII text, several values, empty values and big-endian numbers: the same as
+    pydicom (text in another character set is decoded by pydicom, not here)."""
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.Manufacturer = "Müller"
+    ds.InstitutionName = "Zürich"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PixelSpacing = [0.5, "0.25"]
+    ds.BodyPartExamined = ""
+    ds.Rows = 300
+    ds.RescaleSlope = "1e-2"
+    ds.NumberOfFrames = "+7"
+    ds.StudyDate = "20200101"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "  ID 7  "
+    for little_endian, implicit in ((True, False), (True, True), (False, False)):
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = {
+            (True, False): pydicom.uid.ExplicitVRLittleEndian,
+            (True, True): pydicom.uid.ImplicitVRLittleEndian,
+            (False, False): pydicom.uid.ExplicitVRBigEndian,
+        }[(little_endian, implicit)]
+        buf = pydicom.filebase.DicomBytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+            data = buf.getvalue()
+            expected = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+            view = HeaderView(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)))
+            for elem in expected:
+                assert view.get(elem.keyword) == elem.value, (elem.keyword, little_endian)
+                assert view.element(elem.keyword)[0] == elem.VR
+    assert view.get("Manufacturer") == "Müller"
+    assert view.get("PatientID") == "  ID 7"
+
+
+def test_dates_parse_like_strptime():
+    """Eight-digit dates are read without strptime: same date, or ValueError, as strptime."""
+    import datetime as dt
+    import random
+
+    def outcome(fn, value):
+        try:
+            return fn(value)
+        except ValueError:
+            return "invalid"
+
+    rng = random.Random(0)
+    cases = ["00000101", "20200230", "20240229", "20230229", "20201301", "20200100"]
+    cases += ["20201231235959.5", "99991231", "2020010", "2020-01-01", "20200101 ", ""]
+    cases += [f"{rng.randrange(10**8):08d}" for _ in range(5000)]
+    cases += [
+        f"{rng.randrange(1, 3000):04d}{rng.randrange(14):02d}{rng.randrange(33):02d}"
+        for _ in range(5000)
+    ]
+    for value in cases:
+        expected = outcome(lambda v: dt.datetime.strptime(v[:8], "%Y%m%d").date(), value)
+        assert outcome(deid._parse_date, value) == expected, value
