@@ -246,22 +246,50 @@ def serialize_example(feats: dict) -> bytes:
     entries = []
     for name in sorted(feats, key=str.encode):
         value = feats[name]
-        values = value if isinstance(value, list | tuple) else [value]
-        if isinstance(value, bytes):
-            feature = _field(1, _field(1, value))
-        elif values and isinstance(values[0], str):
-            feature = _field(1, b"".join([_field(1, v.encode()) for v in values]))
-        elif values and isinstance(values[0], float):
-            feature = _field(2, _field(1, _floats(values)))
-        elif values and isinstance(values[0], bytes):
-            feature = _field(1, b"".join([_field(1, v) for v in values]))
-        elif not values:
-            feature = _field(2, b"")
-        else:
-            feature = _field(3, _field(1, b"".join([_varint(int(v)) for v in values])))
-        key = _KEYS.get(name) or _KEYS.setdefault(name, _field(1, name.encode()))
-        entries.append(_field(1, key + _field(2, feature)))
+        memo = _memo_key(name, value)
+        entry = _ENTRIES.get(memo) if memo is not None else None
+        if entry is None:
+            entry = _map_entry(name, value)
+            if memo is not None:
+                if len(_ENTRIES) >= _MAX_ENTRIES:
+                    _ENTRIES.clear()
+                _ENTRIES[memo] = entry
+        entries.append(entry)
     return _field(1, b"".join(entries))
+
+
+# Encoded map entries of str/int features, which mostly repeat from file to file (modality,
+# shape, sizes, labels...): built once per process, looked up by (name, type, value).
+_ENTRIES: dict[tuple, bytes] = {}
+_MAX_ENTRIES = 4096
+
+
+def _memo_key(name: str, value: object) -> tuple | None:
+    kind = type(value)
+    if kind is str or kind is int:
+        return name, kind, value
+    if kind is list and all(type(v) is int for v in value):
+        return name, kind, tuple(value)
+    return None  # floats (0.0 == -0.0 but they encode differently), bytes, other lists
+
+
+def _map_entry(name: str, value: object) -> bytes:
+    """One ``features.feature`` map entry: the key and the Feature."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if isinstance(value, bytes):
+        feature = _field(1, _field(1, value))
+    elif values and isinstance(values[0], str):
+        feature = _field(1, b"".join([_field(1, v.encode()) for v in values]))
+    elif values and isinstance(values[0], float):
+        feature = _field(2, _field(1, _floats(values)))
+    elif values and isinstance(values[0], bytes):
+        feature = _field(1, b"".join([_field(1, v) for v in values]))
+    elif not values:
+        feature = _field(2, b"")
+    else:
+        feature = _field(3, _field(1, b"".join([_varint(int(v)) for v in values])))
+    key = _KEYS.get(name) or _KEYS.setdefault(name, _field(1, name.encode()))
+    return _field(1, key + _field(2, feature))
 
 
 def to_tf_example(feats: dict):

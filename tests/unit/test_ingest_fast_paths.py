@@ -233,3 +233,17 @@ def test_dates_parse_like_strptime():
     for value in cases:
         expected = outcome(lambda v: dt.datetime.strptime(v[:8], "%Y%m%d").date(), value)
         assert outcome(deid._parse_date, value) == expected, value
+
+
+def test_repeated_features_serialize_like_protobuf():
+    """Map entries reused from earlier examples (str/int values) still give protobuf's bytes,
+    and values that compare equal but encode differently are never confused."""
+    series = [
+        {"a": 1, "b": "DX", "c": [28, 28, 1], "d": 0.0, "e": []},
+        {"a": True, "b": "DX", "c": [28, 28, 1], "d": -0.0, "e": [1.0, 2]},
+        {"a": 1.0, "b": "DX", "c": [28.0, 28, 1], "d": 0, "e": []},
+        {"a": 1, "b": "dx", "c": (28, 28, 1), "d": 0.0, "e": [b"x"]},
+    ]
+    for feats in series + series:
+        expected = to_tf_example(feats).SerializeToString(deterministic=True)
+        assert serialize_example(feats) == expected, feats
