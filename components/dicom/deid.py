@@ -12,6 +12,7 @@ consistent without any shared state. Standard UIDs (SOP classes, transfer syntax
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 from dataclasses import dataclass
 
@@ -107,7 +108,14 @@ class DeidKey:
             )
 
     def digest(self, kind: str, value: str) -> bytes:
-        return hmac.digest(self.secret, f"{kind}\x00{value}".encode(), "sha256")
+        return _hmac_sha256(self.secret, f"{kind}\x00{value}")
+
+
+@functools.lru_cache(maxsize=8192)
+def _hmac_sha256(secret: bytes, message: str) -> bytes:
+    """HMAC-SHA256, memoised: a worker meets the same patients, sites and study/series UIDs
+    file after file (a pure function of its arguments, so outputs do not change)."""
+    return hmac.digest(secret, message.encode(), "sha256")
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,11 @@ def deidentified_values(
             if value is not None:
                 out[keyword] = value
                 continue
-        tag = tag_for_keyword(keyword)
-        found = view.element(keyword) if tag is not None else None
+        found = view.element(keyword)
         if found is None:
             continue
         vr, value = found
-        action = element_action(BaseTag(tag), vr)
+        action = _keyword_action(keyword, vr)
         if action == "S":
             raise ValueError(f"{keyword} is a sequence: de-identify the data set with deidentify()")
         if action != "X":
@@ -228,6 +235,12 @@ def age_bucket(age_years: int | None) -> str:
         return "90+"
     lo = (age_years // 10) * 10
     return f"{lo:02d}-{lo + 9:02d}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword_action(keyword: str, vr: str) -> str:
+    """:func:`element_action` by keyword (memoised: the same few keywords in every file)."""
+    return element_action(BaseTag(tag_for_keyword(keyword)), vr)
 
 
 def element_action(tag: BaseTag, vr: str) -> str:
