@@ -41,9 +41,11 @@ class Prediction:
     outputs: dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class ImagePrediction:
-    """A classification result for one frame of one DICOM file (original UIDs)."""
+@dataclass(frozen=True, eq=False)
+class FramePrediction:
+    """What every per-image result names: which frame of which DICOM file (original UIDs),
+    which model answered, and its class names. (No ``==`` here: a subclass holding arrays
+    keeps identity equality.)"""
 
     path: str
     frame_index: int
@@ -53,6 +55,12 @@ class ImagePrediction:
     model_name: str
     model_version: int
     labels: list[str]
+
+
+@dataclass(frozen=True)
+class ImagePrediction(FramePrediction):
+    """A classification result for one frame of one DICOM file (original UIDs)."""
+
     probabilities: list[float]
     class_id: int
     score: float
@@ -72,7 +80,7 @@ class ImagePrediction:
 
 
 @dataclass(frozen=True, eq=False)
-class MaskPrediction:
+class MaskPrediction(FramePrediction):
     """A segmentation result for one frame of one DICOM file, on the source image grid.
 
     Attributes:
@@ -91,14 +99,6 @@ class MaskPrediction:
         mask_ref: where the mask was saved (set by ``medflow predict --record``).
     """
 
-    path: str
-    frame_index: int
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    model_name: str
-    model_version: int
-    labels: list[str]
     mask: np.ndarray
     probabilities: np.ndarray
     pixel_spacing: tuple[float, float] | None
