@@ -95,12 +95,20 @@ def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
         _metric("CalibrationPlot"),
         _metric("ConfusionMatrixPlot"),
     ]
+    return sliced_eval_config(features.LABEL, "score", metrics)
+
+
+def sliced_eval_config(label_key: str, prediction_key: str, metrics: list):
+    """The EvalConfig of every task: the ``serve_examples`` signature (raw examples in, the
+    Transform graph inside), ``metrics`` overall and per value of each :data:`SLICES` feature."""
+    import tensorflow_model_analysis as tfma
+
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
                 signature_name="serve_examples",
-                label_key=features.LABEL,
-                prediction_key="score",
+                label_key=label_key,
+                prediction_key=prediction_key,
                 preprocessing_function_names=[],
             )
         ],

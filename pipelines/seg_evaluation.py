@@ -13,7 +13,7 @@ import json
 from components.models import features
 from components.models.seg_metrics import DICE, HD95, IOU
 from medflow.errors import ConfigError
-from pipelines.evaluation import SLICES
+from pipelines.evaluation import sliced_eval_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,17 +70,4 @@ def build_segmentation_eval_config(thresholds: SegmentationThresholds):
         _segmentation_metric("dice", [DICE], threshold=dice_threshold),
         _segmentation_metric("segmentation", [IOU, HD95]),
     ]
-    return tfma.EvalConfig(
-        model_specs=[
-            tfma.ModelSpec(
-                signature_name="serve_examples",
-                label_key=features.MASK,
-                prediction_key="probabilities",
-                preprocessing_function_names=[],
-            )
-        ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
-        metrics_specs=[
-            tfma.MetricsSpec(metrics=metrics),
-        ],
-    )
+    return sliced_eval_config(features.MASK, "probabilities", metrics)

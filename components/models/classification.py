@@ -49,15 +49,11 @@ def train_and_export(
     log_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train on the transformed splits and export the serving model; returns its summary."""
-    import tensorflow_transform as tft
-
     from components.models.export import export_serving_model
-    from components.models.training import fit, holdout_or_eval
+    from components.models.training import fit, transformed_splits
 
-    tft_output = tft.TFTransformOutput(transform_dir)
-    train = transformed_dataset(train_files, tft_output, hp)
-    train, validation, validation_source = holdout_or_eval(
-        train, lambda: transformed_dataset(eval_files, tft_output, hp), hp.validation_fraction
+    tft_output, train, validation, validation_source = transformed_splits(
+        hp, train_files, eval_files, transform_dir, transformed_dataset
     )
     model, history, counts = fit(hp, train, validation, log_dir)
     info = {

@@ -180,15 +180,11 @@ def train_and_export(
     log_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train on the transformed splits and export the serving model; returns its summary."""
-    import tensorflow_transform as tft
-
     from components.models.seg_export import export_segmentation_model
-    from components.models.training import holdout_or_eval
+    from components.models.training import transformed_splits
 
-    tft_output = tft.TFTransformOutput(transform_dir)
-    train = transformed_dataset(train_files, tft_output, hp)
-    train, validation, validation_source = holdout_or_eval(
-        train, lambda: transformed_dataset(eval_files, tft_output, hp), hp.validation_fraction
+    tft_output, train, validation, validation_source = transformed_splits(
+        hp, train_files, eval_files, transform_dir, transformed_dataset
     )
     model, history, n_train = fit(hp, train, validation, log_dir)
     info = {

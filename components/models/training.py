@@ -79,6 +79,20 @@ def holdout_or_eval(train, make_eval, fraction: float):
     return train, make_eval(), "eval split"
 
 
+def transformed_splits(hp, train_files, eval_files, transform_dir: str, dataset):
+    """The Trainer's inputs: (tft_output, train, validation, validation description), with
+    ``dataset(files, tft_output, hp)`` reading a split's transformed examples and early
+    stopping watching :func:`holdout_or_eval`'s choice."""
+    import tensorflow_transform as tft
+
+    tft_output = tft.TFTransformOutput(transform_dir)
+    train = dataset(train_files, tft_output, hp)
+    train, validation, source = holdout_or_eval(
+        train, lambda: dataset(eval_files, tft_output, hp), hp.validation_fraction
+    )
+    return tft_output, train, validation, source
+
+
 def compile_model(model, hp: HParams, steps_per_epoch: int) -> None:
     import keras
 
