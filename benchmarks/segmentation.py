@@ -56,19 +56,23 @@ def load_split(out: Path, split: str, size: int):
     return np.stack(images)[..., None], np.stack(masks).astype("float32"), spacing, np.array(hc)
 
 
-def prepare(size: int, work: Path):
+def ingest_import(imported: Path, manifest: Path, out: Path, size: int):
+    """Ingests an ``import-*`` folder's DICOM with its manifest at ``size`` x ``size``."""
     from components.dicom.deid import DeidKey
-    from components.dicom.hc18_import import import_hc18
     from components.dicom.ingest import IngestOptions, ingest
     from components.dicom.manifest import read_manifest
     from components.dicom.pixels import PixelSpec
 
-    manifest = import_hc18(SHARED / "hc18", work / "hc18")
     options = IngestOptions(pixel=PixelSpec(size=(size, size)), workers=2)
-    report = ingest(
-        work / "hc18" / "dicom", work / "ex", DeidKey(b"benchmark-key-0123456789"),
-        read_manifest(manifest), options,
-    )  # fmt: skip
+    key = DeidKey(b"benchmark-key-0123456789")
+    return ingest(imported / "dicom", out, key, read_manifest(manifest), options)
+
+
+def prepare(size: int, work: Path):
+    from components.dicom.hc18_import import import_hc18
+
+    manifest = import_hc18(SHARED / "hc18", work / "hc18")
+    report = ingest_import(work / "hc18", manifest, work / "ex", size)
     train, test = load_split(work / "ex", "train", size), load_split(work / "ex", "eval", size)
     mean, std = train[0].mean(), train[0].std()
     train = ((train[0] - mean) / std, *train[1:])
@@ -161,18 +165,10 @@ def prepare_sunnybrook(size: int, work: Path) -> tuple[dict, dict]:
     """Import + ingest Sunnybrook; patients named by their source folder (from the report)."""
     import numpy as np
 
-    from components.dicom.deid import DeidKey
-    from components.dicom.ingest import IngestOptions, ingest
-    from components.dicom.manifest import read_manifest
-    from components.dicom.pixels import PixelSpec
     from components.dicom.sunnybrook_import import import_sunnybrook
 
     manifest = import_sunnybrook(SHARED / "sunnybrook", work / "sunnybrook")
-    options = IngestOptions(pixel=PixelSpec(size=(size, size)), workers=2)
-    report = ingest(
-        work / "sunnybrook" / "dicom", work / "ex", DeidKey(b"benchmark-key-0123456789"),
-        read_manifest(manifest), options,
-    )  # fmt: skip
+    report = ingest_import(work / "sunnybrook", manifest, work / "ex", size)
     folder = {f["patient_id"]: f["path"].split("/")[0] for f in report.files if "patient_id" in f}
     data = load_all(work / "ex", size)
     data["patient"] = np.array([folder[p] for p in data["patient"]])
