@@ -41,7 +41,7 @@ format: setup
 check: lint test
 
 lock:
-	uv pip compile requirements.in --python $(PYTHON310) -o requirements.lock
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in --python $(PYTHON310) -o requirements.lock
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

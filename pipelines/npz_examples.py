@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.dicom.pixels import image_stats
 from components.models import features as F
 from medflow.errors import InputError
 
@@ -66,10 +67,7 @@ def make_example(image: np.ndarray, label: int, uid: str, modality: str, site: s
         F.IMAGE: _bytes(image.tobytes()),
         F.IMAGE_SHAPE: _ints(rows, cols, channels),
         F.IMAGE_DTYPE: _bytes(b"float32"),
-        "img_mean": _floats(float(image.mean())),
-        "img_std": _floats(float(image.std())),
-        "img_min": _floats(float(image.min())),
-        "img_max": _floats(float(image.max())),
+        **{name: _floats(value) for name, value in image_stats(image).items()},
         F.FRAME_INDEX: _ints(0),
         F.ORIG_ROWS: _ints(rows),
         F.ORIG_COLS: _ints(cols),

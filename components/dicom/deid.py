@@ -319,6 +319,8 @@ def _parse_date(value: str) -> dt.date:
     """The date of YYYYMMDD (and of DT values' first 8 characters); ValueError if invalid.
     Eight digits are read directly (strptime costs ~8 µs), anything else by strptime."""
     head = value[:8]
+    if not head:  # absent dates are common (birth dates); strptime would raise the same
+        raise ValueError("empty date")
     if len(head) == 8 and head.isascii() and head.isdigit():
         return dt.date(int(head[:4]), int(head[4:6]), int(head[6:]))
     return dt.datetime.strptime(head, "%Y%m%d").date()

@@ -5,11 +5,11 @@ builds the same Example with TensorFlow, for reference and tests."""
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -17,8 +17,9 @@ from components.dicom import deid
 from components.dicom.errors import DicomRejected
 from components.dicom.manifest import LabelManifest
 from components.dicom.masks import mask_for_instance
-from components.dicom.pixels import PixelSpec, to_model_input
+from components.dicom.pixels import PixelSpec, image_stats, to_model_input
 from components.dicom.reader import HeaderView, ReadLimits, parse
+from components.dicom.tfrecord import gzip_record
 from components.models import features as F
 
 # Modalities where text burned into the pixels (names, dates) is common.
@@ -65,23 +66,25 @@ class FileResult:
     patient_key: str = ""
     split: str | None = None  # from the manifest's split column; None = hash of the patient
     examples: list[dict] = field(default_factory=list)
-    # Filled by encode_records() (in the worker): serialised tf.Examples and their labels.
+    # Filled by encode_records() (in the worker): the tf.Examples as GZIP TFRecord records
+    # (tfrecord.gzip_record: framed, one gzip member each), and their labels.
     records: list[bytes] = field(default_factory=list)
     record_labels: list[str | None] = field(default_factory=list)
 
 
 def encode_records(res: FileResult) -> FileResult:
-    """Serialise ``res.examples`` into ``res.records`` and drop the feature dicts, so only
-    bytes cross the process boundary and the main process just writes them."""
+    """Serialise, frame and compress ``res.examples`` into ``res.records`` and drop the
+    feature dicts, so only compressed bytes cross the process boundary and the process
+    that writes the shards just appends them."""
     for feats in res.examples:
-        res.records.append(serialize_example(feats))
+        res.records.append(gzip_record(serialize_example(feats)))
         label = feats.get("label")
         res.record_labels.append(None if label is None else str(label))
     res.examples = []
     return res
 
 
-def process_file(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
+def process_file(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> FileResult:
     """Read, validate, label, preprocess and de-identify one file; never raises."""
     try:
         with warnings.catch_warnings():
@@ -105,9 +108,10 @@ def process_file(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
         )
 
 
-def _process(path: Path, relpath: str, cfg: WorkerConfig) -> FileResult:
+def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> FileResult:
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise DicomRejected("io_error", f"{relpath}: cannot read ({exc.strerror or exc})") from exc
     ds = parse(data, relpath, cfg.limits)
@@ -188,10 +192,7 @@ def _example_features(arr: np.ndarray, geom, header: dict, labels: dict) -> dict
             F.IMAGE: arr.tobytes(),
             F.IMAGE_SHAPE: list(arr.shape),
             F.IMAGE_DTYPE: b"float32",
-            "img_mean": float(arr.mean()),
-            "img_std": float(arr.std()),
-            "img_min": float(arr.min()),
-            "img_max": float(arr.max()),
+            **image_stats(arr),
             F.FRAME_INDEX: geom.frame_index,
             F.ORIG_ROWS: geom.orig_rows,
             F.ORIG_COLS: geom.orig_cols,

@@ -1,6 +1,7 @@
 """The cheaper paths of ingestion give exactly what the general ones give: hand-encoded
 tf.Examples (protobuf bytes), the native pixel decoder (pydicom), de-identifying only the
-emitted attributes (full Annex E de-identification), nested length checks (truncation)."""
+emitted attributes (full Annex E de-identification), nested length checks (truncation),
+image statistics (numpy's mean/std/min/max)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from components.dicom.examples import (
     serialize_example,
     to_tf_example,
 )
-from components.dicom.pixels import PixelSpec, _native_frame
+from components.dicom.pixels import PixelSpec, _native_frame, image_stats
 from components.dicom.reader import HeaderView, ReadLimits, parse
 from tests import phantoms as P
 
@@ -247,3 +248,27 @@ def test_repeated_features_serialize_like_protobuf():
     for feats in series + series:
         expected = to_tf_example(feats).SerializeToString(deterministic=True)
         assert serialize_example(feats) == expected, feats
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).uniform(0, 255, (28, 28, 1)),
+        np.random.default_rng(1).normal(-300, 900, (224, 224, 1)),  # HU-like, negative mean
+        np.full((5, 7, 3), 1234.5),
+        np.arange(4, dtype=np.float64).reshape(2, 2, 1) + 1e6,  # large offset, small spread
+    ],
+)
+def test_image_stats_match_numpy(image):
+    image = image.astype(np.float32)
+    stats = image_stats(image)
+    ref = image.astype(np.float64)
+    assert stats["img_mean"] == pytest.approx(ref.mean(), rel=1e-9, abs=1e-9)
+    assert stats["img_std"] == pytest.approx(ref.std(), rel=1e-5, abs=1e-4)
+    assert (stats["img_min"], stats["img_max"]) == (float(image.min()), float(image.max()))
+
+
+def test_image_stats_propagate_nan():
+    image = np.ones((4, 4, 1), np.float32)
+    image[1, 2, 0] = np.nan
+    assert all(np.isnan(v) for v in image_stats(image).values())
