@@ -306,13 +306,14 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     else:
         desc = export_resnet18(base, size)
     n = args.clients
+    max_batch = args.max_batch_size or n
     # One server without batching and one per num_batch_threads value (TF Serving's advice
     # is the number of cores; 1 lets a batch fill while the previous one runs).
     servers = {"no batching": start_server(base, None)}
     for threads in sorted({os.cpu_count(), 1}, reverse=True):
         config = tmp / kind / f"batching-{threads}.config"
         config.write_text(
-            BATCHING.format(max_batch=n, timeout_us=args.batch_timeout_us, threads=threads)
+            BATCHING.format(max_batch=max_batch, timeout_us=args.batch_timeout_us, threads=threads)
         )
         servers[f"batching, {threads} thr"] = start_server(base, config)
     _, plain_grpc, plain_rest = servers["no batching"]
@@ -352,13 +353,12 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
                     flush=True,
                 )
         x1 = rng.normal(100, 30, (1, size, size, 1)).astype(np.float32)
-        xn = np.repeat(x1, n, axis=0)
+        xn = np.repeat(x1, max_batch, axis=0)
         conc = result["concurrent"]
 
         def in_process_batched() -> float:
-            return (
-                n * measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"]
-            )
+            calls_s = measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"]
+            return max_batch * calls_s
 
         # The in-process baseline brackets the concurrent runs (the machine's load drifts).
         first = in_process_batched()
@@ -376,10 +376,10 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
         last = in_process_batched()
         inproc = conc["in-process"] = (first + last) / 2
         print(
-            f"{n} concurrent gRPC clients at batch 1 (images/s, vs in-process batch {n}, "
+            f"{n} concurrent gRPC clients at batch 1 (images/s, vs in-process batch {max_batch}, "
             f"mean of {first:.1f} before and {last:.1f} after):"
         )
-        print(f"  in-process, batch {n}:                {inproc:9.1f}")
+        print(f"  in-process, batch {max_batch}:                {inproc:9.1f}")
         for (mode, server), (rate, mean_batch) in (
             (k, v) for k, v in conc.items() if k != "in-process"
         ):
@@ -399,6 +399,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=28, help="demo model image rows = cols")
     parser.add_argument("--models", default="demo,resnet18", help="demo and/or resnet18")
     parser.add_argument("--batch-timeout-us", type=int, default=2000)
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        help="server max_batch_size and the in-process batch (default: --clients)",
+    )
     args = parser.parse_args()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in kinds if k not in ("demo", "resnet18")]
@@ -409,7 +415,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"cpu cores: {os.cpu_count()} (shared by servers and clients), load average {load:.1f}")
     print(
-        f"batching: max_batch_size {args.clients}, batch_timeout_micros {args.batch_timeout_us}, "
+        f"batching: max_batch_size {args.max_batch_size or args.clients}, batch_timeout_micros {args.batch_timeout_us}, "
         f"num_batch_threads {os.cpu_count()} (= cores) and 1",
         flush=True,
     )
