@@ -357,8 +357,8 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
         conc = result["concurrent"]
 
         def in_process_batched() -> float:
-            calls_s = measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]["calls_s"]
-            return max_batch * calls_s
+            timing = measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]
+            return max_batch * timing["calls_s"]
 
         # The in-process baseline brackets the concurrent runs (the machine's load drifts).
         first = in_process_batched()
