@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medflow.commands import comma_list
 from medflow.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from components.dicom.npz_import import import_npz
 
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    splits = comma_list(args.splits)
     if not splits:
         raise ConfigError(f"--splits {args.splits!r}: name at least one split, e.g. train,val")
     manifest = import_npz(

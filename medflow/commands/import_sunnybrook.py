@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medflow.commands import comma_list
 from medflow.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
 
     eval_patients = None
     if args.eval_patients is not None:
-        eval_patients = tuple(p.strip() for p in args.eval_patients.split(",") if p.strip())
+        eval_patients = tuple(comma_list(args.eval_patients))
         if not eval_patients:
             raise ConfigError(
                 f"--eval-patients {args.eval_patients!r}: name at least one patient folder"

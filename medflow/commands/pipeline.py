@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from medflow.commands import comma_list
 from medflow.errors import ConfigError
 from pipelines import config
 
@@ -68,7 +69,7 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _labels(args: argparse.Namespace) -> list[str]:
-    return [x.strip() for x in args.class_names.split(",") if x.strip()]
+    return comma_list(args.class_names)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
