@@ -18,6 +18,7 @@ from PIL import Image
 
 from components.dicom.errors import DicomRejected
 from components.dicom.reader import HeaderView, ReadLimits, header_view, read_dicom
+from components.models.features import IMAGE_STATS
 
 _ENCAPSULATED_HINT = "install the pinned pixel plugins (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, python-gdcm)"
 
@@ -324,12 +325,9 @@ def image_stats(image: np.ndarray) -> dict[str, float]:
         raise ValueError("image_stats of an empty image")
     mean = np.add.reduce(flat, dtype=np.float64) / flat.size
     centred = flat - np.float32(mean)
-    return {
-        "img_mean": float(mean),
-        "img_std": math.sqrt(float(np.dot(centred, centred)) / flat.size),
-        "img_min": float(np.minimum.reduce(flat)),
-        "img_max": float(np.maximum.reduce(flat)),
-    }
+    std = math.sqrt(float(np.dot(centred, centred)) / flat.size)
+    minimum, maximum = float(np.minimum.reduce(flat)), float(np.maximum.reduce(flat))
+    return dict(zip(IMAGE_STATS, (float(mean), std, minimum, maximum), strict=True))
 
 
 def _window(ds: HeaderView, window: str | tuple[float, float] | None) -> tuple[float, float] | None:
