@@ -11,7 +11,7 @@ import numpy as np
 from serving.errors import invalid
 from serving.manager import ModelManager
 from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
-from serving.tensors import fill_tensor_proto, to_ndarray
+from serving.tensors import serialize_with_tensors, to_ndarray
 
 # tensorflow.error.Code values used in ModelVersionStatus.status.
 _OK, _UNKNOWN = 0, 2
@@ -28,19 +28,21 @@ def _answer_spec(response_spec, loaded, signature_name: str) -> None:
     response_spec.signature_name = signature_name
 
 
-def predict(manager: ModelManager, request):
-    """PredictRequest -> PredictResponse."""
+def predict(manager: ModelManager, request, contents: dict | None = None) -> bytes:
+    """PredictRequest -> serialized PredictResponse (output tensors copied in once).
+
+    ``contents``: tensor_content buffers taken out of ``request`` on the wire, by input name.
+    """
     from tensorflow_serving.apis import predict_pb2
 
     loaded = _addressed(manager, request.model_spec)
     key, _ = loaded.signature(request.model_spec.signature_name)
-    inputs = {k: to_ndarray(v, k) for k, v in request.inputs.items()}
+    contents = contents or {}
+    inputs = {k: to_ndarray(v, k, contents.get(k)) for k, v in request.inputs.items()}
     outputs = loaded.run(key, inputs, list(request.output_filter))
     response = predict_pb2.PredictResponse()
     _answer_spec(response.model_spec, loaded, key)
-    for name, value in outputs.items():
-        fill_tensor_proto(response.outputs[name], value)
-    return response
+    return serialize_with_tensors(response, "outputs", outputs)
 
 
 def _serialized_examples(input_proto) -> np.ndarray:

@@ -71,8 +71,12 @@ def numpy_dtype(enum: int):
     return _NP_BY_ENUM[enum]
 
 
-def to_ndarray(proto, name: str) -> np.ndarray:
-    """Decode a TensorProto; INVALID_ARGUMENT when its values do not fill its shape."""
+def to_ndarray(proto, name: str, content=None) -> np.ndarray:
+    """Decode a TensorProto; INVALID_ARGUMENT when its values do not fill its shape.
+
+    ``content``: the tensor_content bytes when they were taken out of ``proto`` on the wire
+    (:func:`serving.wire.split_tensor_contents`); numbers are then a view of that buffer.
+    """
     if proto.tensor_shape.unknown_rank:
         raise invalid(f"input '{name}' has an unknown rank; send a fully defined shape")
     shape = tuple(d.size for d in proto.tensor_shape.dim)
@@ -80,16 +84,18 @@ def to_ndarray(proto, name: str) -> np.ndarray:
         raise invalid(f"input '{name}' has a negative dimension in shape {list(shape)}")
     count = math.prod(shape)  # Python ints: a crafted shape must not wrap around
     dtype = numpy_dtype(proto.dtype)
+    if content is None and dtype is not object:
+        content = proto.tensor_content  # a copy each time the field is read: read it once
     if dtype is object:
         values = np.array(list(proto.string_val), dtype=object)
-    elif proto.tensor_content:
+    elif len(content):
         itemsize = np.dtype(dtype).itemsize
-        if len(proto.tensor_content) != count * itemsize:
+        if len(content) != count * itemsize:
             raise invalid(
-                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes but shape "
+                f"input '{name}': tensor_content has {len(content)} bytes but shape "
                 f"{list(shape)} of {dtype_name(proto.dtype)} needs {count * itemsize}"
             )
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     else:
         raw = getattr(proto, _VAL_FIELD[proto.dtype])
         if proto.dtype == 19:
@@ -128,22 +134,57 @@ def fill_tensor_proto(proto, array: np.ndarray) -> None:
     copying it over with ``CopyFrom``.
     """
     array = np.asarray(array)
-    if array.dtype == object or array.dtype.kind in ("S", "U"):
+    if _is_strings(array):
         proto.dtype = 7
         proto.string_val.extend(
             v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)
         )
     else:
-        enum = _ENUM_BY_NP.get(array.dtype.newbyteorder("="))
-        if enum is None:
-            raise TypeError(f"cannot encode dtype {array.dtype}")
-        proto.dtype = enum
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+        proto.dtype, array = _wire_numbers(array)
+        proto.tensor_content = array.tobytes()
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
+
+
+def _is_strings(array: np.ndarray) -> bool:
+    return array.dtype == object or array.dtype.kind in ("S", "U")
+
+
+def _wire_numbers(array: np.ndarray) -> tuple[int, np.ndarray]:
+    """(DataType enum, C-contiguous little-endian array) of a numeric array."""
+    enum = _ENUM_BY_NP.get(array.dtype.newbyteorder("="))
+    if enum is None:
+        raise TypeError(f"cannot encode dtype {array.dtype}")
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    # (np.ascontiguousarray would turn a 0-d array into 1-d)
+    return enum, array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def serialize_with_tensors(message, map_name: str, arrays: dict) -> bytes:
+    """``message`` serialized with ``arrays`` added to its ``map<string, TensorProto>`` field
+    ``map_name`` -- what filling the map with :func:`fill_tensor_proto` and calling
+    ``SerializeToString`` gives, but numeric arrays are joined in straight from their memory
+    (one copy instead of three, :mod:`serving.wire`). String arrays go through protobuf.
+    """
+    from tensorflow.core.framework import tensor_pb2
+
+    from serving.wire import tensor_map_entry
+
+    field_number = message.DESCRIPTOR.fields_by_name[map_name].number
+    chunks: list = []
+    for key, value in arrays.items():
+        array = np.asarray(value)
+        if _is_strings(array):
+            fill_tensor_proto(getattr(message, map_name)[key], array)
+            continue
+        enum, array = _wire_numbers(array)
+        header = tensor_pb2.TensorProto(dtype=enum)
+        for size in array.shape:
+            header.tensor_shape.dim.add().size = size
+        chunks += tensor_map_entry(field_number, key, header.SerializeToString(), array)
+    return b"".join([message.SerializeToString(), *chunks])
 
 
 def signature_shape(tensor_info) -> list[int] | None:

@@ -193,6 +193,23 @@ def test_grpc_predict_specific_version_and_output_filter(predict_stub):
     assert not np.allclose(expected, in_process(2, image=x)["probabilities"], atol=1e-4)
 
 
+def test_grpc_predict_reads_tensor_bytes_in_place_and_leaves_odd_encodings_to_protobuf(channel):
+    """Plain requests take the zero-copy decoder (serving.wire); two serialized requests
+    concatenated (protobuf merges them: the last "image" entry wins) take protobuf's parser.
+    Both must give the in-process numbers."""
+    x = images(3, seed=7)
+    raw = predict_request(x).SerializeToString()
+    decoy = predict_request(images(3, seed=8)).SerializeToString()
+    predict = channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict",
+        response_deserializer=predict_pb2.PredictResponse.FromString,
+    )
+    expected = in_process(2, image=x)
+    for body in (raw, decoy + raw):
+        response = predict(body, timeout=10)
+        assert_matches({k: to_ndarray(v, k) for k, v in response.outputs.items()}, expected)
+
+
 @pytest.mark.parametrize("batch", [1, 32])
 def test_rest_predict_row_format(server, batch):
     x = images(batch, seed=100 + batch)

@@ -1,0 +1,164 @@
+"""Protobuf wire format for big tensors: read and write ``tensor_content`` without copies.
+
+A Predict request for 32 images of 224x224 carries 6.4 MB in one ``TensorProto.tensor_content``
+field. Parsing it with protobuf copies those bytes into the message, reading the field copies
+them again into a new ``bytes`` object, and TensorFlow copies them once more. On a VM, where a
+fresh page costs a fault, each copy of 6.4 MB costs several milliseconds -- as much as the model
+itself on 16 cores (BENCHMARKS.md, Serving).
+
+:func:`split_tensor_contents` reads a serialized message whose field ``map_field`` is a
+``map<string, TensorProto>`` (``PredictRequest.inputs``, ``PredictResponse.outputs``): it
+returns the message re-encoded without the ``tensor_content`` bytes (a few hundred bytes that
+protobuf parses as usual) and, per map key, a zero-copy view of those bytes in the received
+buffer. Anything unusual -- a key sent twice, a TensorProto split over several fields, group
+wire types, truncated data -- returns None and the caller parses the message with protobuf,
+which gives the standard semantics and errors.
+
+:func:`tensor_map_entry` is the reverse: one map entry whose ``tensor_content`` is written
+straight from an array's memory by ``b"".join``, so a request or response is built with one
+copy of its tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+TENSOR_CONTENT = 4  # TensorProto.tensor_content
+_LEN = 2  # wire type of strings, bytes and messages
+
+
+class _Unusual(Exception):
+    """The buffer is not in the simple shape handled here (the caller falls back)."""
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _Unusual
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, field start, value start, value end) of each field in ``buf[start:end]``."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        tag, pos = _varint(buf, pos, end)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, value_end = _varint(buf, pos, end)
+        elif wire_type == 1:
+            value_end = pos + 8
+        elif wire_type == _LEN:
+            size, pos = _varint(buf, pos, end)
+            value_end = pos + size
+        elif wire_type == 5:
+            value_end = pos + 4
+        else:  # groups (3, 4) and invalid types
+            raise _Unusual
+        if number == 0 or value_end > end:
+            raise _Unusual
+        yield number, field_start, pos, value_end
+        pos = value_end
+
+
+def varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _len_field(number: int, payload_size: int) -> bytes:
+    """Tag and length of a length-delimited field (its payload follows)."""
+    return varint_bytes(number << 3 | _LEN) + varint_bytes(payload_size)
+
+
+def split_tensor_contents(raw: bytes, map_field: int) -> tuple[bytes, dict[str, memoryview]] | None:
+    """(message without tensor_content, {key: view of its tensor_content}), or None.
+
+    Keys whose TensorProto has no (or empty) ``tensor_content`` are left out of the dict and
+    stay whole in the message.
+    """
+    buf = memoryview(raw)
+    try:
+        return _split(buf, map_field)
+    except _Unusual:
+        return None
+
+
+def _split(buf: memoryview, map_field: int) -> tuple[bytes, dict[str, memoryview]]:
+    parts: list[bytes | memoryview] = []
+    contents: dict[str, memoryview] = {}
+    keys: set[str] = set()
+    for number, field_start, start, end in _fields(buf, 0, len(buf)):
+        if number != map_field:
+            parts.append(buf[field_start:end])
+            continue
+        key = None
+        value = None
+        for n, _, s, e in _fields(buf, start, end):
+            if n == 1 and key is None:
+                try:
+                    key = bytes(buf[s:e]).decode()
+                except UnicodeDecodeError:
+                    raise _Unusual from None
+            elif n == 2 and value is None:
+                value = (s, e)
+            else:  # a repeated key/value field (protobuf would merge) or an unknown field
+                raise _Unusual
+        key = key or ""
+        if key in keys:  # protobuf keeps the last entry; let it
+            raise _Unusual
+        keys.add(key)
+        if value is None:
+            parts.append(buf[field_start:end])
+            continue
+        tensor: list[memoryview] = []
+        content = None
+        for n, fs, s, e in _fields(buf, *value):
+            if n == TENSOR_CONTENT:
+                if content is not None:
+                    raise _Unusual
+                content = buf[s:e]
+            else:
+                tensor.append(buf[fs:e])
+        if not content:
+            parts.append(buf[field_start:end])
+            continue
+        contents[key] = content
+        tensor_bytes = b"".join(tensor)
+        encoded_key = key.encode()
+        key_field = _len_field(1, len(encoded_key)) + encoded_key if key else b""
+        entry = key_field + _len_field(2, len(tensor_bytes)) + tensor_bytes
+        parts += [_len_field(map_field, len(entry)), entry]
+    return b"".join(parts), contents
+
+
+def tensor_map_entry(map_field: int, key: str, tensor_header: bytes, array: np.ndarray) -> list:
+    """Chunks of one ``map<string, TensorProto>`` entry: ``tensor_header`` (a serialized
+    TensorProto with dtype and shape, no values) plus ``array``'s bytes as its tensor_content.
+
+    ``b"".join`` of the chunks (with the rest of the message) copies the array's memory once.
+    ``array`` must be C-contiguous and little-endian.
+    """
+    data = memoryview(array).cast("B") if array.size else memoryview(b"")
+    value = [tensor_header, _len_field(TENSOR_CONTENT, data.nbytes), data]
+    value_size = len(value[0]) + len(value[1]) + data.nbytes
+    encoded_key = key.encode()
+    key_field = _len_field(1, len(encoded_key)) + encoded_key
+    entry_size = len(key_field) + len(_len_field(2, value_size)) + value_size
+    return [_len_field(map_field, entry_size), key_field, _len_field(2, value_size), *value]
