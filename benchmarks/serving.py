@@ -10,8 +10,10 @@ One run (about 8 minutes on 2 cores), for each model (``--models``):
 
 Measured per model:
 
-* p50/p99 latency and calls/s of one client calling Predict over gRPC (official
-  ``PredictionServiceStub``, request encoding included) and REST (``:predict`` row format,
+* p50/p99 latency and calls/s of one client calling Predict over gRPC -- ``gRPC``: the official
+  ``PredictionServiceStub`` with protobuf's encoding, as any TF Serving client; ``gRPC medflow``:
+  medflow's ``PredictionClient``, which copies each tensor once (``serving.wire``) -- request
+  encoding included, and REST (``:predict`` row format,
   keep-alive, JSON encoding included) at batch 1 and 32, interleaved with in-process calls of
   the same ``serving_default`` signature of the same SavedModel (REST at batch 32 is skipped
   for the 224 model: a 6.4 MB float array as JSON measures the JSON codec, not serving);
@@ -233,6 +235,20 @@ def grpc_call(port: int, x: np.ndarray):
     return call
 
 
+def client_call(port: int, x: np.ndarray):
+    """One Predict through medflow's PredictionClient (tensors copied once each way)."""
+    from serving.client import PredictionClient
+
+    client = PredictionClient(
+        f"127.0.0.1:{port}", timeout_s=120, retries=0, max_message_bytes=2**30
+    )
+
+    def call():
+        return client.predict(MODEL, {"image": x}).outputs["probabilities"]
+
+    return call
+
+
 def rest_call(port: int, x: np.ndarray):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
@@ -336,6 +352,7 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
             calls = {
                 "in-process": in_process_call(fn, x),
                 "gRPC": grpc_call(plain_grpc, x),
+                "gRPC medflow": client_call(plain_grpc, x),
             }
             if not (kind == "resnet18" and batch == 32):
                 calls["REST"] = rest_call(plain_rest, x)
@@ -405,7 +422,17 @@ def main() -> None:
         default=0,
         help="server max_batch_size and the in-process batch (default: --clients)",
     )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="apply serving.memory.keep_freed_memory in this (client and in-process) process too; "
+        "servers always run with it, as medflow serve does by default",
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from serving.memory import keep_freed_memory
+
+        keep_freed_memory()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in kinds if k not in ("demo", "resnet18")]
     if bad:
@@ -417,6 +444,10 @@ def main() -> None:
     print(
         f"batching: max_batch_size {args.max_batch_size or args.clients}, batch_timeout_micros {args.batch_timeout_us}, "
         f"num_batch_threads {os.cpu_count()} (= cores) and 1",
+    )
+    print(
+        "malloc keeps freed memory: servers yes (medflow serve's default), this process "
+        f"{'yes' if args.keep_freed_memory else 'no'}",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))
@@ -430,9 +461,12 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\ntargets:")
     for r in results:
-        grpc32 = next(x for x in r["latency"] if x["path"] == "gRPC" and x["batch"] == 32)
         print(f"  {r['model']}")
-        print(f"    gRPC p50 / in-process p50 at batch 32: {grpc32['ratio']:.2f} (target <= 1.5)")
+        for path in ("gRPC", "gRPC medflow"):
+            at32 = next(x for x in r["latency"] if x["path"] == path and x["batch"] == 32)
+            print(
+                f"    {path} p50 / in-process p50 at batch 32: {at32['ratio']:.2f} (target <= 1.5)"
+            )
         inproc = r["concurrent"]["in-process"]
         for key, value in r["concurrent"].items():
             if key != "in-process" and key[1].startswith("batching"):

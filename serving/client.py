@@ -1,8 +1,9 @@
 """Client for TF Serving's gRPC API (the real ``tensorflow/serving`` or medflow's embedded server).
 
 DICOM files go through the same preprocessing as ingestion (:mod:`components.dicom.pixels`),
-are sent as PredictRequests with the official stubs, and come back with the model name and
-version that answered: class probabilities for a classification model
+are sent as PredictRequests of TF Serving's own protos (Predict with each tensor copied once,
+:mod:`serving.wire`; the other calls through the official stubs), and come back with the model
+name and version that answered: class probabilities for a classification model
 (:class:`ImagePrediction`), or, for a segmentation model, per-pixel probabilities mapped back
 onto the source image grid with a mask and its area (:class:`MaskPrediction`).
 """
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from components.dicom.pixels import PixelSpec
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 # Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
 # components.models.seg_export.THRESHOLD).
 MASK_THRESHOLD = 0.5
@@ -232,6 +234,10 @@ class PredictionClient:
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        # Predict itself goes over the stub's method with the message encoded here: the same
+        # bytes protobuf would write, with each tensor copied once (serving.wire); answers are
+        # read the same way, as views of the received buffer.
+        self._predict_bytes = self._channel.unary_unary(PREDICT_METHOD)
 
     def close(self) -> None:
         self._channel.close()
@@ -287,18 +293,24 @@ class PredictionClient:
         """One PredictRequest with ``inputs``; returns the outputs and the answering version."""
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensors import fill_tensor_proto, to_ndarray
+        from serving.tensors import parse_with_tensors, serialize_with_tensors
 
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature)
-        for key, value in inputs.items():
-            fill_tensor_proto(request.inputs[key], value)  # in place: no second copy
-        response = self._call(self._predict.Predict, request, f"Predict({model})")
+        raw = serialize_with_tensors(request, "inputs", inputs)
+        answer = self._call(self._predict_bytes, raw, f"Predict({model})")
+        try:
+            response, outputs = parse_with_tensors(predict_pb2.PredictResponse, answer, "outputs")
+        except Exception as exc:  # DecodeError, or an answer whose tensors do not add up
+            raise PredictionError(
+                f"Predict({model}) on {self.target} sent an answer that is not a readable "
+                f"PredictResponse: {exc}"
+            ) from exc
         return Prediction(
             model_name=response.model_spec.name,
             model_version=response.model_spec.version.value,
             signature_name=response.model_spec.signature_name,
-            outputs={k: to_ndarray(v, k) for k, v in response.outputs.items()},
+            outputs=outputs,
         )
 
     def signature_defs(

@@ -225,3 +225,20 @@ def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: s
                 f"input '{key}' of signature '{signature_name}' has shape {list(array.shape)} "
                 f"but the signature expects {shape} (-1 = any size)"
             )
+
+
+def parse_with_tensors(message_class, raw: bytes, map_name: str):
+    """(message, {key: ndarray}) of a serialized message with a ``map<string, TensorProto>``
+    field ``map_name``: numbers are read as views of ``raw`` (no copy, :mod:`serving.wire`);
+    an unusual encoding is parsed by protobuf as a whole."""
+    from serving.wire import split_tensor_contents
+
+    field_number = message_class.DESCRIPTOR.fields_by_name[map_name].number
+    split = split_tensor_contents(raw, field_number)
+    message, contents = (
+        (message_class.FromString(raw), {})
+        if split is None
+        else (message_class.FromString(split[0]), split[1])
+    )
+    tensors = getattr(message, map_name)
+    return message, {key: to_ndarray(tensors[key], key, contents.get(key)) for key in tensors}
