@@ -10,10 +10,9 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import inference
+from serving import inference, wire
 from serving.errors import ServingStatus
 from serving.manager import ModelManager
-from serving.wire import split_tensor_contents
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,9 @@ class _SplitRequest:
 def _decode_predict_request(raw: bytes):
     from tensorflow_serving.apis import predict_pb2
 
-    split = split_tensor_contents(raw, map_field=2)  # PredictRequest.inputs
-    if split is None:  # an unusual encoding: protobuf's parser gives the standard answer
+    # PredictRequest.inputs is field 2. Small requests and unusual encodings: protobuf's parser.
+    split = wire.split_tensor_contents(raw, map_field=2) if len(raw) >= wire.MIN_BYTES else None
+    if split is None:
         return predict_pb2.PredictRequest.FromString(raw)
     message, contents = split
     return _SplitRequest(predict_pb2.PredictRequest.FromString(message), contents)

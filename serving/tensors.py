@@ -162,16 +162,25 @@ def _wire_numbers(array: np.ndarray) -> tuple[int, np.ndarray]:
     return enum, array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
-def serialize_with_tensors(message, map_name: str, arrays: dict) -> bytes:
+def serialize_with_tensors(
+    message, map_name: str, arrays: dict, min_bytes: int | None = None
+) -> bytes:
     """``message`` serialized with ``arrays`` added to its ``map<string, TensorProto>`` field
     ``map_name`` -- what filling the map with :func:`fill_tensor_proto` and calling
     ``SerializeToString`` gives, but numeric arrays are joined in straight from their memory
-    (one copy instead of three, :mod:`serving.wire`). String arrays go through protobuf.
+    (one copy instead of three, :mod:`serving.wire`) once they hold ``min_bytes`` (default
+    ``serving.wire.MIN_BYTES``) or more. String arrays go through protobuf.
     """
     from tensorflow.core.framework import tensor_pb2
 
-    from serving.wire import tensor_map_entry
+    from serving import wire
 
+    limit = wire.MIN_BYTES if min_bytes is None else min_bytes
+    if sum(np.asarray(a).nbytes for a in arrays.values()) < limit:
+        target = getattr(message, map_name)
+        for key, value in arrays.items():
+            fill_tensor_proto(target[key], value)
+        return message.SerializeToString()
     field_number = message.DESCRIPTOR.fields_by_name[map_name].number
     chunks: list = []
     for key, value in arrays.items():
@@ -183,7 +192,7 @@ def serialize_with_tensors(message, map_name: str, arrays: dict) -> bytes:
         header = tensor_pb2.TensorProto(dtype=enum)
         for size in array.shape:
             header.tensor_shape.dim.add().size = size
-        chunks += tensor_map_entry(field_number, key, header.SerializeToString(), array)
+        chunks += wire.tensor_map_entry(field_number, key, header.SerializeToString(), array)
     return b"".join([message.SerializeToString(), *chunks])
 
 
@@ -227,14 +236,16 @@ def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: s
             )
 
 
-def parse_with_tensors(message_class, raw: bytes, map_name: str):
+def parse_with_tensors(message_class, raw: bytes, map_name: str, min_bytes: int | None = None):
     """(message, {key: ndarray}) of a serialized message with a ``map<string, TensorProto>``
-    field ``map_name``: numbers are read as views of ``raw`` (no copy, :mod:`serving.wire`);
-    an unusual encoding is parsed by protobuf as a whole."""
-    from serving.wire import split_tensor_contents
+    field ``map_name``: numbers are read as views of ``raw`` (no copy, :mod:`serving.wire`)
+    when ``raw`` holds ``min_bytes`` (default ``serving.wire.MIN_BYTES``) or more; small
+    messages and unusual encodings are parsed by protobuf as a whole."""
+    from serving import wire
 
+    limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     field_number = message_class.DESCRIPTOR.fields_by_name[map_name].number
-    split = split_tensor_contents(raw, field_number)
+    split = wire.split_tensor_contents(raw, field_number) if len(raw) >= limit else None
     message, contents = (
         (message_class.FromString(raw), {})
         if split is None

@@ -26,6 +26,9 @@ from collections.abc import Iterator
 import numpy as np
 
 TENSOR_CONTENT = 4  # TensorProto.tensor_content
+# Below this many tensor bytes protobuf's own C parser and serializer are faster than this
+# module's Python walk (measured: ~30 us more per small message, ~1 ms less at 6.4 MB).
+MIN_BYTES = 256 * 2**10
 _LEN = 2  # wire type of strings, bytes and messages
 
 

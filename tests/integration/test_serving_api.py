@@ -197,9 +197,9 @@ def test_grpc_predict_reads_tensor_bytes_in_place_and_leaves_odd_encodings_to_pr
     """Plain requests take the zero-copy decoder (serving.wire); two serialized requests
     concatenated (protobuf merges them: the last "image" entry wins) take protobuf's parser.
     Both must give the in-process numbers."""
-    x = images(3, seed=7)
+    x = images(100, seed=7)  # 314 kB: over serving.wire.MIN_BYTES
     raw = predict_request(x).SerializeToString()
-    decoy = predict_request(images(3, seed=8)).SerializeToString()
+    decoy = predict_request(images(100, seed=8)).SerializeToString()
     predict = channel.unary_unary(
         "/tensorflow.serving.PredictionService/Predict",
         response_deserializer=predict_pb2.PredictResponse.FromString,

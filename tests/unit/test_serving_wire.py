@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from serving.tensors import fill_tensor_proto, serialize_with_tensors, to_ndarray
+from serving.tensors import (
+    fill_tensor_proto,
+    parse_with_tensors,
+    serialize_with_tensors,
+    to_ndarray,
+)
 from serving.wire import split_tensor_contents, varint_bytes
 
 INPUTS = 2  # PredictRequest.inputs
@@ -116,7 +121,7 @@ def test_serialize_with_tensors_is_what_protobuf_would_write():
     for name, value in outputs.items():
         fill_tensor_proto(expected.outputs[name], value)
 
-    raw = serialize_with_tensors(head, "outputs", outputs)
+    raw = serialize_with_tensors(head, "outputs", outputs, min_bytes=0)
 
     assert predict_pb2.PredictResponse.FromString(raw) == expected
     message, contents = split_tensor_contents(raw, OUTPUTS)
@@ -125,3 +130,21 @@ def test_serialize_with_tensors_is_what_protobuf_would_write():
     for name, value in outputs.items():
         got = to_ndarray(parsed.outputs[name], name, contents.get(name))
         np.testing.assert_array_equal(got, value)
+
+
+def test_small_messages_take_protobufs_own_path():
+    x = np.ones((2, 8), np.float32)
+    request = _request(image=x)
+    head = predict_pb2.PredictRequest()
+    head.CopyFrom(request)
+    head.ClearField("inputs")
+    raw = serialize_with_tensors(head, "inputs", {"image": x})  # under MIN_BYTES
+    assert raw == request.SerializeToString()  # byte for byte protobuf's
+    message, arrays = parse_with_tensors(predict_pb2.PredictRequest, raw, "inputs")
+    assert message == request
+    assert arrays["image"].base is not None and not np.shares_memory(
+        arrays["image"], np.frombuffer(raw, np.uint8)
+    )
+    message, arrays = parse_with_tensors(predict_pb2.PredictRequest, raw, "inputs", min_bytes=0)
+    assert np.shares_memory(arrays["image"], np.frombuffer(raw, np.uint8))
+    np.testing.assert_array_equal(arrays["image"], x)
