@@ -415,7 +415,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--size", type=int, default=28, help="demo model image rows = cols")
     parser.add_argument("--models", default="demo,resnet18", help="demo and/or resnet18")
-    parser.add_argument("--batch-timeout-us", type=int, default=2000)
+    parser.add_argument(
+        "--batch-timeout-us",
+        type=int,
+        default=0,
+        help="server batch_timeout_micros (default 0: TF Serving's starting point on CPU-only "
+        "machines, with num_batch_threads = cores)",
+    )
     parser.add_argument(
         "--max-batch-size",
         type=int,
