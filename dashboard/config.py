@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.store import DEFAULT_URL
-
+# The review store (dashboard.store); here, so that reading settings does not import SQLAlchemy.
+DEFAULT_URL = "sqlite:///.medflow/review.db"
 ENV_STORE_URL = "MEDFLOW_STORE_URL"
 ENV_WORKDIR = "MEDFLOW_WORKDIR"
 ENV_MLMD_DB = "MEDFLOW_MLMD_DB"

@@ -24,6 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from dashboard import schema
+from dashboard.config import DEFAULT_URL
 from dashboard.records import (
     ACTIONS,
     ROLES,
@@ -36,7 +37,6 @@ from dashboard.records import (
 )
 from medflow.errors import ConfigError, InputError, ServiceError
 
-DEFAULT_URL = "sqlite:///.medflow/review.db"
 _STATUS_OF_ACTION = {"accept": "accepted", "reject": "rejected", "correct": "corrected"}
 
 

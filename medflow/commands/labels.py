@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID); "
         "accepted segmentation masks give a mask column",
     )
-    from dashboard.store import DEFAULT_URL
+    from dashboard.config import DEFAULT_URL
 
     export.add_argument(
         "--store-url", default=DEFAULT_URL, help=f"review store (default {DEFAULT_URL})"
