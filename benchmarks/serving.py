@@ -183,12 +183,15 @@ class ClientProcesses:
             proc.join(timeout=30)
 
 
-def start_server(base: Path, batching_file: Path | None) -> tuple[subprocess.Popen, int, int]:
+def start_server(
+    base: Path, batching_file: Path | None, workers: int = 1
+) -> tuple[subprocess.Popen, int, int]:
     from tests.integration.test_serving_helpers import free_port
 
     grpc_port, rest_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "medflow.cli", "serve", "--model-base", str(base)]
     cmd += ["--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--poll-seconds", "0"]
+    cmd += ["--workers", str(workers)]
     if batching_file:
         cmd += ["--batching-parameters", str(batching_file)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -325,13 +328,13 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     max_batch = args.max_batch_size or n
     # One server without batching and one per num_batch_threads value (TF Serving's advice
     # is the number of cores; 1 lets a batch fill while the previous one runs).
-    servers = {"no batching": start_server(base, None)}
+    servers = {"no batching": start_server(base, None, args.server_workers)}
     for threads in sorted({os.cpu_count(), 1}, reverse=True):
         config = tmp / kind / f"batching-{threads}.config"
         config.write_text(
             BATCHING.format(max_batch=max_batch, timeout_us=args.batch_timeout_us, threads=threads)
         )
-        servers[f"batching, {threads} thr"] = start_server(base, config)
+        servers[f"batching, {threads} thr"] = start_server(base, config, args.server_workers)
     _, plain_grpc, plain_rest = servers["no batching"]
     result: dict = {"model": desc, "latency": [], "concurrent": {}}
     try:
@@ -434,6 +437,12 @@ def main() -> None:
         help="apply serving.memory.keep_freed_memory in this (client and in-process) process too; "
         "servers always run with it, as medflow serve does by default",
     )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="medflow serve --workers: server processes sharing each server's ports",
+    )
     args = parser.parse_args()
     if args.keep_freed_memory:
         from serving.memory import keep_freed_memory
@@ -453,7 +462,8 @@ def main() -> None:
     )
     print(
         "malloc keeps freed memory: servers yes (medflow serve's default), this process "
-        f"{'yes' if args.keep_freed_memory else 'no'}",
+        f"{'yes' if args.keep_freed_memory else 'no'}; server processes per server: "
+        f"{args.server_workers}",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))

@@ -120,25 +120,34 @@ def start_grpc_server(
     *,
     max_message_bytes: int,
     workers: int = 16,
+    reuse_port: bool = False,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port (``port`` 0 picks a free one).
 
     Messages larger than ``max_message_bytes`` are refused by gRPC with RESOURCE_EXHAUSTED.
+    ``reuse_port``: let other processes bind the same port (``--workers``); otherwise a port in
+    use is an error.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     predictions = PredictionService(manager)
     server.add_generic_rpc_handlers((_predict_handler(predictions),))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:  # grpcio raises (newer) or returns 0 (older) when the port cannot be bound
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
     if bound == 0:
         from serving.errors import ServingConfigError
 
-        raise ServingConfigError(f"cannot bind gRPC port {host}:{port}; pick another --grpc-port")
+        raise ServingConfigError(
+            f"cannot bind gRPC port {host}:{port} (in use, or not an address of this machine); "
+            "pick another --grpc-port"
+        )
     server.start()
     return server, bound

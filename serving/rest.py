@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,12 +206,33 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-class RestServer:
-    """A ThreadingHTTPServer serving :class:`RestApp`; ``port`` 0 picks a free port."""
+class _SharedPortServer(ThreadingHTTPServer):
+    """Binds with SO_REUSEPORT: worker processes share the port, the kernel spreads the
+    connections."""
 
-    def __init__(self, manager: ModelManager, host: str, port: int, *, max_body_bytes: int) -> None:
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class RestServer:
+    """A ThreadingHTTPServer serving :class:`RestApp`; ``port`` 0 picks a free port.
+
+    ``reuse_port``: share the port with other processes (``medflow serve --workers``).
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        host: str,
+        port: int,
+        *,
+        max_body_bytes: int,
+        reuse_port: bool = False,
+    ) -> None:
+        server_class = _SharedPortServer if reuse_port else ThreadingHTTPServer
         try:
-            self._httpd = ThreadingHTTPServer((host, port), _Handler)
+            self._httpd = server_class((host, port), _Handler)
         except OSError as exc:
             raise ServingConfigError(
                 f"cannot bind REST port {host}:{port}: {exc}; pick another --rest-port"

@@ -10,7 +10,7 @@ from pathlib import Path
 from serving.config import BatchingConfig, ModelSpecConfig, models_in_base, read_model_config
 from serving.errors import ServingConfigError
 from serving.manager import ModelManager
-from serving.metrics import Metrics
+from serving.metrics import Metrics, SharedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ class ServerOptions:
         poll_seconds: how often the model base is re-scanned; 0 disables watching.
         batching: server-side batching parameters, None to run requests one by one.
         grpc_workers: gRPC handler threads.
+        reuse_port: share the gRPC and REST ports with other processes (``--workers``).
+        metrics_dir: folder where the worker processes of one server share their metrics
+            (:class:`serving.metrics.SharedMetrics`); None: this process's own.
     """
 
     host: str = "127.0.0.1"
@@ -38,6 +41,8 @@ class ServerOptions:
     poll_seconds: float = 1.0
     batching: BatchingConfig | None = None
     grpc_workers: int = 16
+    reuse_port: bool = False
+    metrics_dir: str | None = None
 
 
 class ModelServer:
@@ -60,6 +65,7 @@ class ModelServer:
         self.rest_port: int | None = None
         self._grpc = None
         self._rest = None
+        self._shared_metrics = None
         self._stopped = threading.Event()
 
     def start(self) -> ModelServer:
@@ -67,8 +73,10 @@ class ModelServer:
         from serving.grpc_service import start_grpc_server
         from serving.rest import RestServer
 
-        self.manager.start()
         opts = self.options
+        if opts.metrics_dir:
+            self._shared_metrics = SharedMetrics(self.manager.metrics, opts.metrics_dir).start()
+        self.manager.start()
         try:
             self._grpc, self.grpc_port = start_grpc_server(
                 self.manager,
@@ -76,10 +84,15 @@ class ModelServer:
                 opts.grpc_port,
                 max_message_bytes=opts.max_message_bytes,
                 workers=opts.grpc_workers,
+                reuse_port=opts.reuse_port,
             )
             if opts.rest_port is not None:
                 self._rest = RestServer(
-                    self.manager, opts.host, opts.rest_port, max_body_bytes=opts.max_body_bytes
+                    self.manager,
+                    opts.host,
+                    opts.rest_port,
+                    max_body_bytes=opts.max_body_bytes,
+                    reuse_port=opts.reuse_port,
                 )
                 self._rest.start()
                 self.rest_port = self._rest.port
@@ -104,6 +117,9 @@ class ModelServer:
             self._grpc.stop(grace=5).wait()
             self._grpc = None
         self.manager.stop()
+        if self._shared_metrics is not None:
+            self._shared_metrics.stop()
+            self._shared_metrics = None
         self._stopped.set()
 
     def wait(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reuse freed request buffers instead of returning them to the kernel (glibc malloc "
         "thresholds; fewer page faults per large request, more resident memory; default on)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the ports (SO_REUSEPORT; default 1). More help small "
+        "models, whose requests are mostly Python gRPC work; each loads every model",
+    )
+    # Internal: this process is one of --workers (shared ports, metrics shared in DIR).
+    parser.add_argument("--worker-of", metavar="DIR", help=argparse.SUPPRESS)
     parser.set_defaults(func=_run)
 
 
@@ -52,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     from serving.memory import keep_freed_memory
     from serving.server import ModelServer, ServerOptions, resolve_models
 
+    if args.workers != 1:
+        return _run_workers(args)
     if args.keep_freed_memory:
         keep_freed_memory()
     batching = None
@@ -68,8 +81,13 @@ def _run(args: argparse.Namespace) -> int:
         max_body_bytes=limit,
         poll_seconds=args.poll_seconds,
         batching=batching,
+        reuse_port=bool(args.worker_of),
+        metrics_dir=args.worker_of,
     )
-    server = ModelServer(resolve_models(args.model_base, args.model_config), options).start()
+    server = ModelServer(resolve_models(args.model_base, args.model_config), options)
+    # SIGTERM (docker stop, Kubernetes, the --workers supervisor): finish in-flight requests.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    server.start()
     rest = f", REST on {args.host}:{server.rest_port}" if server.rest_port else ""
     print(
         f"serving {', '.join(server.manager.model_names)}: gRPC on {args.host}:{server.grpc_port}{rest}",
@@ -80,3 +98,48 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)  # unwinds through server.wait() into server.stop()
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from serving.server import resolve_models
+    from serving.workers import free_port, serve_with_workers
+
+    names = [m.name for m in resolve_models(args.model_base, args.model_config)]  # fail early
+    grpc_port = args.grpc_port or free_port(args.host)
+    rest_port = args.rest_port if args.rest_port != 0 else free_port(args.host)
+
+    def worker_command(metrics_dir: str) -> list[str]:
+        cmd = [sys.executable, "-m", "medflow.cli"] + (["-v"] if args.verbose else [])
+        cmd += ["serve", "--workers", "1", "--worker-of", metrics_dir, "--host", args.host]
+        cmd += ["--grpc-port", str(grpc_port), "--rest-port", str(rest_port)]
+        cmd += [
+            "--poll-seconds",
+            str(args.poll_seconds),
+            "--max-message-mb",
+            str(args.max_message_mb),
+        ]
+        for flag, value in (
+            ("--model-base", args.model_base),
+            ("--model-config", args.model_config),
+            ("--batching-parameters", args.batching_parameters),
+        ):
+            if value:
+                cmd += [flag, str(value)]
+        if args.enable_batching:
+            cmd.append("--enable-batching")
+        cmd.append("--keep-freed-memory" if args.keep_freed_memory else "--no-keep-freed-memory")
+        return cmd
+
+    def announce(pids: list[int]) -> None:
+        rest = f", REST on {args.host}:{rest_port}" if rest_port >= 0 else ""
+        print(
+            f"serving {', '.join(names)}: gRPC on {args.host}:{grpc_port}{rest} "
+            f"({len(pids)} worker processes: {' '.join(map(str, pids))})",
+            flush=True,
+        )
+
+    return serve_with_workers(worker_command, args.workers, announce)
