@@ -10,9 +10,10 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import inference, wire
+from serving import inference
 from serving.errors import ServingStatus
 from serving.manager import ModelManager
+from serving.tensors import parse_split
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class _SplitRequest:
-    """A PredictRequest parsed without its tensor_content bytes, which stay in the received
-    buffer (:mod:`serving.wire`): the input tensors reach TensorFlow with one copy instead of
-    three or four."""
+    """A PredictRequest and the tensor_content bytes left in the received buffer
+    (:func:`serving.tensors.parse_split`; none for small requests): large input tensors reach
+    TensorFlow with one copy instead of three or four."""
 
     __slots__ = ("message", "contents")
 
@@ -79,15 +80,10 @@ class _SplitRequest:
         self.contents = contents
 
 
-def _decode_predict_request(raw: bytes):
+def _decode_predict_request(raw: bytes) -> _SplitRequest:
     from tensorflow_serving.apis import predict_pb2
 
-    # PredictRequest.inputs is field 2. Small requests and unusual encodings: protobuf's parser.
-    split = wire.split_tensor_contents(raw, map_field=2) if len(raw) >= wire.MIN_BYTES else None
-    if split is None:
-        return predict_pb2.PredictRequest.FromString(raw)
-    message, contents = split
-    return _SplitRequest(predict_pb2.PredictRequest.FromString(message), contents)
+    return _SplitRequest(*parse_split(predict_pb2.PredictRequest, raw, "inputs"))
 
 
 def _predict_handler(servicer: PredictionService) -> grpc.GenericRpcHandler:

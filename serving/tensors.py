@@ -236,20 +236,24 @@ def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: s
             )
 
 
-def parse_with_tensors(message_class, raw: bytes, map_name: str, min_bytes: int | None = None):
-    """(message, {key: ndarray}) of a serialized message with a ``map<string, TensorProto>``
-    field ``map_name``: numbers are read as views of ``raw`` (no copy, :mod:`serving.wire`)
-    when ``raw`` holds ``min_bytes`` (default ``serving.wire.MIN_BYTES``) or more; small
-    messages and unusual encodings are parsed by protobuf as a whole."""
+def parse_split(message_class, raw: bytes, map_name: str, min_bytes: int | None = None):
+    """(message, {key: tensor_content view}) of a serialized message with a
+    ``map<string, TensorProto>`` field ``map_name``: when ``raw`` holds ``min_bytes`` (default
+    ``serving.wire.MIN_BYTES``) or more, the tensor bytes stay in ``raw`` (no copy,
+    :mod:`serving.wire`) and protobuf parses the rest; small messages and unusual encodings are
+    parsed by protobuf as a whole (no views). Pass the views to :func:`to_ndarray`."""
     from serving import wire
 
     limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     field_number = message_class.DESCRIPTOR.fields_by_name[map_name].number
     split = wire.split_tensor_contents(raw, field_number) if len(raw) >= limit else None
-    message, contents = (
-        (message_class.FromString(raw), {})
-        if split is None
-        else (message_class.FromString(split[0]), split[1])
-    )
+    if split is None:
+        return message_class.FromString(raw), {}
+    return message_class.FromString(split[0]), split[1]
+
+
+def parse_with_tensors(message_class, raw: bytes, map_name: str, min_bytes: int | None = None):
+    """(message, {key: ndarray}) of such a message (:func:`parse_split`), numbers as views."""
+    message, contents = parse_split(message_class, raw, map_name, min_bytes)
     tensors = getattr(message, map_name)
     return message, {key: to_ndarray(tensors[key], key, contents.get(key)) for key in tensors}

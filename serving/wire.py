@@ -90,6 +90,12 @@ def _len_field(number: int, payload_size: int) -> bytes:
     return varint_bytes(number << 3 | _LEN) + varint_bytes(payload_size)
 
 
+def _key_field(key: str) -> bytes:
+    """A map entry's key field (field 1)."""
+    encoded = key.encode()
+    return _len_field(1, len(encoded)) + encoded
+
+
 def split_tensor_contents(raw: bytes, map_field: int) -> tuple[bytes, dict[str, memoryview]] | None:
     """(message without tensor_content, {key: view of its tensor_content}), or None.
 
@@ -144,8 +150,7 @@ def _split(buf: memoryview, map_field: int) -> tuple[bytes, dict[str, memoryview
             continue
         contents[key] = content
         tensor_bytes = b"".join(tensor)
-        encoded_key = key.encode()
-        key_field = _len_field(1, len(encoded_key)) + encoded_key if key else b""
+        key_field = _key_field(key) if key else b""  # proto3 omits the empty default
         entry = key_field + _len_field(2, len(tensor_bytes)) + tensor_bytes
         parts += [_len_field(map_field, len(entry)), entry]
     return b"".join(parts), contents
@@ -161,7 +166,6 @@ def tensor_map_entry(map_field: int, key: str, tensor_header: bytes, array: np.n
     data = memoryview(array).cast("B") if array.size else memoryview(b"")
     value = [tensor_header, _len_field(TENSOR_CONTENT, data.nbytes), data]
     value_size = len(value[0]) + len(value[1]) + data.nbytes
-    encoded_key = key.encode()
-    key_field = _len_field(1, len(encoded_key)) + encoded_key
+    key_field = _key_field(key)
     entry_size = len(key_field) + len(_len_field(2, value_size)) + value_size
     return [_len_field(map_field, entry_size), key_field, _len_field(2, value_size), *value]
