@@ -19,7 +19,9 @@ Measured per model:
   for the 224 model: a 6.4 MB float array as JSON measures the JSON codec, not serving);
 * images/s of N concurrent gRPC clients at batch 1, as separate client processes (how real
   clients arrive) and as threads of one process (all clients share one GIL), against a server
-  without and with server-side batching (``num_batch_threads`` = cores, and 1), next to
+  without and with server-side batching (``num_batch_threads`` = cores, and 1; each
+  ``--batch-timeout-us``: 0, and 50 ms, longer than a batch of the 224 model takes on 2
+  cores, so that a batch waits for every client), next to
   in-process calls at batch N (measured before and after, averaged); the mean batch size each
   batching server formed comes from its Prometheus metrics;
 * the gRPC floor: the same latency and concurrent measurements against a Python gRPC server
@@ -436,15 +438,18 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
         desc = export_resnet18(base, size)
     n = args.clients
     max_batch = args.max_batch_size or n
-    # One server without batching and one per num_batch_threads value (TF Serving's advice
-    # is the number of cores; 1 lets a batch fill while the previous one runs).
+    # One server without batching and one per batch timeout and num_batch_threads value
+    # (TF Serving's advice is the number of cores; 1 lets a batch fill while the previous one
+    # runs).
     servers = {"no batching": start_server(base, None, args.server_workers)}
-    for threads in sorted({os.cpu_count(), 1}, reverse=True):
-        config = tmp / kind / f"batching-{threads}.config"
-        config.write_text(
-            BATCHING.format(max_batch=max_batch, timeout_us=args.batch_timeout_us, threads=threads)
-        )
-        servers[f"batching, {threads} thr"] = start_server(base, config, args.server_workers)
+    for timeout_us in args.batch_timeout_us:
+        for threads in sorted({os.cpu_count(), 1}, reverse=True):
+            config = tmp / kind / f"batching-{timeout_us}-{threads}.config"
+            config.write_text(
+                BATCHING.format(max_batch=max_batch, timeout_us=timeout_us, threads=threads)
+            )
+            name = f"batching, {threads} thr, {timeout_us / 1000:g} ms"
+            servers[name] = start_server(base, config, args.server_workers)
     _, plain_grpc, plain_rest = servers["no batching"]
     result: dict = {"model": desc, "latency": [], "concurrent": {}}
     floor = None
@@ -525,7 +530,7 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
         ):
             extra = f"  cores busy {100 * busy:3.0f} %" if busy is not None else ""
             extra += f"  mean batch {mean_batch:.2f}" if mean_batch is not None else ""
-            print(f"  {mode:<9} {server:<16}: {rate:9.1f}  ({rate / inproc:.2f}x){extra}")
+            print(f"  {mode:<9} {server:<24}: {rate:9.1f}  ({rate / inproc:.2f}x){extra}")
     finally:
         for proc, _, _ in servers.values():
             proc.terminate()
@@ -543,10 +548,11 @@ def main() -> None:
     parser.add_argument("--models", default="demo,resnet18", help="demo and/or resnet18")
     parser.add_argument(
         "--batch-timeout-us",
-        type=int,
-        default=0,
-        help="server batch_timeout_micros (default 0: TF Serving's starting point on CPU-only "
-        "machines, with num_batch_threads = cores)",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[0, 50_000],
+        help="server batch_timeout_micros values, comma-separated (default 0,50000: 0 is TF "
+        "Serving's starting point on CPU-only machines, with num_batch_threads = cores; 50 ms "
+        "outlasts a batch of the 224 model on 2 cores, so batches wait for every client)",
     )
     parser.add_argument(
         "--max-batch-size",
