@@ -266,11 +266,10 @@ class FloorServer:
     """:func:`_floor_server` in a spawned process, answering ``responses`` (batch -> bytes)."""
 
     def __init__(self, responses: dict[int, bytes]) -> None:
-        parent, child = mp.get_context("spawn").Pipe()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
         self._conn = parent
-        self._proc = mp.get_context("spawn").Process(
-            target=_floor_server, args=(child,), daemon=True
-        )
+        self._proc = ctx.Process(target=_floor_server, args=(child,), daemon=True)
         self._proc.start()
         parent.send(responses)
         self.port: int = parent.recv()
@@ -500,23 +499,22 @@ def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
             timing = measure({"b": in_process_call(fn, xn)}, args.seconds, rounds=1)["b"]
             return max_batch * timing["calls_s"]
 
+        def concurrent(mode: str, port: int) -> tuple[float, float | None]:
+            if mode == "processes":
+                return clients.throughput(port, x1.shape, args.seconds)
+            return threads_throughput(port, x1, n, args.seconds)
+
         # The in-process baseline brackets the concurrent runs (the machine's load drifts).
         first = in_process_batched()
         for mode in ("processes", "threads"):
             for server, (_, port, rest) in servers.items():
                 before = batch_sizes(rest)
-                if mode == "processes":
-                    rate, busy = clients.throughput(port, x1.shape, args.seconds)
-                else:
-                    rate, busy = threads_throughput(port, x1, n, args.seconds)
+                rate, busy = concurrent(mode, port)
                 after = batch_sizes(rest)
                 batches = after[1] - before[1]
                 mean_batch = (after[0] - before[0]) / batches if batches else None
                 conc[(mode, server)] = (rate, mean_batch, busy)
-            if mode == "processes":
-                rate, busy = clients.throughput(floor.port, x1.shape, args.seconds)
-            else:
-                rate, busy = threads_throughput(floor.port, x1, n, args.seconds)
+            rate, busy = concurrent(mode, floor.port)
             conc[(mode, "gRPC floor")] = (rate, None, busy)
         last = in_process_batched()
         inproc = conc["in-process"] = (first + last) / 2
