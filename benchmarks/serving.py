@@ -27,7 +27,7 @@ Measured per model:
 * the gRPC floor: the same latency and concurrent measurements against a Python gRPC server
   that decodes each request as ``medflow serve`` does and answers the real server's response
   bytes without running a model (no TensorFlow in it). In-process time plus the floor's
-  latency is the best ratio any Python gRPC server could reach on this machine, and the
+  latency is the best ratio a one-process Python gRPC server could reach here, and the
   floor's concurrent rate over the in-process batched rate is the best batching ratio; both
   are printed next to the targets. Each concurrent run also reports the share of the
   machine's cores that were busy (``/proc/stat``): where the floor run alone keeps every core
@@ -610,7 +610,8 @@ def main() -> None:
         print(f"  {r['model']}")
         at32 = {x["path"]: x for x in r["latency"] if x["batch"] == 32}
         # A server that added nothing to gRPC's own cost and ran the model as fast as the
-        # in-process call would reach this ratio: the best any Python gRPC server can do here.
+        # in-process call would reach this ratio: the best a one-process Python gRPC server
+        # can do here.
         best = 1 + at32["gRPC floor"]["ratio"]
         for path in ("gRPC", "gRPC medflow"):
             print(
