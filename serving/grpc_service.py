@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving import inference
 from serving.errors import ServingStatus
@@ -48,15 +53,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager: ModelManager) -> None:
         self._m = manager
 
-    def Predict(self, request, context):  # noqa: N802 (gRPC method names)
-        if isinstance(request, _SplitRequest):  # see _predict_handler
-            contents = request.contents
-
-            def run(manager, message):
-                return inference.predict(manager, message, contents)
-
-            return _handle(self._m, "predict", run, request.message, context)
-        return _handle(self._m, "predict", inference.predict, request, context)
+    def Predict(self, request: _SplitRequest, context):  # noqa: N802 (gRPC method names)
+        # Always decoded by _decode_predict_request: _predict_handler answers Predict.
+        run = functools.partial(inference.predict, contents=request.contents)
+        return _handle(self._m, "predict", run, request.message, context)
 
     def Classify(self, request, context):  # noqa: N802
         return _handle(self._m, "classify", inference.classify, request, context)
@@ -81,8 +81,6 @@ class _SplitRequest:
 
 
 def _decode_predict_request(raw: bytes) -> _SplitRequest:
-    from tensorflow_serving.apis import predict_pb2
-
     return _SplitRequest(*parse_split(predict_pb2.PredictRequest, raw, "inputs"))
 
 
