@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="server processes sharing the ports (SO_REUSEPORT; default 1). More help small "
-        "models, whose requests are mostly Python gRPC work; each loads every model",
+        help="server processes sharing the ports (SO_REUSEPORT; default 1). More help where one "
+        "process leaves cores idle (small models, or many cores) and clients use several "
+        "connections; each loads every model",
     )
     # Internal: this process is one of --workers (shared ports, metrics shared in DIR).
     parser.add_argument("--worker-of", metavar="DIR", help=argparse.SUPPRESS)
