@@ -230,6 +230,11 @@ class PredictionClient:
             ("grpc.initial_reconnect_backoff_ms", backoff_ms),
             ("grpc.min_reconnect_backoff_ms", backoff_ms),
             ("grpc.max_reconnect_backoff_ms", max(1000, backoff_ms * 2**retries)),
+            # A connection of its own: gRPC otherwise shares one among all channels to the
+            # same target in a process, and both `medflow serve --workers` (SO_REUSEPORT) and
+            # a Kubernetes Service spread load per connection, so clients in threads of one
+            # process would all reach one worker or one replica.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

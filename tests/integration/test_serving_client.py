@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -48,6 +49,42 @@ def test_predict_status_and_signatures(base):
             with pytest.raises(PredictionError, match="NOT_FOUND"):
                 client.predict("nope", {"image": x})
     finally:
+        server.stop()
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections from this process to 127.0.0.1:``port``."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def test_each_client_has_its_own_connection(base):
+    # Connection-level balancing (medflow serve --workers, a Kubernetes Service) can only
+    # spread clients of one process when each holds its own connection.
+    server = start_server(base)
+    clients = [PredictionClient(f"127.0.0.1:{server.grpc_port}") for _ in range(3)]
+    try:
+        for client in clients:
+            assert client.status("demo") == [(1, "AVAILABLE")]
+        assert _connections_to(server.grpc_port) == 3
+    finally:
+        for client in clients:
+            client.close()
         server.stop()
 
 
