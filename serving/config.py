@@ -237,3 +237,26 @@ def read_batching_parameters(path: str | Path) -> BatchingConfig:
     if not path.is_file():
         raise ServingConfigError(f"batching parameters file {path} does not exist")
     return parse_batching_parameters(path.read_text(), source=str(path))
+
+
+def parse_grpc_channel_arguments(
+    text: str, *, source: str = "--grpc-channel-arguments"
+) -> tuple[tuple[str, int | str], ...]:
+    """TF Serving's ``--grpc_channel_arguments``: ``name=value`` pairs, comma-separated, passed to
+    the gRPC server (e.g. ``grpc.max_connection_age_ms=60000``). A value that parses as an
+    integer is passed as one, anything else as a string, as TF Serving does."""
+    args: list[tuple[str, int | str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not name or not value:
+            raise ServingConfigError(
+                f"{source}: {item!r} is not name=value; write e.g. "
+                "grpc.max_connection_age_ms=60000,grpc.max_connection_age_grace_ms=30000"
+            )
+        try:
+            args.append((name, int(value)))
+        except ValueError:
+            args.append((name, value))
+    return tuple(args)

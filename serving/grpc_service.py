@@ -115,19 +115,24 @@ def start_grpc_server(
     max_message_bytes: int,
     workers: int = 16,
     reuse_port: bool = False,
+    channel_arguments: tuple[tuple[str, int | str], ...] = (),
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port (``port`` 0 picks a free one).
 
     Messages larger than ``max_message_bytes`` are refused by gRPC with RESOURCE_EXHAUSTED.
     ``reuse_port``: let other processes bind the same port (``--workers``); otherwise a port in
-    use is an error.
+    use is an error. ``channel_arguments``: more gRPC server arguments (TF Serving's
+    ``--grpc_channel_arguments``); one named like a default above replaces it.
     """
-    options = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-    ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
+    options = {
+        "grpc.max_receive_message_length": max_message_bytes,
+        "grpc.max_send_message_length": max_message_bytes,
+        "grpc.so_reuseport": 1 if reuse_port else 0,
+    }
+    options.update(channel_arguments)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), options=list(options.items())
+    )
     predictions = PredictionService(manager)
     server.add_generic_rpc_handlers((_predict_handler(predictions),))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)

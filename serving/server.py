@@ -29,6 +29,8 @@ class ServerOptions:
         batching: server-side batching parameters, None to run requests one by one.
         grpc_workers: gRPC handler threads.
         reuse_port: share the gRPC and REST ports with other processes (``--workers``).
+        grpc_channel_arguments: more gRPC server arguments, as (name, value) pairs
+            (:func:`serving.config.parse_grpc_channel_arguments`).
         metrics_dir: folder where the worker processes of one server share their metrics
             (:class:`serving.metrics.SharedMetrics`); None: this process's own.
     """
@@ -42,6 +44,7 @@ class ServerOptions:
     batching: BatchingConfig | None = None
     grpc_workers: int = 16
     reuse_port: bool = False
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     metrics_dir: str | None = None
 
 
@@ -85,6 +88,7 @@ class ModelServer:
                 max_message_bytes=opts.max_message_bytes,
                 workers=opts.grpc_workers,
                 reuse_port=opts.reuse_port,
+                channel_arguments=opts.grpc_channel_arguments,
             )
             if opts.rest_port is not None:
                 self._rest = RestServer(

@@ -40,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-message-mb", type=float, default=256, help="largest gRPC message / REST body (MiB)"
     )
     parser.add_argument(
+        "--grpc-channel-arguments",
+        default="",
+        metavar="NAME=VALUE,...",
+        help="more gRPC server arguments, as TF Serving's --grpc_channel_arguments, e.g. "
+        "grpc.max_connection_age_ms=60000 (clients reconnect, so load balanced per connection "
+        "spreads again over --workers or replicas)",
+    )
+    parser.add_argument(
         "--keep-freed-memory",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -60,10 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from serving.config import BatchingConfig, read_batching_parameters
+    from serving.config import (
+        BatchingConfig,
+        parse_grpc_channel_arguments,
+        read_batching_parameters,
+    )
     from serving.memory import keep_freed_memory
     from serving.server import ModelServer, ServerOptions, resolve_models
 
+    channel_arguments = parse_grpc_channel_arguments(args.grpc_channel_arguments)  # fail early
     if args.workers != 1:
         return _run_workers(args)
     if args.keep_freed_memory:
@@ -83,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         batching=batching,
         reuse_port=bool(args.worker_of),
+        grpc_channel_arguments=channel_arguments,
         metrics_dir=args.worker_of,
     )
     server = ModelServer(resolve_models(args.model_base, args.model_config), options)
@@ -127,6 +141,7 @@ def _run_workers(args: argparse.Namespace) -> int:
             ("--model-base", args.model_base),
             ("--model-config", args.model_config),
             ("--batching-parameters", args.batching_parameters),
+            ("--grpc-channel-arguments", args.grpc_channel_arguments),
         ):
             if value:
                 cmd += [flag, str(value)]

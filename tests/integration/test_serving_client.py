@@ -52,8 +52,8 @@ def test_predict_status_and_signatures(base):
         server.stop()
 
 
-def _connections_to(port: int) -> int:
-    """Established TCP connections from this process to 127.0.0.1:``port``."""
+def client_ports(port: int) -> set[int]:
+    """Local ports of this process's established TCP connections to 127.0.0.1:``port``."""
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -62,15 +62,15 @@ def _connections_to(port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    count = 0
+    ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                if remote_port == port and fields[3] == "01" and fields[9] in inodes:
-                    count += 1
-    return count
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                if remote == port and fields[3] == "01" and fields[9] in inodes:
+                    ports.add(local)
+    return ports
 
 
 def test_each_client_has_its_own_connection(base):
@@ -81,7 +81,7 @@ def test_each_client_has_its_own_connection(base):
     try:
         for client in clients:
             assert client.status("demo") == [(1, "AVAILABLE")]
-        assert _connections_to(server.grpc_port) == 3
+        assert len(client_ports(server.grpc_port)) == 3
     finally:
         for client in clients:
             client.close()

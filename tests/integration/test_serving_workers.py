@@ -1,5 +1,5 @@
 """``medflow serve --workers 2``: two processes on one port, summed metrics, a dead worker
-replaced, SIGTERM stops everything."""
+replaced, SIGTERM stops everything; ``--grpc-channel-arguments`` reaches every worker."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from serving.client import PredictionClient
 from serving.tensors import fill_tensor_proto, to_ndarray
 from tests.conftest import REPO
+from tests.integration.test_serving_client import client_ports
 from tests.integration.test_serving_helpers import add_version, images, in_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -122,4 +124,53 @@ def test_a_worker_that_cannot_start_stops_the_server_with_its_error(tmp_path):
     assert out.returncode != 0
     assert f"cannot bind gRPC port 127.0.0.1:{port}" in out.stderr, out.stderr[-2000:]
     assert "before serving" in out.stderr, out.stderr[-2000:]
+    assert not out.stdout.startswith("serving")
+
+
+def test_connection_age_moves_a_client_to_new_connections_without_failures(tmp_path):
+    # TF Serving's --grpc_channel_arguments, as the Kubernetes Deployment sets it: a server
+    # that closes connections after a while makes clients reconnect, so that balancing per
+    # connection (--workers, a Kubernetes Service) spreads a long-lived client again.
+    add_version(tmp_path, 1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "medflow.cli", "serve", "--model-base", str(tmp_path)]
+    cmd += ["--grpc-port", "0", "--rest-port", "-1", "--poll-seconds", "0", "--workers", "2"]
+    cmd += [
+        "--grpc-channel-arguments",
+        "grpc.max_connection_age_ms=300,grpc.max_connection_age_grace_ms=5000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"gRPC on [\d.]+:(\d+)", line)
+        assert match, line + proc.stderr.read()
+        port = int(match.group(1))
+        x = images(2, seed=5)
+        expected = in_process(1, image=x)["probabilities"]
+        seen: set[int] = set()
+        with PredictionClient(f"127.0.0.1:{port}", retries=0) as client:
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                pred = client.predict("demo", {"image": x})  # retries=0: any failure raises
+                np.testing.assert_allclose(pred.outputs["probabilities"], expected, atol=1e-5)
+                seen |= client_ports(port)
+                time.sleep(0.02)
+        assert len(seen) >= 3, seen  # a new connection at least every 300 ms
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_malformed_grpc_channel_arguments_are_refused_before_loading(tmp_path):
+    add_version(tmp_path, 1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "medflow.cli", "serve", "--model-base", str(tmp_path)]
+    cmd += ["--grpc-port", "0", "--rest-port", "-1", "--workers", "2"]
+    cmd += ["--grpc-channel-arguments", "grpc.max_connection_age_ms"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0
+    assert "--grpc-channel-arguments: 'grpc.max_connection_age_ms' is not name=value" in out.stderr
     assert not out.stdout.startswith("serving")

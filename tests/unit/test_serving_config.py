@@ -1,4 +1,4 @@
-"""TF Serving configuration files: models.config policies/labels and batching parameters."""
+"""TF Serving configuration: models.config policies/labels, batching parameters, gRPC arguments."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from serving.config import (
     BatchingConfig,
     VersionPolicy,
     parse_batching_parameters,
+    parse_grpc_channel_arguments,
     parse_model_config,
     read_model_config,
 )
@@ -140,3 +141,16 @@ def test_batching_parameters():
 def test_batching_parameter_errors(text, needle):
     with pytest.raises(ServingConfigError, match=needle):
         parse_batching_parameters(text)
+
+
+def test_grpc_channel_arguments():
+    assert parse_grpc_channel_arguments("") == ()
+    assert parse_grpc_channel_arguments(
+        " grpc.max_connection_age_ms=60000, grpc.primary_user_agent = medflow ,"
+    ) == (("grpc.max_connection_age_ms", 60000), ("grpc.primary_user_agent", "medflow"))
+
+
+@pytest.mark.parametrize("text", ["grpc.max_connection_age_ms", "=5", "grpc.x="])
+def test_grpc_channel_argument_errors(text):
+    with pytest.raises(ServingConfigError, match=r"--grpc-channel-arguments: .* not name=value"):
+        parse_grpc_channel_arguments(text)
