@@ -13,7 +13,11 @@ import pytest
 
 from pipelines import config
 from pipelines import kfp_manifests as km
-from serving.config import parse_batching_parameters, parse_model_config
+from serving.config import (
+    parse_batching_parameters,
+    parse_grpc_channel_arguments,
+    parse_model_config,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +71,19 @@ def test_tf_serving_reads_the_configmap_and_the_models_claim(base_objects):
     assert models_mount == config.MODELS_MOUNT
     assert f"--model_config_file={config_mount}/models.config" in container["args"]
     assert f"--batching_parameters_file={config_mount}/batching.config" in container["args"]
+
+
+def test_tf_serving_closes_old_connections_so_new_replicas_get_traffic(base_objects):
+    # The HPA adds replicas behind a Service that balances per connection; the age limit is
+    # what moves long-lived gRPC clients onto them. The value must also be one `medflow
+    # serve --grpc-channel-arguments` takes (tests/integration/test_serving_workers.py).
+    [deploy] = [
+        o for o in base_objects if o["kind"] == "Deployment" and "serving" in o["metadata"]["name"]
+    ]
+    pod = deploy["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["image"].startswith("tensorflow/serving")]
+    [flag] = [a for a in container["args"] if a.startswith("--grpc_channel_arguments=")]
+    arguments = dict(parse_grpc_channel_arguments(flag.partition("=")[2]))
+    assert 0 < arguments["grpc.max_connection_age_ms"] <= 300_000
+    assert arguments["grpc.max_connection_age_grace_ms"] > 0
+    assert any(o["kind"] == "HorizontalPodAutoscaler" for o in base_objects)
