@@ -83,7 +83,6 @@ max_enqueued_batches {{ value: 100 }}
 num_batch_threads {{ value: {threads} }}
 """
 MODEL = "bench"
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 # Share of busy cores above which a concurrent run counts as limited by the machine's CPU.
 SATURATED = 0.95
 
@@ -248,6 +247,7 @@ def _floor_server(conn) -> None:
     import grpc
     from tensorflow_serving.apis import predict_pb2
 
+    from serving.grpc_service import PREDICTION_SERVICE
     from serving.tensors import parse_split
 
     responses: dict[int, bytes] = conn.recv()

@@ -22,6 +22,8 @@ from serving.tensors import parse_split
 
 log = logging.getLogger(__name__)
 
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+
 
 def _handle(manager: ModelManager, api: str, fn: Callable, request, context):
     """Run one RPC, map ServingStatus to the RPC status, record metrics; never crash."""
@@ -92,9 +94,7 @@ def _predict_handler(servicer: PredictionService) -> grpc.GenericRpcHandler:
         request_deserializer=_decode_predict_request,
         response_serializer=None,  # inference.predict answers serialized bytes
     )
-    return grpc.method_handlers_generic_handler(
-        "tensorflow.serving.PredictionService", {"Predict": method}
-    )
+    return grpc.method_handlers_generic_handler(PREDICTION_SERVICE, {"Predict": method})
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -14,6 +13,7 @@ from serving.config import BatchingConfig
 from serving.errors import PredictionError
 from tests.integration.test_serving_helpers import (
     add_version,
+    client_ports,
     free_port,
     images,
     in_process,
@@ -50,27 +50,6 @@ def test_predict_status_and_signatures(base):
                 client.predict("nope", {"image": x})
     finally:
         server.stop()
-
-
-def client_ports(port: int) -> set[int]:
-    """Local ports of this process's established TCP connections to 127.0.0.1:``port``."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
-                if remote == port and fields[3] == "01" and fields[9] in inodes:
-                    ports.add(local)
-    return ports
 
 
 def test_each_client_has_its_own_connection(base):

@@ -117,3 +117,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str =
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def client_ports(port: int) -> set[int]:
+    """Local ports of this process's established TCP connections to 127.0.0.1:``port``."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                if remote == port and fields[3] == "01" and fields[9] in inodes:
+                    ports.add(local)
+    return ports

@@ -20,8 +20,13 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving.client import PredictionClient
 from serving.tensors import fill_tensor_proto, to_ndarray
 from tests.conftest import REPO
-from tests.integration.test_serving_client import client_ports
-from tests.integration.test_serving_helpers import add_version, images, in_process, wait_until
+from tests.integration.test_serving_helpers import (
+    add_version,
+    client_ports,
+    images,
+    in_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
