@@ -3,7 +3,7 @@
 #
 # Build (the tag must equal pipelines/config.py::PIPELINE_IMAGE, which `medflow compile` and
 # the k8s manifests reference):
-#   docker build -t "$(python -c 'from pipelines.config import PIPELINE_IMAGE as i; print(i)')" .
+#   docker build -t "$(python -c 'from medflow.pipelines.config import PIPELINE_IMAGE as i; print(i)')" .
 #
 # Base pinned by tag: Python 3.10 is what the pinned TFX 1.16 set supports (see requirements.lock).
 FROM python:3.10.13-slim-bookworm

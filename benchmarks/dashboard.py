@@ -35,9 +35,9 @@ _components: list = []
 
 def _store(folder: Path, n: int, *, mask: bool = False) -> tuple[str, int | None]:
     """The store's URL, and the id of its segmentation case (with ``mask``)."""
-    from dashboard.sample_data import seed_segmentation, seed_store
-    from dashboard.store import ReviewStore
     from medflow.commands.demo import default_data_dir
+    from medflow.dashboard.sample_data import seed_segmentation, seed_store
+    from medflow.dashboard.store import ReviewStore
 
     url = f"sqlite:///{folder}/review.db"
     store = ReviewStore(url)
@@ -60,8 +60,8 @@ def _first_render(url: str, case: int | None = None, view: str | None = None) ->
     """Seconds for a fresh signed-in session's first run of the review page."""
     from streamlit.testing.v1 import AppTest
 
-    from dashboard.auth import SESSION_KEY
-    from dashboard.records import User
+    from medflow.dashboard.auth import SESSION_KEY
+    from medflow.dashboard.records import User
 
     os.environ["MEDFLOW_STORE_URL"] = url
     at = AppTest.from_file(APP, default_timeout=120)

@@ -42,7 +42,7 @@ def bare_loop(files: list[Path], workers: int) -> float:
         for f in files:
             _bare_one(str(f))
     else:
-        from components.dicom.ingest import _pool_context  # ingestion's start method
+        from medflow.components.ingest.engine import _pool_context  # ingestion's start method
 
         with _pool_context().Pool(workers) as pool:
             pool.map(
@@ -52,8 +52,8 @@ def bare_loop(files: list[Path], workers: int) -> float:
 
 
 def ingestion(src: Path, workers: int, tmp: Path) -> tuple[float, dict]:
-    from components.dicom.deid import DeidKey
-    from components.dicom.ingest import IngestOptions, ingest
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.ingest.engine import IngestOptions, ingest
 
     out = tmp / f"out-{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -75,7 +75,7 @@ def decodable(files: list[Path]) -> list[Path]:
 
 
 def file_sets(tmp: Path, per_split: int) -> dict[str, Path]:
-    from components.dicom.npz_import import import_npz
+    from medflow.components.ingest.npz_import import import_npz
 
     sets = {}
     npz = SHARED / "pneumoniamnist_trainval.npz"

@@ -38,12 +38,12 @@ def main() -> None:
     parser.add_argument("--per-split", type=int, default=200, help="BreastMNIST images per split")
     args = parser.parse_args()
 
-    from components.dicom.deid import DeidKey
-    from components.dicom.dicomweb import Credentials, DicomwebSource, Query
-    from components.dicom.dicomweb_ingest import ingest_dicomweb, pull
-    from components.dicom.ingest import ingest
-    from components.dicom.npz_import import import_npz
-    from components.dicom.reader import parse
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query
+    from medflow.components.dicom.reader import parse
+    from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb, pull
+    from medflow.components.ingest.engine import ingest
+    from medflow.components.ingest.npz_import import import_npz
     from tests.integration.orthanc import Orthanc, find_orthanc
 
     found = find_orthanc()

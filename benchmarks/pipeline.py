@@ -47,9 +47,9 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
     """Train and evaluate without the pipeline; returns (seconds, eval quality, model, norm)."""
     import tensorflow as tf
 
-    from components.models.hparams import HParams
-    from components.models.training import fit, split_holdout
-    from pipelines.npz_examples import load_npz_split
+    from benchmarks.npz_examples import load_npz_split
+    from medflow.components.models.hparams import HParams
+    from medflow.components.models.training import fit, split_holdout
 
     start = time.perf_counter()
     x_tr, y_tr = load_npz_split(npz, "train")
@@ -68,9 +68,9 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
 
 
 def pipeline_run(npz: Path, workdir: Path, hparams: dict) -> tuple[float, dict]:
-    from components.dicom.npz_import import import_npz
-    from pipelines.evaluation import BlessingThresholds
-    from pipelines.local_runner import run_local
+    from medflow.components.ingest.npz_import import import_npz
+    from medflow.pipelines.evaluation import BlessingThresholds
+    from medflow.pipelines.local_runner import run_local
 
     start = time.perf_counter()
     manifest = import_npz(npz, workdir / "data", splits=("train", "val"))
@@ -93,7 +93,7 @@ def test_split_quality(npz: Path, model_path: str | None, bare_model, norm) -> d
     with np.load(npz) as data:
         if "test_images" not in data:
             return {}
-    from pipelines.npz_examples import load_npz_split
+    from benchmarks.npz_examples import load_npz_split
 
     x, y = load_npz_split(npz, "test")
     out = {"bare": quality(bare_model.predict((x - norm[0]) / norm[1], verbose=0)[:, 1], y)}

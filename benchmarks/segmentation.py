@@ -43,7 +43,7 @@ def load_split(out: Path, split: str, size: int):
     import numpy as np
     import tensorflow as tf
 
-    from components.models import features as F
+    from medflow.core import features as F
 
     images, masks, spacing, hc = [], [], [], []
     for shard in sorted((out / split).glob("data_tfrecord-*.gz")):
@@ -58,10 +58,10 @@ def load_split(out: Path, split: str, size: int):
 
 def ingest_import(imported: Path, manifest: Path, out: Path, size: int):
     """Ingests an ``import-*`` folder's DICOM with its manifest at ``size`` x ``size``."""
-    from components.dicom.deid import DeidKey
-    from components.dicom.ingest import IngestOptions, ingest
-    from components.dicom.manifest import read_manifest
-    from components.dicom.pixels import PixelSpec
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.ingest.engine import IngestOptions, ingest
+    from medflow.components.ingest.manifest import read_manifest
+    from medflow.core.pixel_spec import PixelSpec
 
     options = IngestOptions(pixel=PixelSpec(size=(size, size)), workers=2)
     key = DeidKey(b"benchmark-key-0123456789")
@@ -69,7 +69,7 @@ def ingest_import(imported: Path, manifest: Path, out: Path, size: int):
 
 
 def prepare(size: int, work: Path):
-    from components.dicom.hc18_import import import_hc18
+    from medflow.components.ingest.hc18_import import import_hc18
 
     manifest = import_hc18(SHARED / "hc18", work / "hc18")
     report = ingest_import(work / "hc18", manifest, work / "ex", size)
@@ -83,7 +83,7 @@ def prepare(size: int, work: Path):
 def trainer_run(hp, train, val):
     import tensorflow as tf
 
-    from components.models.segmentation import fit
+    from medflow.components.models.segmentation import fit
 
     t0 = time.perf_counter()
     model, history, n = fit(
@@ -97,7 +97,7 @@ def trainer_run(hp, train, val):
 def bare_run(hp, train, val):
     import keras
 
-    from components.models.unet import build_unet, dice_ce_loss
+    from medflow.components.models.unet import build_unet, dice_ce_loss
 
     keras.utils.set_random_seed(hp.seed)
     model = build_unet(hp.input_shape, hp.depth, hp.width)
@@ -113,7 +113,12 @@ def bare_run(hp, train, val):
 def evaluate(model, test, size: int) -> dict:
     import numpy as np
 
-    from components.models.seg_metrics import dice, ellipse_circumference_mm, hausdorff95_mm, iou
+    from medflow.components.models.seg_metrics import (
+        dice,
+        ellipse_circumference_mm,
+        hausdorff95_mm,
+        iou,
+    )
 
     probs = np.asarray(model.predict(test[0], batch_size=16, verbose=0))
     rows = []
@@ -137,7 +142,7 @@ def load_all(out: Path, size: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from components.models import features as F
+    from medflow.core import features as F
 
     rows = {"image": [], "mask": [], "spacing": [], "patient": [], "phase": []}
     for shard in sorted(out.glob("*/data_tfrecord-*.gz")):
@@ -165,7 +170,7 @@ def prepare_sunnybrook(size: int, work: Path) -> tuple[dict, dict]:
     """Import + ingest Sunnybrook; patients named by their source folder (from the report)."""
     import numpy as np
 
-    from components.dicom.sunnybrook_import import import_sunnybrook
+    from medflow.components.ingest.sunnybrook_import import import_sunnybrook
 
     manifest = import_sunnybrook(SHARED / "sunnybrook", work / "sunnybrook")
     report = ingest_import(work / "sunnybrook", manifest, work / "ex", size)
@@ -179,7 +184,7 @@ def evaluate_masks(model, images, masks, spacing) -> list[tuple[float, float, fl
     """Per image (Dice, IoU, HD95 mm) of the thresholded prediction against the mask."""
     import numpy as np
 
-    from components.models.seg_metrics import dice, hausdorff95_mm, iou
+    from medflow.components.models.seg_metrics import dice, hausdorff95_mm, iou
 
     probs = np.asarray(model.predict(images, batch_size=16, verbose=0))
     if probs.ndim == 4:
@@ -194,7 +199,7 @@ def run_sunnybrook(args: argparse.Namespace) -> dict:
     """Leave-one-patient-out U-Net training and LV Dice/IoU/HD95 on the held-out patient."""
     import numpy as np
 
-    from components.models.segmentation import SegHParams
+    from medflow.components.models.segmentation import SegHParams
 
     work = Path(tempfile.mkdtemp(prefix="seg-bench-sunnybrook-"))
     t0 = time.perf_counter()
@@ -286,7 +291,7 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(result, indent=2))
         return
 
-    from components.models.segmentation import SegHParams
+    from medflow.components.models.segmentation import SegHParams
 
     work = Path(tempfile.mkdtemp(prefix="seg-bench-"))
     t0 = time.perf_counter()

@@ -247,8 +247,8 @@ def _floor_server(conn) -> None:
     import grpc
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.grpc_service import PREDICTION_SERVICE
-    from serving.tensors import parse_split
+    from medflow.serving.grpc_service import PREDICTION_SERVICE
+    from medflow.serving.tensors import parse_split
 
     responses: dict[int, bytes] = conn.recv()
 
@@ -293,7 +293,7 @@ def predict_response(fn, x: np.ndarray) -> bytes:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.tensors import serialize_with_tensors
+    from medflow.serving.tensors import serialize_with_tensors
 
     response = predict_pb2.PredictResponse()
     response.model_spec.name = MODEL
@@ -340,7 +340,7 @@ def grpc_call(port: int, x: np.ndarray):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serving.tensors import fill_tensor_proto, to_ndarray
+    from medflow.serving.tensors import fill_tensor_proto, to_ndarray
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
         grpc.insecure_channel(
@@ -360,7 +360,7 @@ def grpc_call(port: int, x: np.ndarray):
 
 def client_call(port: int, x: np.ndarray):
     """One Predict through medflow's PredictionClient (tensors copied once each way)."""
-    from serving.client import PredictionClient
+    from medflow.serving.client import PredictionClient
 
     client = PredictionClient(
         f"127.0.0.1:{port}", timeout_s=120, retries=0, max_message_bytes=2**30
@@ -399,9 +399,9 @@ def export_resnet18(base: Path, size: int) -> str:
     """The pipeline's classifier (untrained) at ``size`` behind medflow's serving signature."""
     import tensorflow as tf
 
-    from components.models.backbones import build_model
-    from components.models.export import classification_head
-    from components.models.hparams import HParams
+    from medflow.components.models.backbones import build_model
+    from medflow.components.models.export import classification_head
+    from medflow.components.models.hparams import HParams
 
     hp = HParams(image_size=(size, size), channels=1, augment=False, seed=0)
     model = build_model(hp)
@@ -435,7 +435,7 @@ def export_resnet18(base: Path, size: int) -> str:
 def bench_model(kind: str, args, tmp: Path, clients: ClientProcesses) -> dict:
     import tensorflow as tf
 
-    from serving.demo_model import export_demo_model
+    from tests.support.demo_model import export_demo_model
 
     base = tmp / kind / "models"
     size = args.size if kind == "demo" else 224
@@ -588,7 +588,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.keep_freed_memory:
-        from serving.memory import keep_freed_memory
+        from medflow.serving.memory import keep_freed_memory
 
         keep_freed_memory()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]

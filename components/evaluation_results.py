@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.models import features
+from medflow.core import features
 
 
 def _value(metric: dict[str, Any]) -> float | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import auth
-from dashboard.config import Settings
-from dashboard.store import ReviewStore
+from medflow.dashboard import auth
+from medflow.dashboard.config import Settings
+from medflow.dashboard.store import ReviewStore
 
 PAGES = {"runs": "Runs", "models": "Models", "review": "Review queue", "audit": "Audit"}
 ADMIN_ONLY = {"audit"}
@@ -45,13 +45,13 @@ def main() -> None:
         return
     page = _choose_page(user)
     if page == "runs":
-        from dashboard.views.runs import show
+        from medflow.dashboard.views.runs import show
     elif page == "models":
-        from dashboard.views.models import show
+        from medflow.dashboard.views.models import show
     elif page == "audit":
-        from dashboard.views.audit import show
+        from medflow.dashboard.views.audit import show
     else:
-        from dashboard.views.review import show
+        from medflow.dashboard.views.review import show
     show(settings, store, user)
 
 

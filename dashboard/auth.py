@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.records import User
-from dashboard.store import ReviewStore
+from medflow.dashboard.records import User
+from medflow.dashboard.store import ReviewStore
 
 SESSION_KEY = "medflow_user"
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The review store (dashboard.store); here, so that reading settings does not import SQLAlchemy.
+# The Streamlit script `medflow dashboard` runs (inside the installed package).
+APP_SCRIPT = Path(__file__).resolve().with_name("app.py")
 DEFAULT_URL = "sqlite:///.medflow/review.db"
 ENV_STORE_URL = "MEDFLOW_STORE_URL"
 ENV_WORKDIR = "MEDFLOW_WORKDIR"

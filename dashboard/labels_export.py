@@ -17,9 +17,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from dashboard.records import ReviewedLabel
-from dashboard.store import ReviewStore, file_sha256
-from medflow.errors import InputError
+from medflow.core.errors import InputError
+from medflow.dashboard.records import ReviewedLabel
+from medflow.dashboard.store import ReviewStore, file_sha256
 
 COLUMNS = [
     "SOPInstanceUID",

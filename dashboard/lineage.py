@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medflow.errors import ConfigError, ServiceError
+from medflow.core.errors import ConfigError, ServiceError
 
 RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
@@ -329,7 +329,7 @@ def load_anomalies(uri: str) -> list[Anomaly]:
     """Anomalies of an ExampleAnomalies artifact, per split (``Split-*/SchemaDiff.pb``)."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    from components.evaluation_results import read_anomalies
+    from medflow.components.evaluation_results import read_anomalies
 
     def anomaly(split: str, feature: str, info) -> Anomaly:
         return Anomaly(

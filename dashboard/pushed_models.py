@@ -186,7 +186,7 @@ def load_evaluation(uri: str) -> Evaluation:
     """
     import tensorflow_model_analysis as tfma
 
-    from components.evaluation_results import load_metrics
+    from medflow.components.evaluation_results import load_metrics
 
     metrics = load_metrics(uri)
     roc, calibration = {}, {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dashboard.store import ReviewStore
+from medflow.dashboard.store import ReviewStore
 
 LABELS = ["normal", "pneumonia"]
 SEGMENTATION_LABELS = ["background", "head"]
@@ -120,7 +120,7 @@ def threshold_mask(dicom_path: str | Path, out: str | Path, threshold: float) ->
     """
     from PIL import Image
 
-    from dashboard.viewer import load_study
+    from medflow.components.dicom.display import load_study
 
     mask = (load_study(dicom_path).frames[0] > threshold).astype(np.uint8)
     if mask.ndim != 2:
@@ -147,7 +147,7 @@ def record_mask_prediction(
     class's share of the image's pixels (a sample mask has no model probabilities)."""
     import pydicom
 
-    from dashboard.viewer import load_mask
+    from medflow.components.dicom.display import load_mask
 
     ds = pydicom.dcmread(dicom_path, stop_before_pixels=True)
     mask = load_mask(mask_path)
@@ -181,7 +181,7 @@ def seed_segmentation(
         image = Path(get_testdata_file("CT_small.dcm"))
         mask = threshold_mask(image, out_dir / "ct_small_body.png", -100.0)
         return [record_mask_prediction(store, image, mask, labels=["background", "body"])]
-    from components.dicom.hc18_import import import_hc18
+    from medflow.components.ingest.hc18_import import import_hc18
 
     manifest = import_hc18(hc18_dir, out_dir / "hc18", limit=n)
     with manifest.open(newline="") as handle:

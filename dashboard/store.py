@@ -23,9 +23,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from dashboard import schema
-from dashboard.config import DEFAULT_URL
-from dashboard.records import (
+from medflow.core.errors import ConfigError, InputError, ServiceError
+from medflow.dashboard import schema
+from medflow.dashboard.config import DEFAULT_URL
+from medflow.dashboard.records import (
     ACTIONS,
     ROLES,
     SORT_KEYS,
@@ -35,7 +36,6 @@ from dashboard.records import (
     ReviewedLabel,
     User,
 )
-from medflow.errors import ConfigError, InputError, ServiceError
 
 _STATUS_OF_ACTION = {"accept": "accepted", "reject": "rejected", "correct": "corrected"}
 

@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from medflow import __version__, commands
-from medflow.errors import MedflowError
+from medflow.core.errors import MedflowError
 
 OWN_PACKAGES = ("medflow", "components", "pipelines", "serving", "dashboard")
 

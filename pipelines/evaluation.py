@@ -6,8 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
-from components.models import features
-from medflow.errors import ConfigError
+from medflow.core import features
+from medflow.core.errors import ConfigError
 
 # Slicing features (strings written at ingestion), overall slice first.
 SLICES = features.SLICE_FEATURES

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medflow.errors import ConfigError, ServiceError
-from pipelines import config
+from medflow.core.errors import ConfigError, ServiceError
+from medflow.pipelines import config
 
 # Runtime parameters of the compiled pipeline (name -> default).
 RUNTIME_PARAMETERS = {
@@ -52,7 +52,7 @@ def build_kubeflow_pipeline(
     """The pipeline as it runs on the cluster (paths inside the pipeline image)."""
     from tfx import v1 as tfx
 
-    from pipelines.pipeline import create_pipeline, model_module_paths
+    from medflow.pipelines.pipeline import create_pipeline, model_module_paths
 
     params = {
         name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=str, default=default)

@@ -18,13 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from components.dicom.keys import ensure_key_file
-from medflow.errors import InputError, MedflowError
-from pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_WORKDIR
-from pipelines.evaluation import BlessingThresholds
-from pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
-from pipelines.run_summary import summarize
-from pipelines.seg_evaluation import SegmentationThresholds
+from medflow.components.dicom.keys import ensure_key_file
+from medflow.core.errors import InputError, MedflowError
+from medflow.pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_WORKDIR
+from medflow.pipelines.evaluation import BlessingThresholds
+from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
+from medflow.pipelines.run_summary import summarize
+from medflow.pipelines.seg_evaluation import SegmentationThresholds
 
 # One in-process Beam worker: on a 2-core machine extra worker processes cost more than
 # they parallelise.
@@ -104,7 +104,7 @@ def run_local(
     """
     from tfx import v1 as tfx
 
-    from pipelines.pipeline import create_pipeline, model_module_paths
+    from medflow.pipelines.pipeline import create_pipeline, model_module_paths
 
     is_url = str(data_root).startswith(("http://", "https://"))
     if is_url and input_format != "dicom":

@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipelines.config import DEFAULT_MODEL_NAME
-from pipelines.evaluation import BlessingThresholds, build_eval_config
-from pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
+from medflow.pipelines.config import DEFAULT_MODEL_NAME
+from medflow.pipelines.evaluation import BlessingThresholds, build_eval_config
+from medflow.pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
 
 INPUT_FORMATS = ("dicom", "tfrecord")
 TASKS = ("classification", "segmentation")
@@ -53,7 +53,7 @@ def _example_gen(
     from tfx import v1 as tfx
 
     if input_format == "dicom":
-        from components.dicom_example_gen.component import DicomExampleGen
+        from medflow.components.dicom_example_gen.component import DicomExampleGen
 
         if not deid_key_file:
             raise ValueError("input_format='dicom' needs deid_key_file (the de-identification key)")
@@ -154,7 +154,7 @@ def create_pipeline(
     """
     from tfx import v1 as tfx
 
-    from components.pusher.component import ContractPusher
+    from medflow.components.pusher.component import ContractPusher
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format={input_format!r}: choose one of {INPUT_FORMATS}")
@@ -257,9 +257,9 @@ def model_module_paths(task: str = "classification") -> tuple[str, str]:
     """Absolute paths of the packaged (transform, trainer) module files of ``task``."""
     from pathlib import Path
 
-    import components.models
+    import medflow.components.models
 
     if task not in TASKS:
         raise ValueError(f"task={task!r}: choose one of {TASKS}")
-    folder = Path(components.models.__file__).resolve().parent
+    folder = Path(medflow.components.models.__file__).resolve().parent
     return str(folder / "preprocessing.py"), str(folder / TRAINER_MODULES[task])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.progress import ProgressTracker
+from medflow.pipelines.progress import ProgressTracker
 
 REPORT_KEYS = ("inputs", "written", "quarantined", "duplicates", "examples")
 
@@ -49,7 +49,7 @@ def execution_outputs(store, execution_id: int) -> dict[str, list]:
 
 def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
     """Components' status/time, eval metrics, blessing, push and ingest results of a run."""
-    from components.evaluation_results import load_metrics
+    from medflow.components.evaluation_results import load_metrics
 
     store = _store(metadata_path)
     outputs = {
@@ -100,7 +100,7 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
 
 def _anomalies(uri: str) -> list[str]:
     """``split: feature: short description`` for each anomaly the ExampleValidator found."""
-    from components.evaluation_results import read_anomalies
+    from medflow.components.evaluation_results import read_anomalies
 
     return [
         f"{split}: {feature}: {info.short_description}"

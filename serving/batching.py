@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.config import BatchingConfig
-from serving.errors import invalid, unavailable
+from medflow.serving.config import BatchingConfig
+from medflow.serving.errors import invalid, unavailable
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from serving.errors import PredictionError, ServingConfigError
+from medflow.serving.errors import PredictionError, ServingConfigError
 
 if TYPE_CHECKING:
-    from components.dicom.pixels import PixelSpec
+    from medflow.core.pixel_spec import PixelSpec
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -298,7 +298,7 @@ class PredictionClient:
         """One PredictRequest with ``inputs``; returns the outputs and the answering version."""
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensors import parse_with_tensors, serialize_with_tensors
+        from medflow.serving.tensors import parse_with_tensors, serialize_with_tensors
 
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature)
@@ -357,7 +357,7 @@ class PredictionClient:
         (contract ``task``, or per-pixel ``probabilities``) gives :class:`MaskPrediction`
         items on each source image's grid.
         """
-        from serving.dicom_input import load_inputs
+        from medflow.serving.dicom_input import load_inputs
 
         info = self.model_info(model, version=version, label=label, contract=contract)
         segmentation = info.task == "segmentation"
@@ -403,7 +403,7 @@ class PredictionClient:
         signature: ``probabilities`` [-1, n_classes] is classification, [-1, rows, cols]
         (foreground probability) or [-1, rows, cols, n_classes] on the input grid is
         segmentation."""
-        from components.dicom.pixels import PixelSpec
+        from medflow.core.pixel_spec import PixelSpec
 
         sig = self.signature_defs(model, version=version, label=label).get("serving_default")
         if sig is None or "image" not in sig.inputs:
@@ -477,7 +477,7 @@ def read_contract(path: str | Path) -> dict:
 
 def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files given directly, plus every non-hidden file under given folders (sorted)."""
-    from medflow.errors import InputError
+    from medflow.core.errors import InputError
 
     files: list[Path] = []
     for raw in paths:
@@ -566,7 +566,7 @@ def _content_box(
 ) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the image inside the model input: where ingestion's own
     mask resampling puts an all-ones mask (so the two can never disagree)."""
-    from components.dicom.pixels import resample_mask
+    from medflow.components.dicom.pixels import resample_mask
 
     if size is None:
         return 0, 0, rows, cols

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.errors import ServingConfigError
+from medflow.serving.errors import ServingConfigError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.dicom.pixels import Geometry
+from medflow.components.dicom.pixels import Geometry
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
     Returns:
         (inputs, rejected files) — a bad file is reported, not fatal.
     """
-    from components.dicom.errors import DicomRejected
-    from components.dicom.pixels import pixel_spacing, to_model_input
-    from components.dicom.reader import ReadLimits, read_dicom
-    from serving.client import Rejected
+    from medflow.components.dicom.errors import DicomRejected
+    from medflow.components.dicom.pixels import pixel_spacing, to_model_input
+    from medflow.components.dicom.reader import ReadLimits, read_dicom
+    from medflow.serving.client import Rejected
 
     inputs: list[ModelInput] = []
     rejected: list[Rejected] = []

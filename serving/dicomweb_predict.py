@@ -63,10 +63,10 @@ def predict_studies(
     Returns:
         (predictions, rejected instances, pushed SRs or SEGs).
     """
-    from components.dicom.dicomweb import Query
-    from components.dicom.dicomweb_ingest import pull
-    from components.dicom.reader import read_dicom
-    from serving.dicom_sr import build_prediction_sr, sr_bytes
+    from medflow.components.dicom.dicomweb import Query
+    from medflow.components.dicom.reader import read_dicom
+    from medflow.components.dicom.sr import build_prediction_sr, sr_bytes
+    from medflow.components.ingest.dicomweb_ingest import pull
 
     with tempfile.TemporaryDirectory(prefix="medflow-dicomweb-") as tmp:
         cache = Path(tmp) / "instances"
@@ -79,7 +79,7 @@ def predict_studies(
         segmentation = any(getattr(r, "task", "") == "segmentation" for r in results)
         pushed: list = []
         if push and segmentation:
-            from serving.dicom_seg import build_segmentations, seg_bytes
+            from medflow.components.dicom.seg import build_segmentations, seg_bytes
 
             segs, _ = build_segmentations(results, seg_type=seg_type)  # skipped: no SEG
             for seg, _ in segs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from medflow.errors import ConfigError, ServiceError
+from medflow.core.errors import ConfigError, ServiceError
 
 # TF Serving's mapping of canonical codes to HTTP (model_servers/http_rest_api_util.cc).
 _HTTP_STATUS = {

@@ -15,10 +15,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import inference
-from serving.errors import ServingStatus
-from serving.manager import ModelManager
-from serving.tensors import parse_split
+from medflow.serving import inference
+from medflow.serving.errors import ServingStatus
+from medflow.serving.manager import ModelManager
+from medflow.serving.tensors import parse_split
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def start_grpc_server(
     except RuntimeError:
         bound = 0
     if bound == 0:
-        from serving.errors import ServingConfigError
+        from medflow.serving.errors import ServingConfigError
 
         raise ServingConfigError(
             f"cannot bind gRPC port {host}:{port} (in use, or not an address of this machine); "

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.errors import invalid
-from serving.manager import ModelManager
-from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
-from serving.tensors import serialize_with_tensors, to_ndarray
+from medflow.serving.errors import invalid
+from medflow.serving.manager import ModelManager
+from medflow.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
+from medflow.serving.tensors import serialize_with_tensors, to_ndarray
 
 # tensorflow.error.Code values used in ModelVersionStatus.status.
 _OK, _UNKNOWN = 0, 2

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.config import BatchingConfig, ModelSpecConfig
-from serving.errors import invalid, not_found
-from serving.metrics import Metrics
-from serving.servable import LoadedVersion
+from medflow.serving.config import BatchingConfig, ModelSpecConfig
+from medflow.serving.errors import invalid, not_found
+from medflow.serving.metrics import Metrics
+from medflow.serving.servable import LoadedVersion
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medflow.files import atomic_write
+from medflow.core.files import atomic_write
 
 ALPHA = 0.4
 
@@ -29,7 +29,7 @@ ALPHA = 0.4
 def display_frame(path: str | Path, frame_index: int = 0) -> np.ndarray:
     """uint8 ``[rows, cols]`` grey (or ``[rows, cols, 3]`` colour) of one frame of a DICOM
     file, windowed as the review page's default preset."""
-    from dashboard.viewer import load_study, render
+    from medflow.components.dicom.display import load_study, render
 
     study = load_study(path)
     center, width = study.preset_window(study.presets()[0])
@@ -38,7 +38,7 @@ def display_frame(path: str | Path, frame_index: int = 0) -> np.ndarray:
 
 def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[rows, cols, 3]``: ``image`` with each class of ``mask`` filled and outlined."""
-    from dashboard.viewer import blend_mask
+    from medflow.components.dicom.display import blend_mask
 
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ")

@@ -10,9 +10,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serving import inference, rest_json
-from serving.errors import ServingConfigError, ServingStatus, invalid
-from serving.manager import ModelManager
+from medflow.serving import inference, rest_json
+from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
+from medflow.serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import json
 import numpy as np
 import orjson
 
-from serving.errors import invalid
-from serving.tensors import numpy_dtype
+from medflow.serving.errors import invalid
+from medflow.serving.tensors import numpy_dtype
 
 
 class MalformedJson(ValueError):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.batching import BatchScheduler
-from serving.config import BatchingConfig
-from serving.errors import ServingStatus, invalid
-from serving.tensors import check_inputs
+from medflow.serving.batching import BatchScheduler
+from medflow.serving.config import BatchingConfig
+from medflow.serving.errors import ServingStatus, invalid
+from medflow.serving.tensors import check_inputs
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.config import BatchingConfig, ModelSpecConfig, models_in_base, read_model_config
-from serving.errors import ServingConfigError
-from serving.manager import ModelManager
-from serving.metrics import Metrics, SharedMetrics
+from medflow.serving.config import (
+    BatchingConfig,
+    ModelSpecConfig,
+    models_in_base,
+    read_model_config,
+)
+from medflow.serving.errors import ServingConfigError
+from medflow.serving.manager import ModelManager
+from medflow.serving.metrics import Metrics, SharedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +78,8 @@ class ModelServer:
 
     def start(self) -> ModelServer:
         """Load the models found now, then open the ports (TF Serving's order)."""
-        from serving.grpc_service import start_grpc_server
-        from serving.rest import RestServer
+        from medflow.serving.grpc_service import start_grpc_server
+        from medflow.serving.rest import RestServer
 
         opts = self.options
         if opts.metrics_dir:

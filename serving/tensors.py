@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from serving.errors import invalid
+from medflow.serving.errors import invalid
 
 # A single value "splat" over a shape is expanded in memory; refuse expansions beyond this.
 MAX_SPLAT_BYTES = 2**30
@@ -173,7 +173,7 @@ def serialize_with_tensors(
     """
     from tensorflow.core.framework import tensor_pb2
 
-    from serving import wire
+    from medflow.serving import wire
 
     limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     if sum(np.asarray(a).nbytes for a in arrays.values()) < limit:
@@ -242,7 +242,7 @@ def parse_split(message_class, raw: bytes, map_name: str, min_bytes: int | None 
     ``serving.wire.MIN_BYTES``) or more, the tensor bytes stay in ``raw`` (no copy,
     :mod:`serving.wire`) and protobuf parses the rest; small messages and unusual encodings are
     parsed by protobuf as a whole (no views). Pass the views to :func:`to_ndarray`."""
-    from serving import wire
+    from medflow.serving import wire
 
     limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     field_number = message_class.DESCRIPTOR.fields_by_name[map_name].number

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from serving.errors import ServingConfigError
+from medflow.serving.errors import ServingConfigError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def compiled_spec(tmp_path_factory) -> Path:
     """The pipeline compiled once for Kubeflow (YAML; Trainer asks for 2 A100 GPUs)."""
-    from pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import compile_pipeline
 
     root = tmp_path_factory.mktemp("kfp")
     return compile_pipeline(

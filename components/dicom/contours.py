@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.dicom.errors import DicomRejected
+from medflow.components.dicom.errors import DicomRejected
 
 CONTOUR_SUFFIXES = (".txt",)
 CONTOUR_ORIGIN = 1.0

@@ -22,8 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from components.dicom.reader import HeaderView, header_view
-from medflow.errors import ConfigError
+from medflow.components.dicom.reader import HeaderView, header_view
+from medflow.core.errors import ConfigError
 
 # Annex E actions by keyword: "X" remove, "Z" empty (present, zero length).
 # PatientName/PatientID are replaced by the pseudonym; UIDs and dates handled by VR.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from components.dicom.errors import DicomRejected
+from medflow.components.dicom.errors import DicomRejected
 
 SEG_SOP_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
@@ -68,7 +68,7 @@ def load_segmentation(source: str | Path | pydicom.Dataset, name: str = ""):
     """
     import highdicom as hd
 
-    from components.dicom.reader import read_dicom
+    from medflow.components.dicom.reader import read_dicom
 
     if isinstance(source, pydicom.Dataset):
         ds = source

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from medflow.errors import ConfigError, InputError, ServiceError
+from medflow.core.errors import ConfigError, InputError, ServiceError
 
 USERNAME_ENV = "MEDFLOW_DICOMWEB_USERNAME"
 PASSWORD_ENV = "MEDFLOW_DICOMWEB_PASSWORD"

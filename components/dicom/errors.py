@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medflow.errors import InputError
+from medflow.core.errors import InputError
 
 # Reason codes a quarantined input can carry (stable: they appear in reports and dashboards).
 REASONS = {

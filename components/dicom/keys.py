@@ -7,8 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-from components.dicom.deid import DeidKey
-from medflow.errors import ConfigError
+from medflow.components.dicom.deid import DeidKey
+from medflow.core.errors import ConfigError
 
 KEY_ENV = "MEDFLOW_DEID_KEY_FILE"
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components.dicom.contours import contour_mask, is_contour_file
-from components.dicom.dicom_seg_masks import is_dicom_mask, seg_mask
-from components.dicom.errors import DicomRejected
-from components.dicom.pixels import PixelSpec, frame_indices, pixel_spacing, resample_mask
+from medflow.components.dicom.contours import contour_mask, is_contour_file
+from medflow.components.dicom.dicom_seg_masks import is_dicom_mask, seg_mask
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.pixels import frame_indices, pixel_spacing, resample_mask
+from medflow.core.pixel_spec import PixelSpec
 
 
 def read_mask(path: str | Path, name: str = "") -> np.ndarray:

@@ -22,7 +22,7 @@ from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.values import convert_DS_string, convert_IS_string
 
-from components.dicom.errors import DicomRejected
+from medflow.components.dicom.errors import DicomRejected
 
 # Magic numbers of executables that a polyglot preamble can carry.
 _EXECUTABLE_MAGIC = (

@@ -20,7 +20,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
 from tfx.types.artifact import Artifact
 
-from components.dicom_example_gen import driver, executor
+from medflow.components.dicom_example_gen import driver, executor
 
 
 class IngestReport(Artifact):

@@ -44,7 +44,7 @@ def dicomweb_fingerprint(
     url: str, query_json: str, auth_file: str | None, label_manifest: str = ""
 ) -> str:
     """The DICOMweb query and the set of instance UIDs it finds now (QIDO-RS only)."""
-    from components.dicom import dicomweb
+    from medflow.components.dicom import dicomweb
 
     query = dicomweb.query_from_json(query_json)
     source = dicomweb.DicomwebSource(url, dicomweb.load_credentials(auth_file))

@@ -14,10 +14,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components.dicom.ingest import REPORT_NAME, IngestOptions, ingest, parse_splits
-from components.dicom.keys import load_key_file
-from components.dicom.manifest import read_manifest
-from components.dicom.pixels import PixelSpec
+from medflow.components.dicom.keys import load_key_file
+from medflow.components.ingest.engine import REPORT_NAME, IngestOptions, ingest, parse_splits
+from medflow.components.ingest.manifest import read_manifest
+from medflow.core.pixel_spec import PixelSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def _ingest_dicomweb(exec_properties, out: str, key, manifest, options):
     identifiable data), then ingest it; the cache is removed afterwards."""
     import tempfile
 
-    from components.dicom import dicomweb
-    from components.dicom.dicomweb_ingest import ingest_dicomweb
+    from medflow.components.dicom import dicomweb
+    from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 
     source = dicomweb.DicomwebSource(
         exec_properties["dicomweb_url"],

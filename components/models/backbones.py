@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from components.models.hparams import APPLICATIONS, HParams
+from medflow.components.models.hparams import APPLICATIONS, HParams
 
 
 def _augmenter(hp: HParams):

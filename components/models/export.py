@@ -22,8 +22,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from components.models import features
-from components.models.preprocessing import encode_image
+from medflow.components.models.preprocessing import encode_image
+from medflow.core import features
 
 # Written beside the SavedModel (TF Serving ignores assets.extra); the Pusher reads it.
 TRAINING_INFO = os.path.join("assets.extra", "training.json")

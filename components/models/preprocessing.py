@@ -15,7 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from components.models import features
+from medflow.core import features
 
 # Transformed feature names (kept equal to the raw ones: the model input is "image").
 IMAGE_XF = features.IMAGE

@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from components.models.export import save_with_transform
+from medflow.components.models.export import save_with_transform
 
 THRESHOLD = 0.5
 

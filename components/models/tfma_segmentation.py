@@ -13,8 +13,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
-from components.models import features
-from components.models.seg_metrics import (
+from medflow.components.models.seg_metrics import (
     DICE,
     HD95,
     IOU,
@@ -24,6 +23,7 @@ from components.models.seg_metrics import (
     mask_from_label,
     spacing_of,
 )
+from medflow.core import features
 
 PREDICTION_KEY = "probabilities"
 

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from components.models.backbones import build_model
-from components.models.hparams import HParams
+from medflow.components.models.backbones import build_model
+from medflow.components.models.hparams import HParams
 
 log = logging.getLogger(__name__)
 

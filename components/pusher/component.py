@@ -12,7 +12,7 @@ from __future__ import annotations
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
 
-from components.pusher import executor
+from medflow.components.pusher import executor
 
 
 class ContractPusherSpec(component_spec.ComponentSpec):

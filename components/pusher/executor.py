@@ -11,7 +11,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.pusher import publish
+from medflow.components.pusher import publish
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def build_contract(
     """Contract fields known before publishing (version/signatures/hash come later)."""
     import tensorflow as tf
 
-    from components.evaluation_results import load_metrics, load_statistics_summary
     from medflow import __version__
+    from medflow.components.evaluation_results import load_metrics, load_statistics_summary
 
     contract: dict[str, Any] = {
         "model_name": model_name,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.config import Settings
-from dashboard.records import AuditRecord, User
-from dashboard.store import ReviewStore
+from medflow.dashboard.config import Settings
+from medflow.dashboard.records import AuditRecord, User
+from medflow.dashboard.store import ReviewStore
 
 COLUMNS = [
     "id",

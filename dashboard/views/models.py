@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import lineage, pushed_models
-from dashboard.config import Settings
-from dashboard.records import User
-from dashboard.store import ReviewStore
-from dashboard.views.runs import REMOTE_TTL_S, sqlite_stamp
-from medflow.errors import MedflowError
+from medflow.core.errors import MedflowError
+from medflow.dashboard import lineage, pushed_models
+from medflow.dashboard.config import Settings
+from medflow.dashboard.records import User
+from medflow.dashboard.store import ReviewStore
+from medflow.dashboard.views.runs import REMOTE_TTL_S, sqlite_stamp
 
 CONTRACT_FIELDS = ("task", "labels", "intended_use", "created_by", "model_sha256")
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import viewer
-from dashboard.config import Settings
-from dashboard.records import Prediction, User
-from dashboard.store import ReviewStore
-from medflow.errors import InputError
+from medflow.components.dicom import display as viewer
+from medflow.core.errors import InputError
+from medflow.dashboard.config import Settings
+from medflow.dashboard.records import Prediction, User
+from medflow.dashboard.store import ReviewStore
 
 SORTS = {
     "Least confident first": ("confidence", False),

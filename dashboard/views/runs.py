@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import lineage
-from dashboard.config import Settings
-from dashboard.records import User
-from dashboard.store import ReviewStore
-from medflow.errors import MedflowError
+from medflow.core.errors import MedflowError
+from medflow.dashboard import lineage
+from medflow.dashboard.config import Settings
+from medflow.dashboard.records import User
+from medflow.dashboard.store import ReviewStore
 
 REMOTE_TTL_S = 30
 
@@ -153,7 +153,7 @@ def _ingest_section(run: lineage.PipelineRun) -> None:
     if not summary.quarantine_reasons:
         st.success("No input was quarantined.")
         return
-    from components.dicom.errors import REASONS
+    from medflow.components.dicom.errors import REASONS
 
     st.markdown("**Quarantine reasons**")
     st.dataframe(

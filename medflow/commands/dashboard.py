@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medflow.errors import InputError
+from medflow.core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dashboard.config import Settings
+    from medflow.dashboard.config import Settings
 
     defaults = Settings()
     parser = subparsers.add_parser("dashboard", help="start the Streamlit review dashboard")
@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dashboard.config import Settings
-    from dashboard.store import ReviewStore
+    from medflow.dashboard.config import APP_SCRIPT, Settings
+    from medflow.dashboard.store import ReviewStore
 
     settings = Settings(
         store_url=args.store_url,
@@ -78,13 +78,12 @@ def _run(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
     )
     if args.mlmd_config:
-        from dashboard.lineage import config_from_file
+        from medflow.dashboard.lineage import config_from_file
 
         config_from_file(args.mlmd_config)  # a bad file fails here, not on the Runs page
     ReviewStore(settings.store_url).close()  # fail here, with a clear message, if unusable
-    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app),
+        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
         "--server.port", str(args.port), "--server.address", args.address,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         # Clinicians get the app, not Streamlit's developer menu ("Deploy", rerun, settings).
@@ -108,7 +107,7 @@ def read_password(stream=None) -> str:
 
 
 def _add_user(args: argparse.Namespace) -> int:
-    from dashboard.store import ReviewStore
+    from medflow.dashboard.store import ReviewStore
 
     password = read_password()
     store = ReviewStore(args.store_url)
@@ -121,9 +120,9 @@ def _add_user(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from dashboard.sample_data import seed_segmentation, seed_store
-    from dashboard.store import ReviewStore
     from medflow.commands.demo import default_data_dir
+    from medflow.dashboard.sample_data import seed_segmentation, seed_store
+    from medflow.dashboard.store import ReviewStore
 
     hc18 = Path(args.hc18) if args.hc18 else default_data_dir() / "hc18"
     if args.hc18 and not hc18.is_dir():

@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from medflow.errors import InputError
-from pipelines import config
+from medflow.core.errors import InputError
+from medflow.pipelines import config
 
 DEMO_NPZ = "pneumoniamnist_trainval.npz"
 DEMO_CLASSES = ("normal", "pneumonia")
@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from components.dicom.npz_import import import_npz
-    from pipelines.local_runner import run_local
-    from pipelines.run_summary import format_summary
+    from medflow.components.ingest.npz_import import import_npz
+    from medflow.pipelines.local_runner import run_local
+    from medflow.pipelines.run_summary import format_summary
 
     npz = Path(args.npz) if args.npz else default_data_dir() / DEMO_NPZ
     if not npz.is_file():

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from components.dicom.hc18_import import import_hc18
+    from medflow.components.ingest.hc18_import import import_hc18
 
     manifest = import_hc18(args.src, args.out, limit=args.limit, eval_fraction=args.eval_fraction)
     rows = sum(1 for _ in manifest.open()) - 1

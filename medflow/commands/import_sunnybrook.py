@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medflow.commands import comma_list
-from medflow.errors import ConfigError
+from medflow.core.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from components.dicom.sunnybrook_import import import_sunnybrook
+    from medflow.components.ingest.sunnybrook_import import import_sunnybrook
 
     eval_patients = None
     if args.eval_patients is not None:

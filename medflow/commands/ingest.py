@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from medflow.errors import ConfigError
+from medflow.core.errors import ConfigError
 
 KEY_ENV = "MEDFLOW_DEID_KEY"
 
@@ -88,9 +88,9 @@ def load_key(key_file: str | None):
     Raises:
         ConfigError: no key given, the file is unreadable, or the key is too short.
     """
-    from components.dicom.deid import DeidKey
-    from components.dicom.keys import KEY_ENV as KEY_FILE_ENV
-    from components.dicom.keys import load_key_file
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.dicom.keys import KEY_ENV as KEY_FILE_ENV
+    from medflow.components.dicom.keys import load_key_file
 
     if key_file or os.environ.get(KEY_FILE_ENV):
         return load_key_file(key_file or os.environ[KEY_FILE_ENV])
@@ -110,7 +110,7 @@ def load_key(key_file: str | None):
 
 def add_dicomweb_arguments(parser: argparse.ArgumentParser, pull: bool) -> None:
     """--dicomweb and its query/auth/TLS options (shared with ``medflow predict``)."""
-    from components.dicom import dicomweb as dw
+    from medflow.components.dicom import dicomweb as dw
 
     group = parser.add_argument_group(
         "PACS (DICOMweb)",
@@ -149,7 +149,7 @@ def add_dicomweb_arguments(parser: argparse.ArgumentParser, pull: bool) -> None:
 
 def dicomweb_source(args: argparse.Namespace):
     """The DicomwebSource the arguments name (credentials from file or environment)."""
-    from components.dicom.dicomweb import DicomwebSource, load_credentials
+    from medflow.components.dicom.dicomweb import DicomwebSource, load_credentials
 
     return DicomwebSource(
         args.dicomweb,
@@ -159,7 +159,7 @@ def dicomweb_source(args: argparse.Namespace):
 
 
 def dicomweb_query(args: argparse.Namespace):
-    from components.dicom.dicomweb import Query, read_accessions
+    from medflow.components.dicom.dicomweb import Query, read_accessions
 
     return Query(
         study_uids=tuple(args.study),
@@ -174,9 +174,9 @@ def dicomweb_query(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from components.dicom.ingest import IngestOptions, ingest, parse_splits
-    from components.dicom.manifest import read_manifest
-    from components.dicom.pixels import PixelSpec
+    from medflow.components.ingest.engine import IngestOptions, ingest, parse_splits
+    from medflow.components.ingest.manifest import read_manifest
+    from medflow.core.pixel_spec import PixelSpec
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be 1 or more")
@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     progress = lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None)  # noqa: E731
     if args.dicomweb:
-        from components.dicom.dicomweb_ingest import ingest_dicomweb
+        from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 
         report, pulled = ingest_dicomweb(
             dicomweb_source(args),
@@ -231,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from components.dicom.keys import create_key_file
+    from medflow.components.dicom.keys import create_key_file
 
     print(f"wrote a new de-identification key to {create_key_file(args.out)}")
     return 0

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID); "
         "accepted segmentation masks give a mask column",
     )
-    from dashboard.config import DEFAULT_URL
+    from medflow.dashboard.config import DEFAULT_URL
 
     export.add_argument(
         "--store-url", default=DEFAULT_URL, help=f"review store (default {DEFAULT_URL})"
@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dashboard.labels_export import export_labels
-    from dashboard.store import ReviewStore
+    from medflow.dashboard.labels_export import export_labels
+    from medflow.dashboard.store import ReviewStore
 
     store = ReviewStore(args.store_url)
     try:

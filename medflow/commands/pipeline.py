@@ -8,8 +8,8 @@ import os
 from typing import Any
 
 from medflow.commands import comma_list
-from medflow.errors import ConfigError
-from pipelines import config
+from medflow.core.errors import ConfigError
+from medflow.pipelines import config
 
 
 def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -55,8 +55,8 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
         hp["epochs"] = args.epochs
     if args.backbone:
         hp["backbone"] = args.backbone
-    from components.models.hparams import HParams
-    from components.models.segmentation import SegHParams
+    from medflow.components.models.hparams import HParams
+    from medflow.components.models.segmentation import SegHParams
 
     try:  # fail here, not minutes later inside the Trainer
         if getattr(args, "task", "classification") == "segmentation":
@@ -137,8 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.local_runner import run_local
-    from pipelines.run_summary import format_summary
+    from medflow.pipelines.local_runner import run_local
+    from medflow.pipelines.run_summary import format_summary
 
     if bool(args.data) == bool(args.dicomweb):
         raise ConfigError("give either DATA (a folder) or --dicomweb URL with a query, not both")
@@ -172,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _thresholds(args: argparse.Namespace):
-    from pipelines.evaluation import BlessingThresholds
-    from pipelines.seg_evaluation import SegmentationThresholds
+    from medflow.pipelines.evaluation import BlessingThresholds
+    from medflow.pipelines.seg_evaluation import SegmentationThresholds
 
     values = parse_assignments(args.threshold, "--threshold")
     if args.task != "segmentation":
@@ -187,7 +187,7 @@ def _thresholds(args: argparse.Namespace):
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import compile_pipeline
 
     path = compile_pipeline(
         args.out,
@@ -207,7 +207,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from pipelines.kubeflow_runner import submit
+    from medflow.pipelines.kubeflow_runner import submit
 
     if not args.host:
         raise ConfigError("no Kubeflow Pipelines endpoint: pass --host URL or set KFP_HOST")

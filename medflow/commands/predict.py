@@ -79,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medflow.errors import ConfigError, InputError
-    from serving.client import PredictionClient
+    from medflow.core.errors import ConfigError, InputError
+    from medflow.serving.client import PredictionClient
 
     if bool(args.paths) == bool(args.dicomweb) or bool(args.study) != bool(args.dicomweb):
         raise ConfigError("give PATHs, or --dicomweb URL with --study UID (not both)")
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if args.dicomweb:
             from medflow.commands.ingest import dicomweb_source
-            from serving.dicomweb_predict import predict_studies
+            from medflow.serving.dicomweb_predict import predict_studies
 
             results, rejected, pushed = predict_studies(
                 client,
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
 def _local_outputs(results: list, args: argparse.Namespace, outputs: dict) -> list:
     """SEG files, overlays and mask files of segmentation results (sources still on disk);
     returns the results (with ``mask_ref`` set when masks were saved)."""
-    from medflow.errors import ConfigError
+    from medflow.core.errors import ConfigError
 
     segmentation = any(getattr(r, "task", "") == "segmentation" for r in results)
     if not segmentation:
@@ -181,8 +181,8 @@ def _local_outputs(results: list, args: argparse.Namespace, outputs: dict) -> li
                     "classification model"
                 )
         return results
-    from serving.dicom_seg import write_segmentations
-    from serving.overlays import save_masks, write_overlays
+    from medflow.components.dicom.seg import write_segmentations
+    from medflow.serving.overlays import save_masks, write_overlays
 
     if args.seg_out:
         outputs["segmentations"], outputs["seg_skipped"] = write_segmentations(
@@ -217,9 +217,9 @@ def record(results, store_url: str | None) -> list[int]:
     read it with ``numpy.asarray(PIL.Image.open(mask_ref))``).
     """
     try:
-        from dashboard.store import DEFAULT_URL, ReviewStore
+        from medflow.dashboard.store import DEFAULT_URL, ReviewStore
     except ImportError as exc:  # the dashboard extra is optional for predicting
-        from medflow.errors import ConfigError
+        from medflow.core.errors import ConfigError
 
         raise ConfigError(f"--record needs the dashboard package: {exc}") from exc
     store = ReviewStore(store_url or DEFAULT_URL)

@@ -68,13 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from serving.config import (
+    from medflow.serving.config import (
         BatchingConfig,
         parse_grpc_channel_arguments,
         read_batching_parameters,
     )
-    from serving.memory import keep_freed_memory
-    from serving.server import ModelServer, ServerOptions, resolve_models
+    from medflow.serving.memory import keep_freed_memory
+    from medflow.serving.server import ModelServer, ServerOptions, resolve_models
 
     channel_arguments = parse_grpc_channel_arguments(args.grpc_channel_arguments)  # fail early
     if args.workers != 1:
@@ -120,8 +120,8 @@ def _exit_cleanly(signum, frame) -> None:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
-    from serving.server import resolve_models
-    from serving.workers import free_port, serve_with_workers
+    from medflow.serving.server import resolve_models
+    from medflow.serving.workers import free_port, serve_with_workers
 
     names = [m.name for m in resolve_models(args.model_base, args.model_config)]  # fail early
     grpc_port = args.grpc_port or free_port(args.host)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
+from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ HPARAMS = {"epochs": 4, "patience": 0, "width": 16}
 
 @pytest.fixture(scope="module")
 def demo_data(shared_data, tmp_path_factory):
-    from components.dicom.npz_import import import_npz
+    from medflow.components.ingest.npz_import import import_npz
 
     out = tmp_path_factory.mktemp("breast")
     manifest = import_npz(
@@ -36,8 +36,8 @@ def demo_data(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(demo_data, tmp_path_factory):
     """Three runs in one work folder: blessed, the same again (cache), then refused."""
-    from pipelines.evaluation import BlessingThresholds
-    from pipelines.local_runner import run_local
+    from medflow.pipelines.evaluation import BlessingThresholds
+    from medflow.pipelines.local_runner import run_local
 
     workdir = tmp_path_factory.mktemp("work")
     common = dict(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
+from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,9 +26,9 @@ HPARAMS = {"epochs": 40, "width": 8, "depth": 3, "batch_size": 4, "validation_fr
 
 @pytest.fixture(scope="module")
 def run(shared_data, tmp_path_factory):
-    from components.dicom.hc18_import import import_hc18
-    from pipelines.local_runner import run_local
-    from pipelines.seg_evaluation import SegmentationThresholds
+    from medflow.components.ingest.hc18_import import import_hc18
+    from medflow.pipelines.local_runner import run_local
+    from medflow.pipelines.seg_evaluation import SegmentationThresholds
 
     data = tmp_path_factory.mktemp("hc18")
     manifest = import_hc18(shared_data / "hc18", data, limit=40)
@@ -65,7 +65,7 @@ def test_every_component_ran_and_the_model_was_blessed_on_dice(run):
 
 _FRESH = r"""
 import json, sys, numpy as np, tensorflow as tf
-from components.models.seg_metrics import dice, hausdorff95_mm, spacing_of
+from medflow.components.models.seg_metrics import dice, hausdorff95_mm, spacing_of
 model = tf.saved_model.load(sys.argv[1])
 files = sorted(tf.io.gfile.glob(sys.argv[2] + "/Split-eval/*"))
 records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

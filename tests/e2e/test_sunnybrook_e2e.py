@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
+from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_sunnybrook_contours_through_every_component(shared_data, tmp_path):
-    from components.dicom.sunnybrook_import import import_sunnybrook
-    from pipelines.local_runner import run_local
+    from medflow.components.ingest.sunnybrook_import import import_sunnybrook
+    from medflow.pipelines.local_runner import run_local
 
     manifest = import_sunnybrook(
         shared_data / "sunnybrook", tmp_path / "data", eval_patients=("SCD0000501",)

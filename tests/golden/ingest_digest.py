@@ -7,7 +7,6 @@ Run as a script to print the digest: ``python -m tests.golden.ingest_digest``.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import sys
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from components.dicom.deid import DeidKey
-from components.dicom.ingest import IngestOptions, ingest
-from components.dicom.manifest import read_manifest
-from components.dicom.npz_import import import_npz
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.ingest.engine import IngestOptions, ingest
+from medflow.components.ingest.manifest import read_manifest
+from medflow.components.ingest.npz_import import import_npz
 
 LIMIT = 40
 KEY = DeidKey(b"medflow-golden-digest-key-0001")

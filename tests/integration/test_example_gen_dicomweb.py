@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components.dicom.dicomweb import Credentials, DicomwebSource, RetryPolicy
-from components.dicom.npz_import import import_npz
+from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, RetryPolicy
+from medflow.components.ingest.npz_import import import_npz
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 def _run(pipeline_root: Path, metadata: Path, key_file: Path, **source) -> dict:
     from tfx import v1 as tfx
 
-    from components.dicom_example_gen.component import DicomExampleGen
-    from pipelines.progress import ProgressTracker, capture_tfx_logs
+    from medflow.components.dicom_example_gen.component import DicomExampleGen
+    from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs
 
     gen = DicomExampleGen(deid_key_file=str(key_file), **source).with_id("ExampleGen")
     stats = tfx.components.StatisticsGen(examples=gen.outputs["examples"])

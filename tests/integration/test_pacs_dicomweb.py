@@ -16,19 +16,19 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-from components.dicom.dicomweb import (
+from medflow.cli import main
+from medflow.components.dicom.dicomweb import (
     Credentials,
     DicomwebSource,
     Query,
     RetryPolicy,
     cache_name,
 )
-from components.dicom.dicomweb_ingest import CACHE_DIR, ingest_dicomweb, pull
-from components.dicom.ingest import REPORT_NAME, ingest
-from components.dicom.keys import load_key_file
-from components.dicom.npz_import import import_npz
-from components.dicom.reader import parse
-from medflow.cli import main
+from medflow.components.dicom.keys import load_key_file
+from medflow.components.dicom.reader import parse
+from medflow.components.ingest.dicomweb_ingest import CACHE_DIR, ingest_dicomweb, pull
+from medflow.components.ingest.engine import REPORT_NAME, ingest
+from medflow.components.ingest.npz_import import import_npz
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,7 @@ def test_qido_filters_and_wado_bytes(pacs, corpus):
 
 
 def test_wrong_password_is_a_clear_error(pacs):
-    from medflow.errors import ServiceError
+    from medflow.core.errors import ServiceError
 
     source = DicomwebSource(pacs.dicomweb_url, Credentials(pacs.auth[0], "wrong"))
     with pytest.raises(ServiceError, match="HTTP 401; check the credentials"):
@@ -171,7 +171,7 @@ def test_cli_pull_gives_the_same_examples_as_the_files(env, pacs, corpus, tmp_pa
 
 
 def test_pacs_killed_mid_pull_then_rerun_completes(pacs, corpus, tmp_path):
-    from medflow.errors import ServiceError
+    from medflow.core.errors import ServiceError
 
     source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=FAST_RETRY)
     query = Query(date_from="1900-01-01", date_to="2100-12-31")

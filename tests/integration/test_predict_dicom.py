@@ -10,8 +10,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from components.dicom.pixels import PixelSpec, load_model_input
 from medflow.cli import main
+from medflow.components.dicom.pixels import load_model_input
+from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import add_version, free_port, in_process, start_server
 
 pytestmark = pytest.mark.integration
@@ -96,7 +97,7 @@ def test_predict_table_with_contract(server, dicoms, capsys):
 
 
 def test_predict_records_in_review_store(server, dicoms, tmp_path, capsys):
-    from dashboard.store import ReviewStore
+    from medflow.dashboard.store import ReviewStore
 
     url = f"sqlite:///{tmp_path}/review.db"
     code, out, _ = _predict(

@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from components.dicom.pixels import PixelSpec, load_model_input
 from medflow.cli import main
+from medflow.components.dicom.pixels import load_model_input
+from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import start_server
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ class _FixedTransform:
     def transform_features_layer(self):
         import tensorflow as tf
 
-        from components.models.preprocessing import decode_image
+        from medflow.components.models.preprocessing import decode_image
 
         class ZScore(tf.Module):
             def __call__(self, inputs):
@@ -57,9 +58,9 @@ class _FixedTransform:
 def model_base(tmp_path_factory):
     import keras
 
-    from components.models.seg_export import export_segmentation_model
-    from components.models.unet import build_unet
-    from components.pusher.publish import publish
+    from medflow.components.models.seg_export import export_segmentation_model
+    from medflow.components.models.unet import build_unet
+    from medflow.components.pusher.publish import publish
 
     keras.utils.set_random_seed(3)
     model = build_unet((*SIZE, 1), depth=2, width=4)
@@ -85,7 +86,7 @@ def server(model_base):
 
 def _sc(path, rows=48, cols=90, spacing=(0.5, 0.25)):
     """An ultrasound still as Secondary Capture: non-square, anisotropic, no position."""
-    from components.dicom.hc18_import import _instance
+    from medflow.components.ingest.hc18_import import _instance
 
     rr, cc = np.mgrid[:rows, :cols]
     pixels = (40 + 160 * (((rr - 20) / 14) ** 2 + ((cc - 50) / 30) ** 2 <= 1)).astype(np.uint8)
@@ -147,7 +148,7 @@ def _reference(model_base, path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_client_returns_masks_on_the_source_grid(server, model_base, dicoms):
-    from serving.client import MaskPrediction, PredictionClient
+    from medflow.serving.client import MaskPrediction, PredictionClient
 
     with PredictionClient(f"127.0.0.1:{server.grpc_port}") as client:
         results, rejected = client.predict_dicom(dicoms, "seg", batch_size=3)
@@ -171,8 +172,8 @@ def test_client_returns_masks_on_the_source_grid(server, model_base, dicoms):
 
 
 def test_cli_json_seg_out_overlays_and_record(server, model_base, dicoms, tmp_path, capsys):
-    from dashboard.store import ReviewStore
-    from serving.client import PredictionClient
+    from medflow.dashboard.store import ReviewStore
+    from medflow.serving.client import PredictionClient
 
     contract = next((model_base / "seg").iterdir()) / "contract.json"
     url = f"sqlite:///{tmp_path}/review.db"
@@ -215,7 +216,7 @@ def test_cli_json_seg_out_overlays_and_record(server, model_base, dicoms, tmp_pa
         written = segs[pred["series_instance_uid"]]
         seg = hd.seg.segread(written["path"]) if "ct" in path.name or "mr" in path.name else None
         if seg is None:  # no frame of reference: read as ingestion does
-            from components.dicom.dicom_seg_masks import load_segmentation
+            from medflow.components.dicom.dicom_seg_masks import load_segmentation
 
             seg = load_segmentation(written["path"])
         assert seg.SegmentSequence[0].SegmentLabel == "structure"
@@ -307,10 +308,10 @@ def test_seg_out_with_a_classification_model_is_one_line_error(tmp_path, capsys)
 
 def test_push_stores_a_seg_per_series_in_the_pacs(server, dicoms, tmp_path, monkeypatch, capsys):
     """--dicomweb --push with a segmentation model: a real Orthanc gets a SEG per series."""
-    from components.dicom.dicom_seg_masks import load_segmentation
-    from components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
-    from components.dicom.reader import parse
-    from serving.client import PredictionClient
+    from medflow.components.dicom.dicom_seg_masks import load_segmentation
+    from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
+    from medflow.components.dicom.reader import parse
+    from medflow.serving.client import PredictionClient
     from tests.integration.orthanc import orthanc_server
 
     ct_pair = dicoms[:2]

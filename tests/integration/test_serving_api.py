@@ -22,8 +22,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.config import parse_model_config
-from serving.tensors import to_ndarray, to_tensor_proto
+from medflow.serving.config import parse_model_config
+from medflow.serving.tensors import to_ndarray, to_tensor_proto
 from tests.integration.test_serving_helpers import (
     add_version,
     image_examples,

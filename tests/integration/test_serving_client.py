@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from serving.client import PredictionClient
-from serving.config import BatchingConfig
-from serving.errors import PredictionError
+from medflow.serving.client import PredictionClient
+from medflow.serving.config import BatchingConfig
+from medflow.serving.errors import PredictionError
 from tests.integration.test_serving_helpers import (
     add_version,
     client_ports,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.config import BatchingConfig, ModelSpecConfig, models_in_base
-from serving.server import ModelServer, ServerOptions
+from medflow.serving.config import BatchingConfig, ModelSpecConfig, models_in_base
+from medflow.serving.server import ModelServer, ServerOptions
 
 SIZE = (28, 28)
 VERSIONS = (1, 2, 3, 4)
@@ -28,7 +28,7 @@ VERSIONS = (1, 2, 3, 4)
 @functools.lru_cache(maxsize=1)
 def template() -> Path:
     """A model folder with demo versions 1-4 (seeds differ, so their numbers differ)."""
-    from serving.demo_model import export_demo_model
+    from tests.support.demo_model import export_demo_model
 
     root = Path(tempfile.mkdtemp(prefix="medflow-serving-template-"))
     atexit.register(shutil.rmtree, root, True)

@@ -17,8 +17,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.config import BatchingConfig, parse_model_config
-from serving.tensors import to_ndarray, to_tensor_proto
+from medflow.serving.config import BatchingConfig, parse_model_config
+from medflow.serving.tensors import to_ndarray, to_tensor_proto
 from tests.integration.test_serving_helpers import (
     add_version,
     images,
@@ -222,8 +222,8 @@ def test_loaded_models_are_frozen_out_of_gc_and_unloaded_ones_reclaimed(tmp_path
     import gc
     import weakref
 
-    from serving.config import models_in_base
-    from serving.manager import ModelManager
+    from medflow.serving.config import models_in_base
+    from medflow.serving.manager import ModelManager
 
     add_version(tmp_path, 1)
     manager = ModelManager(models_in_base(tmp_path), poll_seconds=0)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving.client import PredictionClient
-from serving.tensors import fill_tensor_proto, to_ndarray
+from medflow.serving.client import PredictionClient
+from medflow.serving.tensors import fill_tensor_proto, to_ndarray
 from tests.conftest import REPO
 from tests.integration.test_serving_helpers import (
     add_version,

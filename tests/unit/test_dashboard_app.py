@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.dicom.manifest import read_manifest
-from dashboard.app import PAGES
-from dashboard.labels_export import export_labels
-from dashboard.sample_data import seed_store
-from dashboard.sample_runs import PIPELINE, QUARANTINE, write_pushed_version, write_sample_run
-from dashboard.store import ReviewStore
+from medflow.components.ingest.manifest import read_manifest
+from medflow.dashboard.app import PAGES
+from medflow.dashboard.labels_export import export_labels
+from medflow.dashboard.sample_data import seed_store
+from medflow.dashboard.store import ReviewStore
+from tests.support.sample_runs import PIPELINE, QUARANTINE, write_pushed_version, write_sample_run
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PASSWORD = "review-pass-1"

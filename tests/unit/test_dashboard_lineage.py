@@ -6,16 +6,16 @@ import shutil
 
 import pytest
 
-from dashboard import lineage, pushed_models
-from dashboard.config import Settings
-from dashboard.sample_runs import (
+from medflow.core.errors import ConfigError, ServiceError
+from medflow.dashboard import lineage, pushed_models
+from medflow.dashboard.config import Settings
+from tests.support.sample_runs import (
     EVAL_METRICS,
     PIPELINE,
     QUARANTINE,
     write_pushed_version,
     write_sample_run,
 )
-from medflow.errors import ConfigError, ServiceError
 
 RUN1 = "2025-01-01T10:00:00.000000"
 RUN2 = "2025-01-02T10:00:00.000000"

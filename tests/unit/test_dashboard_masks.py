@@ -11,18 +11,18 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from components.dicom.manifest import read_manifest
-from dashboard import viewer
-from dashboard.labels_export import export_labels
-from dashboard.sample_data import (
+from medflow.components.dicom import display as viewer
+from medflow.components.ingest.manifest import read_manifest
+from medflow.core.errors import InputError
+from medflow.dashboard.labels_export import export_labels
+from medflow.dashboard.sample_data import (
     record_mask_prediction,
     seed_segmentation,
     seed_store,
     threshold_mask,
     write_phantom,
 )
-from dashboard.store import ReviewError, ReviewStore, file_sha256
-from medflow.errors import InputError
+from medflow.dashboard.store import ReviewError, ReviewStore, file_sha256
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PASSWORD = "review-pass-1"
@@ -347,10 +347,10 @@ def test_sample_data_command(tmp_path, shared_data, capsys):
 
 
 def test_exported_masks_are_the_next_ingestion_labels(store, phantom_masks, tmp_path):
-    from components.dicom.deid import DeidKey
-    from components.dicom.ingest import IngestOptions, ingest
-    from components.dicom.pixels import PixelSpec
-    from components.models import features as F
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.ingest.engine import IngestOptions, ingest
+    from medflow.core import features as F
+    from medflow.core.pixel_spec import PixelSpec
     from tests.unit.test_ingest import read_examples
 
     (img0, mask0), (img1, mask1) = phantom_masks
@@ -381,8 +381,8 @@ def test_masks_recorded_by_medflow_predict_show_and_export(store, tmp_path):
     import pydicom
 
     from medflow.commands.predict import record
-    from serving.client import MaskPrediction
-    from serving.overlays import save_masks
+    from medflow.serving.client import MaskPrediction
+    from medflow.serving.overlays import save_masks
 
     image = tmp_path / "img.dcm"
     write_phantom(image, seed=3)

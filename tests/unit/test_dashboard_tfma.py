@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import lineage, pushed_models
-from dashboard.sample_runs import PIPELINE, write_pushed_version, write_sample_run
-from dashboard.store import ReviewStore
+from medflow.dashboard import lineage, pushed_models
+from medflow.dashboard.store import ReviewStore
+from tests.support.sample_runs import PIPELINE, write_pushed_version, write_sample_run
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import copy
 import pytest
 from pydicom.dataset import Dataset
 
-from components.dicom import deid
-from components.dicom.deid import DeidKey, deidentify, remap_uid
-from medflow.errors import ConfigError
+from medflow.components.dicom import deid
+from medflow.components.dicom.deid import DeidKey, deidentify, remap_uid
+from medflow.core.errors import ConfigError
 from tests import phantoms as P
 
 KEY = DeidKey(b"0123456789abcdef-test")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.dicom.manifest import read_manifest
-from medflow.errors import InputError
+from medflow.components.ingest.manifest import read_manifest
+from medflow.core.errors import InputError
 
 
 def _csv(tmp_path, text: str):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
-from components.dicom.deid import DeidKey
-from components.dicom.errors import REASONS, DicomRejected
-from components.dicom.examples import WorkerConfig, process_file
-from components.dicom.pixels import PixelSpec
-from components.dicom.reader import ReadLimits, parse
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.dicom.errors import REASONS, DicomRejected
+from medflow.components.dicom.reader import ReadLimits, parse
+from medflow.components.ingest.examples import WorkerConfig, process_file
+from medflow.core.pixel_spec import PixelSpec
 from tests import phantoms as P
 
 CFG = WorkerConfig(DeidKey(b"0123456789abcdef-test"), PixelSpec(), ReadLimits(), None, False)

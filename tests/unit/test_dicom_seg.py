@@ -15,13 +15,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from components.dicom.dicom_seg_masks import is_dicom_mask, load_segmentation, seg_mask
-from components.dicom.errors import DicomRejected
-from components.dicom.hc18_import import _instance
-from components.dicom.masks import mask_for_instance
-from components.dicom.pixels import PixelSpec, resample_mask
-from serving.client import MaskPrediction
-from serving.dicom_seg import build_segmentation, write_segmentations
+from medflow.components.dicom.dicom_seg_masks import is_dicom_mask, load_segmentation, seg_mask
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.masks import mask_for_instance
+from medflow.components.dicom.pixels import resample_mask
+from medflow.components.dicom.seg import build_segmentation, write_segmentations
+from medflow.components.ingest.hc18_import import _instance
+from medflow.core.pixel_spec import PixelSpec
+from medflow.serving.client import MaskPrediction
 
 pytestmark = pytest.mark.unit
 
@@ -236,10 +237,10 @@ def test_round_trip_seg_as_the_ingestion_mask_source(tmp_path):
 def test_ingestion_with_a_seg_mask_column(tmp_path):
     """``medflow ingest``: a manifest whose mask column names SEG files (one with #1), and a
     row whose SEG belongs to another image (quarantined as mask_mismatch)."""
-    from components.dicom.deid import DeidKey
-    from components.dicom.ingest import IngestOptions, ingest
-    from components.dicom.manifest import read_manifest
-    from components.models import features as F
+    from medflow.components.dicom.deid import DeidKey
+    from medflow.components.ingest.engine import IngestOptions, ingest
+    from medflow.components.ingest.manifest import read_manifest
+    from medflow.core import features as F
     from tests.unit.test_ingest import read_examples
 
     dicom = tmp_path / "dicom"
@@ -293,7 +294,7 @@ def test_is_dicom_mask():
 
 def test_to_source_grid_inverts_the_ingestion_resample():
     """A mask put on the model grid the way ingestion does it, mapped back by the client."""
-    from serving.client import to_source_grid
+    from medflow.serving.client import to_source_grid
 
     for (rows, cols), spacing, size in [
         ((60, 90), (0.5, 0.25), (32, 32)),  # anisotropic, padded left/right

@@ -8,9 +8,9 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from medflow.errors import InputError
-from serving.client import ImagePrediction
-from serving.dicom_sr import build_prediction_sr, sr_bytes
+from medflow.components.dicom.sr import build_prediction_sr, sr_bytes
+from medflow.core.errors import InputError
+from medflow.serving.client import ImagePrediction
 from tests.phantoms import phantom
 
 LABELS = ["benign", "malignant"]

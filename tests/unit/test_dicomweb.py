@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.dicom.dicomweb import (
+from medflow.components.dicom.dicomweb import (
     Credentials,
     DicomwebSource,
     InstanceRef,
@@ -16,7 +16,7 @@ from components.dicom.dicomweb import (
     load_credentials,
     read_accessions,
 )
-from medflow.errors import ConfigError, InputError, ServiceError
+from medflow.core.errors import ConfigError, InputError, ServiceError
 
 
 def test_query_normalises_dates_and_refuses_bad_values():
@@ -77,7 +77,7 @@ def test_source_checks_url_and_ca_bundle(tmp_path):
 def test_unreachable_pacs_is_retried_then_named(tmp_path):
     import socket
 
-    from components.dicom.dicomweb import RetryPolicy
+    from medflow.components.dicom.dicomweb import RetryPolicy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

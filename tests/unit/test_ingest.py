@@ -13,12 +13,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from components.dicom.deid import DeidKey, deidentify, remap_uid
-from components.dicom.errors import REASONS
-from components.dicom.examples import _header_features
-from components.dicom.ingest import REPORT_NAME, IngestOptions, ingest
-from components.dicom.manifest import read_manifest
-from medflow.errors import InputError
+from medflow.components.dicom.deid import DeidKey, deidentify, remap_uid
+from medflow.components.dicom.errors import REASONS
+from medflow.components.ingest.engine import REPORT_NAME, IngestOptions, ingest
+from medflow.components.ingest.examples import _header_features
+from medflow.components.ingest.manifest import read_manifest
+from medflow.core.errors import InputError
 from tests import phantoms as P
 
 KEY = DeidKey(b"0123456789abcdef-test")

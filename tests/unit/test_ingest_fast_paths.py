@@ -16,18 +16,19 @@ import pydicom.data
 import pytest
 from pydicom.pixels import pixel_array
 
-from components.dicom import deid
-from components.dicom.deid import DeidKey
-from components.dicom.errors import DicomRejected
-from components.dicom.examples import (
+from medflow.components.dicom import deid
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.pixels import _native_frame, image_stats
+from medflow.components.dicom.reader import HeaderView, ReadLimits, parse
+from medflow.components.ingest.examples import (
     HEADER_KEYWORDS,
     WorkerConfig,
     process_file,
     serialize_example,
     to_tf_example,
 )
-from components.dicom.pixels import PixelSpec, _native_frame, image_stats
-from components.dicom.reader import HeaderView, ReadLimits, parse
+from medflow.core.pixel_spec import PixelSpec
 from tests import phantoms as P
 
 KEY = DeidKey(b"0123456789abcdef-test")

@@ -11,12 +11,12 @@ import numpy as np
 import pydicom.data
 import pytest
 
-from components.dicom.deid import DeidKey, remap_uid
-from components.dicom.errors import REASONS
-from components.dicom.ingest import IngestOptions, ingest
-from components.dicom.manifest import read_manifest
-from components.dicom.npz_import import import_npz
-from components.dicom.pixels import PixelSpec
+from medflow.components.dicom.deid import DeidKey, remap_uid
+from medflow.components.dicom.errors import REASONS
+from medflow.components.ingest.engine import IngestOptions, ingest
+from medflow.components.ingest.manifest import read_manifest
+from medflow.components.ingest.npz_import import import_npz
+from medflow.core.pixel_spec import PixelSpec
 from tests.unit.test_ingest import assert_no_partial_outputs, read_examples
 
 KEY = DeidKey(b"0123456789abcdef-test")

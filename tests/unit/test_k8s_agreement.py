@@ -11,23 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import config
-from pipelines import kfp_manifests as km
-from serving.config import (
+from medflow.pipelines import config
+from medflow.serving.config import (
     parse_batching_parameters,
     parse_grpc_channel_arguments,
     parse_model_config,
 )
+from tests.support import kfp_manifests as km
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def base_objects() -> list[dict]:
-    try:
-        km.kustomize_command()
-    except Exception as exc:  # noqa: BLE001 - ConfigError: tool missing
-        pytest.skip(str(exc))
+    km.kustomize_or_skip()
     return km.render(km.REPO / "k8s" / "base")
 
 

@@ -15,9 +15,9 @@ import shlex
 import pytest
 import tomli as tomllib  # Python 3.10: pytest brings tomli
 
-from medflow.errors import ConfigError
-from pipelines import config as pconfig
-from pipelines import kfp_manifests as km
+from medflow.core.errors import ConfigError
+from medflow.pipelines import config as pconfig
+from tests.support import kfp_manifests as km
 
 REPO = km.REPO
 

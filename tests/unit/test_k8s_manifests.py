@@ -14,28 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medflow.errors import ConfigError
-from pipelines import kfp_manifests as km
+from tests.support import kfp_manifests as km
 
 REPO = km.REPO
 # Newest Kubernetes schema set that kubernetes-validate ships.
 K8S_VERSION = None
 
 
-def _kustomize_or_skip() -> None:
-    try:
-        km.kustomize_command()
-    except ConfigError as exc:
-        # CI must have it (requirements.lock); a developer venv synced before it was pinned
-        # gets a skip with the fix rather than a failure.
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
-    _kustomize_or_skip()
+    km.kustomize_or_skip()
     return {o: km.render(REPO / "k8s" / "overlays" / o) for o in km.OVERLAYS}
 
 
@@ -350,7 +338,7 @@ def test_make_secrets_creates_what_the_manifests_mount(rendered, tmp_path):
                 keys = {i["key"] for i in vol["secret"].get("items") or []}
                 mounted.setdefault(vol["secret"]["secretName"], set()).update(keys)
     # The de-identification key is mounted by the compiled pipeline spec, not a manifest.
-    from pipelines import config as pconfig
+    from medflow.pipelines import config as pconfig
 
     assert set(mounted) | {pconfig.DEID_SECRET} == set(secrets)
     assert set(secrets[pconfig.DEID_SECRET]["data"]) == {Path(pconfig.DEID_KEY_FILE).name}

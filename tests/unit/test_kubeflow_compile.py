@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import config
-from pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
+from medflow.pipelines import config
+from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 REPO = Path(__file__).resolve().parents[2]
 ORDER = [c for c in COMPONENT_IDS if c != RESOLVER_ID]
@@ -16,7 +16,7 @@ ORDER = [c for c in COMPONENT_IDS if c != RESOLVER_ID]
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    from pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import compile_pipeline
 
     root = tmp_path_factory.mktemp("kfp")
     path = compile_pipeline(
@@ -102,7 +102,7 @@ def test_volumes_match_the_k8s_manifests(spec):
 
 
 def test_segmentation_task_compiles_with_its_trainer_and_metrics(tmp_path):
-    from pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import compile_pipeline
 
     path = compile_pipeline(
         tmp_path / "seg.yaml",

@@ -9,10 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from components.dicom.hc18_import import _instance
-from components.dicom.pixels import PixelSpec, resample_mask
-from serving.client import ModelInfo, Prediction, _mask_predictions
-from serving.dicom_input import load_inputs
+from medflow.components.dicom.pixels import resample_mask
+from medflow.components.ingest.hc18_import import _instance
+from medflow.core.pixel_spec import PixelSpec
+from medflow.serving.client import ModelInfo, Prediction, _mask_predictions
+from medflow.serving.dicom_input import load_inputs
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from components.dicom import npz_import as npz
-from medflow.errors import ConfigError, InputError
+from medflow.components.ingest import npz_import as npz
+from medflow.core.errors import ConfigError, InputError
 
 
 @pytest.fixture

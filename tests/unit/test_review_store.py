@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from dashboard import schema
-from dashboard.store import ReviewError, ReviewStore
-from medflow.errors import InputError
+from medflow.core.errors import InputError
+from medflow.dashboard import schema
+from medflow.dashboard.store import ReviewError, ReviewStore
 
 LABELS = ["normal", "pneumonia"]
 

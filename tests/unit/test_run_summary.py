@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.run_summary import format_summary
+from medflow.pipelines.run_summary import format_summary
 
 
 def _summary(metrics: dict) -> dict:

@@ -10,12 +10,12 @@ import pydicom
 import pytest
 from PIL import Image
 
-from components.dicom.deid import DeidKey
-from components.dicom.hc18_import import fetus_id, fetus_split, import_hc18, read_reference
-from components.dicom.ingest import IngestOptions, ingest
-from components.dicom.manifest import read_manifest
-from components.dicom.pixels import PixelSpec
-from components.models import features as F
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.ingest.engine import IngestOptions, ingest
+from medflow.components.ingest.hc18_import import fetus_id, fetus_split, import_hc18, read_reference
+from medflow.components.ingest.manifest import read_manifest
+from medflow.core import features as F
+from medflow.core.pixel_spec import PixelSpec
 from tests import phantoms as P
 from tests.unit.test_ingest import read_examples
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.pusher.publish import ContractMismatch, check_contract
-from medflow.errors import ConfigError
-from pipelines.pipeline import model_module_paths
-from pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
+from medflow.components.pusher.publish import ContractMismatch, check_contract
+from medflow.core.errors import ConfigError
+from medflow.pipelines.pipeline import model_module_paths
+from medflow.pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
 
 
 def _contract(outputs: dict) -> dict:
@@ -36,7 +36,7 @@ def test_task_chooses_the_trainer_module():
 
 
 def test_eval_config_computes_dice_iou_hd95_in_tfma_and_blesses_on_dice():
-    from components.models.tfma_segmentation import SegmentationMetrics
+    from medflow.components.models.tfma_segmentation import SegmentationMetrics
 
     config = build_segmentation_eval_config(SegmentationThresholds(min_dice=0.9))
     (spec,) = config.metrics_specs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import (
+from medflow.serving.config import (
     BatchingConfig,
     VersionPolicy,
     parse_batching_parameters,
@@ -14,7 +14,7 @@ from serving.config import (
     parse_model_config,
     read_model_config,
 )
-from serving.errors import ServingConfigError
+from medflow.serving.errors import ServingConfigError
 
 MODELS = """
 model_config_list {

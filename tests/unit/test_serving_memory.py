@@ -1,4 +1,4 @@
-"""serving.memory: big buffers freed by worker threads are reused instead of faulting again."""
+"""medflow.serving.memory: big buffers freed by worker threads are reused instead of faulting again."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SCRIPT = """
 import resource, sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
-from serving.memory import keep_freed_memory
+from medflow.serving.memory import keep_freed_memory
 
 pool = ThreadPoolExecutor(4)  # gRPC handlers run in threads: their own malloc arenas
 

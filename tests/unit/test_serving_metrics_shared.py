@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from serving.metrics import Metrics, SharedMetrics
+from medflow.serving.metrics import Metrics, SharedMetrics
 
 
 def _value(text: str, series: str) -> float:

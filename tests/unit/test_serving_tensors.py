@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.tensors import fill_tensor_proto, to_ndarray, to_tensor_proto
+from medflow.serving.tensors import fill_tensor_proto, to_ndarray, to_tensor_proto
 
 pytestmark = pytest.mark.unit
 

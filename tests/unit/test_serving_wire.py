@@ -1,4 +1,4 @@
-"""serving.wire: tensor_content split off a serialized message without copies, and back."""
+"""medflow.serving.wire: tensor_content split off a serialized message without copies, and back."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from serving.tensors import (
+from medflow.serving.tensors import (
     fill_tensor_proto,
     parse_with_tensors,
     serialize_with_tensors,
     to_ndarray,
 )
-from serving.wire import split_tensor_contents, varint_bytes
+from medflow.serving.wire import split_tensor_contents, varint_bytes
 
 INPUTS = 2  # PredictRequest.inputs
 OUTPUTS = 1  # PredictResponse.outputs

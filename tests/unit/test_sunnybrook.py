@@ -14,22 +14,22 @@ import pytest
 from pydicom.config import IGNORE, settings
 from scipy import ndimage
 
-from components.dicom.contours import (
+from medflow.cli import main
+from medflow.components.dicom.contours import (
     CONTOUR_ORIGIN,
     contour_mask,
     polygon_area,
     rasterize_polygon,
     read_contour,
 )
-from components.dicom.deid import DeidKey
-from components.dicom.errors import DicomRejected
-from components.dicom.ingest import IngestOptions, ingest
-from components.dicom.manifest import read_manifest
-from components.dicom.pixels import PixelSpec
-from components.dicom.sunnybrook_import import HEADER, find_frames, import_sunnybrook
-from components.models import features as F
-from medflow.cli import main
-from medflow.errors import ConfigError, InputError
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.ingest.engine import IngestOptions, ingest
+from medflow.components.ingest.manifest import read_manifest
+from medflow.components.ingest.sunnybrook_import import HEADER, find_frames, import_sunnybrook
+from medflow.core import features as F
+from medflow.core.errors import ConfigError, InputError
+from medflow.core.pixel_spec import PixelSpec
 from tests.unit.test_ingest import read_examples
 
 pytestmark = pytest.mark.unit

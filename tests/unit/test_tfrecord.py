@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from components.dicom.tfrecord import frame_record, gzip_record
+from medflow.components.ingest.tfrecord import frame_record, gzip_record
 
 RECORDS = [b"", b"x", os.urandom(300), b"medflow " * 500, bytes(range(256)) * 9]
 

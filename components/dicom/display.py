@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from medflow.errors import InputError
+from medflow.core.errors import InputError
 
 # (center, width) presets in Modality-LUT units. "Header" and "Full range" are computed.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -72,8 +72,8 @@ def load_study(path: str | Path) -> Study:
     """
     from pydicom.pixels import apply_modality_lut, convert_color_space, pixel_array
 
-    from components.dicom.pixels import image_info
-    from components.dicom.reader import read_dicom
+    from medflow.components.dicom.pixels import image_info
+    from medflow.components.dicom.reader import read_dicom
 
     path = Path(path)
     if not path.is_file():
@@ -214,7 +214,7 @@ def load_mask(ref: str | Path) -> np.ndarray:
     Raises:
         InputError: the file is missing, unreadable, not 2-D or holds values outside 0..255.
     """
-    from components.dicom.masks import read_mask
+    from medflow.components.dicom.masks import read_mask
 
     path = Path(ref)
     if not path.is_file():

@@ -33,8 +33,8 @@ import numpy as np
 import pydicom
 
 from medflow import __version__
-from medflow.errors import InputError
-from medflow.files import atomic_write
+from medflow.core.errors import InputError
+from medflow.core.files import atomic_write
 
 CODING_SCHEME = "99MEDFLOW"
 SEG_SERIES_NUMBER = 9002
@@ -269,7 +269,7 @@ def build_segmentations(
         read_source: reads a source file's header (default: the safe reader).
     """
     if read_source is None:
-        from components.dicom.reader import read_dicom
+        from medflow.components.dicom.reader import read_dicom
 
         read_source = read_dicom
     sources = {p.path: read_source(p.path) for p in predictions}

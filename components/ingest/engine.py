@@ -26,13 +26,18 @@ from typing import BinaryIO
 
 import orjson
 
-from components.dicom.deid import DeidKey
-from components.dicom.examples import FileResult, WorkerConfig, encode_records, process_file
-from components.dicom.manifest import LabelManifest
-from components.dicom.pixels import PixelSpec
-from components.dicom.reader import ReadLimits
 from medflow import __version__
-from medflow.errors import ConfigError, InputError
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.dicom.reader import ReadLimits
+from medflow.components.ingest.examples import (
+    FileResult,
+    WorkerConfig,
+    encode_records,
+    process_file,
+)
+from medflow.components.ingest.manifest import LabelManifest
+from medflow.core.errors import ConfigError, InputError
+from medflow.core.pixel_spec import PixelSpec
 
 REPORT_NAME = "ingest_report.json"
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
@@ -252,7 +257,7 @@ START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_met
 def _pool_context():
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":
-        ctx.set_forkserver_preload(["components.dicom.ingest"])
+        ctx.set_forkserver_preload(["medflow.components.ingest.engine"])
     return ctx
 
 

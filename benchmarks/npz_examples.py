@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.dicom.pixels import image_stats
-from components.models import features as F
-from medflow.errors import InputError
+from medflow.components.dicom.pixels import image_stats
+from medflow.core import features as F
+from medflow.core.errors import InputError
 
 DEFAULT_SPLITS = {"train": "train", "eval": "val"}
 

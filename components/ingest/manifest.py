@@ -17,7 +17,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medflow.errors import InputError
+from medflow.core.errors import InputError
 
 KEY_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "path")
 SITE_COLUMN = "site"

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.dicom import deid
-from components.dicom.errors import DicomRejected
-from components.dicom.manifest import LabelManifest
-from components.dicom.masks import mask_for_instance
-from components.dicom.pixels import PixelSpec, image_stats, to_model_input
-from components.dicom.reader import HeaderView, ReadLimits, parse
-from components.dicom.tfrecord import gzip_record
-from components.models import features as F
+from medflow.components.dicom import deid
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.masks import mask_for_instance
+from medflow.components.dicom.pixels import image_stats, to_model_input
+from medflow.components.dicom.reader import HeaderView, ReadLimits, parse
+from medflow.components.ingest.manifest import LabelManifest
+from medflow.components.ingest.tfrecord import gzip_record
+from medflow.core import features as F
+from medflow.core.pixel_spec import PixelSpec
 
 # Modalities where text burned into the pixels (names, dates) is common.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM"})

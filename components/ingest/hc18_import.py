@@ -27,9 +27,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from components.dicom.import_output import publish
-from components.dicom.npz_import import SC_STORAGE
-from medflow.errors import ConfigError, InputError
+from medflow.components.ingest.import_output import publish
+from medflow.components.ingest.npz_import import SC_STORAGE
+from medflow.core.errors import ConfigError, InputError
 
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
 IMAGE_DIR = "training_set"

@@ -32,8 +32,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from components.dicom.import_output import progress_bar, publish
-from medflow.errors import ConfigError, InputError
+from medflow.components.ingest.import_output import progress_bar, publish
+from medflow.core.errors import ConfigError, InputError
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage

@@ -17,17 +17,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.dicom.deid import DeidKey
-from components.dicom.dicomweb import DicomwebSource, InstanceRef, Query, cache_name, fingerprint
-from components.dicom.ingest import (
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.dicom.dicomweb import (
+    DicomwebSource,
+    InstanceRef,
+    Query,
+    cache_name,
+    fingerprint,
+)
+from medflow.components.ingest.engine import (
     REPORT_NAME,
     IngestOptions,
     IngestReport,
     ingest,
     write_json_atomic,
 )
-from components.dicom.manifest import LabelManifest
-from medflow.files import atomic_write
+from medflow.components.ingest.manifest import LabelManifest
+from medflow.core.files import atomic_write
 
 CACHE_DIR = ".dicomweb-cache"
 _PART_PREFIX = ".part-"

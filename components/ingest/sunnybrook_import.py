@@ -39,8 +39,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.dicom.import_output import progress_bar, publish
-from medflow.errors import ConfigError, InputError
+from medflow.components.ingest.import_output import progress_bar, publish
+from medflow.core.errors import ConfigError, InputError
 
 LINK_NAME = "link.csv"
 DICOM_SRC = "dicoms"

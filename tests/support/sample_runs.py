@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dashboard.lineage import INGEST_REPORT_TYPE
+from medflow.dashboard.lineage import INGEST_REPORT_TYPE
 
 PIPELINE = "medflow-classification"
 MODEL = "medflow-classifier"
@@ -179,7 +179,7 @@ def write_sample_run(
     """
     run = _RunRecorder(_writable_store(Path(metadata_path)), pipeline, run_id, Path(artifact_root))
     counts = {"inputs": 25, "written": 20, "quarantined": 3, "duplicates": 2, "examples": 20}
-    run.component("DicomExampleGen", "components.dicom_example_gen.component.DicomExampleGen", {}, {
+    run.component("DicomExampleGen", "medflow.components.dicom_example_gen.component.DicomExampleGen", {}, {
         "examples": {"type": "Examples", "props": {"split_names": '["train", "eval"]'}},
         "ingest_report": {
             "type": INGEST_REPORT_TYPE, "write": lambda u: _ingest_report(u, counts),
@@ -204,7 +204,7 @@ def write_sample_run(
             "blessed": 1, "current_model": str(run.made["Trainer"]["model"].uri),
             "baseline_model": "", "baseline_model_id": 0}},
     })  # fmt: skip
-    run.component("Pusher", "components.pusher.component.ContractPusher",
+    run.component("Pusher", "medflow.components.pusher.component.ContractPusher",
                   {"model": "Trainer.model", "model_blessing": "Evaluator.blessing", "evaluation": "Evaluator.evaluation"},
                   {"pushed_model": {"type": "PushedModel", "props": {
                       "pushed": 1, "pushed_version": pushed_version,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pydicom
 
 from medflow import __version__
-from medflow.errors import InputError
+from medflow.core.errors import InputError
 
 CODING_SCHEME = "99MEDFLOW"  # private coding scheme: model outputs have no standard codes
 SR_SERIES_NUMBER = 9001

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from medflow.files import atomic_write
+from medflow.core.files import atomic_write
 
 MANIFEST_NAME = "labels.csv"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.servable import CLASSIFY_METHOD
+from medflow.serving.servable import CLASSIFY_METHOD
 
 
 def _build_module(size: tuple[int, int], channels: int, labels: tuple[str, ...], seed: int):

@@ -1,0 +1,1 @@
+"""Ingestion: the engine, label manifests, importers and TFRecord writing."""

@@ -1,0 +1,1 @@
+"""medflow core: errors, atomic files, feature names, PixelSpec, ModelContract (the bottom layer)."""

@@ -1,0 +1,1 @@
+"""Test doubles and helpers shared by tests and benchmarks (never shipped)."""
