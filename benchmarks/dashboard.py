@@ -36,8 +36,8 @@ _components: list = []
 def _store(folder: Path, n: int, *, mask: bool = False) -> tuple[str, int | None]:
     """The store's URL, and the id of its segmentation case (with ``mask``)."""
     from medflow.commands.demo import default_data_dir
-    from medflow.dashboard.sample_data import seed_segmentation, seed_store
     from medflow.dashboard.store import ReviewStore
+    from medflow.workflows.review_samples import seed_segmentation, seed_store
 
     url = f"sqlite:///{folder}/review.db"
     store = ReviewStore(url)

@@ -40,8 +40,9 @@ def main() -> None:
 
     from medflow.components.dicom.deid import DeidKey
     from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query
+    from medflow.components.dicom.dicomweb_pull import pull
     from medflow.components.dicom.reader import parse
-    from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb, pull
+    from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
     from medflow.components.ingest.engine import ingest
     from medflow.components.ingest.npz_import import import_npz
     from tests.integration.orthanc import Orthanc, find_orthanc

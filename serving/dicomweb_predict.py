@@ -64,9 +64,9 @@ def predict_studies(
         (predictions, rejected instances, pushed SRs or SEGs).
     """
     from medflow.components.dicom.dicomweb import Query
+    from medflow.components.dicom.dicomweb_pull import pull
     from medflow.components.dicom.reader import read_dicom
     from medflow.components.dicom.sr import build_prediction_sr, sr_bytes
-    from medflow.components.ingest.dicomweb_ingest import pull
 
     with tempfile.TemporaryDirectory(prefix="medflow-dicomweb-") as tmp:
         cache = Path(tmp) / "instances"

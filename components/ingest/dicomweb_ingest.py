@@ -13,18 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from medflow.components.dicom.deid import DeidKey
-from medflow.components.dicom.dicomweb import (
-    DicomwebSource,
-    InstanceRef,
-    Query,
-    cache_name,
-    fingerprint,
-)
+from medflow.components.dicom.dicomweb import DicomwebSource, Query
+from medflow.components.dicom.dicomweb_pull import CACHE_DIR, Progress, PullResult, pull
 from medflow.components.ingest.engine import (
     REPORT_NAME,
     IngestOptions,
@@ -33,76 +26,6 @@ from medflow.components.ingest.engine import (
     write_json_atomic,
 )
 from medflow.components.ingest.manifest import LabelManifest
-from medflow.core.files import atomic_write
-
-CACHE_DIR = ".dicomweb-cache"
-_PART_PREFIX = ".part-"
-
-Progress = Callable[[Iterator, int], Iterator]
-
-
-@dataclass(frozen=True)
-class PullResult:
-    """What a pull found and did; ``instances == retrieved + cached``."""
-
-    url: str
-    query: dict
-    instances: int
-    retrieved: int
-    cached: int
-    bytes_retrieved: int
-    studies: int
-    fingerprint: str
-    cache: str
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def pull(
-    source: DicomwebSource,
-    query: Query,
-    cache: str | os.PathLike[str],
-    progress: Progress | None = None,
-) -> PullResult:
-    """Retrieve every instance matching ``query`` that ``cache`` lacks.
-
-    Files of instances outside the query are removed from ``cache`` once the pull is
-    complete (the cache mirrors the query). Raises ServiceError when the PACS fails; what
-    was retrieved until then stays, whole.
-    """
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for leftover in cache.glob(f"{_PART_PREFIX}*"):  # from a process killed mid-write
-        leftover.unlink(missing_ok=True)
-    refs = source.search(query)
-    wanted = {cache_name(ref.sop_uid): ref for ref in refs}
-    retrieved = nbytes = 0
-    items: Iterator[tuple[str, InstanceRef]] = iter(wanted.items())
-    if progress is not None:
-        items = progress(items, len(wanted))
-    for name, ref in items:
-        path = cache / name
-        if path.exists():
-            continue
-        data = source.retrieve(ref)
-        atomic_write(path, data, prefix=_PART_PREFIX)
-        retrieved += 1
-        nbytes += len(data)
-    for path in cache.glob("*.dcm"):
-        if path.name not in wanted:
-            path.unlink()
-    return PullResult(
-        url=source.url,
-        query=query.to_dict(),
-        instances=len(wanted),
-        retrieved=retrieved,
-        cached=len(wanted) - retrieved,
-        bytes_retrieved=nbytes,
-        studies=len({ref.study_uid for ref in refs}),
-        fingerprint=fingerprint(query, refs),
-        cache=str(cache),
-    )
 
 
 def ingest_dicomweb(

@@ -121,8 +121,8 @@ def _add_user(args: argparse.Namespace) -> int:
 
 def _sample_data(args: argparse.Namespace) -> int:
     from medflow.commands.demo import default_data_dir
-    from medflow.dashboard.sample_data import seed_segmentation, seed_store
     from medflow.dashboard.store import ReviewStore
+    from medflow.workflows.review_samples import seed_segmentation, seed_store
 
     hc18 = Path(args.hc18) if args.hc18 else default_data_dir() / "hc18"
     if args.hc18 and not hc18.is_dir():

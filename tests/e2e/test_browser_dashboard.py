@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from medflow.dashboard.sample_data import (
+from medflow.dashboard.store import ReviewStore
+from medflow.workflows.review_samples import (
     record_mask_prediction,
     seed_store,
     threshold_mask,
     write_phantom,
 )
-from medflow.dashboard.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
 

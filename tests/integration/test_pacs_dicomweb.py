@@ -24,9 +24,10 @@ from medflow.components.dicom.dicomweb import (
     RetryPolicy,
     cache_name,
 )
+from medflow.components.dicom.dicomweb_pull import CACHE_DIR, pull
 from medflow.components.dicom.keys import load_key_file
 from medflow.components.dicom.reader import parse
-from medflow.components.ingest.dicomweb_ingest import CACHE_DIR, ingest_dicomweb, pull
+from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 from medflow.components.ingest.engine import REPORT_NAME, ingest
 from medflow.components.ingest.npz_import import import_npz
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture

@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 from medflow.components.ingest.manifest import read_manifest
 from medflow.dashboard.app import PAGES
 from medflow.dashboard.labels_export import export_labels
-from medflow.dashboard.sample_data import seed_store
 from medflow.dashboard.store import ReviewStore
+from medflow.workflows.review_samples import seed_store
 from tests.support.sample_runs import PIPELINE, QUARANTINE, write_pushed_version, write_sample_run
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

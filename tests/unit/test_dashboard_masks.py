@@ -15,14 +15,14 @@ from medflow.components.dicom import display as viewer
 from medflow.components.ingest.manifest import read_manifest
 from medflow.core.errors import InputError
 from medflow.dashboard.labels_export import export_labels
-from medflow.dashboard.sample_data import (
+from medflow.dashboard.store import ReviewError, ReviewStore, file_sha256
+from medflow.workflows.review_samples import (
     record_mask_prediction,
     seed_segmentation,
     seed_store,
     threshold_mask,
     write_phantom,
 )
-from medflow.dashboard.store import ReviewError, ReviewStore, file_sha256
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PASSWORD = "review-pass-1"

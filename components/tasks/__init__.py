@@ -1,0 +1,1 @@
+"""Task plug-ins: one subpackage per task behind medflow.core.tasks.Task."""
