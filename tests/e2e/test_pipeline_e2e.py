@@ -16,8 +16,6 @@ import pytest
 
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
-pytestmark = pytest.mark.e2e
-
 EXECUTED = tuple(c for c in COMPONENT_IDS if c != RESOLVER_ID)
 HPARAMS = {"epochs": 4, "patience": 0, "width": 16}
 

@@ -18,7 +18,7 @@ import pytest
 
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SIZE = 64
 HPARAMS = {"epochs": 40, "width": 8, "depth": 3, "batch_size": 4, "validation_fraction": 0.0}

@@ -17,8 +17,6 @@ import yaml
 
 from medflow.cli import main
 
-pytestmark = pytest.mark.integration
-
 
 class KfpStandIn(BaseHTTPRequestHandler):
     """Implements GET healthz, GET/POST experiments, POST runs of /apis/v2beta1."""

@@ -32,8 +32,6 @@ from medflow.components.ingest.engine import REPORT_NAME, ingest
 from medflow.components.ingest.npz_import import import_npz
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.integration
-
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm")  # SC: quarantined (burned-in)
 KEY = "0123456789abcdef-test-key"
 FAST_RETRY = RetryPolicy(attempts=2, backoff_s=0.05, timeout_s=10)

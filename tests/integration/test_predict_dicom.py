@@ -15,8 +15,6 @@ from medflow.components.dicom.pixels import load_model_input
 from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import add_version, free_port, in_process, start_server
 
-pytestmark = pytest.mark.integration
-
 FILES = ("CT_small.dcm", "MR_small.dcm")
 
 

@@ -27,8 +27,6 @@ from medflow.components.dicom.pixels import load_model_input
 from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import start_server
 
-pytestmark = pytest.mark.integration
-
 SIZE = (32, 32)
 LABELS = ["background", "structure"]
 

@@ -32,8 +32,6 @@ from tests.integration.test_serving_helpers import (
     start_server,
 )
 
-pytestmark = pytest.mark.integration
-
 MODELS_CONFIG = """
 model_config_list {
   config {

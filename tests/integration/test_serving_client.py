@@ -20,8 +20,6 @@ from tests.integration.test_serving_helpers import (
     start_server,
 )
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):

@@ -28,8 +28,6 @@ from tests.integration.test_serving_helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
-
 
 def _request(x, version=None):
     request = predict_pb2.PredictRequest()

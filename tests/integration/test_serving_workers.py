@@ -14,7 +14,6 @@ import urllib.request
 
 import grpc
 import numpy as np
-import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from medflow.serving.client import PredictionClient
@@ -27,8 +26,6 @@ from tests.integration.test_serving_helpers import (
     in_process,
     wait_until,
 )
-
-pytestmark = pytest.mark.integration
 
 COUNT = ':tensorflow:serving:request_count{entrypoint="GRPC",model_name="demo",status="OK"}'
 

@@ -24,8 +24,6 @@ from medflow.components.ingest.hc18_import import _instance
 from medflow.core.pixel_spec import PixelSpec
 from medflow.serving.client import MaskPrediction
 
-pytestmark = pytest.mark.unit
-
 LABELS = ["background", "lesion"]
 
 

@@ -15,8 +15,6 @@ from medflow.core.pixel_spec import PixelSpec
 from medflow.serving.client import ModelInfo, Prediction, _mask_predictions
 from medflow.serving.dicom_input import load_inputs
 
-pytestmark = pytest.mark.unit
-
 SPEC = PixelSpec(size=(32, 32))
 
 

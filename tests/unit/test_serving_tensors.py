@@ -7,8 +7,6 @@ import pytest
 
 from medflow.serving.tensors import fill_tensor_proto, to_ndarray, to_tensor_proto
 
-pytestmark = pytest.mark.unit
-
 ARRAYS = [
     np.arange(24, dtype=np.float32).reshape(2, 3, 4, 1),
     np.arange(6, dtype=">f4").reshape(2, 3),  # big-endian input is sent little-endian

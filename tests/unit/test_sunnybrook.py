@@ -32,7 +32,6 @@ from medflow.core.errors import ConfigError, InputError
 from medflow.core.pixel_spec import PixelSpec
 from tests.unit.test_ingest import read_examples
 
-pytestmark = pytest.mark.unit
 KEY = DeidKey(b"0123456789abcdef-test")
 
 

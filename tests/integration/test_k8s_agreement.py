@@ -19,8 +19,6 @@ from medflow.serving.config import (
 )
 from tests.support import kfp_manifests as km
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture(scope="module")
 def base_objects() -> list[dict]:
