@@ -14,12 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.support.waiting import WaitTimeout, wait_until
 
 USER, PASSWORD = "medflow", "orthanc-test-password"
 PLUGIN_GLOBS = (
@@ -111,20 +112,25 @@ class Orthanc:
                 cwd=self.root,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if self._proc.poll() is not None:
                 raise RuntimeError(
                     f"Orthanc exited with {self._proc.returncode} at start-up:\n{self.log_tail()}"
                 )
             try:
-                if requests.get(f"{self.url}/system", auth=self.auth, timeout=1).ok:
-                    return self
+                return requests.get(f"{self.url}/system", auth=self.auth, timeout=1).ok
             except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"Orthanc did not answer /system within {timeout}s:\n{self.log_tail()}")
+                return False
+
+        try:
+            wait_until(answers, timeout=timeout, interval=0.1, message="Orthanc's /system")
+        except WaitTimeout:
+            self.stop()
+            raise RuntimeError(
+                f"Orthanc did not answer /system within {timeout}s:\n{self.log_tail()}"
+            ) from None
+        return self
 
     def stop(self, kill: bool = False) -> None:
         """Stop the process: SIGKILL (a crash) when ``kill``, else SIGTERM then SIGKILL."""

@@ -70,7 +70,7 @@ def test_retries_until_a_late_server_is_up(base):
     started: list = []
 
     def start_late() -> None:
-        time.sleep(1.0)
+        time.sleep(1.0)  # the behaviour under test: no server for a while, the client retries
         started.append(start_server(base, grpc_port=port))
 
     thread = threading.Thread(target=start_late)

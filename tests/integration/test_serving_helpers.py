@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from medflow.serving.config import BatchingConfig, ModelSpecConfig, models_in_base
 from medflow.serving.server import ModelServer, ServerOptions
+from tests.support.waiting import wait_until as _wait_until
 
 SIZE = (28, 28)
 VERSIONS = (1, 2, 3, 4)
@@ -111,12 +111,25 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    """tests.support.waiting.wait_until with the serving tests' ``what=`` spelling."""
+    _wait_until(predicate, timeout=timeout, message=what)
+
+
+def count_polls(server: ModelServer) -> Callable[[], int]:
+    """Counts the model directory polls the server completes from now on (its watcher thread
+    calls ``manager.poll_once``); returns the counter to read."""
+    manager = server.manager
+    poll_once = manager.poll_once
+    done = [0]
+
+    def counted(*args, **kwargs):
+        try:
+            return poll_once(*args, **kwargs)
+        finally:
+            done[0] += 1
+
+    manager.poll_once = counted
+    return lambda: done[0]
 
 
 def client_ports(port: int) -> set[int]:

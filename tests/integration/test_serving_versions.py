@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import shutil
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -21,6 +20,7 @@ from medflow.serving.config import BatchingConfig, parse_model_config
 from medflow.serving.tensors import to_ndarray, to_tensor_proto
 from tests.integration.test_serving_helpers import (
     add_version,
+    count_polls,
     images,
     in_process,
     start_server,
@@ -119,17 +119,25 @@ def test_hot_swap_under_steady_traffic(tmp_path, batching):
 def test_incomplete_version_is_not_loaded_until_complete(tmp_path):
     add_version(tmp_path, 1)
     server = start_server(tmp_path, poll_seconds=0.1)
+    polls = count_polls(server)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+
+    def three_more_polls() -> None:
+        # A version loads once it is complete and unchanged between two polls; a poll under
+        # way during the copy may have seen half of it, so wait for three more to finish.
+        target = polls() + 3
+        wait_until(lambda: polls() >= target, what="three polls of the model folder")
+
     try:
         src, dst = template() / "2", tmp_path / "demo" / "2"
         # a copy in progress, file by file: variables first, saved_model.pb, then the index
         shutil.copytree(
             src / "variables", dst / "variables", ignore=shutil.ignore_patterns("*.index")
         )
-        time.sleep(0.6)
+        three_more_polls()
         assert _states(channel) == {1: "AVAILABLE"}
         shutil.copy2(src / "saved_model.pb", dst / "saved_model.pb")
-        time.sleep(0.6)
+        three_more_polls()
         assert _states(channel) == {1: "AVAILABLE"}
         shutil.copy2(src / "variables" / "variables.index", dst / "variables" / "variables.index")
         wait_until(lambda: _states(channel) == {2: "AVAILABLE", 1: "END"}, what="version 2 loaded")
