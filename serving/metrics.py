@@ -1,230 +1,193 @@
-"""Prometheus text-format metrics with TF Serving's metric names.
+"""Prometheus metrics with TF Serving's metric names, kept and exposed by ``prometheus_client``.
 
 TF Serving exports ``:tensorflow:serving:request_count``, ``:tensorflow:serving:request_latency``
 (microseconds) and batching histograms when ``prometheus_config { enable: true }``; the same
 names are used here so dashboards and alerts carry over. Loaded versions are exported as
 ``:tensorflow:serving:model_version_state`` (1 = AVAILABLE).
+
+One server process keeps its metrics in a registry of its own (:class:`Metrics`; many servers
+can run in one process, as in the tests). The worker processes of ``medflow serve --workers``
+use prometheus_client's multiprocess mode: the supervisor creates a private folder and starts
+each worker with ``PROMETHEUS_MULTIPROC_DIR`` pointing at it (:func:`worker_environment`; the
+variable is set in the workers' environment only), every worker writes its numbers to
+memory-mapped files there as it counts, and a scrape of any worker merges all the files
+(``MultiProcessCollector``). Counts of a worker that exited stay in the sum, so counters never
+go down when a worker is replaced, and nothing counted is lost when one is killed outright; its
+model versions stop being reported once the supervisor marks it dead (:func:`forget_worker`).
 """
 
 from __future__ import annotations
 
-import bisect
-import json
 import os
-import threading
-import time
-from pathlib import Path
+import re
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as _values
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from medflow.serving.errors import ServingConfigError
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text/plain; version=0.0.4 (what TF Serving serves)
+
+REQUEST_COUNT = ":tensorflow:serving:request_count"
+REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
+LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
+VERSION_STATE = ":tensorflow:serving:model_version_state"
+# prometheus_client writes counters as <name>_total; TF Serving (and our dashboards) use <name>.
+_COUNTERS = (REQUEST_COUNT, LOAD_ATTEMPTS)
+_TOTAL_SUFFIX = re.compile(
+    rf"^(# (?:HELP|TYPE) )?({'|'.join(map(re.escape, _COUNTERS))})_total(?=[ {{])", re.M
+)
 
 # Microsecond buckets (TF Serving uses exponential buckets for request_latency).
 LATENCY_BUCKETS_US = tuple(int(10 * 1.8**i) for i in range(25))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return ",".join(f'{k}="{esc(v)}"' for k, v in pairs)
-
-
-class _Histogram:
-    def __init__(self, buckets: tuple[int, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
+# A version's state is kept as one number per (model, version), 0 = not loaded, so that the
+# workers' values merge with "max": a version AVAILABLE in any worker is reported AVAILABLE.
+_STATE_CODES = {"START": 1, "UNLOADING": 2, "LOADING": 3, "AVAILABLE": 4}
+_STATE_NAMES = {code: state for state, code in _STATE_CODES.items()}
 
 
 class Metrics:
-    """Thread-safe counters and histograms rendered in Prometheus exposition format."""
+    """Counters, histograms and gauges of one server (thread-safe).
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: dict[tuple, int] = {}
-        self._latency: dict[tuple, _Histogram] = {}
-        self._batch: dict[tuple, _Histogram] = {}
-        self._loads: dict[tuple, int] = {}
-        self._versions: dict[tuple[str, int], str] = {}
-        # Set by SharedMetrics: the other worker processes' snapshots, added when rendering.
-        self.peers = None
+    Args:
+        multiprocess_dir: the folder the worker processes of one server share (``medflow serve
+            --workers``); this process must have been started with ``PROMETHEUS_MULTIPROC_DIR``
+            set to it (:func:`worker_environment`). None: a registry of this object's own.
+    """
+
+    def __init__(self, multiprocess_dir: str | os.PathLike | None = None) -> None:
+        self.multiprocess_dir = str(multiprocess_dir) if multiprocess_dir else None
+        if self.multiprocess_dir:
+            _check_multiprocess_mode(self.multiprocess_dir)
+            registry = None  # exposed through MultiProcessCollector, which reads every worker
+        else:
+            registry = CollectorRegistry()
+        self._registry = registry
+        self._requests = Counter(
+            REQUEST_COUNT,
+            "Requests by status.",
+            ("entrypoint", "model_name", "status"),
+            registry=registry,
+        )
+        self._latency = Histogram(
+            REQUEST_LATENCY,
+            "Request latency in microseconds.",
+            ("API", "entrypoint", "model_name"),
+            buckets=LATENCY_BUCKETS_US,
+            registry=registry,
+        )
+        self._batch = Histogram(
+            BATCH_SIZE,
+            "Rows per executed batch.",
+            ("model_name",),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self._loads = Counter(
+            LOAD_ATTEMPTS, "SavedModel loads.", ("model_path", "status"), registry=registry
+        )
+        self._versions = Gauge(
+            VERSION_STATE,
+            "Served model versions (1 = AVAILABLE).",
+            ("model_name", "version"),
+            registry=registry,
+            multiprocess_mode="livemax",  # workers alive now; the highest state wins
+        )
+        self._children: dict[tuple, tuple] = {}  # labels() once per label set (hot path)
 
     def observe_request(
         self, *, model: str, api: str, entrypoint: str, status: str, seconds: float
     ) -> None:
         """Count one request and record its latency."""
-        with self._lock:
-            key = (("entrypoint", entrypoint), ("model_name", model), ("status", status))
-            self._requests[key] = self._requests.get(key, 0) + 1
-            lkey = (("API", api), ("entrypoint", entrypoint), ("model_name", model))
-            hist = self._latency.setdefault(lkey, _Histogram(LATENCY_BUCKETS_US))
-            hist.observe(seconds * 1e6)
+        key = (model, api, entrypoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._requests.labels(entrypoint, model, status),
+                self._latency.labels(api, entrypoint, model),
+            )
+        children[0].inc()
+        children[1].observe(seconds * 1e6)
 
     def observe_batch(self, model: str, size: int) -> None:
-        with self._lock:
-            key = (("model_name", model),)
-            self._batch.setdefault(key, _Histogram(BATCH_BUCKETS)).observe(size)
+        self._batch.labels(model).observe(size)
 
     def observe_load(self, model_path: str, ok: bool) -> None:
-        with self._lock:
-            key = (("model_path", model_path), ("status", "success" if ok else "fail"))
-            self._loads[key] = self._loads.get(key, 0) + 1
+        self._loads.labels(model_path, "success" if ok else "fail").inc()
 
     def set_version_state(self, model: str, version: int, state: str | None) -> None:
-        """Record a version's state; None removes it (unloaded)."""
-        with self._lock:
-            if state is None:
-                self._versions.pop((model, version), None)
-            else:
-                self._versions[(model, version)] = state
+        """Record a version's state (manager.VersionStatus's); None removes it (unloaded)."""
+        self._versions.labels(model, str(version)).set(_STATE_CODES.get(state, 0))
 
-    def snapshot(self) -> dict:
-        """Everything recorded so far, as JSON-ready lists (what a worker shares)."""
-        with self._lock:
-            return {
-                "requests": [[list(k), n] for k, n in self._requests.items()],
-                "latency": [[list(k), h.counts, h.total, h.n] for k, h in self._latency.items()],
-                "batch": [[list(k), h.counts, h.total, h.n] for k, h in self._batch.items()],
-                "loads": [[list(k), n] for k, n in self._loads.items()],
-                "versions": [[m, v, state] for (m, v), state in self._versions.items()],
-            }
+    def render(self) -> str:
+        """The exposition text served at ``/monitoring/prometheus/metrics``: this server's
+        numbers; with ``multiprocess_dir``, those of all its worker processes."""
+        if self.multiprocess_dir:
+            return render_folder(self.multiprocess_dir)
+        return exposition(self._registry)
 
-    def render(self, others: list[dict] | None = None) -> str:
-        """The exposition text served at ``/monitoring/prometheus/metrics``: this process's
-        numbers plus ``others`` (snapshots of other worker processes, summed; by default
-        those of :class:`SharedMetrics`, if this process shares its metrics)."""
-        if others is None:
-            others = self.peers() if self.peers else []
-        mine = self.snapshot()
-        requests = _sum_counts([mine, *others], "requests")
-        loads = _sum_counts([mine, *others], "loads")
-        latency = _sum_histograms([mine, *others], "latency", LATENCY_BUCKETS_US)
-        batch = _sum_histograms([mine, *others], "batch", BATCH_BUCKETS)
-        versions: dict[tuple[str, int], str] = {}
-        for snap in [*others, mine]:  # a version AVAILABLE anywhere is reported AVAILABLE
-            for model, version, state in snap["versions"]:
-                if versions.get((model, version)) != "AVAILABLE":
-                    versions[(model, version)] = state
-        out: list[str] = []
-        out += _counter(":tensorflow:serving:request_count", "Requests by status.", requests)
-        out += _histogram(
-            ":tensorflow:serving:request_latency", "Request latency in microseconds.", latency
+
+def exposition(source) -> str:
+    """Prometheus text format of ``source`` (a registry or collector), in TF Serving's shape:
+    counters without the ``_total`` suffix, no ``_created`` series, version states as
+    ``{model_name, state, version}`` series."""
+    text = generate_latest(_TfServingView(source)).decode()
+    return _TOTAL_SUFFIX.sub(r"\1\2", text)
+
+
+def render_folder(folder: str | os.PathLike) -> str:
+    """The exposition of every worker process that wrote to ``folder`` (merged)."""
+    return exposition(MultiProcessCollector(None, path=str(folder)))
+
+
+def worker_environment(folder: str | os.PathLike, base: dict | None = None) -> dict[str, str]:
+    """The environment to start a worker process with (``base``: this process's)."""
+    return {**(os.environ if base is None else base), MULTIPROC_ENV: str(folder)}
+
+
+def forget_worker(folder: str | os.PathLike, pid: int) -> None:
+    """A worker exited: stop reporting its gauges (its counts stay in the sums)."""
+    mark_process_dead(pid, str(folder))
+
+
+def _check_multiprocess_mode(folder: str) -> None:
+    # prometheus_client picks mmap-backed values when it is imported, from the environment.
+    configured = os.environ.get(MULTIPROC_ENV)
+    same = configured is not None and os.path.realpath(configured) == os.path.realpath(folder)
+    if not same or not getattr(_values.ValueClass, "_multiprocess", False):
+        raise ServingConfigError(
+            f"shared metrics in {folder} need {MULTIPROC_ENV}={folder} in the environment this "
+            "process starts with (medflow serve --workers sets it for its workers)"
         )
-        out += _histogram(
-            ":tensorflow:serving:batching_session:processed_batch_size",
-            "Rows per executed batch.",
-            batch,
-        )
-        out += _counter(":tensorflow:cc:saved_model:load_attempt_count", "SavedModel loads.", loads)
-        name = ":tensorflow:serving:model_version_state"
-        out += [f"# HELP {name} Served model versions (1 = AVAILABLE).", f"# TYPE {name} gauge"]
-        for (model, version), state in sorted(versions.items()):
-            labels = _labels((("model_name", model), ("state", state), ("version", str(version))))
-            out.append(f"{name}{{{labels}}} {1 if state == 'AVAILABLE' else 0}")
-        return "\n".join(out) + "\n"
+    if not os.path.isdir(folder):
+        raise ServingConfigError(f"metrics folder {folder} does not exist")
 
 
-def _key(pairs: list) -> tuple:
-    return tuple(tuple(p) for p in pairs)
+class _TfServingView:
+    """A collector over ``source`` that reshapes its families for :func:`exposition`."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable:
+        for family in self._source.collect():  # fresh objects on every collect: ours to edit
+            samples = [s for s in family.samples if not s.name.endswith("_created")]
+            if family.name == VERSION_STATE:
+                samples = [_state_sample(s) for s in samples if int(s.value) in _STATE_NAMES]
+                samples.sort(key=lambda s: (s.labels["model_name"], int(s.labels["version"])))
+            family.samples = samples
+            yield family
 
 
-def _sum_counts(snapshots: list[dict], field: str) -> dict[tuple, int]:
-    out: dict[tuple, int] = {}
-    for snap in snapshots:
-        for key, n in snap[field]:
-            out[_key(key)] = out.get(_key(key), 0) + n
-    return out
-
-
-def _sum_histograms(snapshots: list[dict], field: str, buckets: tuple) -> dict[tuple, _Histogram]:
-    out: dict[tuple, _Histogram] = {}
-    for snap in snapshots:
-        for key, counts, total, n in snap[field]:
-            hist = out.setdefault(_key(key), _Histogram(buckets))
-            hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
-            hist.total += total
-            hist.n += n
-    return out
-
-
-class SharedMetrics:
-    """Metrics of one of several worker processes serving the same ports (``--workers``).
-
-    Each worker writes its snapshot to ``<folder>/worker-<pid>.json`` every ``interval_s``
-    (atomically) and, when scraped, adds the other workers' latest files to its own numbers,
-    so whichever worker answers the scrape reports the whole server (up to ``interval_s``
-    stale for the others). Files of workers that exited stay and keep counting, so counters
-    never go down when a worker is replaced; their model versions are dropped once their file
-    is older than three intervals. A worker that stops cleanly publishes its final numbers; one
-    killed outright (SIGKILL, out of memory) loses what it counted since its last publish.
-    """
-
-    def __init__(
-        self, metrics: Metrics, folder: str | Path, interval_s: float = 1.0, name: str = ""
-    ) -> None:
-        self.metrics = metrics
-        self.folder = Path(folder)
-        self.interval_s = interval_s
-        self._own = self.folder / f"worker-{name or os.getpid()}.json"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="metrics-share", daemon=True)
-
-    def start(self) -> SharedMetrics:
-        self.publish()
-        self.metrics.peers = self.peer_snapshots
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.publish()
-
-    def publish(self) -> None:
-        tmp = self._own.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.metrics.snapshot()))
-        os.replace(tmp, self._own)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.publish()
-
-    def peer_snapshots(self) -> list[dict]:
-        """The other workers' latest snapshots."""
-        others = []
-        now = time.time()
-        for path in sorted(self.folder.glob("worker-*.json")):
-            if path == self._own:
-                continue
-            try:
-                snap = json.loads(path.read_text())
-                age = now - path.stat().st_mtime
-            except (OSError, ValueError):  # replaced or half-gone right now: skip this scrape
-                continue
-            if age > 3 * self.interval_s:
-                snap["versions"] = []
-            others.append(snap)
-        return others
-
-
-def _counter(name: str, help_text: str, values: dict[tuple, int]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    lines += [f"{name}{{{_labels(k)}}} {v}" for k, v in sorted(values.items())]
-    return lines
-
-
-def _histogram(name: str, help_text: str, values: dict[tuple, _Histogram]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for key, hist in sorted(values.items()):
-        cumulative = 0
-        for bound, count in zip(hist.buckets, hist.counts, strict=False):
-            cumulative += count
-            lines.append(f"{name}_bucket{{{_labels(key + (('le', str(bound)),))}}} {cumulative}")
-        lines.append(f"{name}_bucket{{{_labels(key + (('le', '+Inf'),))}}} {hist.n}")
-        lines.append(f"{name}_sum{{{_labels(key)}}} {hist.total:.1f}")
-        lines.append(f"{name}_count{{{_labels(key)}}} {hist.n}")
-    return lines
+def _state_sample(sample):
+    state = _STATE_NAMES[int(sample.value)]
+    labels = {**sample.labels, "state": state}
+    labels.pop("pid", None)
+    return sample._replace(labels=labels, value=1.0 if state == "AVAILABLE" else 0.0)

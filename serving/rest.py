@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from medflow.serving import inference, rest_json
 from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
 from medflow.serving.manager import ModelManager
+from medflow.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class RestApp:
         """(HTTP status, body, content type) for one request; errors are ``{"error": ...}``."""
         path = path.split("?", 1)[0]
         if method == "GET" and path == METRICS_PATH:
-            return 200, self.manager.metrics.render().encode(), "text/plain; version=0.0.4"
+            return 200, self.manager.metrics.render().encode(), METRICS_CONTENT_TYPE
         match = _ROUTE.match(path)
         verb = match and match["verb"]
         if not match or (method == "POST") != bool(verb):

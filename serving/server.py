@@ -15,7 +15,7 @@ from medflow.serving.config import (
 )
 from medflow.serving.errors import ServingConfigError
 from medflow.serving.manager import ModelManager
-from medflow.serving.metrics import Metrics, SharedMetrics
+from medflow.serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ class ServerOptions:
         grpc_channel_arguments: more gRPC server arguments, as (name, value) pairs
             (:func:`serving.config.parse_grpc_channel_arguments`).
         metrics_dir: folder where the worker processes of one server share their metrics
-            (:class:`serving.metrics.SharedMetrics`); None: this process's own.
+            (prometheus_client's multiprocess mode; this process must have been started with
+            ``PROMETHEUS_MULTIPROC_DIR`` set to it, :func:`serving.metrics.worker_environment`);
+            None: this server's own registry.
     """
 
     host: str = "127.0.0.1"
@@ -66,14 +68,13 @@ class ModelServer:
         self.manager = ModelManager(
             models,
             batching=self.options.batching,
-            metrics=Metrics(),
+            metrics=Metrics(self.options.metrics_dir),
             poll_seconds=self.options.poll_seconds,
         )
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc = None
         self._rest = None
-        self._shared_metrics = None
         self._stopped = threading.Event()
 
     def start(self) -> ModelServer:
@@ -82,8 +83,6 @@ class ModelServer:
         from medflow.serving.rest import RestServer
 
         opts = self.options
-        if opts.metrics_dir:
-            self._shared_metrics = SharedMetrics(self.manager.metrics, opts.metrics_dir).start()
         self.manager.start()
         try:
             self._grpc, self.grpc_port = start_grpc_server(
@@ -126,9 +125,6 @@ class ModelServer:
             self._grpc.stop(grace=5).wait()
             self._grpc = None
         self.manager.stop()
-        if self._shared_metrics is not None:
-            self._shared_metrics.stop()
-            self._shared_metrics = None
         self._stopped.set()
 
     def wait(self) -> None:

@@ -5,8 +5,8 @@ where a request is mostly gRPC and protobuf work rather than TensorFlow, one pro
 long before the machine does (BENCHMARKS.md, Serving). TF Serving is one C++ process; the
 Python equivalent is several processes: each loads the models, binds the gRPC and REST ports
 with ``SO_REUSEPORT``, and the kernel spreads incoming connections over them. Their metrics
-are summed through a shared folder (:class:`serving.metrics.SharedMetrics`), so a scrape of
-any worker reports the whole server.
+are summed through a private folder (prometheus_client's multiprocess mode, set up by
+:mod:`serving.metrics`), so a scrape of any worker reports the whole server.
 
 This supervisor starts the workers, reports ready once every one of them serves, replaces a
 worker that dies, and stops them all on SIGTERM / Ctrl-C. Workers die with it (Linux
@@ -27,6 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from medflow.serving import metrics
 from medflow.serving.errors import ServingConfigError
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,23 @@ class WorkerPool:
         command: argv of one worker.
         n: number of workers.
         ready_timeout_s: how long a worker may take to load its models and start serving.
+        metrics_dir: the folder where the workers share their metrics: given to each worker
+            as ``PROMETHEUS_MULTIPROC_DIR`` (its environment only), and told when one exits.
     """
 
-    def __init__(self, command: list[str], n: int, *, ready_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        n: int,
+        *,
+        ready_timeout_s: float = 600.0,
+        metrics_dir: str | None = None,
+    ) -> None:
         if n < 1:
             raise ServingConfigError(f"--workers must be 1 or more, got {n}")
         self.command = command
         self.n = n
+        self.metrics_dir = metrics_dir
         self.ready_timeout_s = ready_timeout_s
         self.workers: list[_Worker] = []
         self._restarts: deque[float] = deque()
@@ -88,6 +99,7 @@ class WorkerPool:
         proc = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
+            env=metrics.worker_environment(self.metrics_dir) if self.metrics_dir else None,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         worker = _Worker(index, proc, threading.Event(), [])
@@ -153,6 +165,7 @@ class WorkerPool:
                     worker.proc.pid,
                     code,
                 )
+                self._forget(worker)
                 self.workers[i] = self._spawn(i)
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -168,13 +181,20 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 worker.proc.wait()
+            self._forget(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        """An exited worker's model versions leave the metrics; its counts stay summed."""
+        if self.metrics_dir:
+            metrics.forget_worker(self.metrics_dir, worker.proc.pid)
 
 
 def serve_with_workers(worker_command, n: int, announce) -> int:
     """Run ``n`` workers until SIGTERM / Ctrl-C. ``worker_command(metrics_dir)`` gives one
-    worker's argv; ``announce(pids)`` prints the ready line."""
+    worker's argv; ``announce(pids)`` prints the ready line. The workers share their metrics in
+    a private folder, removed when they have stopped."""
     metrics_dir = tempfile.mkdtemp(prefix="medflow-serve-metrics-")
-    pool = WorkerPool(worker_command(metrics_dir), n)
+    pool = WorkerPool(worker_command(metrics_dir), n, metrics_dir=metrics_dir)
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:

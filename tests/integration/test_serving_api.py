@@ -13,6 +13,7 @@ import re
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -491,4 +492,9 @@ def test_metrics_endpoint(server, predict_stub):
             == 1
         )
     assert "# TYPE :tensorflow:serving:request_latency histogram" in after
-    assert re.search(r':tensorflow:serving:request_latency_bucket\{.*le="\+Inf"\} \d+', after)
+    assert re.search(r':tensorflow:serving:request_latency_bucket\{.*le="\+Inf".*\} \d+', after)
+    # prometheus_client's own parser reads it, with TF Serving's names and types.
+    types = {f.name: f.type for f in text_string_to_metric_families(after)}
+    assert types[count] == "counter" and "_total" not in after
+    assert types[":tensorflow:serving:request_latency"] == "histogram"
+    assert types[":tensorflow:serving:model_version_state"] == "gauge"
