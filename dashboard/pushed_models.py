@@ -5,25 +5,33 @@ No Streamlit here. Layout, as the ContractPusher writes it (``components.pusher.
     <models_dir>/<model_name>/<version>/saved_model.pb
     <models_dir>/<model_name>/<version>/contract.json
 
+Contracts are read with :meth:`medflow.core.contract.ModelContract.load` (checked against the
+schema, older schemas migrated); ``ModelVersion.contract`` is its current JSON form.
+
 Staging folders (``.staging-*``) and other non-numeric names are not versions: TF Serving
 ignores them too.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CONTRACT_FILE = "contract.json"
+from medflow.core.contract import CONTRACT_FILE, ModelContract
+from medflow.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One pushed version; ``problem`` says why its contract is missing or unreadable."""
+    """One pushed version; ``problem`` says why its contract is missing or unreadable.
+
+    Attributes:
+        contract: the contract's JSON form (current schema), None when unreadable.
+        model_contract: the same, typed.
+    """
 
     name: str
     version: int
@@ -31,6 +39,7 @@ class ModelVersion:
     has_saved_model: bool
     contract: dict[str, Any] | None
     problem: str = ""
+    model_contract: ModelContract | None = None
 
     @property
     def overall_metrics(self) -> dict[str, float]:
@@ -82,15 +91,14 @@ def read_version(folder: Path) -> ModelVersion:
     """One version folder; a broken contract is reported in ``problem``, not raised."""
     has_model = (folder / "saved_model.pb").is_file() or (folder / "saved_model.pbtxt").is_file()
     contract_path = folder / CONTRACT_FILE
-    contract, problem = None, ""
-    try:
-        contract = json.loads(contract_path.read_text(encoding="utf-8"))
-        if not isinstance(contract, dict):
-            contract, problem = None, f"{contract_path} is not a JSON object"
-    except FileNotFoundError:
+    model_contract, problem = None, ""
+    if not contract_path.is_file():
         problem = f"no {CONTRACT_FILE} in {folder}: it was not pushed by the medflow Pusher"
-    except (OSError, ValueError) as exc:
-        problem = f"cannot read {contract_path}: {exc}"
+    else:
+        try:
+            model_contract = ModelContract.load(contract_path)
+        except ConfigError as exc:
+            problem = str(exc)
     if not has_model and not problem:
         problem = f"no saved_model.pb in {folder}: TF Serving cannot load this version"
     return ModelVersion(
@@ -98,8 +106,9 @@ def read_version(folder: Path) -> ModelVersion:
         version=int(folder.name),
         path=str(folder),
         has_saved_model=has_model,
-        contract=contract,
+        contract=model_contract.to_dict() if model_contract else None,
         problem=problem,
+        model_contract=model_contract,
     )
 
 

@@ -3,8 +3,8 @@
 Pushes only blessed models to ``<base_directory>/<model_name>/<version>/`` (TF Serving
 layout). The version directory is staged on the same filesystem and renamed into place;
 a model whose content is already pushed is not pushed again. Beside the SavedModel it
-writes ``contract.json`` (see ``notes/interfaces.md``), checked against the SavedModel's
-signatures.
+writes ``contract.json`` (a :class:`medflow.core.contract.ModelContract`, checked against its
+JSON schema and the SavedModel's signatures).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class ContractPusherSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         "base_directory": component_spec.ExecutionParameter(type=str),
         "model_name": component_spec.ExecutionParameter(type=str),
-        # JSON: {"task", "labels", "intended_use", "preprocessing"} (see executor.py).
+        # JSON: {"task", "labels", "intended_use", "pixel_spec"}; "preprocessing" ({size,
+        # channels}) stands in for a missing "pixel_spec" (see executor.static_fields).
         "contract": component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {
@@ -63,7 +64,7 @@ class ContractPusher(base_component.BaseComponent):
             base_directory: folder holding ``<model_name>/<version>/``.
             model_name: TF Serving model name.
             contract: JSON of the static contract fields (task, labels, intended_use,
-                preprocessing).
+                pixel_spec, or preprocessing ``{size, channels}`` instead of pixel_spec).
             evaluation: Evaluator's ModelEvaluation (metrics copied into the contract).
             statistics: StatisticsGen output (training counts and input value range).
         """

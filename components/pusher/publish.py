@@ -11,9 +11,12 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-CONTRACT_FILE = "contract.json"
+from medflow.core.contract import CONTRACT_FILE, ModelContract
+
 REQUIRED_OUTPUTS = ("probabilities", "class_id", "score")
 # Segmentation: per-pixel foreground probability [-1, rows, cols] and the uint8 mask.
 SEGMENTATION_OUTPUTS = ("probabilities", "mask")
@@ -66,24 +69,34 @@ def read_signatures(model_dir: str) -> dict[str, Any]:
     return out
 
 
-def check_contract(contract: dict[str, Any]) -> None:
-    """Raise :class:`ContractMismatch` unless the signatures serve what the contract says."""
-    sigs = contract.get("signatures", {})
-    default = sigs.get("serving_default")
+def _as_contract(contract: ModelContract | Mapping[str, Any]) -> ModelContract:
+    if isinstance(contract, ModelContract):
+        return contract
+    return ModelContract.from_dict(contract, source="contract to publish")
+
+
+def check_contract(contract: ModelContract | Mapping[str, Any]) -> None:
+    """Raise :class:`ContractMismatch` unless the signatures serve what the contract says.
+
+    Args:
+        contract: the contract, or its JSON form (an older schema is migrated first).
+    """
+    contract = _as_contract(contract)
+    default = contract.signatures.get("serving_default")
     if not default:
         raise ContractMismatch("the SavedModel has no serving_default signature")
     image = default["inputs"].get("image")
     if not image or image["dtype"] != "float32":
         raise ContractMismatch(f"serving_default needs a float32 'image' input, got {image}")
-    prep = contract.get("preprocessing") or {}
-    size = prep.get("size")
+    spec = contract.pixel_spec
+    size = spec.size
     if size is not None:
-        expected = [-1, int(size[0]), int(size[1]), int(prep.get("channels", 1))]
+        expected = [-1, int(size[0]), int(size[1]), int(spec.channels)]
         if image["shape"] != expected:
             raise ContractMismatch(
-                f"serving_default image shape {image['shape']} != preprocessing {expected}"
+                f"serving_default image shape {image['shape']} != pixel_spec {expected}"
             )
-    segmentation = contract.get("task") == "segmentation"
+    segmentation = contract.task == "segmentation"
     required = SEGMENTATION_OUTPUTS if segmentation else REQUIRED_OUTPUTS
     missing = [k for k in required if k not in default["outputs"]]
     if missing:
@@ -93,13 +106,26 @@ def check_contract(contract: dict[str, Any]) -> None:
         if shape != [-1, int(size[0]), int(size[1])]:
             raise ContractMismatch(f"per-pixel probabilities {shape} != the input grid {size}")
     n_out = default["outputs"]["probabilities"]["shape"][-1]
-    if contract.get("task") == "classification" and n_out != len(contract.get("labels", [])):
+    if contract.task == "classification" and n_out != len(contract.labels):
         raise ContractMismatch(
-            f"model has {n_out} classes but the contract lists labels {contract.get('labels')}"
+            f"model has {n_out} classes but the contract lists labels {list(contract.labels)}"
         )
-    examples = sigs.get("serve_examples")
+    _check_tensors(contract, default)
+    examples = contract.signatures.get("serve_examples")
     if examples and examples["inputs"].get("examples", {}).get("dtype") != "string":
         raise ContractMismatch("serve_examples needs a string 'examples' input")
+
+
+def _check_tensors(contract: ModelContract, default: Mapping[str, Any]) -> None:
+    """The contract's inputs/outputs are serving_default's (same name, dtype and shape)."""
+    for kind, tensors in (("inputs", contract.inputs), ("outputs", contract.outputs)):
+        served = default[kind]
+        for t in tensors:
+            sig = served.get(t.name)
+            if sig is None or (sig["dtype"], list(sig["shape"])) != (t.dtype, list(t.shape)):
+                raise ContractMismatch(
+                    f"contract {kind} {t.name} {t.dtype}{list(t.shape)} != serving_default's {sig}"
+                )
 
 
 def existing_versions(model_base: str) -> dict[int, str]:
@@ -116,7 +142,11 @@ def existing_versions(model_base: str) -> dict[int, str]:
 
 
 def find_same_content(model_base: str, sha256: str) -> tuple[int, str] | None:
-    """The published version whose contract records ``sha256``, if any."""
+    """The published version whose contract records ``sha256``, if any.
+
+    Reads the raw JSON (``model_sha256`` is a top-level key in every schema version), so an
+    old or damaged contract never stops a push.
+    """
     gfile = _gfile()
     for version, path in sorted(existing_versions(model_base).items()):
         contract_path = f"{path}/{CONTRACT_FILE}"
@@ -124,10 +154,11 @@ def find_same_content(model_base: str, sha256: str) -> tuple[int, str] | None:
             continue
         with gfile.GFile(contract_path) as f:
             try:
-                if json.load(f).get("model_sha256") == sha256:
-                    return version, path
-            except json.JSONDecodeError:
+                doc = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
+        if isinstance(doc, dict) and doc.get("model_sha256") == sha256:
+            return version, path
     return None
 
 
@@ -147,38 +178,47 @@ def next_version(model_base: str) -> int:
     return max([int(time.time()), *(v + 1 for v in versions)])
 
 
-def publish(model_dir: str, model_base: str, contract: dict[str, Any]) -> tuple[int, str, bool]:
+def publish(
+    model_dir: str, model_base: str, contract: ModelContract | Mapping[str, Any]
+) -> tuple[int, str, bool]:
     """Publish ``model_dir`` as a new version unless its content is already published.
 
     Args:
         model_dir: the SavedModel to publish.
         model_base: ``<base_directory>/<model_name>``.
-        contract: contract fields; ``version``, ``signatures`` and ``model_sha256`` are
-            filled in here and the result is checked with :func:`check_contract`.
+        contract: the contract (or its JSON form, migrated when older); ``version``,
+            ``signatures`` (with ``inputs``/``outputs``) and ``model_sha256`` are filled in
+            here and the result is checked with :func:`check_contract`.
 
     Returns:
         (version, destination directory, whether a new version was written).
+
+    Raises:
+        ContractMismatch: the SavedModel's signatures disagree with the contract.
+        medflow.core.errors.ConfigError: the contract does not fit its JSON schema.
     """
     gfile = _gfile()
+    contract = _as_contract(contract)
     sha = content_sha256(model_dir)
     same = find_same_content(model_base, sha)
     if same:
         return same[0], same[1], False
     version = next_version(model_base)
-    contract = {
-        **contract,
-        "version": str(version),
-        "model_sha256": sha,
-        "signatures": read_signatures(model_dir),
-    }
+    contract = replace(
+        contract.with_signatures(read_signatures(model_dir)),
+        version=str(version),
+        model_sha256=sha,
+    )
     check_contract(contract)
+    text = contract.to_json()  # validated against the schema before anything is written
     gfile.makedirs(model_base)
     staging = f"{model_base.rstrip('/')}/.staging-{version}-{uuid.uuid4().hex[:8]}"
     final = f"{model_base.rstrip('/')}/{version}"
     try:
         _copy_tree(model_dir, staging)
+        # Object stores have no atomic file write; the rename below is the atomic step.
         with gfile.GFile(f"{staging}/{CONTRACT_FILE}", "w") as f:
-            f.write(json.dumps(contract, indent=2, sort_keys=True) + "\n")
+            f.write(text)
         # Last step: TF Serving only sees numeric directories, so the version appears whole.
         gfile.rename(staging, final, overwrite=False)
     finally:
