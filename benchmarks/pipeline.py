@@ -69,20 +69,19 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
 
 def pipeline_run(npz: Path, workdir: Path, hparams: dict) -> tuple[float, dict]:
     from medflow.components.ingest.npz_import import import_npz
-    from medflow.pipelines.evaluation import BlessingThresholds
+    from medflow.pipelines.config import PipelineConfig
     from medflow.pipelines.local_runner import run_local
 
     start = time.perf_counter()
     manifest = import_npz(npz, workdir / "data", splits=("train", "val"))
-    summary = run_local(
-        manifest.parent / "dicom",
-        workdir=workdir,
-        label_manifest=manifest,
+    config = PipelineConfig(
+        data_root=str(manifest.parent / "dicom"),
+        label_manifest=str(manifest),
         hyperparameters=hparams,
-        thresholds=BlessingThresholds(min_auc=0.5),
+        thresholds={"min_auc": 0.5},
         enable_cache=False,
-        progress=print,
     )
+    summary = run_local(config, workdir=workdir, progress=print)
     return time.perf_counter() - start, summary
 
 

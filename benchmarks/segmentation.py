@@ -83,7 +83,7 @@ def prepare(size: int, work: Path):
 def trainer_run(hp, train, val):
     import tensorflow as tf
 
-    from medflow.components.models.segmentation import fit
+    from medflow.components.tasks.segmentation.trainer import fit
 
     t0 = time.perf_counter()
     model, history, n = fit(
@@ -97,7 +97,7 @@ def trainer_run(hp, train, val):
 def bare_run(hp, train, val):
     import keras
 
-    from medflow.components.models.unet import build_unet, dice_ce_loss
+    from medflow.components.tasks.segmentation.unet import build_unet, dice_ce_loss
 
     keras.utils.set_random_seed(hp.seed)
     model = build_unet(hp.input_shape, hp.depth, hp.width)
@@ -113,7 +113,7 @@ def bare_run(hp, train, val):
 def evaluate(model, test, size: int) -> dict:
     import numpy as np
 
-    from medflow.components.models.seg_metrics import (
+    from medflow.components.tasks.segmentation.metrics import (
         dice,
         ellipse_circumference_mm,
         hausdorff95_mm,
@@ -184,7 +184,7 @@ def evaluate_masks(model, images, masks, spacing) -> list[tuple[float, float, fl
     """Per image (Dice, IoU, HD95 mm) of the thresholded prediction against the mask."""
     import numpy as np
 
-    from medflow.components.models.seg_metrics import dice, hausdorff95_mm, iou
+    from medflow.components.tasks.segmentation.metrics import dice, hausdorff95_mm, iou
 
     probs = np.asarray(model.predict(images, batch_size=16, verbose=0))
     if probs.ndim == 4:
@@ -199,7 +199,7 @@ def run_sunnybrook(args: argparse.Namespace) -> dict:
     """Leave-one-patient-out U-Net training and LV Dice/IoU/HD95 on the held-out patient."""
     import numpy as np
 
-    from medflow.components.models.segmentation import SegHParams
+    from medflow.components.tasks.segmentation.trainer import SegHParams
 
     work = Path(tempfile.mkdtemp(prefix="seg-bench-sunnybrook-"))
     t0 = time.perf_counter()
@@ -291,7 +291,7 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(result, indent=2))
         return
 
-    from medflow.components.models.segmentation import SegHParams
+    from medflow.components.tasks.segmentation.trainer import SegHParams
 
     work = Path(tempfile.mkdtemp(prefix="seg-bench-"))
     t0 = time.perf_counter()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medflow.core.errors import ConfigError, ServiceError
 from medflow.pipelines import config
+from medflow.pipelines.config import PipelineConfig
 
 # Runtime parameters of the compiled pipeline (name -> default).
 RUNTIME_PARAMETERS = {
@@ -35,66 +37,71 @@ def _trainer_resources(gpu_count: int, gpu_type: str, cpu: float, memory_gb: flo
     return resources
 
 
+@dataclass(frozen=True)
+class KubeflowResources:
+    """What the Trainer step asks the cluster for (the other steps take the defaults)."""
+
+    gpu_count: int = 0
+    gpu_type: str = "NVIDIA_TESLA_T4"
+    trainer_cpu: float = 4
+    trainer_memory_gb: float = 16
+
+
 def build_kubeflow_pipeline(
+    pipeline_config: PipelineConfig,
     *,
-    pipeline_name: str = config.DEFAULT_PIPELINE_NAME,
     pipeline_root: str = "",
-    model_name: str = config.DEFAULT_MODEL_NAME,
-    task: str = "classification",
-    image_size: int = 28,
-    labels: Sequence[str] = ("0", "1"),
-    hyperparameters: Mapping[str, Any] | None = None,
-    gpu_count: int = 0,
-    gpu_type: str = "NVIDIA_TESLA_T4",
-    trainer_cpu: float = 4,
-    trainer_memory_gb: float = 16,
+    resources: KubeflowResources = KubeflowResources(),
 ):
-    """The pipeline as it runs on the cluster (paths inside the pipeline image)."""
+    """The pipeline as it runs on the cluster (paths inside the pipeline image); the data
+    folder and label manifest are runtime parameters."""
     from tfx import v1 as tfx
 
-    from medflow.pipelines.pipeline import create_pipeline, model_module_paths
+    from medflow.pipelines.pipeline import create_pipeline
 
     params = {
         name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=str, default=default)
         for name, default in RUNTIME_PARAMETERS.items()
     }
-    transform_module, trainer_module = model_module_paths(task)
+    name = pipeline_config.pipeline_name
     pipeline = create_pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root or f"{config.ARTIFACTS_MOUNT}/pipelines/{pipeline_name}",
+        pipeline_config,
+        pipeline_root=pipeline_root or f"{config.ARTIFACTS_MOUNT}/pipelines/{name}",
         data_root=params["data_root"],
         label_manifest=params["label_manifest"],
-        transform_module=transform_module,
-        trainer_module=trainer_module,
         serving_model_dir=config.MODELS_MOUNT,
         deid_key_file=config.DEID_KEY_FILE,
-        task=task,
-        image_size=image_size,
-        labels=labels,
-        model_name=model_name,
-        hyperparameters=hyperparameters,
     )
     for component in pipeline.components:
         if component.id == "Trainer":
             component.with_platform_config(
-                _trainer_resources(gpu_count, gpu_type, trainer_cpu, trainer_memory_gb)
+                _trainer_resources(
+                    resources.gpu_count,
+                    resources.gpu_type,
+                    resources.trainer_cpu,
+                    resources.trainer_memory_gb,
+                )
             )
     return pipeline
 
 
 def compile_pipeline(
     output: str | os.PathLike[str],
+    pipeline_config: PipelineConfig | None = None,
     *,
     image: str = config.PIPELINE_IMAGE,
-    **pipeline_args: Any,
+    pipeline_root: str = "",
+    resources: KubeflowResources = KubeflowResources(),
 ) -> Path:
     """Write the Kubeflow pipeline spec; ``.yaml`` = bare PipelineSpec (what ``kfp.Client``
     uploads), ``.json`` = a PipelineJob wrapper. Returns the output path.
 
     Args:
         output: spec file to write.
+        pipeline_config: what the pipeline runs (default: ``PipelineConfig()``).
         image: container image of every step.
-        **pipeline_args: see :func:`build_kubeflow_pipeline`.
+        pipeline_root: artifact root on the cluster (default under the artifacts claim).
+        resources: what the Trainer step requests.
     """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
 
@@ -102,7 +109,9 @@ def compile_pipeline(
     if output.suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"{output}: the spec file must end in .yaml or .json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_kubeflow_pipeline(**pipeline_args)
+    pipeline = build_kubeflow_pipeline(
+        pipeline_config or PipelineConfig(), pipeline_root=pipeline_root, resources=resources
+    )
     runner = v2.KubeflowV2DagRunner(
         config=v2.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
         output_dir=str(output.parent),

@@ -14,17 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from medflow.components.dicom.keys import ensure_key_file
 from medflow.core.errors import InputError, MedflowError
-from medflow.pipelines.config import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME, DEFAULT_WORKDIR
-from medflow.pipelines.evaluation import BlessingThresholds
+from medflow.pipelines.config import DEFAULT_WORKDIR, PipelineConfig
 from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
 from medflow.pipelines.run_summary import summarize
-from medflow.pipelines.seg_evaluation import SegmentationThresholds
 
 # One in-process Beam worker: on a 2-core machine extra worker processes cost more than
 # they parallelise.
@@ -49,24 +47,9 @@ def workdir_paths(workdir: str | Path, pipeline_name: str) -> dict[str, Path]:
 
 
 def run_local(
-    data_root: str | Path,
+    config: PipelineConfig,
     *,
     workdir: str | Path = DEFAULT_WORKDIR,
-    input_format: str = "dicom",
-    label_manifest: str | Path = "",
-    pipeline_name: str = DEFAULT_PIPELINE_NAME,
-    model_name: str = DEFAULT_MODEL_NAME,
-    image_size: int = 28,
-    channels: int = 1,
-    labels: Sequence[str] = ("0", "1"),
-    splits: str = "train=80,eval=20",
-    ingest_workers: int = 1,
-    dicomweb_query: str = "",
-    dicomweb_auth_file: str = "",
-    hyperparameters: Mapping[str, Any] | None = None,
-    thresholds: BlessingThresholds | SegmentationThresholds | None = None,
-    task: str = "classification",
-    enable_cache: bool = True,
     beam_pipeline_args: Sequence[str] = LOCAL_BEAM_ARGS,
     progress: Callable[[str], None] | None = print,
     quiet_console: bool = True,
@@ -74,24 +57,9 @@ def run_local(
     """Run the whole pipeline locally and summarise what happened.
 
     Args:
-        data_root: DICOM folder or DICOMweb root URL (``input_format="dicom"``) or a folder with
-            ``train/`` and ``eval/`` TFRecords (``"tfrecord"``).
+        config: what to run; its data root, manifest and credentials file are resolved to
+            absolute paths here.
         workdir: work folder holding artifacts, metadata, models and logs.
-        input_format: ``dicom`` or ``tfrecord``.
-        label_manifest: label CSV for DICOM ingestion.
-        pipeline_name: pipeline (and MLMD context) name.
-        model_name: TF Serving model name.
-        image_size: model input rows = cols.
-        channels: 1 or 3.
-        labels: class names.
-        splits: DicomExampleGen split spec.
-        ingest_workers: DicomExampleGen worker processes.
-        dicomweb_query: QIDO-RS query (JSON) when ``data_root`` is a DICOMweb root URL.
-        dicomweb_auth_file: PACS credentials file (JSON), if needed.
-        hyperparameters: Trainer overrides (see ``components.models.hparams.HParams``).
-        thresholds: blessing thresholds.
-        task: ``classification`` or ``segmentation`` (Trainer module and Evaluator config).
-        enable_cache: reuse unchanged component outputs.
         beam_pipeline_args: Beam options.
         progress: called with one line per component event (None: silent).
         quiet_console: send all console output of the run (TFX, Beam, Keras, pip) to the
@@ -100,54 +68,30 @@ def run_local(
     Returns:
         ``{"components": {id: {"status", "seconds"}}, "metrics": {slice: {...}},
         "blessed": bool, "pushed": bool, "model_path": str | None, "model_version",
-        "anomalies": [...], "ingest": {...}, "workdir", "log_file", "wall_seconds"}``.
+        "anomalies": [...], "ingest": {...}, "task", "workdir", "log_file",
+        "wall_seconds"}``.
     """
     from tfx import v1 as tfx
 
-    from medflow.pipelines.pipeline import create_pipeline, model_module_paths
+    from medflow.pipelines.pipeline import create_pipeline
 
-    is_url = str(data_root).startswith(("http://", "https://"))
-    if is_url and input_format != "dicom":
-        raise InputError(f"{data_root}: a DICOMweb URL needs input_format='dicom'")
-    if not is_url:
-        data_root = Path(data_root)
-        if not data_root.exists():
-            raise InputError(f"data folder {data_root} does not exist; pass an existing folder")
-    if label_manifest and not Path(label_manifest).is_file():
-        raise InputError(f"label manifest {label_manifest} not found; pass an existing CSV")
-    paths = workdir_paths(workdir, pipeline_name)
+    config = _resolved(config)
+    paths = workdir_paths(workdir, config.pipeline_name)
     for key in ("pipeline_root", "models", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     paths["metadata"].parent.mkdir(parents=True, exist_ok=True)
-    transform_module, trainer_module = model_module_paths(task)
-    deid_key_file = str(ensure_key_file(paths["deid_key"])) if input_format == "dicom" else ""
+    deid_key = str(ensure_key_file(paths["deid_key"])) if config.input_format == "dicom" else ""
     pipeline = create_pipeline(
-        pipeline_name=pipeline_name,
+        config,
         pipeline_root=str(paths["pipeline_root"]),
-        data_root=str(data_root) if is_url else str(data_root.resolve()),
-        transform_module=transform_module,
-        trainer_module=trainer_module,
         serving_model_dir=str(paths["models"]),
-        label_manifest=str(Path(label_manifest).resolve()) if label_manifest else "",
-        input_format=input_format,
-        splits=splits,
-        deid_key_file=deid_key_file,
-        ingest_workers=ingest_workers,
-        dicomweb_query=dicomweb_query,
-        dicomweb_auth_file=str(Path(dicomweb_auth_file).resolve()) if dicomweb_auth_file else "",
-        image_size=image_size,
-        channels=channels,
-        labels=labels,
-        model_name=model_name,
-        hyperparameters=hyperparameters,
-        thresholds=thresholds,
-        task=task,
+        deid_key_file=deid_key,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(paths["metadata"])
         ),
         beam_pipeline_args=beam_pipeline_args,
-        enable_cache=enable_cache,
     )
+    pipeline_name = config.pipeline_name
     log_file = paths["logs"] / f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     start = time.perf_counter()
     quiet = console_to_file(log_file) if quiet_console else contextlib.nullcontext(None)
@@ -168,5 +112,28 @@ def run_local(
                 ) from exc
     wall = time.perf_counter() - start
     summary = summarize(paths["metadata"], tracker)
-    summary.update(workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall)
+    summary.update(
+        task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
+    )
     return summary
+
+
+def _resolved(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with its local paths checked and made absolute."""
+    data_root = config.data_root
+    is_url = data_root.startswith(("http://", "https://"))
+    if is_url and config.input_format != "dicom":
+        raise InputError(f"{data_root}: a DICOMweb URL needs input_format='dicom'")
+    if not is_url:
+        if not data_root or not Path(data_root).exists():
+            raise InputError(f"data folder {data_root} does not exist; pass an existing folder")
+        data_root = str(Path(data_root).resolve())
+    manifest = config.label_manifest
+    if manifest and not Path(manifest).is_file():
+        raise InputError(f"label manifest {manifest} not found; pass an existing CSV")
+    auth = config.dicomweb_auth_file
+    return config.replace(
+        data_root=data_root,
+        label_manifest=str(Path(manifest).resolve()) if manifest else "",
+        dicomweb_auth_file=str(Path(auth).resolve()) if auth else "",
+    )

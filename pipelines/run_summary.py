@@ -124,7 +124,7 @@ METRIC_COLUMNS = (
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The run summary as a few lines for the terminal."""
-    lines = []
+    lines = [f"task: {summary['task']}"] if summary.get("task") else []
     ingest = summary.get("ingest") or {}
     if ingest:
         lines.append(

@@ -11,16 +11,18 @@ onto the source image grid with a mask and its area (:class:`MaskPrediction`).
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
+from medflow.core.contract import ModelContract
+from medflow.core.tasks import all_tasks, get_task
+from medflow.serving.dicom_input import Rejected, load_inputs
 from medflow.serving.errors import PredictionError, ServingConfigError
 
 if TYPE_CHECKING:
@@ -28,9 +30,6 @@ if TYPE_CHECKING:
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
-# Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
-# components.models.seg_export.THRESHOLD).
-MASK_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -60,137 +59,12 @@ class FramePrediction:
 
 
 @dataclass(frozen=True)
-class ImagePrediction(FramePrediction):
-    """A classification result for one frame of one DICOM file (original UIDs)."""
-
-    probabilities: list[float]
-    class_id: int
-    score: float
-
-    task = "classification"
-
-    @property
-    def label(self) -> str:
-        return (
-            self.labels[self.class_id]
-            if 0 <= self.class_id < len(self.labels)
-            else str(self.class_id)
-        )
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "label": self.label}
-
-
-@dataclass(frozen=True, eq=False)
-class MaskPrediction(FramePrediction):
-    """A segmentation result for one frame of one DICOM file, on the source image grid.
-
-    Attributes:
-        labels: class names; index = the class index in ``mask`` (0 = background).
-        mask: uint8 [rows, cols] of the source image: 0/1 for a binary model (probability
-            >= 0.5), class indices (argmax) for a multi-class one.
-        probabilities: float32 on the same grid: [rows, cols] foreground probability of a
-            binary model, [rows, cols, n_classes] of a multi-class one (bilinear resampling
-            of the model's output, with the preprocessing's padding cut off).
-        pixel_spacing: (row, col) mm of the source pixels, None when the file has none.
-        foreground_pixels: pixels with a non-zero class.
-        area_mm2: their area (foreground_pixels x row spacing x col spacing), None
-            without a pixel spacing.
-        mean_probability: mean probability of the predicted class over the foreground
-            pixels (0.0 when nothing was found).
-        mask_ref: where the mask was saved (set by ``medflow predict --record``).
-    """
-
-    mask: np.ndarray
-    probabilities: np.ndarray
-    pixel_spacing: tuple[float, float] | None
-    foreground_pixels: int
-    area_mm2: float | None
-    mean_probability: float
-    mask_ref: str | None = None
-
-    task = "segmentation"
-
-    @property
-    def scores(self) -> list[float]:
-        """One presence score per label (for the review queue): for class k >= 1 the mean
-        probability of k over the pixels predicted as k, or its highest probability when no
-        pixel is; for the background 1 - the highest of those. A binary model's scores are
-        ``[1 - s, s]`` with ``s >= 0.5`` exactly when the mask is not empty."""
-        probs = self.probabilities
-        if probs.ndim == 2:
-            probs = np.stack([1.0 - probs, probs], axis=-1)
-        present = []
-        for k in range(1, probs.shape[-1]):
-            region = self.mask == k
-            p = probs[..., k]
-            present.append(float(p[region].mean()) if region.any() else float(p.max()))
-        return [1.0 - max(present, default=0.0), *present]
-
-    @property
-    def class_id(self) -> int:
-        scores = self.scores
-        return max(range(len(scores)), key=scores.__getitem__)
-
-    @property
-    def label(self) -> str:
-        return (
-            self.labels[self.class_id] if self.class_id < len(self.labels) else str(self.class_id)
-        )
-
-    def class_areas(self) -> dict[str, dict]:
-        """{label: {"pixels", "area_mm2"}} of every non-background class."""
-        counts = np.bincount(self.mask.ravel(), minlength=len(self.labels))
-        px_mm2 = self.pixel_spacing[0] * self.pixel_spacing[1] if self.pixel_spacing else None
-        return {
-            self.labels[k]: {
-                "pixels": int(counts[k]),
-                "area_mm2": None if px_mm2 is None else float(counts[k] * px_mm2),
-            }
-            for k in range(1, len(self.labels))
-        }
-
-    def to_dict(self) -> dict:
-        """The JSON summary (no arrays): UIDs, model, areas, scores, ``mask_ref``."""
-        return {
-            "task": self.task,
-            "path": self.path,
-            "frame_index": self.frame_index,
-            "sop_instance_uid": self.sop_instance_uid,
-            "study_instance_uid": self.study_instance_uid,
-            "series_instance_uid": self.series_instance_uid,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "labels": self.labels,
-            "rows": int(self.mask.shape[0]),
-            "columns": int(self.mask.shape[1]),
-            "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
-            "foreground_pixels": self.foreground_pixels,
-            "area_mm2": self.area_mm2,
-            "mean_probability": self.mean_probability,
-            "classes": self.class_areas(),
-            "label": self.label,
-            "scores": self.scores,
-            "mask_ref": self.mask_ref,
-        }
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     """What the client needs to know about a served model."""
 
     spec: PixelSpec
     labels: list[str]
     task: str  # "classification" or "segmentation"
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A file that could not be turned into model input."""
-
-    path: str
-    reason: str
-    message: str
 
 
 class PredictionClient:
@@ -350,17 +224,15 @@ class PredictionClient:
         label: str | None = None,
         contract: str | Path | None = None,
         batch_size: int = 32,
-    ) -> tuple[list[ImagePrediction] | list[MaskPrediction], list[Rejected]]:
+    ) -> tuple[list, list[Rejected]]:
         """Predict DICOM files (or folders of them) with the model's ``serving_default``.
 
-        A classification model gives :class:`ImagePrediction` items; a segmentation model
-        (contract ``task``, or per-pixel ``probabilities``) gives :class:`MaskPrediction`
-        items on each source image's grid.
+        The results are those of the model's task plug-in (the contract's ``task``, or the
+        task whose outputs the served signature has), e.g. class probabilities per image, or
+        a mask per image on the source image's grid.
         """
-        from medflow.serving.dicom_input import load_inputs
-
         info = self.model_info(model, version=version, label=label, contract=contract)
-        segmentation = info.task == "segmentation"
+        task = get_task(info.task)
         inputs, rejected = load_inputs(dicom_files(paths), info.spec)
         results: list = []
         for start in range(0, len(inputs), batch_size):
@@ -371,12 +243,9 @@ class PredictionClient:
                 {"image": batch},
                 version=version,
                 label=label,
-                output_filter=("probabilities",) if segmentation else (),
+                output_filter=task.output_filter,
             )
-            if segmentation:
-                results += _mask_predictions(chunk, pred, info)
-            else:
-                results += _image_predictions(chunk, pred, info.labels)
+            results += task.decode(chunk, pred, info)
         return results, rejected
 
     def preprocessing(
@@ -400,9 +269,8 @@ class PredictionClient:
         contract: str | Path | None = None,
     ) -> ModelInfo:
         """Preprocessing, labels and task from the model contract, else from the served
-        signature: ``probabilities`` [-1, n_classes] is classification, [-1, rows, cols]
-        (foreground probability) or [-1, rows, cols, n_classes] on the input grid is
-        segmentation."""
+        signature: the task plug-in whose outputs a ``probabilities`` of that shape are
+        (e.g. [-1, classes], or per-pixel on the input grid)."""
         from medflow.core.pixel_spec import PixelSpec
 
         sig = self.signature_defs(model, version=version, label=label).get("serving_default")
@@ -418,61 +286,58 @@ class PredictionClient:
         if "probabilities" not in sig.outputs:
             raise PredictionError(f"model {model}: serving_default has no 'probabilities' output")
         out = [d.size for d in sig.outputs["probabilities"].tensor_shape.dim]
-        if len(out) == 2:
-            task, n_classes = "classification", out[-1]
-        elif len(out) in (3, 4) and out[1:3] == dims[1:3]:
-            task, n_classes = "segmentation", (2 if len(out) == 3 else out[3])
-        else:
-            raise PredictionError(
-                f"model {model}: 'probabilities' shape {out} is neither [-1, classes] nor "
-                f"per-pixel on the input grid {dims[1:3]}"
-            )
-        default_labels = (
-            ["background", "foreground"]
-            if task == "segmentation" and n_classes == 2
-            else [f"class_{i}" for i in range(n_classes)]
-        )
+        task, n_classes = _task_of_outputs(model, dims, out)
         if contract is None:
             return ModelInfo(
-                PixelSpec(size=(dims[1], dims[2]), channels=dims[3]), default_labels, task
+                PixelSpec(size=(dims[1], dims[2]), channels=dims[3]),
+                task.default_labels(n_classes),
+                task.name,
             )
         doc = read_contract(contract)
-        if doc.get("task", task) != task:
+        if doc.task != task.name:
             raise ServingConfigError(
-                f"contract {contract}: task {doc.get('task')!r} but the served model's "
-                f"probabilities {out} are {task} outputs; pass the contract of the served model"
+                f"contract {contract}: task {doc.task!r} but the served model's "
+                f"probabilities {out} are {task.name} outputs; pass the contract of the served "
+                "model"
             )
-        spec = PixelSpec.from_dict(doc.get("preprocessing") or {})
+        spec = doc.pixel_spec
         if spec.size is not None and (tuple(spec.size), spec.channels) != (
             tuple(dims[1:3]),
             dims[3],
         ):
             raise ServingConfigError(
-                f"contract {contract}: preprocessing size {list(spec.size)}x{spec.channels} does not match "
-                f"the served model's input {dims[1:]}; pass the contract of the served version"
+                f"contract {contract}: preprocessing size {list(spec.size)}x{spec.channels} "
+                f"does not match the served model's input {dims[1:]}; pass the contract of the "
+                "served version"
             )
-        labels = list(doc.get("labels") or default_labels)
-        if task == "segmentation" and len(labels) != n_classes:
-            raise ServingConfigError(
-                f"contract {contract}: labels {labels} but the served model segments "
-                f"{n_classes} classes (background first)"
-            )
-        return ModelInfo(spec, labels, task)
+        labels = list(doc.labels or task.default_labels(n_classes))
+        problem = task.check_labels(labels, n_classes)
+        if problem:
+            raise ServingConfigError(f"contract {contract}: {problem}")
+        return ModelInfo(spec, labels, task.name)
 
 
-def read_contract(path: str | Path) -> dict:
-    """A model contract (contract.json, or a version folder holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "contract.json"
+def _task_of_outputs(model: str, image_dims: list[int], out: list[int]):
+    """(task plug-in, number of classes) whose outputs a ``probabilities`` of ``out`` are."""
+    for task in all_tasks():
+        n_classes = task.classes_from_signature(image_dims, out)
+        if n_classes is not None:
+            return task, n_classes
+    raise PredictionError(
+        f"model {model}: 'probabilities' shape {out} is the output of no installed task "
+        f"(for an 'image' input {image_dims}); pass a model served by medflow's pipeline"
+    )
+
+
+def read_contract(path: str | Path) -> ModelContract:
+    """A model contract (contract.json, or a version folder holding one; older contract
+    versions are migrated)."""
+    from medflow.core.errors import MedflowError
+
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ServingConfigError(
-            f"model contract {path} not found; pass --contract <version dir>/contract.json"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise ServingConfigError(f"model contract {path} is not valid JSON: {exc}") from exc
+        return ModelContract.load(path)
+    except MedflowError as exc:
+        raise ServingConfigError(str(exc)) from None
 
 
 def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -495,7 +360,7 @@ def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _origin(item, pred: Prediction) -> dict:
+def origin(item, pred: Prediction) -> dict:
     """The fields every per-image result has: which frame of which file, which model."""
     return dict(
         path=item.path,
@@ -506,22 +371,6 @@ def _origin(item, pred: Prediction) -> dict:
         model_name=pred.model_name,
         model_version=pred.model_version,
     )
-
-
-def _image_predictions(chunk, pred: Prediction, labels: list[str]) -> list[ImagePrediction]:
-    probs = pred.outputs["probabilities"]
-    class_ids = pred.outputs.get("class_id", probs.argmax(axis=1))
-    scores = pred.outputs.get("score", probs.max(axis=1))
-    return [
-        ImagePrediction(
-            **_origin(item, pred),
-            labels=labels,
-            probabilities=[float(p) for p in probs[i]],
-            class_id=int(class_ids[i]),
-            score=float(scores[i]),
-        )
-        for i, item in enumerate(chunk)
-    ]
 
 
 def to_source_grid(
@@ -574,35 +423,3 @@ def _content_box(
     r = np.flatnonzero(inside.any(axis=1))
     c = np.flatnonzero(inside.any(axis=0))
     return int(r[0]), int(c[0]), int(r[-1] - r[0] + 1), int(c[-1] - c[0] + 1)
-
-
-def _mask_predictions(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPrediction]:
-    probs = pred.outputs["probabilities"]
-    out = []
-    for i, item in enumerate(chunk):
-        geometry = item.geometry
-        spacing = item.source_spacing
-        grid = to_source_grid(
-            probs[i], geometry.orig_rows, geometry.orig_cols, spacing, info.spec.size
-        )
-        if grid.ndim == 2:
-            mask = (grid >= MASK_THRESHOLD).astype(np.uint8)
-            chosen = grid
-        else:
-            mask = grid.argmax(axis=-1).astype(np.uint8)
-            chosen = np.take_along_axis(grid, mask[..., None].astype(np.intp), axis=-1)[..., 0]
-        foreground = mask > 0
-        n = int(foreground.sum())
-        out.append(
-            MaskPrediction(
-                **_origin(item, pred),
-                labels=info.labels,
-                mask=mask,
-                probabilities=grid,
-                pixel_spacing=spacing,
-                foreground_pixels=n,
-                area_mm2=None if spacing is None else float(n * spacing[0] * spacing[1]),
-                mean_probability=float(chosen[foreground].mean()) if n else 0.0,
-            )
-        )
-    return out

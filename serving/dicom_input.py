@@ -7,7 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from medflow.components.dicom.pixels import Geometry
+from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.pixels import Geometry, pixel_spacing, to_model_input
+from medflow.components.dicom.reader import ReadLimits, read_dicom
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file that could not be turned into model input."""
+
+    path: str
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -25,17 +36,12 @@ class ModelInput:
     source_spacing: tuple[float, float] | None = None  # (row, col) mm of the source pixels
 
 
-def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list]:
+def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list[Rejected]]:
     """Read each file once (safe reader), preprocess its frames, keep the original UIDs.
 
     Returns:
         (inputs, rejected files) — a bad file is reported, not fatal.
     """
-    from medflow.components.dicom.errors import DicomRejected
-    from medflow.components.dicom.pixels import pixel_spacing, to_model_input
-    from medflow.components.dicom.reader import ReadLimits, read_dicom
-    from medflow.serving.client import Rejected
-
     inputs: list[ModelInput] = []
     rejected: list[Rejected] = []
     limits = ReadLimits(max_pixels=spec.max_pixels)

@@ -64,12 +64,11 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def compiled_spec(tmp_path_factory) -> Path:
     """The pipeline compiled once for Kubeflow (YAML; Trainer asks for 2 A100 GPUs)."""
-    from medflow.pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import KubeflowResources, compile_pipeline
 
     root = tmp_path_factory.mktemp("kfp")
     return compile_pipeline(
         root / "spec.yaml",
         pipeline_root=str(root / "root"),
-        gpu_count=2,
-        gpu_type="NVIDIA_TESLA_A100",
+        resources=KubeflowResources(gpu_count=2, gpu_type="NVIDIA_TESLA_A100"),
     )

@@ -16,10 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from medflow.core.contract import CONTRACT_FILE, ModelContract
-
-REQUIRED_OUTPUTS = ("probabilities", "class_id", "score")
-# Segmentation: per-pixel foreground probability [-1, rows, cols] and the uint8 mask.
-SEGMENTATION_OUTPUTS = ("probabilities", "mask")
+from medflow.core.tasks import get_task
 
 
 class ContractMismatch(ValueError):
@@ -96,20 +93,11 @@ def check_contract(contract: ModelContract | Mapping[str, Any]) -> None:
             raise ContractMismatch(
                 f"serving_default image shape {image['shape']} != pixel_spec {expected}"
             )
-    segmentation = contract.task == "segmentation"
-    required = SEGMENTATION_OUTPUTS if segmentation else REQUIRED_OUTPUTS
-    missing = [k for k in required if k not in default["outputs"]]
-    if missing:
-        raise ContractMismatch(f"serving_default lacks outputs {missing}")
-    if segmentation and size is not None:
-        shape = default["outputs"]["probabilities"]["shape"]
-        if shape != [-1, int(size[0]), int(size[1])]:
-            raise ContractMismatch(f"per-pixel probabilities {shape} != the input grid {size}")
-    n_out = default["outputs"]["probabilities"]["shape"][-1]
-    if contract.task == "classification" and n_out != len(contract.labels):
-        raise ContractMismatch(
-            f"model has {n_out} classes but the contract lists labels {list(contract.labels)}"
-        )
+    problem = get_task(contract.task).check_serving_outputs(
+        default["outputs"], size, contract.labels
+    )
+    if problem:
+        raise ContractMismatch(problem)
     _check_tensors(contract, default)
     examples = contract.signatures.get("serve_examples")
     if examples and examples["inputs"].get("examples", {}).get("dtype") != "string":

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
-from medflow.core.errors import InputError
 from medflow.pipelines import config
 
 DEMO_NPZ = "pneumoniamnist_trainval.npz"
-DEMO_CLASSES = ("normal", "pneumonia")
 
 
 def default_data_dir() -> Path:
@@ -41,43 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from medflow.components.ingest.npz_import import import_npz
-    from medflow.pipelines.local_runner import run_local
-    from medflow.pipelines.run_summary import format_summary
+    from medflow.workflows.demo import run_demo
 
     npz = Path(args.npz) if args.npz else default_data_dir() / DEMO_NPZ
-    if not npz.is_file():
-        raise InputError(
-            f"demo data {npz} not found; pass --npz PATH or set MEDFLOW_SHARED_DATA to the folder "
-            f"holding {DEMO_NPZ}"
-        )
-    workdir = Path(args.workdir)
-    start = time.perf_counter()
-    print(f"[demo] converting {npz.name} (train + val) to DICOM ...", flush=True)
-    manifest = import_npz(
-        npz,
-        workdir / "demo-data" / npz.stem,
-        splits=("train", "val"),
-        limit=args.limit,
-        progress=True,
-    )
-    print(
-        f"[demo] {manifest.parent / 'dicom'} + {manifest.name} in "
-        f"{time.perf_counter() - start:.0f} s",
-        flush=True,
-    )
-    hyperparameters = {"epochs": args.epochs} if args.epochs else {}
-    summary = run_local(
-        manifest.parent / "dicom",
-        workdir=workdir,
-        label_manifest=manifest,
-        labels=DEMO_CLASSES,
-        ingest_workers=args.workers,
-        hyperparameters=hyperparameters,
-    )
-    print(format_summary(summary))
-    if summary.get("pushed"):
-        base = Path(summary["model_path"]).parent.parent
-        print(f"[demo] serve it: medflow serve --model-base {base}")
-    print(f"[demo] done in {time.perf_counter() - start:.0f} s")
+    run_demo(npz, Path(args.workdir), limit=args.limit, epochs=args.epochs, workers=args.workers)
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 from medflow.commands import comma_list
 from medflow.core.errors import ConfigError
 from medflow.pipelines import config
+from medflow.pipelines.config import PipelineConfig
 
 
 def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -28,12 +29,15 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _training_args(parser: argparse.ArgumentParser) -> None:
+    from medflow.core.tasks import task_names
+
     parser.add_argument(
         "--task",
-        choices=("classification", "segmentation"),
+        choices=task_names(),
         default="classification",
-        help="segmentation: a mask per image (manifest 'mask' column), U-Net, Dice/IoU/HD95 "
-        "Evaluator; thresholds min_dice, max_dice_drop",
+        help="what the model learns: its label-manifest columns, Trainer, Evaluator metrics and "
+        "thresholds, and the default model and pipeline names come from the task "
+        "(default classification)",
     )
     parser.add_argument("--image-size", type=int, default=28, help="model input rows = cols")
     parser.add_argument(
@@ -47,29 +51,26 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any Trainer hyperparameter (see components/models/hparams.py); repeatable",
     )
+    parser.add_argument("--model-name", help="TF Serving model name (default: the task's)")
+    parser.add_argument("--pipeline-name", help="pipeline name (default: the task's)")
 
 
-def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+def pipeline_config(args: argparse.Namespace, **values: Any) -> PipelineConfig:
+    """The validated PipelineConfig of the training flags (plus ``values``)."""
     hp = parse_assignments(args.hparam, "--hparam")
     if args.epochs is not None:
         hp["epochs"] = args.epochs
     if args.backbone:
         hp["backbone"] = args.backbone
-    from medflow.components.models.hparams import HParams
-    from medflow.components.models.segmentation import SegHParams
-
-    try:  # fail here, not minutes later inside the Trainer
-        if getattr(args, "task", "classification") == "segmentation":
-            SegHParams.from_config({**hp, "image_size": args.image_size})
-        else:
-            HParams.from_config({**hp, "image_size": args.image_size, "labels": _labels(args)})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"hyperparameters: {exc}") from None
-    return hp
-
-
-def _labels(args: argparse.Namespace) -> list[str]:
-    return comma_list(args.class_names)
+    return PipelineConfig(
+        task=args.task,
+        image_size=args.image_size,
+        labels=tuple(comma_list(args.class_names)),
+        hyperparameters=hp,
+        pipeline_name=args.pipeline_name or "",
+        model_name=args.model_name or "",
+        **values,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,14 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--workdir", default=config.DEFAULT_WORKDIR, help="work folder")
     run.add_argument("--format", choices=("dicom", "tfrecord"), default="dicom")
     run.add_argument("--splits", default="train=80,eval=20", help="patient split weights")
-    run.add_argument("--model-name", default=config.DEFAULT_MODEL_NAME)
-    run.add_argument("--pipeline-name", default=config.DEFAULT_PIPELINE_NAME)
     run.add_argument("--workers", type=int, default=1, help="ingestion processes")
     run.add_argument(
         "--threshold",
         action="append",
         metavar="NAME=VALUE",
-        help="blessing threshold: min_auc, min_accuracy, max_auc_drop (repeatable)",
+        help="blessing threshold of the task, e.g. min_auc, min_accuracy, max_auc_drop "
+        "(classification) or min_dice, max_dice_drop (segmentation); repeatable",
     )
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -112,8 +112,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument("--out", default="medflow-pipeline.yaml", help="spec file (.yaml or .json)")
     comp.add_argument("--image", default=config.PIPELINE_IMAGE, help="pipeline step image")
     comp.add_argument("--pipeline-root", default="", help="artifact root on the cluster")
-    comp.add_argument("--pipeline-name", default=config.DEFAULT_PIPELINE_NAME)
-    comp.add_argument("--model-name", default=config.DEFAULT_MODEL_NAME)
     comp.add_argument("--gpus", type=int, default=0, help="GPUs requested by the Trainer")
     comp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4", help="accelerator type")
     _training_args(comp)
@@ -150,57 +148,31 @@ def _run(args: argparse.Namespace) -> int:
             "dicomweb_query": json.dumps(dicomweb_query(args).to_dict()),
             "dicomweb_auth_file": args.dicomweb_auth_file or "",
         }
-    summary = run_local(
-        args.data or args.dicomweb,
-        **dicomweb,
-        workdir=args.workdir,
-        input_format=args.format,
+    config = pipeline_config(
+        args,
+        data_root=str(args.data or args.dicomweb),
         label_manifest=args.labels,
-        pipeline_name=args.pipeline_name,
-        model_name=args.model_name,
-        image_size=args.image_size,
-        labels=_labels(args),
+        input_format=args.format,
         splits=args.splits,
         ingest_workers=args.workers,
-        hyperparameters=_hyperparameters(args),
-        thresholds=_thresholds(args),
-        task=args.task,
+        thresholds=parse_assignments(args.threshold, "--threshold"),
         enable_cache=not args.no_cache,
+        **dicomweb,
     )
+    summary = run_local(config, workdir=args.workdir)
     print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
     return 0
 
 
-def _thresholds(args: argparse.Namespace):
-    from medflow.pipelines.evaluation import BlessingThresholds
-    from medflow.pipelines.seg_evaluation import SegmentationThresholds
-
-    values = parse_assignments(args.threshold, "--threshold")
-    if args.task != "segmentation":
-        return BlessingThresholds.from_dict(values)
-    try:
-        return SegmentationThresholds(**{k: float(v) for k, v in values.items()})
-    except TypeError:
-        raise ConfigError(
-            f"--threshold {sorted(values)}: segmentation takes min_dice and max_dice_drop"
-        ) from None
-
-
 def _compile(args: argparse.Namespace) -> int:
-    from medflow.pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import KubeflowResources, compile_pipeline
 
     path = compile_pipeline(
         args.out,
+        pipeline_config(args),
         image=args.image,
         pipeline_root=args.pipeline_root,
-        pipeline_name=args.pipeline_name,
-        model_name=args.model_name,
-        task=args.task,
-        image_size=args.image_size,
-        labels=_labels(args),
-        hyperparameters=_hyperparameters(args),
-        gpu_count=args.gpus,
-        gpu_type=args.gpu_type,
+        resources=KubeflowResources(gpu_count=args.gpus, gpu_type=args.gpu_type),
     )
     print(f"wrote {path} ({args.task}, image {args.image}, Trainer GPUs {args.gpus})")
     return 0

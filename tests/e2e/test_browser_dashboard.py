@@ -30,8 +30,9 @@ from medflow.workflows.review_samples import (
     threshold_mask,
     write_phantom,
 )
+from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "browser-pass-1"
@@ -68,18 +69,15 @@ def _free_port() -> int:
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def check():
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what}: process exited with {proc.returncode}")
         try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return predicate()
+        except OSError:  # not listening yet
+            return None
+
+    return wait_until(check, timeout=timeout, interval=0.2, message=what)
 
 
 class DevTools:
@@ -146,7 +144,9 @@ class DevTools:
 
     def wait_idle(self, timeout: float = 60) -> None:
         """Waits until the app's script run is over (Streamlit shows "Stop" while it runs)."""
-        time.sleep(0.3)  # the rerun request reaches the server first
+        # The rerun request reaches the server first. Not a condition: a quick run can start
+        # and end between two polls, so there is nothing that reliably shows it has begun.
+        time.sleep(0.3)
         self.wait_js(
             "![...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Stop')",
             timeout,

@@ -16,6 +16,9 @@ import pytest
 
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
+# The module's pipeline runs (blessed, cached, refused) happen in the first test's setup.
+pytestmark = pytest.mark.timeout(1800)
+
 EXECUTED = tuple(c for c in COMPONENT_IDS if c != RESOLVER_ID)
 HPARAMS = {"epochs": 4, "patience": 0, "width": 16}
 
@@ -34,25 +37,21 @@ def demo_data(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(demo_data, tmp_path_factory):
     """Three runs in one work folder: blessed, the same again (cache), then refused."""
-    from medflow.pipelines.evaluation import BlessingThresholds
+    from medflow.pipelines.config import PipelineConfig
     from medflow.pipelines.local_runner import run_local
 
     workdir = tmp_path_factory.mktemp("work")
-    common = dict(
-        workdir=workdir,
-        label_manifest=demo_data,
+    config = PipelineConfig(
+        data_root=str(demo_data.parent / "dicom"),
+        label_manifest=str(demo_data),
         labels=("malignant", "benign"),
         hyperparameters=HPARAMS,
-        progress=None,
+        thresholds={"min_auc": 0.5},
     )
-    first = run_local(
-        demo_data.parent / "dicom", thresholds=BlessingThresholds(min_auc=0.5), **common
-    )
-    again = run_local(
-        demo_data.parent / "dicom", thresholds=BlessingThresholds(min_auc=0.5), **common
-    )
+    first = run_local(config, workdir=workdir, progress=None)
+    again = run_local(config, workdir=workdir, progress=None)
     refused = run_local(
-        demo_data.parent / "dicom", thresholds=BlessingThresholds(min_auc=0.999), **common
+        config.replace(thresholds={"min_auc": 0.999}), workdir=workdir, progress=None
     )
     return {"first": first, "again": again, "refused": refused, "workdir": workdir}
 

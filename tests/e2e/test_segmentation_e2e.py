@@ -18,7 +18,7 @@ import pytest
 
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # 40 U-Net epochs in the run
 
 SIZE = 64
 HPARAMS = {"epochs": 40, "width": 8, "depth": 3, "batch_size": 4, "validation_fraction": 0.0}
@@ -27,23 +27,22 @@ HPARAMS = {"epochs": 40, "width": 8, "depth": 3, "batch_size": 4, "validation_fr
 @pytest.fixture(scope="module")
 def run(shared_data, tmp_path_factory):
     from medflow.components.ingest.hc18_import import import_hc18
+    from medflow.pipelines.config import PipelineConfig
     from medflow.pipelines.local_runner import run_local
-    from medflow.pipelines.seg_evaluation import SegmentationThresholds
 
     data = tmp_path_factory.mktemp("hc18")
     manifest = import_hc18(shared_data / "hc18", data, limit=40)
-    summary = run_local(
-        data / "dicom",
-        workdir=tmp_path_factory.mktemp("work"),
-        label_manifest=manifest,
+    config = PipelineConfig(
+        data_root=str(data / "dicom"),
+        label_manifest=str(manifest),
         task="segmentation",
         image_size=SIZE,
         hyperparameters=HPARAMS,
-        thresholds=SegmentationThresholds(min_dice=0.3),
+        thresholds={"min_dice": 0.3},
         pipeline_name="hc18-seg",
         model_name="hc18",
-        progress=None,
     )
+    summary = run_local(config, workdir=tmp_path_factory.mktemp("work"), progress=None)
     return summary, manifest
 
 
@@ -65,7 +64,7 @@ def test_every_component_ran_and_the_model_was_blessed_on_dice(run):
 
 _FRESH = r"""
 import json, sys, numpy as np, tensorflow as tf
-from medflow.components.models.seg_metrics import dice, hausdorff95_mm, spacing_of
+from medflow.components.tasks.segmentation.metrics import dice, hausdorff95_mm, spacing_of
 model = tf.saved_model.load(sys.argv[1])
 files = sorted(tf.io.gfile.glob(sys.argv[2] + "/Split-eval/*"))
 records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

@@ -12,27 +12,27 @@ import pytest
 
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_sunnybrook_contours_through_every_component(shared_data, tmp_path):
     from medflow.components.ingest.sunnybrook_import import import_sunnybrook
+    from medflow.pipelines.config import PipelineConfig
     from medflow.pipelines.local_runner import run_local
 
     manifest = import_sunnybrook(
         shared_data / "sunnybrook", tmp_path / "data", eval_patients=("SCD0000501",)
     )
-    summary = run_local(
-        tmp_path / "data" / "dicom",
-        workdir=tmp_path / "work",
-        label_manifest=manifest,
+    config = PipelineConfig(
+        data_root=str(tmp_path / "data" / "dicom"),
+        label_manifest=str(manifest),
         task="segmentation",
         image_size=64,
         hyperparameters={"epochs": 2, "width": 8, "depth": 3, "batch_size": 4},
         pipeline_name="sunnybrook-seg",
         model_name="sunnybrook",
-        progress=None,
     )
+    summary = run_local(config, workdir=tmp_path / "work", progress=None)
     for name in COMPONENT_IDS:
         if name != RESOLVER_ID:
             assert summary["components"][name]["status"] == "executed", name

@@ -56,8 +56,8 @@ class _FixedTransform:
 def model_base(tmp_path_factory):
     import keras
 
-    from medflow.components.models.seg_export import export_segmentation_model
-    from medflow.components.models.unet import build_unet
+    from medflow.components.tasks.segmentation.export import export_segmentation_model
+    from medflow.components.tasks.segmentation.unet import build_unet
     from medflow.components.pusher.publish import publish
 
     keras.utils.set_random_seed(3)
@@ -146,7 +146,8 @@ def _reference(model_base, path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_client_returns_masks_on_the_source_grid(server, model_base, dicoms):
-    from medflow.serving.client import MaskPrediction, PredictionClient
+    from medflow.components.tasks.segmentation.results import MaskPrediction
+    from medflow.serving.client import PredictionClient
 
     with PredictionClient(f"127.0.0.1:{server.grpc_port}") as client:
         results, rejected = client.predict_dicom(dicoms, "seg", batch_size=3)
@@ -301,7 +302,8 @@ def test_seg_out_with_a_classification_model_is_one_line_error(tmp_path, capsys)
         srv.stop()
     _, err = capsys.readouterr()
     assert code == 2
-    assert "need a segmentation model" in err and "Traceback" not in err
+    assert "--seg-out: not an output of a classification model" in err
+    assert "Traceback" not in err
 
 
 def test_push_stores_a_seg_per_series_in_the_pacs(server, dicoms, tmp_path, monkeypatch, capsys):

@@ -380,9 +380,9 @@ def test_masks_recorded_by_medflow_predict_show_and_export(store, tmp_path):
     """
     import pydicom
 
-    from medflow.commands.predict import record
-    from medflow.serving.client import MaskPrediction
-    from medflow.serving.overlays import save_masks
+    from medflow.workflows.predict import record
+    from medflow.components.tasks.segmentation.results import MaskPrediction
+    from medflow.components.tasks.segmentation.overlays import save_masks
 
     image = tmp_path / "img.dcm"
     write_phantom(image, seed=3)

@@ -15,7 +15,7 @@ from medflow.dashboard import lineage, pushed_models
 from medflow.dashboard.store import ReviewStore
 from tests.support.sample_runs import PIPELINE, write_pushed_version, write_sample_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PASSWORD = "review-pass-1"

@@ -22,7 +22,7 @@ from medflow.components.dicom.pixels import resample_mask
 from medflow.components.dicom.seg import build_segmentation, write_segmentations
 from medflow.components.ingest.hc18_import import _instance
 from medflow.core.pixel_spec import PixelSpec
-from medflow.serving.client import MaskPrediction
+from medflow.components.tasks.segmentation.results import MaskPrediction
 
 LABELS = ["background", "lesion"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from medflow.components.dicom.sr import build_prediction_sr, sr_bytes
 from medflow.core.errors import InputError
-from medflow.serving.client import ImagePrediction
+from medflow.components.tasks.classification.results import ImagePrediction
 from tests.phantoms import phantom
 
 LABELS = ["benign", "malignant"]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from medflow.pipelines import config
+from medflow.pipelines.config import PipelineConfig
 from medflow.pipelines.pipeline import COMPONENT_IDS, RESOLVER_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,14 +17,13 @@ ORDER = [c for c in COMPONENT_IDS if c != RESOLVER_ID]
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    from medflow.pipelines.kubeflow_runner import compile_pipeline
+    from medflow.pipelines.kubeflow_runner import KubeflowResources, compile_pipeline
 
     root = tmp_path_factory.mktemp("kfp")
     path = compile_pipeline(
         root / "spec.yaml",
         pipeline_root=str(root / "root"),
-        gpu_count=2,
-        gpu_type="NVIDIA_TESLA_A100",
+        resources=KubeflowResources(gpu_count=2, gpu_type="NVIDIA_TESLA_A100"),
     )
     docs = list(yaml.safe_load_all(path.read_text()))
     return {"pipeline": docs[0], "platform": docs[1], "path": path}
@@ -73,7 +73,7 @@ def test_loads_as_kfp_pipeline_spec(spec):
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     parsed = json_format.ParseDict(spec["pipeline"], pipeline_spec_pb2.PipelineSpec())
-    assert parsed.pipeline_info.name == config.DEFAULT_PIPELINE_NAME
+    assert parsed.pipeline_info.name == PipelineConfig().pipeline_name
     assert "Trainer" in parsed.root.dag.tasks
 
 
@@ -106,12 +106,14 @@ def test_segmentation_task_compiles_with_its_trainer_and_metrics(tmp_path):
 
     path = compile_pipeline(
         tmp_path / "seg.yaml",
+        PipelineConfig(task="segmentation", image_size=128),
         pipeline_root=str(tmp_path / "root"),
-        task="segmentation",
-        image_size=128,
     )
     text = path.read_text()
     spec = next(yaml.safe_load_all(text))
+    assert spec["pipelineInfo"]["name"] == "medflow-segmentation"  # the task's default name
     trainer = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
-    assert trainer["module_path"]["runtimeValue"]["constant"].startswith("segmentation@")
-    assert "SegmentationMetrics" in text and "classification@" not in text
+    module_path = trainer["module_path"]["runtimeValue"]["constant"]
+    # TFX packages the task package's folder: the segmentation trainer, its U-Net and metrics.
+    assert module_path.startswith("trainer@") and "SegmentationMetrics" in text
+    assert "medflow-segmenter" in text and "medflow-classifier" not in text

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medflow.components.models.seg_metrics import (
+from medflow.components.tasks.segmentation.metrics import (
     dice,
     ellipse_circumference_mm,
     hausdorff95_mm,
@@ -21,7 +21,7 @@ def _disc(shape=(64, 64), center=(32, 32), radius=12.0) -> np.ndarray:
 
 
 def test_unet_maps_images_to_per_pixel_probabilities():
-    from medflow.components.models.unet import build_unet
+    from medflow.components.tasks.segmentation.unet import build_unet
 
     model = build_unet((32, 48, 1), depth=3, width=4)
     out = model(np.random.default_rng(0).normal(size=(2, 32, 48, 1)).astype("float32"))
@@ -33,7 +33,7 @@ def test_unet_maps_images_to_per_pixel_probabilities():
 
 
 def test_loss_and_dice_of_perfect_and_wrong_predictions():
-    from medflow.components.models.unet import dice_ce_loss, hard_dice, soft_dice
+    from medflow.components.tasks.segmentation.unet import dice_ce_loss, hard_dice, soft_dice
 
     true = _disc()[None].astype("float32")
     assert float(soft_dice(true, true)[0]) == pytest.approx(1.0)
@@ -50,7 +50,7 @@ def test_loss_and_dice_of_perfect_and_wrong_predictions():
 def test_augmentation_moves_mask_with_image():
     import tensorflow as tf
 
-    from medflow.components.models.unet import augment
+    from medflow.components.tasks.segmentation.unet import augment
 
     mask = _disc(center=(20, 40), radius=10)
     image = np.where(mask[..., None] > 0, 3.0, -1.0).astype("float32")

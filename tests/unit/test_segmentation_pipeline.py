@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 
 from medflow.components.pusher.publish import ContractMismatch, check_contract
+from medflow.components.tasks.segmentation.evaluation import (
+    SegmentationThresholds,
+    build_segmentation_eval_config,
+)
 from medflow.core.errors import ConfigError
-from medflow.pipelines.pipeline import model_module_paths
-from medflow.pipelines.seg_evaluation import SegmentationThresholds, build_segmentation_eval_config
+from medflow.core.tasks import get_task
+from medflow.pipelines.config import PipelineConfig
 
 
 def _contract(outputs: dict) -> dict:
@@ -27,16 +31,18 @@ def _contract(outputs: dict) -> dict:
 
 
 def test_task_chooses_the_trainer_module():
-    transform, trainer = model_module_paths("segmentation")
-    assert Path(trainer).name == "segmentation.py" and Path(trainer).is_file()
-    assert Path(model_module_paths()[1]).name == "classification.py"
+    transform, trainer = get_task("segmentation").module_files()
+    assert Path(trainer).parent.name == "segmentation" and Path(trainer).is_file()
+    assert Path(get_task("classification").module_files()[1]).parent.name == "classification"
     assert Path(transform).name == "preprocessing.py"
-    with pytest.raises(ValueError, match="detection"):
-        model_module_paths("detection")
+    with pytest.raises(ConfigError, match="detection"):
+        get_task("detection")
+    with pytest.raises(ConfigError, match="task 'detection' is not installed"):
+        PipelineConfig(task="detection")
 
 
 def test_eval_config_computes_dice_iou_hd95_in_tfma_and_blesses_on_dice():
-    from medflow.components.models.tfma_segmentation import SegmentationMetrics
+    from medflow.components.tasks.segmentation.tfma_metrics import SegmentationMetrics
 
     config = build_segmentation_eval_config(SegmentationThresholds(min_dice=0.9))
     (spec,) = config.metrics_specs

@@ -110,7 +110,7 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: SegHParam
 def compile_unet(model, hp: SegHParams, steps_per_epoch: int) -> None:
     import keras
 
-    from medflow.components.models.unet import dice_ce_loss, hard_dice
+    from medflow.components.tasks.segmentation.unet import dice_ce_loss, hard_dice
 
     schedule = keras.optimizers.schedules.CosineDecay(
         hp.learning_rate, decay_steps=max(1, steps_per_epoch * hp.epochs), alpha=0.01
@@ -135,7 +135,7 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
     import tensorflow as tf
 
     from medflow.components.models.training import choose_strategy, set_precision
-    from medflow.components.models.unet import augment, build_unet
+    from medflow.components.tasks.segmentation.unet import augment, build_unet
 
     keras.utils.set_random_seed(hp.seed)
     set_precision(hp)
@@ -180,8 +180,8 @@ def train_and_export(
     log_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train on the transformed splits and export the serving model; returns its summary."""
-    from medflow.components.models.seg_export import export_segmentation_model
     from medflow.components.models.training import transformed_splits
+    from medflow.components.tasks.segmentation.export import export_segmentation_model
 
     tft_output, train, validation, validation_source = transformed_splits(
         hp, train_files, eval_files, transform_dir, transformed_dataset

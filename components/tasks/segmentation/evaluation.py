@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from medflow.components.models.seg_metrics import DICE, HD95, IOU
+from medflow.components.models.evaluation import sliced_eval_config
+from medflow.components.tasks.segmentation.metrics import DICE, HD95, IOU
 from medflow.core import features
 from medflow.core.errors import ConfigError
-from medflow.pipelines.evaluation import sliced_eval_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _segmentation_metric(name: str, values: list[str], threshold=None):
     }
     return tfma.MetricConfig(
         class_name="SegmentationMetrics",
-        module="medflow.components.models.tfma_segmentation",
+        module="medflow.components.tasks.segmentation.tfma_metrics",
         config=json.dumps(config),
         threshold=threshold,
     )

@@ -6,11 +6,9 @@ import dataclasses
 import json
 from typing import Any
 
+from medflow.components.models.evaluation import sliced_eval_config
 from medflow.core import features
 from medflow.core.errors import ConfigError
-
-# Slicing features (strings written at ingestion), overall slice first.
-SLICES = features.SLICE_FEATURES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,22 +94,3 @@ def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
         _metric("ConfusionMatrixPlot"),
     ]
     return sliced_eval_config(features.LABEL, "score", metrics)
-
-
-def sliced_eval_config(label_key: str, prediction_key: str, metrics: list):
-    """The EvalConfig of every task: the ``serve_examples`` signature (raw examples in, the
-    Transform graph inside), ``metrics`` overall and per value of each :data:`SLICES` feature."""
-    import tensorflow_model_analysis as tfma
-
-    return tfma.EvalConfig(
-        model_specs=[
-            tfma.ModelSpec(
-                signature_name="serve_examples",
-                label_key=label_key,
-                prediction_key=prediction_key,
-                preprocessing_function_names=[],
-            )
-        ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
-    )

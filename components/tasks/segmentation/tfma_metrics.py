@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
-from medflow.components.models.seg_metrics import (
+from medflow.components.tasks.segmentation.metrics import (
     DICE,
     HD95,
     IOU,

@@ -1,0 +1,27 @@
+"""What every task's Evaluator shares: the signature TFMA evaluates and the slices."""
+
+from __future__ import annotations
+
+from medflow.core import features
+
+# Slicing features (strings written at ingestion), overall slice first.
+SLICES = features.SLICE_FEATURES
+
+
+def sliced_eval_config(label_key: str, prediction_key: str, metrics: list):
+    """The EvalConfig of every task: the ``serve_examples`` signature (raw examples in, the
+    Transform graph inside), ``metrics`` overall and per value of each :data:`SLICES` feature."""
+    import tensorflow_model_analysis as tfma
+
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serve_examples",
+                label_key=label_key,
+                prediction_key=prediction_key,
+                preprocessing_function_names=[],
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )

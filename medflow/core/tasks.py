@@ -1,0 +1,186 @@
+"""Task plug-ins: the one interface the platform calls, and the registry that finds them.
+
+A task (classification, segmentation, ...) is one subpackage that defines a :class:`Task`
+and registers it under the ``medflow.tasks`` entry-point group (pyproject.toml)::
+
+    [project.entry-points."medflow.tasks"]
+    segmentation = "medflow.components.tasks.segmentation:TASK"
+
+The pipeline, ``medflow predict``, the DICOMweb push, the dashboard and ``medflow compile``
+look the task up by the model contract's ``task`` (:func:`get_task`) and never name one, so a
+new task is a new package, not branches through the platform. ``docs/adding-a-task.md``
+walks through one. Methods that need heavy libraries (TensorFlow, TFMA, highdicom,
+Streamlit) import them inside, so looking a task up stays cheap for every layer.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from medflow.core.errors import ConfigError
+
+ENTRY_POINT_GROUP = "medflow.tasks"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where ``medflow predict`` writes a task's outputs besides the table/JSON.
+
+    Attributes:
+        files: option name -> folder for the task's file outputs (e.g. ``seg_out``); only
+            the options the task lists in :attr:`Task.file_outputs` may be set.
+        settings: task output settings (e.g. ``seg_type``).
+        review_dir: with ``--record``: where per-image artifacts for review go.
+    """
+
+    files: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    review_dir: str | None = None
+
+
+@dataclass
+class OutputReport:
+    """What a task's file outputs did, for ``medflow predict`` to show.
+
+    Attributes:
+        json: extra keys of the ``--json`` document (lists of dataclasses).
+        per_result: key -> one value per result (None: omitted), merged into each
+            prediction of the ``--json`` document.
+        lines: printed after the table.
+        problems: printed on stderr, and ``medflow predict`` exits 1.
+    """
+
+    json: dict[str, list] = field(default_factory=dict)
+    per_result: dict[str, list] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class Task(abc.ABC):
+    """What a task plug-in provides, from manifest columns to the reviewer's screen.
+
+    Class attributes:
+        name: the contract's ``task`` value and the entry-point name.
+        default_pipeline_name / default_model_name: used when the user names neither.
+        manifest_columns: label-manifest columns the task trains on (any one suffices).
+        output_filter: outputs to ask TF Serving for (empty: all).
+        file_outputs: ``medflow predict`` options that write files for this task.
+    """
+
+    name: str = ""
+    default_pipeline_name: str = ""
+    default_model_name: str = ""
+    manifest_columns: tuple[str, ...] = ()
+    output_filter: tuple[str, ...] = ()
+    file_outputs: tuple[str, ...] = ()
+
+    # --- training (pipelines) -------------------------------------------------------
+    @abc.abstractmethod
+    def module_files(self) -> tuple[str, str]:
+        """Absolute paths of the (Transform, Trainer) module files."""
+
+    @abc.abstractmethod
+    def check_hyperparameters(self, values: Mapping[str, Any], image_size: int, labels) -> None:
+        """Raise ``ValueError``/``TypeError`` when the Trainer would refuse ``values``."""
+
+    @abc.abstractmethod
+    def thresholds(self, values: Mapping[str, Any] | None) -> Any:
+        """Blessing thresholds from ``--threshold NAME=VALUE`` pairs (defaults for None)."""
+
+    @abc.abstractmethod
+    def eval_config(self, thresholds: Any, labels: Sequence[str]) -> Any:
+        """The TFMA ``EvalConfig`` of the Evaluator (metrics, slices, blessing)."""
+
+    @abc.abstractmethod
+    def contract_labels(self, labels: Sequence[str]) -> list[str]:
+        """The labels the pushed model's contract records for the user's ``labels``."""
+
+    # --- serving ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def check_serving_outputs(
+        self, outputs: Mapping[str, Any], size: Sequence[int] | None, labels: Sequence[str]
+    ) -> str | None:
+        """Why the exported ``serving_default`` outputs (name -> {"dtype", "shape"}) do not
+        serve this task for an input of ``size`` (rows, cols) and ``labels`` (None: they do)."""
+
+    @abc.abstractmethod
+    def classes_from_signature(
+        self, image_dims: Sequence[int], output_dims: Sequence[int]
+    ) -> int | None:
+        """Number of classes if a served ``probabilities`` of ``output_dims`` for an
+        ``image`` input of ``image_dims`` is this task's output, else None."""
+
+    @abc.abstractmethod
+    def default_labels(self, n_classes: int) -> list[str]:
+        """Labels when the model has no contract."""
+
+    def check_labels(self, labels: Sequence[str], n_classes: int) -> str | None:
+        """Why ``labels`` cannot name the served model's ``n_classes`` classes (None: fine)."""
+        return None
+
+    @abc.abstractmethod
+    def decode(self, inputs: Sequence[Any], prediction: Any, info: Any) -> list[Any]:
+        """Typed results of one ``Predict`` answer: one per model input of ``inputs``."""
+
+    # --- outputs ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def format_table(self, results: Sequence[Any]) -> str:
+        """The plain-text table ``medflow predict`` prints."""
+
+    def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
+        """Write the task's file outputs (DICOM SEG, overlays, review artifacts) while the
+        source files are on disk; returns the results (updated, e.g. with where review
+        artifacts went) and what was written."""
+        if options.files and results:
+            flags = ", ".join("--" + k.replace("_", "-") for k in options.files)
+            raise ConfigError(f"{flags}: not an output of a {self.name} model")
+        return results, OutputReport()
+
+    @abc.abstractmethod
+    def push(self, results: Sequence[Any], source: Any, settings: Mapping[str, Any]) -> list:
+        """Store the results in the PACS (STOW-RS) as DICOM objects; returns what was stored."""
+
+    @abc.abstractmethod
+    def review_record(self, result: Any) -> dict[str, Any]:
+        """Fields of the review store's prediction for ``result`` (labels, scores, ...)."""
+
+
+@functools.cache
+def _registry() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def task_names() -> tuple[str, ...]:
+    """Names of the installed task plug-ins, sorted."""
+    return tuple(sorted(_registry()))
+
+
+@functools.cache
+def get_task(name: str) -> Task:
+    """The task plug-in called ``name`` (a model contract's ``task``).
+
+    Raises:
+        ConfigError: no installed plug-in has that name.
+    """
+    entry = _registry().get(name)
+    if entry is None:
+        raise ConfigError(
+            f"task {name!r} is not installed; installed tasks: {', '.join(task_names()) or 'none'} "
+            "(a task plug-in registers under the 'medflow.tasks' entry points)"
+        )
+    task = entry.load()
+    if not isinstance(task, Task) or task.name != name:
+        raise ConfigError(
+            f"entry point {entry.value} for task {name!r} is not a Task named {name!r}"
+        )
+    return task
+
+
+def all_tasks() -> list[Task]:
+    """Every installed task plug-in, in name order."""
+    return [get_task(name) for name in task_names()]
