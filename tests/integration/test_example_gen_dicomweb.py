@@ -11,11 +11,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
 from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, RetryPolicy
 from medflow.components.ingest.npz_import import import_npz
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.timeout(900)  # TFX runs under LocalDagRunner
 
 
 def _run(pipeline_root: Path, metadata: Path, key_file: Path, **source) -> dict:
