@@ -161,7 +161,7 @@ def test_connection_age_moves_a_client_to_new_connections_without_failures(tmp_p
                 pred = client.predict("demo", {"image": x})  # retries=0: any failure raises
                 np.testing.assert_allclose(pred.outputs["probabilities"], expected, atol=1e-5)
                 seen |= client_ports(port)
-                time.sleep(0.02)
+                time.sleep(0.02)  # pacing: calls spread over the 3 s (the behaviour under test)
         assert len(seen) >= 3, seen  # a new connection at least every 300 ms
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
