@@ -38,8 +38,9 @@ def _serving_configmap(objects: list[dict]) -> dict:
 def test_configmap_models_config_is_what_the_embedded_server_reads(base_objects):
     data = _serving_configmap(base_objects)["data"]
     models = parse_model_config(data["models.config"], source="ConfigMap", base_dir=Path("/"))
-    assert [m.name for m in models] == [config.DEFAULT_MODEL_NAME]
-    assert models[0].base_path == Path(config.MODELS_MOUNT) / config.DEFAULT_MODEL_NAME
+    default_model = config.PipelineConfig().model_name  # the default task's model name
+    assert [m.name for m in models] == [default_model]
+    assert models[0].base_path == Path(config.MODELS_MOUNT) / default_model
     batching = parse_batching_parameters(data["batching.config"], source="ConfigMap")
     assert batching.max_batch_size >= 1
 
