@@ -400,8 +400,8 @@ def export_resnet18(base: Path, size: int) -> str:
     import tensorflow as tf
 
     from medflow.components.models.backbones import build_model
-    from medflow.components.models.export import classification_head
     from medflow.components.models.hparams import HParams
+    from medflow.components.tasks.classification.export import classification_head
 
     hp = HParams(image_size=(size, size), channels=1, augment=False, seed=0)
     model = build_model(hp)

@@ -13,7 +13,7 @@ from typing import Any
 
 from medflow.core.errors import ConfigError
 from medflow.core.pixel_spec import PixelSpec
-from medflow.core.tasks import get_task
+from medflow.core.tasks import DEFAULT_TASK, get_task
 
 # Container image for pipeline steps (Dockerfile at the repo root builds it; k8s manifests
 # and `medflow compile` reference this exact name and tag).
@@ -74,7 +74,7 @@ class PipelineConfig:
     data_root: str = ""
     label_manifest: str = ""
     input_format: str = "dicom"
-    task: str = "classification"
+    task: str = DEFAULT_TASK
     pipeline_name: str = ""
     model_name: str = ""
     splits: str = "train=80,eval=20"

@@ -29,20 +29,6 @@ from medflow.core import features
 TRAINING_INFO = os.path.join("assets.extra", "training.json")
 
 
-def classification_head(n_classes: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """probabilities [None, n_classes] -> ``probabilities``, ``class_id``, ``score``."""
-
-    def head(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
-        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        if n_classes == 2:
-            score = probabilities[:, 1]
-        else:
-            score = tf.reduce_max(probabilities, axis=-1)
-        return {"probabilities": probabilities, "class_id": class_id, "score": score}
-
-    return head
-
-
 class ServingModule(tf.Module):
     """Transform layer + Keras model behind the two serving signatures; ``head`` turns the
     model's float32 output into the task's named outputs."""
@@ -117,11 +103,3 @@ def save_with_transform(
     tf.io.gfile.makedirs(os.path.dirname(extra))
     with tf.io.gfile.GFile(extra, "w") as f:
         f.write(json.dumps(info, indent=2, sort_keys=True))
-
-
-def export_serving_model(
-    model, tft_output, path: str, input_shape, n_classes: int, info: dict[str, Any]
-) -> None:
-    """The classification export: :func:`save_with_transform` with
-    :func:`classification_head`."""
-    save_with_transform(model, tft_output, path, input_shape, classification_head(n_classes), info)

@@ -21,6 +21,7 @@ from medflow.components.pusher import publish
 from medflow.core.contract import ModelContract, image_input
 from medflow.core.errors import ConfigError
 from medflow.core.pixel_spec import PixelSpec
+from medflow.core.tasks import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def static_fields(static: dict[str, Any]) -> ModelContract:
             "contract"
         ) from exc
     return ModelContract(
-        task=static.get("task", "classification"),
+        task=static.get("task", DEFAULT_TASK),
         labels=tuple(static.get("labels", ())),
         intended_use=static.get("intended_use", ""),
         pixel_spec=spec,

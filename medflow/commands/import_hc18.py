@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from medflow.core.tasks import task_for_columns
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # The task that trains on the manifest's mask column (named in the help text).
+    mask_task = getattr(task_for_columns(["mask"]), "name", "?")
     parser = subparsers.add_parser(
         "import-hc18",
         help="HC18 ultrasound PNGs + head annotations → DICOM, mask PNGs and labels.csv",
@@ -13,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Write each HC18 image as a DICOM instance (US, Secondary Capture, PixelSpacing "
             "from the CSV) under OUT/dicom/, its filled head annotation as OUT/masks/*.png, "
             "and OUT/labels.csv (SOPInstanceUID, mask, hc_mm, split by fetus). Then: medflow "
-            "run OUT/dicom --labels OUT/labels.csv --task segmentation."
+            f"run OUT/dicom --labels OUT/labels.csv --task {mask_task}."
         ),
     )
     parser.add_argument("src", metavar="HC18_DIR", help="folder with training_set/ and the CSV")

@@ -6,9 +6,12 @@ import argparse
 
 from medflow.commands import comma_list
 from medflow.core.errors import ConfigError
+from medflow.core.tasks import task_for_columns
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # The task that trains on the manifest's mask column (named in the help text).
+    mask_task = getattr(task_for_columns(["mask"]), "name", "?")
     parser = subparsers.add_parser(
         "import-sunnybrook",
         help="Sunnybrook cardiac MRI frames with LV contours → DICOM folder, contours, labels.csv",
@@ -18,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "to OUT/contours/, and write OUT/labels.csv (SOPInstanceUID, mask = the i-contour "
             "file, filled at ingestion; site, split by patient, phase ED/ES, slice location, "
             "trigger time). Then: medflow run OUT/dicom --labels OUT/labels.csv --task "
-            "segmentation."
+            f"{mask_task}."
         ),
     )
     parser.add_argument(

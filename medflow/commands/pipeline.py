@@ -29,15 +29,15 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _training_args(parser: argparse.ArgumentParser) -> None:
-    from medflow.core.tasks import task_names
+    from medflow.core.tasks import DEFAULT_TASK, task_names
 
     parser.add_argument(
         "--task",
         choices=task_names(),
-        default="classification",
+        default=DEFAULT_TASK,
         help="what the model learns: its label-manifest columns, Trainer, Evaluator metrics and "
-        "thresholds, and the default model and pipeline names come from the task "
-        "(default classification)",
+        f"thresholds, and the default model and pipeline names come from the task "
+        f"(default {DEFAULT_TASK})",
     )
     parser.add_argument("--image-size", type=int, default=28, help="model input rows = cols")
     parser.add_argument(
@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         action="append",
         metavar="NAME=VALUE",
-        help="blessing threshold of the task, e.g. min_auc, min_accuracy, max_auc_drop "
-        "(classification) or min_dice, max_dice_drop (segmentation); repeatable",
+        help="blessing threshold NAME=VALUE of the task's Evaluator, e.g. min_auc=0.9 or "
+        "min_dice=0.8 (an unknown name is refused with the task's names); repeatable",
     )
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")

@@ -12,14 +12,17 @@ import argparse
 import json
 import sys
 
+from medflow.core.tasks import all_tasks
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify or segment DICOM files/folders with a served model (gRPC)",
+        help="predict DICOM files/folders with a served model (gRPC)",
         description="Preprocess DICOM files as ingestion does, send them to a TF Serving gRPC "
-        "endpoint and print the predictions (optionally recording them for review). For a "
-        "segmentation model: masks on the source grid, as DICOM SEG and/or PNG overlays.",
+        "endpoint and print the predictions (optionally recording them for review). The "
+        "model's task decides what a result is (a label per image, a mask on the source "
+        "grid, ...) and which outputs it can write (see the options of each task below).",
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders")
     parser.add_argument(
@@ -45,36 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--push",
         action="store_true",
-        help="with --dicomweb: store the results in each study (STOW-RS): a DICOM SR of a "
-        "classification, a DICOM SEG per series of a segmentation",
+        help="with --dicomweb: store the results in each study (STOW-RS) as the task's DICOM "
+        "objects (e.g. an SR of the findings, a SEG per series)",
     )
-    seg = parser.add_argument_group("segmentation models")
-    seg.add_argument(
-        "--seg-out",
-        metavar="DIR",
-        help="write DICOM SEGs referencing the source instances: one per series of images "
-        "with patient coordinates (seg-<SeriesInstanceUID>.dcm), else one per image "
-        "(seg-<SOPInstanceUID>.dcm)",
-    )
-    seg.add_argument(
-        "--seg-type",
-        choices=("binary", "fractional"),
-        default="binary",
-        help="SEG of the thresholded mask (binary, probability >= 0.5; default) or of the "
-        "probabilities (fractional)",
-    )
-    seg.add_argument(
-        "--overlay-out",
-        metavar="DIR",
-        help="write a PNG overlay (image + coloured mask and outline) per image: "
-        "<SOPInstanceUID>_f<frame>.png",
-    )
-    seg.add_argument(
+    parser.add_argument(
         "--mask-dir",
         metavar="DIR",
-        help="with --record: where the mask PNGs named by mask_ref go (default: masks/ beside "
-        "a SQLite review store, else .medflow/masks)",
+        help="with --record: where per-image review files such as mask PNGs (named by "
+        "mask_ref) go (default: masks/ beside a SQLite review store, else .medflow/masks)",
     )
+    for task in all_tasks():  # each task's own output options, in a group of its own
+        task.add_predict_arguments(parser.add_argument_group(f"{task.name} models"))
     parser.set_defaults(func=_run)
 
 
@@ -83,7 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     from medflow.core.tasks import OutputOptions
     from medflow.workflows.predict import PredictJob, run_predict
 
-    files = {k: getattr(args, k) for k in ("seg_out", "overlay_out") if getattr(args, k)}
+    tasks = all_tasks()
+    files = {k: getattr(args, k) for t in tasks for k in t.file_outputs if getattr(args, k)}
+    settings = {k: getattr(args, k) for t in tasks for k in t.output_settings}
     job = PredictJob(
         server=args.server,
         model=args.model,
@@ -95,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         timeout_s=args.timeout,
         push=args.push,
-        outputs=OutputOptions(files=files, settings={"seg_type": args.seg_type}),
+        outputs=OutputOptions(files=files, settings=settings),
         record=args.record,
         store_url=args.store_url,
         mask_dir=args.mask_dir,

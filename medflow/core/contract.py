@@ -24,6 +24,7 @@ from typing import Any
 from medflow.core.errors import ConfigError
 from medflow.core.files import atomic_write
 from medflow.core.pixel_spec import PixelSpec
+from medflow.core.tasks import DEFAULT_TASK
 
 SCHEMA_VERSION = 1
 CONTRACT_FILE = "contract.json"
@@ -95,7 +96,7 @@ class ModelContract:
         schema_version: schema of the file; always :data:`SCHEMA_VERSION` once loaded.
     """
 
-    task: str = "classification"
+    task: str = DEFAULT_TASK
     labels: tuple[str, ...] = ()
     pixel_spec: PixelSpec = field(default_factory=PixelSpec)
     inputs: tuple[TensorSpec, ...] = ()

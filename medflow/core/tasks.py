@@ -25,6 +25,8 @@ from typing import Any
 from medflow.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "medflow.tasks"
+# The task of `medflow run` and PipelineConfig when none is named (the one place that names it).
+DEFAULT_TASK = "classification"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Task(abc.ABC):
         manifest_columns: label-manifest columns the task trains on (any one suffices).
         output_filter: outputs to ask TF Serving for (empty: all).
         file_outputs: ``medflow predict`` options that write files for this task.
+        output_settings: ``medflow predict`` options that shape those outputs.
     """
 
     name: str = ""
@@ -78,6 +81,7 @@ class Task(abc.ABC):
     manifest_columns: tuple[str, ...] = ()
     output_filter: tuple[str, ...] = ()
     file_outputs: tuple[str, ...] = ()
+    output_settings: tuple[str, ...] = ()
 
     # --- training (pipelines) -------------------------------------------------------
     @abc.abstractmethod
@@ -128,6 +132,12 @@ class Task(abc.ABC):
         """Typed results of one ``Predict`` answer: one per model input of ``inputs``."""
 
     # --- outputs ------------------------------------------------------------------------
+    def add_predict_arguments(self, group: Any) -> None:
+        """Add this task's ``medflow predict`` options (an argparse group titled after the
+        task): the folders of :attr:`file_outputs` and the names of :attr:`output_settings`.
+        A task without outputs of its own adds none."""
+        return None
+
     @abc.abstractmethod
     def format_table(self, results: Sequence[Any]) -> str:
         """The plain-text table ``medflow predict`` prints."""
@@ -184,3 +194,8 @@ def get_task(name: str) -> Task:
 def all_tasks() -> list[Task]:
     """Every installed task plug-in, in name order."""
     return [get_task(name) for name in task_names()]
+
+
+def task_for_columns(columns: Sequence[str]) -> Task | None:
+    """The first task (in name order) that trains on one of the manifest ``columns``."""
+    return next((t for t in all_tasks() if set(t.manifest_columns) & set(columns)), None)

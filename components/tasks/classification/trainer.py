@@ -49,8 +49,8 @@ def train_and_export(
     log_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train on the transformed splits and export the serving model; returns its summary."""
-    from medflow.components.models.export import export_serving_model
     from medflow.components.models.training import fit, transformed_splits
+    from medflow.components.tasks.classification.export import export_serving_model
 
     tft_output, train, validation, validation_source = transformed_splits(
         hp, train_files, eval_files, transform_dir, transformed_dataset

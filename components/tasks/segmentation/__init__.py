@@ -29,6 +29,7 @@ class SegmentationTask(Task):
     manifest_columns = ("mask",)
     output_filter = ("probabilities",)
     file_outputs = ("seg_out", "overlay_out")
+    output_settings = ("seg_type",)
 
     def module_files(self) -> tuple[str, str]:
         return TRANSFORM_MODULE, str(HERE / "trainer.py")
@@ -107,6 +108,31 @@ class SegmentationTask(Task):
             for r in results
         ]
         return text_table(rows)
+
+    def add_predict_arguments(self, group) -> None:
+        group.add_argument(
+            "--seg-out",
+            metavar="DIR",
+            help="write DICOM SEGs referencing the source instances: one per series of images "
+            "with patient coordinates (seg-<SeriesInstanceUID>.dcm), else one per image "
+            "(seg-<SOPInstanceUID>.dcm)",
+        )
+        group.add_argument(
+            "--seg-type",
+            choices=(
+                "binary",
+                "fractional",
+            ),  # dicom.seg.SEG_TYPES (not imported: --help stays fast)
+            default="binary",
+            help="SEG of the thresholded mask (binary, probability >= 0.5; default) or of the "
+            "probabilities (fractional)",
+        )
+        group.add_argument(
+            "--overlay-out",
+            metavar="DIR",
+            help="write a PNG overlay (image + coloured mask and outline) per image: "
+            "<SOPInstanceUID>_f<frame>.png",
+        )
 
     def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
         from medflow.components.tasks.segmentation.outputs import write_files
