@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medflow.components.dicom.pixels import image_stats
+from medflow.components.ingest.examples import to_tf_example
 from medflow.core import features as F
 from medflow.core.errors import InputError
 
@@ -37,51 +38,31 @@ def load_npz_split(npz_path: str | Path, split: str, limit: int | None = None):
     return images, labels
 
 
-def _bytes(*values: bytes):
-    import tensorflow as tf
-
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-
-def _ints(*values: int):
-    import tensorflow as tf
-
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-
-def _floats(*values: float):
-    import tensorflow as tf
-
-    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
 def make_example(image: np.ndarray, label: int, uid: str, modality: str, site: str):
-    """One tf.Example with every feature of the contract (header strings UNKNOWN)."""
-    import tensorflow as tf
-
+    """One tf.Example with every feature of the contract (header strings UNKNOWN), built by
+    ingestion's own builder."""
     image = np.ascontiguousarray(image, dtype="<f4")
     rows, cols, channels = image.shape
     header = {name: F.UNKNOWN for name in F.HEADER_STRINGS}
     header.update({F.MODALITY: modality, F.SITE: site, F.PHOTOMETRIC: "MONOCHROME2"})
     feats = {
-        F.IMAGE: _bytes(image.tobytes()),
-        F.IMAGE_SHAPE: _ints(rows, cols, channels),
-        F.IMAGE_DTYPE: _bytes(b"float32"),
-        **{name: _floats(value) for name, value in image_stats(image).items()},
-        F.FRAME_INDEX: _ints(0),
-        F.ORIG_ROWS: _ints(rows),
-        F.ORIG_COLS: _ints(cols),
-        F.N_FRAMES: _ints(1),
-        F.PIXEL_SPACING: _floats(),
-        F.RESAMPLE_SCALE: _floats(1.0),
-        F.RESAMPLE_PAD: _ints(0, 0),
-        F.LABEL: _ints(int(label)),
+        F.IMAGE: image.tobytes(),
+        F.IMAGE_SHAPE: [rows, cols, channels],
+        F.IMAGE_DTYPE: b"float32",
+        **{name: float(value) for name, value in image_stats(image).items()},
+        F.FRAME_INDEX: 0,
+        F.ORIG_ROWS: rows,
+        F.ORIG_COLS: cols,
+        F.N_FRAMES: 1,
+        F.PIXEL_SPACING: [],
+        F.RESAMPLE_SCALE: 1.0,
+        F.RESAMPLE_PAD: [0, 0],
+        F.LABEL: int(label),
+        **header,
     }
     for name in F.IDENTIFIERS:
-        feats[name] = _bytes(hashlib.sha256(f"{name}:{uid}".encode()).hexdigest()[:16].encode())
-    for name, value in header.items():
-        feats[name] = _bytes(value.encode())
-    return tf.train.Example(features=tf.train.Features(feature=feats))
+        feats[name] = hashlib.sha256(f"{name}:{uid}".encode()).hexdigest()[:16].encode()
+    return to_tf_example(feats)
 
 
 def write_npz_examples(

@@ -55,7 +55,7 @@ def bare_keras(npz: Path, hparams: dict) -> tuple[float, dict, object, tuple[flo
     x_tr, y_tr = load_npz_split(npz, "train")
     x_ev, y_ev = load_npz_split(npz, "val")
     mean, std = float(x_tr.mean()), float(x_tr.std())
-    hp = HParams.from_config(hparams)
+    hp = HParams.from_config({"image_size": 28, **hparams})
     train = tf.data.Dataset.from_tensor_slices(((x_tr - mean) / std, y_tr))
     # Early stopping on the same holdout of train as the Trainer (never the eval split).
     if hp.validation_fraction > 0:

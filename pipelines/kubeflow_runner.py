@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medflow.core.errors import ConfigError, ServiceError
+from medflow.core.files import atomic_write
 from medflow.pipelines import config
 from medflow.pipelines.config import PipelineConfig
 
@@ -163,9 +164,7 @@ def finish_spec(path: Path) -> None:
     else:
         # A KFP package with a platform spec is a two-document YAML stream.
         out = yaml.safe_dump(spec, sort_keys=True) + "---\n" + yaml.safe_dump(platform)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(out)
-    os.replace(tmp, path)
+    atomic_write(path, out)
 
 
 def submit(

@@ -37,6 +37,7 @@ from medflow.components.ingest.examples import (
 )
 from medflow.components.ingest.manifest import LabelManifest
 from medflow.core.errors import ConfigError, InputError
+from medflow.core.files import atomic_write
 from medflow.core.pixel_spec import PixelSpec
 
 REPORT_NAME = "ingest_report.json"
@@ -416,12 +417,5 @@ def _publish(staging: Path, out: Path, names: list[str]) -> None:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON to a temp file beside ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # orjson: a report lists every input file; json.dump took ~40 us a file
-            fh.write(orjson.dumps(payload, default=str, option=_JSON_OPTIONS))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # orjson: a report lists every input file; json.dump took ~40 us a file
+    atomic_write(path, orjson.dumps(payload, default=str, option=_JSON_OPTIONS))

@@ -14,6 +14,33 @@ APPLICATIONS = {
 }
 
 
+def input_shape(config: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(rows, cols, channels) of the model input from a Transform or Trainer custom_config:
+    the one parser of the shape every task's modules read. ``image_size`` (int or [rows,
+    cols]) is required, as PipelineConfig always writes it; ``channels`` defaults to 1."""
+    config = config or {}
+    if "image_size" not in config:
+        raise ValueError(
+            "custom_config has no image_size: build it with PipelineConfig.transform_config() "
+            "or trainer_config()"
+        )
+    size = config["image_size"]
+    rows, cols = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    channels = int(config.get("channels", 1))
+    if rows <= 0 or cols <= 0 or channels not in (1, 3):
+        raise ValueError(
+            f"custom_config image_size={size!r} channels={channels!r}: need positive sizes "
+            "and 1 or 3 channels"
+        )
+    return rows, cols, channels
+
+
+def shape_fields(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``image_size`` (rows, cols) and ``channels`` of a hyperparameter dataclass."""
+    rows, cols, channels = input_shape(config)
+    return {"image_size": (rows, cols), "channels": channels}
+
+
 @dataclasses.dataclass(frozen=True)
 class HParams:
     """What the classification Trainer needs besides the data.
@@ -83,9 +110,7 @@ class HParams:
         """Build from a custom_config dict; unknown keys are ignored, bad values raise."""
         config = dict(config or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in known}
-        size = kwargs.get("image_size", 28)
-        kwargs["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+        kwargs = {k: v for k, v in config.items() if k in known} | shape_fields(config)
         if "labels" in kwargs:
             kwargs["labels"] = tuple(str(x) for x in kwargs["labels"])
         hp = cls(**kwargs)

@@ -2,7 +2,7 @@
 
 The Transform component calls :func:`preprocessing_fn` with ``custom_config`` =
 ``{"image_size": int | [rows, cols], "channels": int}``. The image feature holds raw
-little-endian float32 bytes (see :mod:`components.models.features`); the output
+little-endian float32 bytes (see :mod:`medflow.core.features`); the output
 ``image`` is float32 ``[batch, rows, cols, channels]`` scaled to zero mean and unit
 variance with the mean/variance of all training pixels (TFT analyzers), so serving
 applies exactly the same constants as training.
@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from medflow.components.models.hparams import input_shape
 from medflow.core import features
 
 # Transformed feature names (kept equal to the raw ones: the model input is "image").
@@ -26,16 +27,7 @@ PASSTHROUGH = features.SLICE_FEATURES
 
 def image_shape(custom_config: dict[str, Any] | None) -> tuple[int, int, int]:
     """(rows, cols, channels) of the model input from a Transform/Trainer custom_config."""
-    config = custom_config or {}
-    size = config.get("image_size", 28)
-    rows, cols = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    channels = int(config.get("channels", 1))
-    if rows <= 0 or cols <= 0 or channels not in (1, 3):
-        raise ValueError(
-            f"custom_config image_size={size!r} channels={channels!r}: need positive sizes "
-            "and 1 or 3 channels"
-        )
-    return rows, cols, channels
+    return input_shape(custom_config)
 
 
 def decode_image(image_bytes: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:

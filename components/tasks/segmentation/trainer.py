@@ -13,6 +13,7 @@ import logging
 import math
 from typing import Any
 
+from medflow.components.models.hparams import shape_fields
 from medflow.core import features
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ class SegHParams:
         """Build from a Trainer custom_config; unknown keys are ignored, bad values raise."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in dict(config or {}).items() if k in known}
-        size = kwargs.get("image_size", 128)
-        kwargs["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+        kwargs |= shape_fields(config)
         hp = cls(**kwargs)
         rows, cols = hp.image_size
         if hp.depth < 1 or rows % 2**hp.depth or cols % 2**hp.depth:
