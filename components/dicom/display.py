@@ -13,8 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
+from medflow.components.dicom.pixels import (
+    apply_window,
+    header_window,
+    image_info,
+    modality_values,
+)
+from medflow.components.dicom.reader import read_dicom
 from medflow.core.errors import InputError
 
 # (center, width) presets in Modality-LUT units. "Header" and "Full range" are computed.
@@ -70,10 +76,7 @@ def load_study(path: str | Path) -> Study:
     Raises:
         InputError: the file is missing, not usable DICOM, or has no decodable pixels.
     """
-    from pydicom.pixels import apply_modality_lut, convert_color_space, pixel_array
-
-    from medflow.components.dicom.pixels import image_info
-    from medflow.components.dicom.reader import read_dicom
+    from pydicom.pixels import convert_color_space, pixel_array
 
     path = Path(path)
     if not path.is_file():
@@ -90,26 +93,14 @@ def load_study(path: str | Path) -> Study:
     if info.frames == 1:
         arr = arr[np.newaxis]
     if info.samples == 1 and photometric.startswith("MONOCHROME"):
-        frames = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+        frames = modality_values(ds, arr)
     elif info.samples == 3:
         if photometric.startswith("YBR") and photometric != "YBR_FULL_422":
             arr = convert_color_space(arr, photometric, "RGB")
         frames = _to_uint8(arr)
     else:
         frames = arr.astype(np.float32)
-    return Study(frames, photometric, str(ds.get("Modality", "")), _header_window(ds))
-
-
-def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is None or width is None:
-        return None
-    # Multi-valued: the first pair is the modality's recommended default.
-    return _first(center), max(_first(width), 1.0)
-
-
-def _first(value) -> float:
-    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
+    return Study(frames, photometric, str(ds.get("Modality", "")), header_window(ds))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -130,10 +121,7 @@ def render(study: Study, frame: int, center: float, width: float) -> np.ndarray:
     data = study.frames[frame]
     if study.is_color:
         return data
-    lo = center - width / 2.0
-    scaled = np.clip((data - lo) / max(width, 1e-6), 0.0, 1.0)
-    if study.photometric == "MONOCHROME1":
-        scaled = 1.0 - scaled
+    scaled = apply_window(data, center, width, invert=study.photometric == "MONOCHROME1")
     return (scaled * 255.0 + 0.5).astype(np.uint8)
 
 

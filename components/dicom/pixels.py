@@ -241,29 +241,41 @@ def _decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
     return arr
 
 
-def _grayscale_pipeline(h: HeaderView, arr: np.ndarray, spec: PixelSpec) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
-
+def modality_values(h: HeaderView | pydicom.Dataset, arr: np.ndarray) -> np.ndarray:
+    """Stored values -> Modality-LUT output (e.g. HU) as float32, for monochrome images;
+    other images' values as they are. The one implementation for ingestion, the serving
+    client and the review viewer."""
     photometric = str(h.get("PhotometricInterpretation", "MONOCHROME2"))
     is_mono = photometric.startswith("MONOCHROME")
     if is_mono and "ModalityLUTSequence" in h:
-        values = apply_modality_lut(arr, h.ds).astype(np.float32, copy=False)
-    elif is_mono and "RescaleSlope" in h and "RescaleIntercept" in h:
+        from pydicom.pixels import apply_modality_lut
+
+        ds = h.ds if isinstance(h, HeaderView) else h
+        return apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+    if is_mono and "RescaleSlope" in h and "RescaleIntercept" in h:
         # apply_modality_lut's rescale (float64, then float32), without its look-ups
         slope, intercept = h.get("RescaleSlope"), h.get("RescaleIntercept")
         if slope == 1 and intercept == 0:
-            values = arr.astype(np.float32)  # integers: the same values, one pass
-        else:
-            values = (arr.astype(np.float64) * slope + intercept).astype(np.float32)
-    else:
-        values = arr.astype(np.float32)
+            return arr.astype(np.float32)  # integers: the same values, one pass
+        return (arr.astype(np.float64) * slope + intercept).astype(np.float32)
+    return arr.astype(np.float32)
+
+
+def apply_window(values: np.ndarray, center: float, width: float, *, invert: bool) -> np.ndarray:
+    """Linear VOI window to [0, 1]: below ``center - width/2`` is 0, above
+    ``center + width/2`` is 1; ``invert`` (MONOCHROME1) makes bright mean dense."""
+    lo = center - width / 2.0
+    scaled = np.clip((values - lo) / max(width, 1e-6), 0.0, 1.0)
+    return 1.0 - scaled if invert else scaled
+
+
+def _grayscale_pipeline(h: HeaderView, arr: np.ndarray, spec: PixelSpec) -> np.ndarray:
+    photometric = str(h.get("PhotometricInterpretation", "MONOCHROME2"))
+    is_mono = photometric.startswith("MONOCHROME")
+    values = modality_values(h, arr)
     window = _window(h, spec.window) if is_mono else None
     if window is not None:
-        center, width = window
-        lo = center - width / 2.0
-        values = np.clip((values - lo) / max(width, 1e-6), 0.0, 1.0)
-        if photometric == "MONOCHROME1":
-            values = 1.0 - values
+        values = apply_window(values, *window, invert=photometric == "MONOCHROME1")
     elif photometric == "MONOCHROME1":
         lo, hi = _stored_range(h)
         values = (lo + hi) - values
@@ -289,6 +301,12 @@ def _window(ds: HeaderView, window: str | tuple[float, float] | None) -> tuple[f
         return None
     if window != "header":
         return float(window[0]), float(window[1])
+    return header_window(ds)
+
+
+def header_window(ds: HeaderView | pydicom.Dataset) -> tuple[float, float] | None:
+    """The instance's first VOI window (center, width >= 1), None without a usable one
+    (multi-valued: the first pair is the modality's recommended default)."""
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is None or width is None:
         return None
