@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from medflow.components.dicom.deid import DeidKey
 from medflow.core.errors import ConfigError
 
-KEY_ENV = "MEDFLOW_DEID_KEY_FILE"
+# Where `medflow ingest` looks for the key when no --deid-key-file is given, in this order.
+KEY_FILE_ENV = "MEDFLOW_DEID_KEY_FILE"
+SECRET_ENV = "MEDFLOW_DEID_KEY"
 
 
 def load_key_file(path: str | os.PathLike[str]) -> DeidKey:
@@ -53,3 +56,27 @@ def ensure_key_file(path: str | os.PathLike[str]) -> Path:
     if not path.exists():
         create_key_file(path)
     return path
+
+
+def resolve_key(key_file: str | None, environ: Mapping[str, str] = os.environ) -> DeidKey:
+    """The de-identification key from ``key_file``, else the file named by
+    ``$MEDFLOW_DEID_KEY_FILE``, else ``$MEDFLOW_DEID_KEY`` itself (the pipeline reads key
+    files the same way, so pseudonyms match); there is no default.
+
+    Raises:
+        ConfigError: no key given, the file is unreadable, or the key is too short.
+    """
+    if key_file or environ.get(KEY_FILE_ENV):
+        return load_key_file(key_file or environ[KEY_FILE_ENV])
+    if not environ.get(SECRET_ENV):
+        raise ConfigError(
+            f"no de-identification key: pass --deid-key-file FILE or set {KEY_FILE_ENV} or "
+            f"{SECRET_ENV} (create a key with `medflow deid-key --out FILE`)"
+        )
+    secret = environ[SECRET_ENV].rstrip("\r\n").encode()
+    if len(secret) < 16:
+        raise ConfigError(
+            f"${SECRET_ENV}: the de-identification key has {len(secret)} bytes, needs at least "
+            "16; create one with `medflow deid-key --out FILE`"
+        )
+    return DeidKey(secret)

@@ -4,20 +4,18 @@ patient; ``medflow deid-key``: make the secret that keys the de-identification."
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from medflow.components.dicom.keys import KEY_FILE_ENV, SECRET_ENV, resolve_key
 from medflow.core.errors import ConfigError
-
-KEY_ENV = "MEDFLOW_DEID_KEY"
 
 _KEY_HELP = (
     "The de-identification key (at least 16 bytes) keys the patient pseudonyms, the UID "
     "remapping and the date shifts: the same key gives the same pseudonyms and UIDs on every "
     "run, so batches ingested at different times stay linkable and reruns are identical. It "
     "is read from --deid-key-file (the file's bytes, trailing newline stripped), else from "
-    f"the file named by $MEDFLOW_DEID_KEY_FILE, else from ${KEY_ENV} itself; there is no "
+    f"the file named by ${KEY_FILE_ENV}, else from ${SECRET_ENV} itself; there is no "
     "built-in default, because "
     "anyone holding the key can re-link pseudonyms to patients by trying candidate IDs. "
     "Make one with `medflow deid-key --out FILE` and keep it out of the output folder."
@@ -67,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--deid-key-file",
         metavar="FILE",
-        help=f"key file (else $MEDFLOW_DEID_KEY_FILE, else ${KEY_ENV}; see above)",
+        help=f"key file (else ${KEY_FILE_ENV}, else ${SECRET_ENV}; see above)",
     )
     add_dicomweb_arguments(parser, pull=True)
     parser.set_defaults(func=_run)
@@ -79,33 +77,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     keygen.add_argument("--out", required=True, metavar="FILE", help="key file to create")
     keygen.set_defaults(func=_keygen)
-
-
-def load_key(key_file: str | None):
-    """The de-identification key from ``key_file``, ``$MEDFLOW_DEID_KEY_FILE`` or
-    ``$MEDFLOW_DEID_KEY`` (the pipeline reads key files the same way, so pseudonyms match).
-
-    Raises:
-        ConfigError: no key given, the file is unreadable, or the key is too short.
-    """
-    from medflow.components.dicom.deid import DeidKey
-    from medflow.components.dicom.keys import KEY_ENV as KEY_FILE_ENV
-    from medflow.components.dicom.keys import load_key_file
-
-    if key_file or os.environ.get(KEY_FILE_ENV):
-        return load_key_file(key_file or os.environ[KEY_FILE_ENV])
-    if not os.environ.get(KEY_ENV):
-        raise ConfigError(
-            f"no de-identification key: pass --deid-key-file FILE or set {KEY_FILE_ENV} or "
-            f"{KEY_ENV} (create a key with `medflow deid-key --out FILE`)"
-        )
-    secret = os.environ[KEY_ENV].rstrip("\r\n").encode()
-    if len(secret) < 16:
-        raise ConfigError(
-            f"${KEY_ENV}: the de-identification key has {len(secret)} bytes, needs at least 16; "
-            "create one with `medflow deid-key --out FILE`"
-        )
-    return DeidKey(secret)
 
 
 def add_dicomweb_arguments(parser: argparse.ArgumentParser, pull: bool) -> None:
@@ -185,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     if bool(args.source) == bool(args.dicomweb):
         raise ConfigError("give either SRC (files or a folder) or --dicomweb URL, not both")
     query = dicomweb_query(args) if args.dicomweb else None
-    key = load_key(args.deid_key_file)
+    key = resolve_key(args.deid_key_file)
     manifest = read_manifest(args.labels) if args.labels else None
     size = (args.image_size, args.image_size) if args.image_size else None
     options = IngestOptions(
