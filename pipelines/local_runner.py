@@ -91,16 +91,31 @@ def run_local(
         ),
         beam_pipeline_args=beam_pipeline_args,
     )
-    pipeline_name = config.pipeline_name
-    log_file = paths["logs"] / f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_file = paths["logs"] / f"{config.pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     start = time.perf_counter()
+    tracker = _run_with_progress(pipeline, log_file, progress, quiet_console)
+    wall = time.perf_counter() - start
+    summary = summarize(paths["metadata"], tracker)
+    summary.update(
+        task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
+    )
+    return summary
+
+
+def _run_with_progress(
+    pipeline, log_file: Path, progress: Callable[[str], None] | None, quiet_console: bool
+) -> ProgressTracker:
+    """LocalDagRunner on ``pipeline``: one progress line per component event, everything
+    else the run prints to ``log_file``; a failure names the component and the log."""
+    from tfx import v1 as tfx
+
     quiet = console_to_file(log_file) if quiet_console else contextlib.nullcontext(None)
     with quiet as console:
         if console is not None and progress is print:
             progress = console
         tracker = ProgressTracker(progress)
         if progress:
-            progress(f"running {pipeline_name} (full log: {log_file})")
+            progress(f"running {pipeline.pipeline_info.pipeline_name} (full log: {log_file})")
         with capture_tfx_logs(tracker, log_file):
             try:
                 tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -110,12 +125,7 @@ def run_local(
                 raise PipelineFailed(
                     f"{failed} failed: {exc.__class__.__name__}: {exc} (full log: {log_file})"
                 ) from exc
-    wall = time.perf_counter() - start
-    summary = summarize(paths["metadata"], tracker)
-    summary.update(
-        task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
-    )
-    return summary
+    return tracker
 
 
 def _resolved(config: PipelineConfig) -> PipelineConfig:

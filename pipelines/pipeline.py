@@ -95,29 +95,46 @@ def create_pipeline(
     """
     from tfx import v1 as tfx
 
-    from medflow.components.pusher.component import ContractPusher
-
-    task = config.task_plugin
-    transform_module, trainer_module = task.module_files()
     example_gen = _example_gen(
         config,
         config.data_root if data_root is None else data_root,
         config.label_manifest if label_manifest is None else label_manifest,
         deid_key_file,
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    components = [example_gen, *_downstream(config, example_gen, serving_model_dir)]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args or []),
+    )
+
+
+def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> list:
+    """StatisticsGen ... Pusher on ``example_gen``'s examples, in :data:`COMPONENT_IDS` order."""
+    from tfx import v1 as tfx
+
+    from medflow.components.pusher.component import ContractPusher
+
+    task = config.task_plugin
+    transform_module, trainer_module = task.module_files()
+    examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     if config.schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
         )
+    schema = schema_gen.outputs["schema"]
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+        statistics=statistics_gen.outputs["statistics"], schema=schema
     )
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        examples=examples,
+        schema=schema,
         module_file=transform_module,
         custom_config=config.transform_config(),
     )
@@ -125,7 +142,7 @@ def create_pipeline(
         module_file=trainer_module,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        schema=schema,
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=config.trainer_config(),
@@ -136,7 +153,7 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id(RESOLVER_ID)
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         model=trainer.outputs["model"],
         baseline_model=resolver.outputs["model"],
         eval_config=task.eval_config(config.blessing_thresholds(), config.labels),
@@ -150,8 +167,7 @@ def create_pipeline(
         model_name=config.model_name,
         contract=json.dumps(config.contract(), sort_keys=True),
     ).with_id("Pusher")
-    components = [
-        example_gen,
+    return [
         statistics_gen,
         schema_gen,
         example_validator,
@@ -161,11 +177,3 @@ def create_pipeline(
         evaluator,
         pusher,
     ]
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=pipeline_root,
-        components=components,
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args or []),
-    )

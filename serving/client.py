@@ -1,16 +1,16 @@
 """Client for TF Serving's gRPC API (the real ``tensorflow/serving`` or medflow's embedded server).
 
-DICOM files go through the same preprocessing as ingestion (:mod:`components.dicom.pixels`),
-are sent as PredictRequests of TF Serving's own protos (Predict with each tensor copied once,
-:mod:`serving.wire`; the other calls through the official stubs), and come back with the model
-name and version that answered: class probabilities for a classification model
-(:class:`ImagePrediction`), or, for a segmentation model, per-pixel probabilities mapped back
-onto the source image grid with a mask and its area (:class:`MaskPrediction`).
+DICOM files go through the same preprocessing as ingestion
+(:mod:`medflow.components.dicom.pixels`), are sent as PredictRequests of TF Serving's own
+protos (Predict with each tensor copied once, :mod:`medflow.serving.wire`; the other calls
+through the official stubs), and come back with the model name and version that answered,
+decoded by the model's task plug-in (:mod:`medflow.core.tasks`) into typed results, e.g.
+class probabilities per image, or per-pixel probabilities mapped back onto the source image
+grid with a mask and its area.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ import numpy as np
 
 from medflow.core.contract import ModelContract
 from medflow.core.tasks import all_tasks, get_task
-from medflow.serving.dicom_input import Rejected, load_inputs
+from medflow.serving.dicom_input import Rejected, dicom_files, load_inputs
 from medflow.serving.errors import PredictionError, ServingConfigError
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class ModelInfo:
 
     spec: PixelSpec
     labels: list[str]
-    task: str  # "classification" or "segmentation"
+    task: str  # a task plug-in's name (medflow.core.tasks)
 
 
 class PredictionClient:
@@ -340,26 +340,6 @@ def read_contract(path: str | Path) -> ModelContract:
         raise ServingConfigError(str(exc)) from None
 
 
-def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files given directly, plus every non-hidden file under given folders (sorted)."""
-    from medflow.core.errors import InputError
-
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-            )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{path} does not exist; pass DICOM files or folders")
-    return files
-
-
 def origin(item, pred: Prediction) -> dict:
     """The fields every per-image result has: which frame of which file, which model."""
     return dict(
@@ -371,55 +351,3 @@ def origin(item, pred: Prediction) -> dict:
         model_name=pred.model_name,
         model_version=pred.model_version,
     )
-
-
-def to_source_grid(
-    values: np.ndarray,
-    rows: int,
-    cols: int,
-    spacing: tuple[float, float] | None,
-    size: tuple[int, int] | None,
-) -> np.ndarray:
-    """Per-pixel model output ``[r, c]`` or ``[r, c, k]`` (model-input grid) -> the source
-    image's ``rows x cols`` grid: the preprocessing's padding is cut off and the rest is
-    resized back (bilinear), the inverse of :func:`components.dicom.pixels.to_model_input`'s
-    aspect-keeping resample."""
-    from PIL import Image
-
-    top, left, height, width = _content_box(rows, cols, spacing, tuple(size) if size else None)
-    values = np.asarray(values, dtype=np.float32)
-    squeeze = values.ndim == 2
-    if squeeze:
-        values = values[..., None]
-    crop = values[top : top + height, left : left + width]
-    if crop.shape[:2] == (rows, cols):
-        out = np.ascontiguousarray(crop)
-    else:
-        out = np.stack(
-            [
-                np.asarray(
-                    Image.fromarray(np.ascontiguousarray(crop[..., k]), mode="F").resize(
-                        (cols, rows), Image.BILINEAR
-                    )
-                )
-                for k in range(crop.shape[-1])
-            ],
-            axis=-1,
-        )
-    return out[..., 0] if squeeze else out
-
-
-@functools.lru_cache(maxsize=64)
-def _content_box(
-    rows: int, cols: int, spacing: tuple[float, float] | None, size: tuple[int, int] | None
-) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the image inside the model input: where ingestion's own
-    mask resampling puts an all-ones mask (so the two can never disagree)."""
-    from medflow.components.dicom.pixels import resample_mask
-
-    if size is None:
-        return 0, 0, rows, cols
-    inside = resample_mask(np.ones((rows, cols), np.uint8), size, spacing) > 0
-    r = np.flatnonzero(inside.any(axis=1))
-    c = np.flatnonzero(inside.any(axis=0))
-    return int(r[0]), int(c[0]), int(r[-1] - r[0] + 1), int(c[-1] - c[0] + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from medflow.components.dicom.errors import DicomRejected
 from medflow.components.dicom.pixels import Geometry, pixel_spacing, to_model_input
 from medflow.components.dicom.reader import ReadLimits, read_dicom
+from medflow.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,21 @@ def load_inputs(files: list[Path], spec) -> tuple[list[ModelInput], list[Rejecte
                 )
             )
     return inputs, rejected
+
+
+def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files given directly, plus every non-hidden file under given folders (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path} does not exist; pass DICOM files or folders")
+    return files

@@ -21,8 +21,8 @@ from medflow.components.dicom.masks import mask_for_instance
 from medflow.components.dicom.pixels import resample_mask
 from medflow.components.dicom.seg import build_segmentation, write_segmentations
 from medflow.components.ingest.hc18_import import _instance
-from medflow.core.pixel_spec import PixelSpec
 from medflow.components.tasks.segmentation.results import MaskPrediction
+from medflow.core.pixel_spec import PixelSpec
 
 LABELS = ["background", "lesion"]
 
@@ -292,7 +292,7 @@ def test_is_dicom_mask():
 
 def test_to_source_grid_inverts_the_ingestion_resample():
     """A mask put on the model grid the way ingestion does it, mapped back by the client."""
-    from medflow.serving.client import to_source_grid
+    from medflow.serving.source_grid import to_source_grid
 
     for (rows, cols), spacing, size in [
         ((60, 90), (0.5, 0.25), (32, 32)),  # anisotropic, padded left/right

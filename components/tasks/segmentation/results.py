@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medflow.serving.client import FramePrediction, ModelInfo, Prediction, origin, to_source_grid
+from medflow.serving.client import FramePrediction, ModelInfo, Prediction, origin
+from medflow.serving.source_grid import to_source_grid
 
 TASK_NAME = "segmentation"
 # Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
