@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
-import hashlib
 import json
 import os
 import re
@@ -397,16 +396,3 @@ def _study_filters(query: Query, study: str | None, accession: str | None) -> di
 def _value(row: dict, tag: str) -> str:
     values = (row.get(tag) or {}).get("Value") or [""]
     return str(values[0])
-
-
-def cache_name(sop_uid: str) -> str:
-    """The cache file name of an instance: a hash, never a path built from a DICOM value."""
-    return hashlib.sha256(sop_uid.encode()).hexdigest()[:40] + ".dcm"
-
-
-def fingerprint(query: Query, refs: Sequence[InstanceRef]) -> str:
-    """Stable over reruns: the query and the set of instance UIDs (no timestamps)."""
-    h = hashlib.sha256(json.dumps(query.to_dict(), sort_keys=True).encode())
-    for ref in sorted(refs):
-        h.update(f"\n{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}".encode())
-    return h.hexdigest()

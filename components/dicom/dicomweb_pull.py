@@ -7,18 +7,14 @@ whole (temp file, then rename). Ingestion and ``medflow predict --dicomweb`` bot
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medflow.components.dicom.dicomweb import (
-    DicomwebSource,
-    InstanceRef,
-    Query,
-    cache_name,
-    fingerprint,
-)
+from medflow.components.dicom.dicomweb import DicomwebSource, InstanceRef, Query
 from medflow.core.files import atomic_write
 
 CACHE_DIR = ".dicomweb-cache"
@@ -89,3 +85,16 @@ def pull(
         fingerprint=fingerprint(query, refs),
         cache=str(cache),
     )
+
+
+def cache_name(sop_uid: str) -> str:
+    """The cache file name of an instance: a hash, never a path built from a DICOM value."""
+    return hashlib.sha256(sop_uid.encode()).hexdigest()[:40] + ".dcm"
+
+
+def fingerprint(query: Query, refs: Sequence[InstanceRef]) -> str:
+    """Stable over reruns: the query and the set of instance UIDs (no timestamps)."""
+    h = hashlib.sha256(json.dumps(query.to_dict(), sort_keys=True).encode())
+    for ref in sorted(refs):
+        h.update(f"\n{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}".encode())
+    return h.hexdigest()

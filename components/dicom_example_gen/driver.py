@@ -44,11 +44,11 @@ def dicomweb_fingerprint(
     url: str, query_json: str, auth_file: str | None, label_manifest: str = ""
 ) -> str:
     """The DICOMweb query and the set of instance UIDs it finds now (QIDO-RS only)."""
-    from medflow.components.dicom import dicomweb
+    from medflow.components.dicom import dicomweb, dicomweb_pull
 
     query = dicomweb.query_from_json(query_json)
     source = dicomweb.DicomwebSource(url, dicomweb.load_credentials(auth_file))
-    digest = hashlib.sha256(dicomweb.fingerprint(query, source.search(query)).encode())
+    digest = hashlib.sha256(dicomweb_pull.fingerprint(query, source.search(query)).encode())
     digest.update(url.rstrip("/").encode())
     if label_manifest:
         with open(label_manifest, "rb") as fh:

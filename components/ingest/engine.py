@@ -17,12 +17,10 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
@@ -36,14 +34,14 @@ from medflow.components.ingest.examples import (
     process_file,
 )
 from medflow.components.ingest.manifest import LabelManifest
+from medflow.components.ingest.split_writer import SplitWriter
 from medflow.core.errors import ConfigError, InputError
-from medflow.core.files import atomic_write
+from medflow.core.files import atomic_write, swap_in_folders
 from medflow.core.pixel_spec import PixelSpec
 
 REPORT_NAME = "ingest_report.json"
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 QUARANTINE_DIR = "quarantine"
-SHARD_PATTERN = "data_tfrecord-{index:05d}-of-{count:05d}.gz"
 
 
 @dataclass(frozen=True)
@@ -210,14 +208,14 @@ def ingest(
     report = IngestReport(str(source), _options_dict(options))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
-        writer = _SplitWriter(staging, options)
+        writer = SplitWriter(staging, options)
         results = _run(inputs, cfg, options.workers)
         if progress is not None:
             results = progress(results, len(inputs))
         _collect(results, inputs, writer, report, staging, options)
         report.splits = writer.close()
         report.manifest = _manifest_summary(manifest, report)
-        _publish(
+        swap_in_folders(
             staging,
             out,
             [options.split_dir.format(split=s) for s, _ in options.splits] + [QUARANTINE_DIR],
@@ -346,73 +344,6 @@ def _manifest_summary(manifest: LabelManifest | None, report: IngestReport) -> d
         "unmatched": len(unmatched),
         "unmatched_keys": unmatched[:20],
     }
-
-
-class _SplitWriter:
-    """GZIP TFRecord shards per split, named data_tfrecord-<i>-of-<n>.gz at close.
-
-    Records arrive framed and compressed by the workers (``tfrecord.gzip_record``), so this
-    only appends bytes: no TensorFlow and no compression in the writing process.
-    """
-
-    def __init__(self, staging: Path, options: IngestOptions):
-        self._staging = staging
-        self._options = options
-        self._splits = {
-            name: {"examples": 0, "patients": set(), "labels": Counter(), "shards": []}
-            for name, _ in options.splits
-        }
-        self._files: dict[str, BinaryIO] = {}
-
-    def add(self, res: FileResult, split: str) -> None:
-        state = self._splits[split]
-        for record, label in zip(res.records, res.record_labels, strict=True):
-            if state["examples"] % self._options.shard_size == 0:
-                self._open_shard(split)
-            self._files[split].write(record)
-            state["examples"] += 1
-            if label is not None:
-                state["labels"][label] += 1
-        state["patients"].add(res.patient_key)
-
-    def _open_shard(self, split: str) -> None:
-        if split in self._files:
-            self._files[split].close()
-        folder = self._staging / self._options.split_dir.format(split=split)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"shard-{len(self._splits[split]['shards']):05d}.tmp"
-        self._splits[split]["shards"].append(path)
-        self._files[split] = open(path, "wb")  # noqa: SIM115 - closed in _open_shard/close
-
-    def close(self) -> dict[str, dict]:
-        for fh in self._files.values():
-            fh.close()
-        summary = {}
-        for name, state in self._splits.items():
-            folder = self._staging / self._options.split_dir.format(split=name)
-            folder.mkdir(parents=True, exist_ok=True)
-            shards = state["shards"]
-            for i, path in enumerate(shards):
-                path.rename(folder / SHARD_PATTERN.format(index=i, count=len(shards)))
-            summary[name] = {
-                "examples": state["examples"],
-                "patients": len(state["patients"]),
-                "labels": dict(sorted(state["labels"].items())),
-                "shards": len(shards),
-            }
-        return summary
-
-
-def _publish(staging: Path, out: Path, names: list[str]) -> None:
-    """Move complete folders from staging into ``out``, replacing earlier outputs."""
-    trash = staging / f".old-{uuid.uuid4().hex}"
-    trash.mkdir()
-    for name in names:
-        new, final = staging / name, out / name
-        if final.exists():
-            final.rename(trash / name)
-        if new.exists():
-            new.rename(final)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

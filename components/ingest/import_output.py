@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from medflow.core.files import atomic_write
+from medflow.core.files import atomic_write, swap_in_folders
 
 MANIFEST_NAME = "labels.csv"
 
@@ -37,11 +36,7 @@ def publish(
     """
     manifest = out_dir / MANIFEST_NAME
     manifest.unlink(missing_ok=True)
-    for folder in folders:
-        final = out_dir / folder
-        if final.exists():
-            final.rename(staging / f".old-{uuid.uuid4().hex}")
-        (staging / folder).rename(final)
+    swap_in_folders(staging, out_dir, folders)
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)

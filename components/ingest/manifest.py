@@ -73,15 +73,43 @@ def read_manifest(path: str | Path) -> LabelManifest:
             key columns, no label column, empty keys, duplicate keys, missing labels.
     """
     path = Path(path)
+    header, raw_rows = _read_csv(path)
+    key_col, labels = _columns(path, header)
+    manifest = LabelManifest(str(path), key_col, labels, {}, {}, {}, {}, {})
+    errors = [
+        error
+        for line, raw in enumerate(raw_rows, start=2)
+        if (error := _add_row(manifest, path, line, raw, MASK_COLUMN in header))
+    ]
+    if errors:
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
+        more = (
+            f" (and {len(errors) - MAX_ERRORS_SHOWN} more)"
+            if len(errors) > MAX_ERRORS_SHOWN
+            else ""
+        )
+        raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
+    if not manifest.rows:
+        raise InputError(f"label manifest {path}: no rows")
+    for column in labels:
+        _parse_column(manifest.rows, column)
+    return manifest
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
-            raw_rows = list(reader)
+            return header, list(reader)
     except FileNotFoundError as exc:
         raise InputError(f"label manifest {path} does not exist") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"label manifest {path}: cannot read as UTF-8 CSV ({exc})") from exc
+
+
+def _columns(path: Path, header: list[str]) -> tuple[str, list[str]]:
+    """(the key column, the label columns) of a manifest header."""
     keys = [h for h in header if h in KEY_COLUMNS]
     if len(keys) != 1:
         raise InputError(
@@ -96,55 +124,38 @@ def read_manifest(path: str | Path) -> LabelManifest:
         and h not in (SITE_COLUMN, SPLIT_COLUMN, MASK_COLUMN)
         and not h.startswith("_")
     ]
-    has_masks = MASK_COLUMN in header
-    if not labels and not has_masks:
+    if not labels and MASK_COLUMN not in header:
         raise InputError(
             f"label manifest {path}: no label column besides {key_col!r} (header {header})"
         )
-    rows: dict[str, dict] = {}
-    sites: dict[str, str] = {}
-    splits: dict[str, str] = {}
-    masks: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    errors: list[str] = []
-    for line, raw in enumerate(raw_rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        key = row.get(key_col, "")
-        if not key:
-            errors.append(f"line {line}: empty {key_col}")
-            continue
-        if key in rows:
-            errors.append(
-                f"line {line}: duplicate {key_col} {key!r} (first on line {first_line[key]})"
-            )
-            continue
-        missing = [c for c in labels if row.get(c, "") == ""]
-        if has_masks and not labels and not row.get(MASK_COLUMN):
-            missing.append(MASK_COLUMN)  # the mask is the only label: required
-        if missing:
-            errors.append(f"line {line}: missing label {', '.join(missing)} for {key!r}")
-            continue
-        rows[key] = {c: row[c] for c in labels}
-        first_line[key] = line
-        if row.get(SITE_COLUMN):
-            sites[key] = row[SITE_COLUMN]
-        if row.get(SPLIT_COLUMN):
-            splits[key] = row[SPLIT_COLUMN]
-        if row.get(MASK_COLUMN):
-            masks[key] = str((path.parent / row[MASK_COLUMN]).resolve())
-    if errors:
-        shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
-        more = (
-            f" (and {len(errors) - MAX_ERRORS_SHOWN} more)"
-            if len(errors) > MAX_ERRORS_SHOWN
-            else ""
-        )
-        raise InputError(f"label manifest {path}: {shown}{more}; fix these rows and rerun")
-    if not rows:
-        raise InputError(f"label manifest {path}: no rows")
-    for column in labels:
-        _parse_column(rows, column)
-    return LabelManifest(str(path), key_col, labels, rows, sites, splits, first_line, masks)
+    return key_col, labels
+
+
+def _add_row(
+    manifest: LabelManifest, path: Path, line: int, raw: dict, has_masks: bool
+) -> str | None:
+    """Adds one CSV row to ``manifest``; returns what is wrong with it instead, if anything."""
+    key_col, labels = manifest.key_column, manifest.label_columns
+    row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+    key = row.get(key_col, "")
+    if not key:
+        return f"line {line}: empty {key_col}"
+    if key in manifest.rows:
+        return f"line {line}: duplicate {key_col} {key!r} (first on line {manifest.lines[key]})"
+    missing = [c for c in labels if row.get(c, "") == ""]
+    if has_masks and not labels and not row.get(MASK_COLUMN):
+        missing.append(MASK_COLUMN)  # the mask is the only label: required
+    if missing:
+        return f"line {line}: missing label {', '.join(missing)} for {key!r}"
+    manifest.rows[key] = {c: row[c] for c in labels}
+    manifest.lines[key] = line
+    if row.get(SITE_COLUMN):
+        manifest.sites[key] = row[SITE_COLUMN]
+    if row.get(SPLIT_COLUMN):
+        manifest.splits[key] = row[SPLIT_COLUMN]
+    if row.get(MASK_COLUMN):
+        manifest.masks[key] = str((path.parent / row[MASK_COLUMN]).resolve())
+    return None
 
 
 def _parse_column(rows: dict[str, dict], column: str) -> None:

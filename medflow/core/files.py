@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,3 +43,17 @@ def atomic_write(path: str | Path, data: bytes | str, *, prefix: str | None = No
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_open(path, "wb", prefix=prefix) as fh:
         fh.write(payload)
+
+
+def swap_in_folders(staging: Path, out: Path, names: Sequence[str]) -> None:
+    """Moves each complete ``staging/<name>`` to ``out/<name>``; an earlier ``out/<name>``
+    goes into ``staging`` (removed with it), so a reader sees the old folder or the new one,
+    never a mix. A name missing from ``staging`` leaves ``out`` without it."""
+    trash = staging / f".old-{uuid.uuid4().hex}"
+    trash.mkdir()
+    for name in names:
+        new, final = staging / name, out / name
+        if final.exists():
+            final.rename(trash / name)
+        if new.exists():
+            new.rename(final)

@@ -159,6 +159,12 @@ class Task(abc.ABC):
     def review_record(self, result: Any) -> dict[str, Any]:
         """Fields of the review store's prediction for ``result`` (labels, scores, ...)."""
 
+    # --- review (dashboard, labels export) ------------------------------------------------
+    def review(self) -> TaskReview:
+        """The task's review plug-in: the reviewer's actions and their rules, the case's
+        rendering on the review page, and the labels export (see :class:`TaskReview`)."""
+        raise ConfigError(f"task {self.name!r} has no review plug-in; it cannot be reviewed")
+
 
 @functools.cache
 def _registry() -> dict[str, Any]:
@@ -199,3 +205,117 @@ def all_tasks() -> list[Task]:
 def task_for_columns(columns: Sequence[str]) -> Task | None:
     """The first task (in name order) that trains on one of the manifest ``columns``."""
     return next((t for t in all_tasks() if set(t.manifest_columns) & set(columns)), None)
+
+
+# --- review plug-ins ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewAction:
+    """One thing a reviewer may do to a case.
+
+    Attributes:
+        name: the stored action, one of the review store's ("accept", "reject", "correct").
+        text: the button text; key: its keyboard shortcut (one letter, shown after the text).
+        asks_label: the action takes a corrected label (the page shows a label picker).
+    """
+
+    name: str
+    text: str
+    key: str
+    asks_label: bool = False
+
+
+class TaskReview(abc.ABC):
+    """What the review dashboard and ``medflow labels export`` need from a task.
+
+    ``pred`` is the review store's prediction (``medflow.dashboard.records.Prediction``) and
+    ``item`` a reviewed label (``ReviewedLabel``); rule violations raise
+    :class:`~medflow.core.errors.InputError`, which the store reports as its own error.
+    Rendering methods import Streamlit inside.
+
+    Class attributes:
+        actions: what a reviewer may do, in button order (the first is the primary button).
+        reviews_mask_file: the review judges the prediction's mask file (``mask_ref``): the
+            store records the file's SHA-256 with each review, and the export checks it.
+        export_kind: what one manifest row carries, in messages ("labels", "masks").
+        export_columns: manifest columns after ``SOPInstanceUID`` (what the task trains on).
+        export_extra_columns: provenance columns after the common ones.
+    """
+
+    actions: tuple[ReviewAction, ...] = ()
+    reviews_mask_file: bool = False
+    export_kind: str = "labels"
+    export_columns: tuple[str, ...] = ()
+    export_extra_columns: tuple[str, ...] = ()
+
+    # --- what the store accepts -----------------------------------------------------------
+    def action(self, name: str) -> ReviewAction | None:
+        """The action called ``name`` (None: the task does not take it)."""
+        return next((a for a in self.actions if a.name == name), None)
+
+    @abc.abstractmethod
+    def label_index(self, pred: Any, action: str, label: int | str | None) -> int | None:
+        """The class index a review ``action`` records (None: none), checking ``label``.
+
+        Raises:
+            InputError: the task does not take ``action``, or ``label`` does not fit it.
+        """
+
+    def artifact_digest(self, pred: Any, action: str) -> str | None:
+        """What the store records of the file the review judges (its SHA-256; None: no file).
+
+        Raises:
+            InputError: the file is required for ``action`` and cannot be read.
+        """
+        return None
+
+    @abc.abstractmethod
+    def outcome(self, pred: Any, action: str, label_index: int | None, digest: str | None) -> str:
+        """The audit log's outcome text of a review (before the reviewer's comment)."""
+
+    # --- the review page ------------------------------------------------------------------
+    def label_widget_key(self, pred: Any) -> str:
+        """Session-state key of the label picker that actions with ``asks_label`` read."""
+        return f"review_label_{pred.id}"
+
+    @abc.abstractmethod
+    def queue_label(self, pred: Any) -> str:
+        """The case's short description in the queue's case picker."""
+
+    def render_overlay(self, pred: Any, pixels: Any, on_frame: bool) -> tuple[Any, str | None]:
+        """Draws the case's overlay controls and overlay on the displayed ``pixels`` (RGB or
+        grey uint8); returns the pixels and why the judged artifact cannot be shown (None: it
+        is, or there is none). ``on_frame``: the displayed frame is the prediction's."""
+        return pixels, None
+
+    @abc.abstractmethod
+    def render_details(self, pred: Any) -> None:
+        """Draws the task's part of the case panel (scores, label picker, what actions mean)."""
+
+    def blocked(self, action: ReviewAction, problem: str | None) -> str | None:
+        """Why ``action`` cannot be taken while the overlay has ``problem`` (None: it can)."""
+        return None
+
+    # --- labels export --------------------------------------------------------------------
+    @abc.abstractmethod
+    def manifest_cells(self, item: Any) -> dict[str, str]:
+        """The task's cells (:attr:`export_columns` and :attr:`export_extra_columns`) of the
+        manifest row of a reviewed ``item``.
+
+        Raises:
+            InputError: the item cannot be exported (e.g. its file changed after review).
+        """
+
+
+def mask_review_task() -> str | None:
+    """The installed task whose review judges mask files (first by name; None: none), the
+    task of a review-store prediction recorded with a ``mask_ref`` but no task."""
+    return next((t.name for t in all_tasks() if _reviews_masks(t)), None)
+
+
+def _reviews_masks(task: Task) -> bool:
+    try:
+        return task.review().reviews_mask_file
+    except ConfigError:  # a task without a review plug-in
+        return False

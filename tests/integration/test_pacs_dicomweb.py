@@ -22,9 +22,8 @@ from medflow.components.dicom.dicomweb import (
     DicomwebSource,
     Query,
     RetryPolicy,
-    cache_name,
 )
-from medflow.components.dicom.dicomweb_pull import CACHE_DIR, pull
+from medflow.components.dicom.dicomweb_pull import CACHE_DIR, cache_name, pull
 from medflow.components.dicom.keys import load_key_file
 from medflow.components.dicom.reader import parse
 from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb

@@ -85,7 +85,17 @@ class ClassificationTask(Task):
         return push_reports(results, source)
 
     def review_record(self, result) -> dict[str, Any]:
-        return {"labels": result.labels, "scores": result.probabilities, "mask_ref": None}
+        return {
+            "labels": result.labels,
+            "scores": result.probabilities,
+            "mask_ref": None,
+            "task": self.name,
+        }
+
+    def review(self):
+        from medflow.components.tasks.classification.review import REVIEW
+
+        return REVIEW
 
 
 TASK = ClassificationTask()

@@ -145,7 +145,17 @@ class SegmentationTask(Task):
         return push_segmentations(results, source, settings)
 
     def review_record(self, result) -> dict[str, Any]:
-        return {"labels": result.labels, "scores": result.scores, "mask_ref": result.mask_ref}
+        return {
+            "labels": result.labels,
+            "scores": result.scores,
+            "mask_ref": result.mask_ref,
+            "task": self.name,
+        }
+
+    def review(self):
+        from medflow.components.tasks.segmentation.review import REVIEW
+
+        return REVIEW
 
 
 TASK = SegmentationTask()
