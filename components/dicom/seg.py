@@ -138,7 +138,8 @@ def build_segmentation(
     instance) referencing ``sources``.
 
     Args:
-        predictions: :class:`serving.client.MaskPrediction` items on their source grids.
+        predictions: mask results (``mask``, ``probabilities``, UIDs, model, labels) on
+            their source grids.
         sources: the source instances (headers suffice), in the order of the SEG frames:
             several single-frame images of one series, or one multi-frame image.
         seg_type: ``binary`` or ``fractional``.
@@ -158,32 +159,9 @@ def build_segmentation(
         raise InputError(f"--seg-type {seg_type!r}: choose one of {', '.join(SEG_TYPES)}")
     if not predictions:
         raise InputError("no segmentation predictions to write as a DICOM SEG")
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
-    missing = sorted({p.sop_instance_uid for p in predictions} - set(by_uid))
-    if missing:
-        raise InputError(f"predictions refer to instances not among the sources: {missing[:3]}")
     first = predictions[0]
     multi_frame = len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1
-    for p in predictions:
-        src = by_uid[p.sop_instance_uid]
-        if p.mask.shape != (int(src.Rows), int(src.Columns)):
-            raise InputError(
-                f"{p.path}: mask {p.mask.shape} is not on the source grid "
-                f"{int(src.Rows)}x{int(src.Columns)}"
-            )
-    if multi_frame:
-        src = sources[0]
-        frames = {p.frame_index: _frame_array(p, seg_type) for p in predictions}
-        sample = next(iter(frames.values()))
-        array = np.zeros((int(src.NumberOfFrames), *sample.shape), dtype=sample.dtype)
-        for index, values in frames.items():
-            array[index] = values
-        headers = [_source_header(src)]
-    else:
-        preds = {p.sop_instance_uid: p for p in predictions}  # one frame per instance
-        order = [uid for uid in by_uid if uid in preds]
-        array = np.stack([_frame_array(preds[uid], seg_type) for uid in order])
-        headers = [_source_header(by_uid[uid]) for uid in order]
+    array, headers = _frames(predictions, sources, seg_type, multi_frame)
     model = f"{first.model_name}:{first.model_version}"
     return hd.seg.Segmentation(
         source_images=headers,
@@ -209,6 +187,36 @@ def build_segmentation(
         # nothing was found at all (a SEG needs a frame)
         omit_empty_frames=multi_frame and bool(array.any()),
     )
+
+
+def _frames(
+    predictions: Sequence, sources: Sequence[pydicom.Dataset], seg_type: str, multi_frame: bool
+) -> tuple[np.ndarray, list[pydicom.Dataset]]:
+    """The SEG's pixel array (one frame per source frame) and the source headers it
+    references, after checking every mask lies on its source's grid."""
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    missing = sorted({p.sop_instance_uid for p in predictions} - set(by_uid))
+    if missing:
+        raise InputError(f"predictions refer to instances not among the sources: {missing[:3]}")
+    for p in predictions:
+        src = by_uid[p.sop_instance_uid]
+        if p.mask.shape != (int(src.Rows), int(src.Columns)):
+            raise InputError(
+                f"{p.path}: mask {p.mask.shape} is not on the source grid "
+                f"{int(src.Rows)}x{int(src.Columns)}"
+            )
+    if multi_frame:
+        src = sources[0]
+        frames = {p.frame_index: _frame_array(p, seg_type) for p in predictions}
+        sample = next(iter(frames.values()))
+        array = np.zeros((int(src.NumberOfFrames), *sample.shape), dtype=sample.dtype)
+        for index, values in frames.items():
+            array[index] = values
+        return array, [_source_header(src)]
+    preds = {p.sop_instance_uid: p for p in predictions}  # one frame per instance
+    order = [uid for uid in by_uid if uid in preds]
+    array = np.stack([_frame_array(preds[uid], seg_type) for uid in order])
+    return array, [_source_header(by_uid[uid]) for uid in order]
 
 
 def _coordinates(ds: pydicom.Dataset) -> bool:
