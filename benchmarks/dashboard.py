@@ -37,7 +37,7 @@ def _store(folder: Path, n: int, *, mask: bool = False) -> tuple[str, int | None
     """The store's URL, and the id of its segmentation case (with ``mask``)."""
     from medflow.commands.demo import default_data_dir
     from medflow.dashboard.store import ReviewStore
-    from medflow.workflows.review_samples import seed_segmentation, seed_store
+    from medflow.workflows.review_samples import seed_masks, seed_store
 
     url = f"sqlite:///{folder}/review.db"
     store = ReviewStore(url)
@@ -46,9 +46,7 @@ def _store(folder: Path, n: int, *, mask: bool = False) -> tuple[str, int | None
     case = None
     if mask:
         hc18 = default_data_dir() / "hc18"
-        ids = seed_segmentation(
-            store, folder / "seg", hc18_dir=hc18 if hc18.is_dir() else None, n=1
-        )
+        ids = seed_masks(store, folder / "seg", hc18_dir=hc18 if hc18.is_dir() else None, n=1)
         case = ids[0]
         pred = store.get_prediction(case)
         print(f"segmentation case: {pred.image_ref} with mask {pred.mask_ref}")

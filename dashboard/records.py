@@ -1,14 +1,20 @@
-"""Plain records returned by the review store (no SQLAlchemy types leak out)."""
+"""Plain records returned by the review store (no SQLAlchemy types leak out), and its error."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
+from medflow.core.errors import InputError
+
 ACTIONS = ("accept", "reject", "correct")
 ROLES = ("reviewer", "admin")
 SORT_KEYS = ("confidence", "disagreement", "created")
 STATUSES = ("pending", "reviewed", "all", "accepted", "rejected", "corrected")
+
+
+class ReviewError(InputError):
+    """A review action or prediction that cannot be recorded (unknown case, bad label...)."""
 
 
 @dataclass(frozen=True)
@@ -32,23 +38,19 @@ class Prediction:
     disagreement: float
     status: str
     created_at: datetime
+    task: str  # the task plug-in that reviews it (medflow.core.tasks.get_task)
 
     @property
     def predicted_label(self) -> str:
         return self.labels[self.predicted_index]
-
-    @property
-    def is_segmentation(self) -> bool:
-        """A segmentation prediction: reviewed by accepting or rejecting its mask."""
-        return bool(self.mask_ref)
 
 
 @dataclass(frozen=True)
 class ReviewedLabel:
     """The label a reviewer settled on for a prediction (latest accept or correct).
 
-    For a segmentation prediction ``mask_ref`` is the accepted mask file and
-    ``mask_sha256`` the SHA-256 of its bytes when it was accepted.
+    ``task`` is the prediction's task. When its review judges a mask file, ``mask_ref`` is
+    the accepted mask file and ``mask_sha256`` the SHA-256 of its bytes when it was accepted.
     """
 
     prediction_id: int
@@ -64,6 +66,7 @@ class ReviewedLabel:
     model_version: str
     reviewed_at: datetime
     comment: str
+    task: str
     mask_ref: str | None = None
     mask_sha256: str | None = None
 

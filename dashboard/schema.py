@@ -43,6 +43,8 @@ predictions = sa.Table(
     # Latest review action ("pending" until reviewed) so the queue filters without a join.
     sa.Column("status", sa.String(16), nullable=False, default="pending"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The task plug-in that reviews it (version 5; medflow.core.tasks.get_task).
+    sa.Column("task", sa.String(64), nullable=False),
     sa.Index("ix_predictions_instance", "sop_instance_uid", "frame_index"),
     sa.Index("ix_predictions_status_confidence", "status", "confidence"),
     sa.Index("ix_predictions_status_disagreement", "status", "disagreement"),
@@ -113,9 +115,24 @@ _POSTGRES_AUDIT_GUARDS = [
 ]
 
 
+# Columns of `predictions` that later migrations add: version 1 creates the table without them.
+_ADDED_LATER = ("task",)
+
+
+def _as_first_created(table: sa.Table, added_later: tuple[str, ...]) -> sa.Table:
+    """``table`` without the columns (and their indexes) that later migrations add."""
+    columns = [c._copy() for c in table.columns if c.name not in added_later]
+    copy = sa.Table(table.name, sa.MetaData(), *columns)
+    for index in table.indexes:
+        names = [c.name for c in index.columns]
+        if not set(names) & set(added_later):
+            sa.Index(index.name, *(copy.c[n] for n in names), unique=index.unique)
+    return copy
+
+
 def _v1_predictions_and_reviews(conn: sa.Connection) -> None:
-    for table in (predictions, reviews):
-        table.create(conn)
+    _as_first_created(predictions, _ADDED_LATER).create(conn)
+    reviews.create(conn)
 
 
 def _v2_audit_log(conn: sa.Connection) -> None:
@@ -133,11 +150,35 @@ def _v4_review_masks(conn: sa.Connection) -> None:
     review_masks.create(conn)
 
 
+def _v5_prediction_task(conn: sa.Connection) -> None:
+    """Adds ``predictions.task``: a prediction with a mask file belongs to the task whose
+    review judges mask files, the others to the default task (all there was before)."""
+    from medflow.core.tasks import DEFAULT_TASK, mask_review_task
+
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN task VARCHAR(64) NOT NULL DEFAULT ''")
+    t = sa.table("predictions", sa.column("task"), sa.column("mask_ref"))
+    conn.execute(t.update().where(t.c.mask_ref.is_(None)).values(task=DEFAULT_TASK))
+    with_masks = conn.execute(
+        sa.select(sa.func.count()).select_from(t).where(t.c.mask_ref.is_not(None))
+    ).scalar()
+    if with_masks:
+        mask_task = mask_review_task()
+        if mask_task is None:
+            raise RuntimeError(
+                f"the review store holds {with_masks} prediction(s) with masks but no installed "
+                "task reviews mask files; install that task plug-in, then open the store again"
+            )
+        conn.execute(t.update().where(t.c.mask_ref.is_not(None)).values(task=mask_task))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE predictions ALTER COLUMN task DROP DEFAULT")
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1_predictions_and_reviews,
     _v2_audit_log,
     _v3_users,
     _v4_review_masks,
+    _v5_prediction_task,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

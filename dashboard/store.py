@@ -24,33 +24,19 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from medflow.core.errors import ConfigError, InputError, ServiceError
+from medflow.core.tasks import DEFAULT_TASK, TaskReview, get_task, mask_review_task
 from medflow.dashboard import schema
 from medflow.dashboard.config import DEFAULT_URL
-from medflow.dashboard.records import (
-    ACTIONS,
-    ROLES,
-    SORT_KEYS,
-    STATUSES,
-    AuditRecord,
-    Prediction,
-    ReviewedLabel,
-    User,
-)
+from medflow.dashboard.queries import StoreQueries
+from medflow.dashboard.records import ACTIONS, ROLES, Prediction, ReviewError, User
+
+__all__ = ["DEFAULT_URL", "ReviewError", "ReviewStore", "file_sha256", "utcnow"]
 
 _STATUS_OF_ACTION = {"accept": "accepted", "reject": "rejected", "correct": "corrected"}
 
 
-class ReviewError(InputError):
-    """A review action or prediction that cannot be recorded (unknown case, bad label...)."""
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back naive; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _total_variation(a: dict[str, float], b: dict[str, float]) -> float:
@@ -58,8 +44,11 @@ def _total_variation(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(n, 0.0) - b.get(n, 0.0)) for n in names)
 
 
-class ReviewStore:
-    """Access to the review database. Thread-safe; one instance per process is enough."""
+class ReviewStore(StoreQueries):
+    """Access to the review database. Thread-safe; one instance per process is enough.
+
+    Reading the queue, reviewed labels and the audit log: :class:`StoreQueries`.
+    """
 
     def __init__(self, url: str = DEFAULT_URL):
         self.url = url
@@ -101,17 +90,22 @@ class ReviewStore:
         frame_index: int = 0,
         mask_ref: str | None = None,
         heatmap_ref: str | None = None,
+        task: str | None = None,
     ) -> int:
         """Adds one model prediction to the review queue; returns its id.
 
         UIDs are the original ones of the file; ``image_ref`` is a path or DICOMweb URL;
-        ``scores[i]`` is the probability of ``labels[i]``.
+        ``scores[i]`` is the probability of ``labels[i]``; ``task`` names the task plug-in
+        that reviews it (None: the task whose review judges mask files when ``mask_ref`` is
+        given, else the default task).
 
         Raises:
-            ReviewError: labels/scores are empty, of different lengths or not finite, or a
-                required UID is empty.
+            ReviewError: labels/scores are empty, of different lengths or not finite, a
+                required UID is empty, the task is not installed, or its review judges a mask
+                file and ``mask_ref`` is missing.
         """
         _check_prediction(sop_instance_uid, study_instance_uid, series_instance_uid, labels, scores)
+        task = _task_of(task, mask_ref, sop_instance_uid)
         scores = [float(s) for s in scores]
         best = max(range(len(scores)), key=scores.__getitem__)
         row = dict(
@@ -131,6 +125,7 @@ class ReviewStore:
             disagreement=0.0,
             status="pending",
             created_at=utcnow(),
+            task=task,
         )
         with self.engine.begin() as conn:
             new_id = conn.execute(schema.predictions.insert().values(**row)).inserted_primary_key[0]
@@ -149,79 +144,6 @@ class ReviewStore:
             others = (d for other_id, d in dists.items() if other_id != r.id)
             value = max((_total_variation(dists[r.id], d) for d in others), default=0.0)
             conn.execute(t.update().where(t.c.id == r.id).values(disagreement=value))
-
-    def get_prediction(self, prediction_id: int) -> Prediction:
-        """Returns one prediction. Raises ReviewError when there is none with this id."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(schema.predictions).where(schema.predictions.c.id == prediction_id)
-            ).first()
-        if row is None:
-            raise ReviewError(f"no prediction with id {prediction_id} in the review store")
-        return _prediction(row)
-
-    def list_queue(
-        self,
-        *,
-        sort: str = "confidence",
-        descending: bool = False,
-        status: str = "pending",
-        model_name: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Prediction]:
-        """Predictions for the review queue.
-
-        Args:
-            sort: "confidence" (ascending = least sure first), "disagreement" or "created".
-            descending: reverse the order (e.g. most disagreement first).
-            status: "pending", "reviewed" (any action taken), "all", or one of
-                "accepted" / "rejected" / "corrected".
-            model_name: only this model's predictions.
-            limit: at most this many rows; offset: skip this many first.
-        """
-        if sort not in SORT_KEYS:
-            raise ReviewError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
-        t = schema.predictions
-        column = {"confidence": t.c.confidence, "disagreement": t.c.disagreement}.get(
-            sort, t.c.created_at
-        )
-        order = [column.desc() if descending else column.asc(), t.c.id.asc()]
-        query = self._filtered(sa.select(t), status, model_name).order_by(*order)
-        query = query.offset(offset).limit(limit)
-        with self.engine.connect() as conn:
-            return [_prediction(r) for r in conn.execute(query)]
-
-    def count(self, *, status: str = "all", model_name: str | None = None) -> int:
-        """Number of predictions with this status (see :meth:`list_queue`)."""
-        query = self._filtered(
-            sa.select(sa.func.count()).select_from(schema.predictions), status, model_name
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
-
-    @staticmethod
-    def _filtered(query: sa.Select, status: str, model_name: str | None) -> sa.Select:
-        t = schema.predictions
-        if status not in STATUSES:
-            raise ReviewError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        if status == "reviewed":
-            query = query.where(t.c.status != "pending")
-        elif status != "all":
-            query = query.where(t.c.status == status)
-        if model_name:
-            query = query.where(t.c.model_name == model_name)
-        return query
-
-    def model_names(self) -> list[str]:
-        """Names of the models with predictions in the store."""
-        t = schema.predictions
-        with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(t.c.model_name).distinct().order_by(t.c.model_name)
-                ).scalars()
-            )
 
     # --- views, reviews and the audit log -----------------------------------------------
 
@@ -243,23 +165,31 @@ class ReviewStore:
         """Records a review action and its audit record in one transaction; returns the review id.
 
         Args:
-            action: "accept" (the predicted label is right), "reject" (it is wrong, no label
-                given) or "correct" (``label`` is the right one). A segmentation prediction
-                (one with a ``mask_ref``) takes "accept" (the mask is right) or "reject"; the
-                SHA-256 of the mask file is recorded with the review.
+            action: "accept" (the prediction is right), "reject" (it is wrong, no label
+                given) or "correct" (``label`` is the right one), as the prediction's task
+                takes them (:class:`medflow.core.tasks.TaskReview`). When the task's review
+                judges a mask file, the file's SHA-256 is recorded with the review.
             label: for "correct": class index or name from the prediction's labels.
 
         Raises:
-            ReviewError: unknown prediction or action, a missing/unknown label, "correct" on
-                a segmentation prediction, or accepting a mask whose file is missing.
+            ReviewError: unknown prediction or action, an action the task does not take, a
+                missing/unknown label, or a file the action needs that cannot be read.
         """
         if action not in ACTIONS:
             raise ReviewError(f"review action must be one of {', '.join(ACTIONS)}, not {action!r}")
         if not reviewer:
             raise ReviewError("a review needs the reviewer's name")
         pred = self.get_prediction(prediction_id)
-        label_index = _label_for(pred, action, label)
-        digest = _mask_digest(pred, action)
+        rules = _review_of(pred)
+        try:
+            label_index = rules.label_index(pred, action, label)
+            digest = rules.artifact_digest(pred, action)
+        except ReviewError:
+            raise
+        except InputError as exc:
+            raise ReviewError(str(exc)) from exc
+        outcome = rules.outcome(pred, action, label_index, digest)
+        outcome = f"{outcome}; comment: {comment}" if comment else outcome
         row = dict(
             prediction_id=pred.id,
             action=action,
@@ -270,86 +200,15 @@ class ReviewStore:
             model_version=pred.model_version,
             created_at=utcnow(),
         )
-        outcome = _outcome(pred, action, label_index, comment, digest)
         with self.engine.begin() as conn:
             review_id = conn.execute(schema.reviews.insert().values(**row)).inserted_primary_key[0]
-            if pred.is_segmentation:
-                conn.execute(
-                    schema.review_masks.insert().values(
-                        review_id=review_id, mask_ref=pred.mask_ref, mask_sha256=digest
-                    )
-                )
-            conn.execute(
-                schema.predictions.update()
-                .where(schema.predictions.c.id == pred.id)
-                .values(status=_STATUS_OF_ACTION[action])
-            )
+            if rules.reviews_mask_file:
+                masks = schema.review_masks
+                conn.execute(masks.insert().values(review_id=review_id, mask_ref=pred.mask_ref,
+                                                   mask_sha256=digest))  # fmt: skip
+            _set_status(conn, pred.id, _STATUS_OF_ACTION[action])
             _audit(conn, reviewer, action, pred, outcome)
         return int(review_id)
-
-    def reviewed_labels(self, *, model_name: str | None = None) -> list[ReviewedLabel]:
-        """The latest accept/correct review of each prediction, oldest first.
-
-        A prediction whose latest action is "reject" gives no label; an accepted
-        segmentation prediction carries its mask file and the file's SHA-256 at review time.
-        """
-        p, r, m = schema.predictions, schema.reviews, schema.review_masks
-        latest = sa.select(sa.func.max(r.c.id)).group_by(r.c.prediction_id).scalar_subquery()
-        query = (
-            sa.select(
-                r,
-                p.c.sop_instance_uid,
-                p.c.series_instance_uid,
-                p.c.study_instance_uid,
-                p.c.frame_index,
-                p.c.labels,
-                m.c.mask_ref,
-                m.c.mask_sha256,
-            )
-            .join(p, p.c.id == r.c.prediction_id)
-            .outerjoin(m, m.c.review_id == r.c.id)
-            .where(r.c.id.in_(latest), r.c.action.in_(("accept", "correct")))
-            .order_by(r.c.created_at, r.c.id)
-        )
-        if model_name:
-            query = query.where(p.c.model_name == model_name)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            ReviewedLabel(
-                prediction_id=row.prediction_id,
-                sop_instance_uid=row.sop_instance_uid,
-                series_instance_uid=row.series_instance_uid,
-                study_instance_uid=row.study_instance_uid,
-                frame_index=row.frame_index,
-                label_index=row.label_index,
-                labels=list(row.labels),
-                action=row.action,
-                reviewer=row.reviewer,
-                model_name=row.model_name,
-                model_version=row.model_version,
-                reviewed_at=_utc(row.created_at),
-                comment=row.comment,
-                mask_ref=row.mask_ref,
-                mask_sha256=row.mask_sha256,
-            )
-            for row in rows
-        ]
-
-    def audit_records(
-        self, *, limit: int | None = None, actor: str | None = None, action: str | None = None
-    ) -> list[AuditRecord]:
-        """Audit records, newest first, optionally filtered by actor and action."""
-        t = schema.audit_log
-        query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
-        if actor:
-            query = query.where(t.c.actor == actor)
-        if action:
-            query = query.where(t.c.action == action)
-        with self.engine.connect() as conn:
-            return [
-                AuditRecord(**{**row._asdict(), "at": _utc(row.at)}) for row in conn.execute(query)
-            ]
 
     # --- users --------------------------------------------------------------------------
 
@@ -430,12 +289,28 @@ def _check_prediction(sop: str, study: str, series: str, labels: list, scores: l
         raise ReviewError(f"prediction for {sop}: scores must be finite numbers, got {scores}")
 
 
-def _prediction(row: sa.Row) -> Prediction:
-    data = row._asdict()
-    data["labels"] = list(data["labels"])
-    data["scores"] = [float(s) for s in data["scores"]]
-    data["created_at"] = _utc(data["created_at"])
-    return Prediction(**data)
+def _task_of(task: str | None, mask_ref: str | None, sop: str) -> str:
+    """The task of a prediction being recorded (see :meth:`ReviewStore.record_prediction`)."""
+    if task is None:
+        task = (mask_review_task() if mask_ref else None) or DEFAULT_TASK
+    try:
+        rules = get_task(task).review()
+    except ConfigError as exc:
+        raise ReviewError(f"prediction for {sop}: {exc}") from exc
+    if rules.reviews_mask_file and not mask_ref:
+        raise ReviewError(
+            f"prediction for {sop}: a {task} prediction is reviewed by its mask; "
+            "pass the mask file as mask_ref"
+        )
+    return task
+
+
+def _review_of(pred: Prediction) -> TaskReview:
+    """The review plug-in of the prediction's task."""
+    try:
+        return get_task(pred.task).review()
+    except ConfigError as exc:
+        raise ReviewError(f"case {pred.id} cannot be reviewed here: {exc}") from exc
 
 
 def file_sha256(path: str | Path) -> str:
@@ -447,60 +322,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _mask_digest(pred: Prediction, action: str) -> str | None:
-    """SHA-256 of a segmentation prediction's mask file (None: not one, or a missing file
-    being rejected)."""
-    if not pred.is_segmentation:
-        return None
-    try:
-        return file_sha256(pred.mask_ref)
-    except OSError as exc:
-        if action == "reject":
-            return None
-        raise ReviewError(
-            f"cannot accept case {pred.id}: its mask {pred.mask_ref} cannot be read "
-            f"({exc.strerror or exc}); reject it or restore the file"
-        ) from exc
-
-
-def _label_for(pred: Prediction, action: str, label: int | str | None) -> int | None:
-    if pred.is_segmentation and action == "correct":
-        raise ReviewError(
-            f"case {pred.id} is a segmentation prediction: accept or reject its mask "
-            "(correcting a mask by drawing is not supported)"
-        )
-    if action == "accept":
-        return pred.predicted_index
-    if action == "reject":
-        return None
-    if label is None:
-        raise ReviewError(f"correcting case {pred.id} needs a label (one of {pred.labels})")
-    if isinstance(label, str) and label in pred.labels:
-        index = pred.labels.index(label)
-    elif isinstance(label, int) and 0 <= label < len(pred.labels):
-        index = label
-    else:
-        raise ReviewError(f"label {label!r} is not one of case {pred.id}'s labels {pred.labels}")
-    if index == pred.predicted_index:
-        raise ReviewError(
-            f"case {pred.id}: {pred.labels[index]!r} is what the model predicted; "
-            "use accept, or pick a different label to correct"
-        )
-    return index
-
-
-def _outcome(
-    pred: Prediction, action: str, label_index: int | None, comment: str, digest: str | None
-) -> str:
-    said = f"{pred.predicted_label} ({pred.confidence:.3f})"
-    if pred.is_segmentation:
-        said = f"mask {pred.mask_ref} (sha256 {digest[:16] if digest else 'n/a: file missing'})"
-    text = {
-        "accept": f"accepted {said}",
-        "reject": f"rejected {said}",
-        "correct": f"corrected {said} -> {pred.labels[label_index] if label_index is not None else ''}",
-    }[action]
-    return f"{text}; comment: {comment}" if comment else text
+def _set_status(conn: sa.Connection, prediction_id: int, status: str) -> None:
+    t = schema.predictions
+    conn.execute(t.update().where(t.c.id == prediction_id).values(status=status))
 
 
 def _audit(conn: sa.Connection, actor: str, action: str, pred: Prediction, outcome: str) -> int:

@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=_add_user)
     sample = sub.add_parser(
         "sample-data",
-        help="queue sample cases to try the review page: phantom classification cases and "
-        "segmentation cases with real reference masks (HC18 annotations), named as samples",
+        help="queue sample cases to try the review page: phantom cases with made-up scores "
+        "and cases with real reference masks (HC18 annotations), named as samples",
     )
     sample.add_argument("--out", required=True, metavar="DIR", help="folder for images and masks")
     sample.add_argument(
@@ -121,8 +121,9 @@ def _add_user(args: argparse.Namespace) -> int:
 
 def _sample_data(args: argparse.Namespace) -> int:
     from medflow.commands.demo import default_data_dir
+    from medflow.core.tasks import DEFAULT_TASK, mask_review_task
     from medflow.dashboard.store import ReviewStore
-    from medflow.workflows.review_samples import seed_segmentation, seed_store
+    from medflow.workflows.review_samples import seed_masks, seed_store
 
     hc18 = Path(args.hc18) if args.hc18 else default_data_dir() / "hc18"
     if args.hc18 and not hc18.is_dir():
@@ -131,11 +132,11 @@ def _sample_data(args: argparse.Namespace) -> int:
     store = ReviewStore(args.store_url)
     try:
         phantoms = seed_store(store, out / "phantoms", 6, model="sample-phantom", version="sample")
-        masks = seed_segmentation(store, out, hc18_dir=hc18 if hc18.is_dir() else None)
+        masks = seed_masks(store, out, hc18_dir=hc18 if hc18.is_dir() else None)
     finally:
         store.close()
     print(
-        f"queued {len(phantoms)} phantom classification case(s) and {len(masks)} segmentation "
-        f"case(s) with reference masks in {args.store_url}; files under {out}"
+        f"queued {len(phantoms)} phantom {DEFAULT_TASK} case(s) and {len(masks)} "
+        f"{mask_review_task()} case(s) with reference masks in {args.store_url}; files under {out}"
     )
     return 0

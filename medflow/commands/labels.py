@@ -10,8 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
     export = sub.add_parser(
         "export",
-        help="write accepted/corrected review labels as a manifest CSV (key SOPInstanceUID); "
-        "accepted segmentation masks give a mask column",
+        help="write accepted/corrected reviews as a manifest CSV (key SOPInstanceUID) with the "
+        "columns the model's task trains on (e.g. a label index or an accepted mask file)",
     )
     from medflow.dashboard.config import DEFAULT_URL
 

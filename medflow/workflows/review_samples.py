@@ -3,7 +3,8 @@
 Classification cases are synthetic phantoms with made-up scores. Segmentation cases use real
 images and human-drawn masks (HC18 fetal head annotations), or a threshold of a real pydicom
 test image: the masks are reference masks, not model output, and their model is named
-:data:`SAMPLE_MASK_MODEL` so nobody takes them for a model's.
+:data:`SAMPLE_MASK_MODEL` so nobody takes them for a model's. The code finds both tasks
+through the plug-ins: the default task, and the task whose review judges mask files.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medflow.core.tasks import DEFAULT_TASK, mask_review_task
 from medflow.dashboard.store import ReviewStore
 
 LABELS = ["normal", "pneumonia"]
-SEGMENTATION_LABELS = ["background", "head"]
+MASK_LABELS = ["background", "head"]
 SAMPLE_MASK_MODEL = "sample-reference-masks"
 
 
@@ -108,6 +110,7 @@ def seed_store(
                 labels=LABELS,
                 scores=[1 - p, p],
                 heatmap_ref=str(heatmap),
+                task=DEFAULT_TASK,
             )
         )
     return ids
@@ -162,10 +165,11 @@ def record_mask_prediction(
         labels=labels,
         scores=[float(x) for x in shares],
         mask_ref=str(Path(mask_path).resolve()),
+        task=mask_review_task(),
     )
 
 
-def seed_segmentation(
+def seed_masks(
     store: ReviewStore, out_dir: str | Path, *, hc18_dir: str | Path | None = None, n: int = 3
 ) -> list[int]:
     """Queues ``n`` segmentation cases with real masks; returns their ids.
@@ -191,7 +195,7 @@ def seed_segmentation(
             store,
             manifest.parent / "dicom" / f"{Path(row['mask']).stem}.dcm",
             manifest.parent / row["mask"],
-            labels=SEGMENTATION_LABELS,
+            labels=MASK_LABELS,
         )
         for row in rows
     ]

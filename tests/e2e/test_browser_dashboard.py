@@ -248,7 +248,7 @@ def _sign_in(browser: DevTools, url: str) -> None:
 def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, artifacts_dir):
     base, store, ids, seg = served_app
     first = store.list_queue(sort="confidence")[0]
-    assert not first.is_segmentation, "the classification case must come first"
+    assert first.task == "classification", "the classification case must come first"
     _sign_in(browser, f"{base}/?page=review")
     browser.wait_js(_body_has(f"Case #{first.id}"), 60, "the first case after sign-in")
     browser.wait_idle()

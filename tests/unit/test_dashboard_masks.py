@@ -18,7 +18,7 @@ from medflow.dashboard.labels_export import export_labels
 from medflow.dashboard.store import ReviewError, ReviewStore, file_sha256
 from medflow.workflows.review_samples import (
     record_mask_prediction,
-    seed_segmentation,
+    seed_masks,
     seed_store,
     threshold_mask,
     write_phantom,
@@ -183,10 +183,10 @@ def test_labels_export_includes_accepted_masks_only(store, phantom_masks, tmp_pa
 
 
 def test_sample_segmentation_cases_use_real_masks(store, tmp_path, shared_data):
-    ids = seed_segmentation(store, tmp_path / "sample", hc18_dir=shared_data / "hc18", n=2)
+    ids = seed_masks(store, tmp_path / "sample", hc18_dir=shared_data / "hc18", n=2)
     for pid in ids:
         pred = store.get_prediction(pid)
-        assert pred.is_segmentation and pred.model_name == "sample-reference-masks"
+        assert pred.task == "segmentation" and pred.model_name == "sample-reference-masks"
         study = viewer.load_study(pred.image_ref)
         mask = viewer.load_mask(pred.mask_ref)
         viewer.check_mask_shape(mask, study.frames.shape[1:3], pred.mask_ref)
@@ -336,7 +336,7 @@ def test_sample_data_command(tmp_path, shared_data, capsys):
     assert "6 phantom classification case(s) and 3 segmentation case(s)" in capsys.readouterr().out
     store = ReviewStore(url)
     try:
-        masks = [p for p in store.list_queue(status="all") if p.is_segmentation]
+        masks = [p for p in store.list_queue(status="all") if p.task == "segmentation"]
         assert len(masks) == 3 and {p.model_name for p in masks} == {"sample-reference-masks"}
         assert all(Path(p.mask_ref).is_file() and Path(p.image_ref).is_file() for p in masks)
     finally:
@@ -380,9 +380,9 @@ def test_masks_recorded_by_medflow_predict_show_and_export(store, tmp_path):
     """
     import pydicom
 
-    from medflow.workflows.predict import record
-    from medflow.components.tasks.segmentation.results import MaskPrediction
     from medflow.components.tasks.segmentation.overlays import save_masks
+    from medflow.components.tasks.segmentation.results import MaskPrediction
+    from medflow.workflows.predict import record
 
     image = tmp_path / "img.dcm"
     write_phantom(image, seed=3)
@@ -399,7 +399,7 @@ def test_masks_recorded_by_medflow_predict_show_and_export(store, tmp_path):
     [saved] = save_masks([pred], tmp_path / "masks")
     [pid] = record([saved], store.url)
     case = store.get_prediction(pid)
-    assert case.is_segmentation and case.scores == pytest.approx([0.1, 0.9])
+    assert case.task == "segmentation" and case.scores == pytest.approx([0.1, 0.9])
     shown = viewer.load_mask(case.mask_ref)
     viewer.check_mask_shape(shown, viewer.load_study(case.image_ref).frames.shape[1:3], "m")
     np.testing.assert_array_equal(shown, mask)

@@ -156,3 +156,68 @@ def test_partial_schema_is_upgraded(tmp_path):
     assert store.schema_version == schema.LATEST_VERSION
     store.record_view(_add(store, 1), actor="a")
     assert len(store.audit_records()) == 1
+
+
+def test_version_4_database_gets_the_task_of_each_prediction(tmp_path):
+    """Version 5 adds predictions.task: rows with a mask belong to the task whose review
+    judges mask files, the others to the default task."""
+    from medflow.core.tasks import DEFAULT_TASK, get_task
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/v4.db")
+    with engine.begin() as conn:  # a database left at version 4 by an older medflow
+        schema.schema_version.create(conn)
+        for version, migration in enumerate(schema.MIGRATIONS[:4], start=1):
+            migration(conn)
+            conn.execute(
+                schema.schema_version.insert().values(version=version, applied_at=sa.func.now())
+            )
+        assert "task" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
+        for n, mask in ((1, None), (2, "/masks/2.png"), (3, None)):
+            conn.exec_driver_sql(
+                "INSERT INTO predictions (sop_instance_uid, study_instance_uid, "
+                "series_instance_uid, frame_index, image_ref, mask_ref, model_name, model_version, "
+                "labels, scores, predicted_index, confidence, disagreement, status, created_at) "
+                "VALUES (?, '1.2', '1.2.3', 0, ?, ?, 'm', '1', '[\"a\", \"b\"]', '[0.3, 0.7]', 1, "
+                "0.7, 0.0, 'pending', '2024-05-01 10:00:00')",
+                (f"1.2.3.{n}", f"/data/{n}.dcm", mask),
+            )
+    engine.dispose()
+    store = ReviewStore(f"sqlite:///{tmp_path}/v4.db")
+    try:
+        assert store.schema_version == schema.LATEST_VERSION == 5
+        tasks = {p.sop_instance_uid: p.task for p in store.list_queue(status="all")}
+        assert tasks == {
+            "1.2.3.1": DEFAULT_TASK,
+            "1.2.3.2": "segmentation",
+            "1.2.3.3": DEFAULT_TASK,
+        }
+        assert get_task("segmentation").review().reviews_mask_file
+        assert not get_task(DEFAULT_TASK).review().reviews_mask_file
+        # The backfilled cases are reviewed by their task's rules.
+        masked = next(p.id for p in store.list_queue(status="all") if p.mask_ref)
+        with pytest.raises(ReviewError, match="accept or reject its mask"):
+            store.review(masked, action="correct", reviewer="a", label="a")
+        with store.engine.connect() as conn:
+            assert sa.inspect(conn).get_columns("predictions")[-1]["name"] == "task"
+    finally:
+        store.close()
+
+
+def test_recorded_predictions_carry_a_known_task(store):
+    assert store.get_prediction(_add(store, 1)).task == "classification"
+    masked = store.record_prediction(
+        sop_instance_uid="1.2.3", study_instance_uid="1.2", series_instance_uid="1.2.4",
+        image_ref="/data/x.dcm", model_name="unet", model_version="1", labels=["bg", "fg"],
+        scores=[0.4, 0.6], mask_ref="/masks/x.png",
+    )  # fmt: skip
+    assert store.get_prediction(masked).task == "segmentation"  # no task: the one for masks
+    common = dict(
+        sop_instance_uid="1.2.5", study_instance_uid="1.2", series_instance_uid="1.2.4",
+        image_ref="/data/y.dcm", model_name="m", model_version="1", labels=LABELS,
+        scores=[0.4, 0.6],
+    )  # fmt: skip
+    with pytest.raises(ReviewError, match="task 'detection' is not installed"):
+        store.record_prediction(**common, task="detection")
+    with pytest.raises(ReviewError, match="reviewed by its mask; pass the mask file"):
+        store.record_prediction(**common, task="segmentation")
+    assert store.count() == 2
