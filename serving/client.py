@@ -15,18 +15,17 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from medflow.core.contract import ModelContract
+from medflow.core.errors import MedflowError
+from medflow.core.pixel_spec import PixelSpec
 from medflow.core.tasks import all_tasks, get_task
 from medflow.serving.dicom_input import Rejected, dicom_files, load_inputs
 from medflow.serving.errors import PredictionError, ServingConfigError
-
-if TYPE_CHECKING:
-    from medflow.core.pixel_spec import PixelSpec
+from medflow.serving.tensors import parse_with_tensors, serialize_with_tensors
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -172,8 +171,6 @@ class PredictionClient:
         """One PredictRequest with ``inputs``; returns the outputs and the answering version."""
         from tensorflow_serving.apis import predict_pb2
 
-        from medflow.serving.tensors import parse_with_tensors, serialize_with_tensors
-
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature)
         raw = serialize_with_tensors(request, "inputs", inputs)
@@ -271,8 +268,6 @@ class PredictionClient:
         """Preprocessing, labels and task from the model contract, else from the served
         signature: the task plug-in whose outputs a ``probabilities`` of that shape are
         (e.g. [-1, classes], or per-pixel on the input grid)."""
-        from medflow.core.pixel_spec import PixelSpec
-
         sig = self.signature_defs(model, version=version, label=label).get("serving_default")
         if sig is None or "image" not in sig.inputs:
             raise PredictionError(
@@ -332,8 +327,6 @@ def _task_of_outputs(model: str, image_dims: list[int], out: list[int]):
 def read_contract(path: str | Path) -> ModelContract:
     """A model contract (contract.json, or a version folder holding one; older contract
     versions are migrated)."""
-    from medflow.core.errors import MedflowError
-
     try:
         return ModelContract.load(path)
     except MedflowError as exc:

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
 )
 
 from medflow.serving import inference
-from medflow.serving.errors import ServingStatus
+from medflow.serving.errors import ServingConfigError, ServingStatus
 from medflow.serving.manager import ModelManager
 from medflow.serving.tensors import parse_split
 
@@ -142,8 +142,6 @@ def start_grpc_server(
     except RuntimeError:
         bound = 0
     if bound == 0:
-        from medflow.serving.errors import ServingConfigError
-
         raise ServingConfigError(
             f"cannot bind gRPC port {host}:{port} (in use, or not an address of this machine); "
             "pick another --grpc-port"

@@ -14,8 +14,10 @@ from medflow.serving.config import (
     read_model_config,
 )
 from medflow.serving.errors import ServingConfigError
+from medflow.serving.grpc_service import start_grpc_server
 from medflow.serving.manager import ModelManager
 from medflow.serving.metrics import Metrics
+from medflow.serving.rest import RestServer
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,6 @@ class ModelServer:
 
     def start(self) -> ModelServer:
         """Load the models found now, then open the ports (TF Serving's order)."""
-        from medflow.serving.grpc_service import start_grpc_server
-        from medflow.serving.rest import RestServer
-
         opts = self.options
         self.manager.start()
         try:

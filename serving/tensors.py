@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from medflow.serving import wire
 from medflow.serving.errors import invalid
 
 # A single value "splat" over a shape is expanded in memory; refuse expansions beyond this.
@@ -173,8 +174,6 @@ def serialize_with_tensors(
     """
     from tensorflow.core.framework import tensor_pb2
 
-    from medflow.serving import wire
-
     limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     if sum(np.asarray(a).nbytes for a in arrays.values()) < limit:
         target = getattr(message, map_name)
@@ -242,8 +241,6 @@ def parse_split(message_class, raw: bytes, map_name: str, min_bytes: int | None 
     ``serving.wire.MIN_BYTES``) or more, the tensor bytes stay in ``raw`` (no copy,
     :mod:`serving.wire`) and protobuf parses the rest; small messages and unusual encodings are
     parsed by protobuf as a whole (no views). Pass the views to :func:`to_ndarray`."""
-    from medflow.serving import wire
-
     limit = wire.MIN_BYTES if min_bytes is None else min_bytes
     field_number = message_class.DESCRIPTOR.fields_by_name[map_name].number
     split = wire.split_tensor_contents(raw, field_number) if len(raw) >= limit else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hmac
 from dataclasses import dataclass
 
 import pydicom
@@ -22,8 +21,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from medflow.components.dicom.keys import DeidKey
 from medflow.components.dicom.reader import HeaderView, header_view
-from medflow.core.errors import ConfigError
 
 # Annex E actions by keyword: "X" remove, "Z" empty (present, zero length).
 # PatientName/PatientID are replaced by the pseudonym; UIDs and dates handled by VR.
@@ -92,30 +91,6 @@ _METHOD_CODES = (
     ("113108", "Retain Patient Characteristics Option"),
 )
 METHOD = "medflow: PS3.15 E basic, modified dates, patient chars kept"
-
-
-@dataclass(frozen=True)
-class DeidKey:
-    """The secret that keys pseudonyms, UID remapping and date shifts (keep it safe:
-    whoever has it can re-link pseudonyms to identities by trying candidate IDs)."""
-
-    secret: bytes
-
-    def __post_init__(self) -> None:
-        if len(self.secret) < 16:
-            raise ConfigError(
-                "the de-identification key must be at least 16 bytes; generate one with `medflow deid-key`"
-            )
-
-    def digest(self, kind: str, value: str) -> bytes:
-        return _hmac_sha256(self.secret, f"{kind}\x00{value}")
-
-
-@functools.lru_cache(maxsize=8192)
-def _hmac_sha256(secret: bytes, message: str) -> bytes:
-    """HMAC-SHA256, memoised: a worker meets the same patients, sites and study/series UIDs
-    file after file (a pure function of its arguments, so outputs do not change)."""
-    return hmac.digest(secret, message.encode(), "sha256")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 
 from medflow.components.dicom.errors import DicomRejected
+from medflow.components.dicom.reader import read_dicom
 
 SEG_SOP_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
@@ -67,8 +68,6 @@ def load_segmentation(source: str | Path | pydicom.Dataset, name: str = ""):
         DicomRejected: ``mask_unreadable`` when the file is missing, not DICOM, or not a SEG.
     """
     import highdicom as hd
-
-    from medflow.components.dicom.reader import read_dicom
 
     if isinstance(source, pydicom.Dataset):
         ds = source

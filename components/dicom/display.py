@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medflow.components.dicom.masks import read_mask
 from medflow.components.dicom.pixels import (
     apply_window,
     header_window,
@@ -202,8 +203,6 @@ def load_mask(ref: str | Path) -> np.ndarray:
     Raises:
         InputError: the file is missing, unreadable, not 2-D or holds values outside 0..255.
     """
-    from medflow.components.dicom.masks import read_mask
-
     path = Path(ref)
     if not path.is_file():
         raise InputError(f"mask {path} not found (the prediction's mask_ref must be a file here)")

@@ -3,17 +3,43 @@ pipeline parameters or ML Metadata, where it would be stored in clear."""
 
 from __future__ import annotations
 
+import functools
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from medflow.components.dicom.deid import DeidKey
 from medflow.core.errors import ConfigError
 
 # Where `medflow ingest` looks for the key when no --deid-key-file is given, in this order.
 KEY_FILE_ENV = "MEDFLOW_DEID_KEY_FILE"
 SECRET_ENV = "MEDFLOW_DEID_KEY"
+
+
+@dataclass(frozen=True)
+class DeidKey:
+    """The secret that keys pseudonyms, UID remapping and date shifts (keep it safe:
+    whoever has it can re-link pseudonyms to identities by trying candidate IDs)."""
+
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < 16:
+            raise ConfigError(
+                "the de-identification key must be at least 16 bytes; generate one with `medflow deid-key`"
+            )
+
+    def digest(self, kind: str, value: str) -> bytes:
+        return _hmac_sha256(self.secret, f"{kind}\x00{value}")
+
+
+@functools.lru_cache(maxsize=8192)
+def _hmac_sha256(secret: bytes, message: str) -> bytes:
+    """HMAC-SHA256, memoised: a worker meets the same patients, sites and study/series UIDs
+    file after file (a pure function of its arguments, so outputs do not change)."""
+    return hmac.digest(secret, message.encode(), "sha256")
 
 
 def load_key_file(path: str | os.PathLike[str]) -> DeidKey:

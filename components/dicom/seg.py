@@ -33,6 +33,7 @@ import numpy as np
 import pydicom
 
 from medflow import __version__
+from medflow.components.dicom.reader import read_dicom
 from medflow.core.errors import InputError
 from medflow.core.files import atomic_write
 
@@ -277,8 +278,6 @@ def build_segmentations(
         read_source: reads a source file's header (default: the safe reader).
     """
     if read_source is None:
-        from medflow.components.dicom.reader import read_dicom
-
         read_source = read_dicom
     sources = {p.path: read_source(p.path) for p in predictions}
     groups, skipped = group_by_source(predictions, sources)
