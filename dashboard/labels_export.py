@@ -12,12 +12,11 @@ mask file still has the bytes that were reviewed).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from medflow.core.errors import InputError
+from medflow.core.files import atomic_open
 from medflow.core.tasks import TaskReview, get_task
 from medflow.dashboard.records import ReviewedLabel
 from medflow.dashboard.store import ReviewStore
@@ -84,18 +83,12 @@ def write_manifest(
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out}/labels.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            if columns is None:
-                columns = list(rows[0]) if rows else [KEY]
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if columns is None:
+        columns = list(rows[0]) if rows else [KEY]
+    with atomic_open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
     return out
 
 
