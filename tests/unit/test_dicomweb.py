@@ -11,11 +11,10 @@ from medflow.components.dicom.dicomweb import (
     DicomwebSource,
     InstanceRef,
     Query,
-    cache_name,
-    fingerprint,
     load_credentials,
     read_accessions,
 )
+from medflow.components.dicom.dicomweb_pull import cache_name, fingerprint
 from medflow.core.errors import ConfigError, InputError, ServiceError
 
 
