@@ -17,7 +17,9 @@ REASONS = {
     "pixel_length_mismatch": "PixelData length does not match rows x cols x frames x samples x bits",
     "unsupported_transfer_syntax": "no installed pixel decoder handles this transfer syntax",
     "decode_error": "pixel data could not be decoded",
-    "burned_in_annotation": "burned-in annotation YES or unknown on a US/SC/OT/XC/ES image",
+    "burned_in_annotation": "burned-in annotation YES (any modality), or not NO on a "
+    "US/SC/OT/XC/ES image or one without a modality",
+    "symlink": "a symbolic link (file or folder): only regular files inside the input are read",
     "unlabeled": "a label manifest was given but has no row for this instance",
     "mask_unreadable": "the manifest's mask file is missing or not a 2-D label image",
     "mask_mismatch": "the mask's rows x columns differ from the image's (or several frames share it)",

@@ -162,7 +162,8 @@ class IngestReport:
 
 
 def list_inputs(source: Path, exclude: Path | None = None) -> list[tuple[str, str]]:
-    """All regular files under ``source`` (or the file itself), sorted, as (path, relpath)."""
+    """All files under ``source`` (or the file itself), sorted, as (path, relpath); links to
+    files or folders are listed too (as inputs that are quarantined, never followed)."""
     if source.is_file():
         return [(str(source), source.name)]
     if not source.is_dir():
@@ -176,7 +177,9 @@ def list_inputs(source: Path, exclude: Path | None = None) -> list[tuple[str, st
         # strings, not Paths: this runs once per input file in the writing process
         prefix = "" if root == top else os.path.relpath(root, top).replace(os.sep, "/") + "/"
         sep = "" if root.endswith(os.sep) else os.sep
-        for name in sorted(files):
+        # a linked folder is an input too (quarantined as a link), never skipped silently
+        links = [d for d in dirs if os.path.islink(root + sep + d)]
+        for name in sorted(files + links):
             found.append((root + sep + name, prefix + name))
     return found
 
@@ -317,10 +320,12 @@ def _is_duplicate(res: FileResult, seen_sop: dict, seen_pixels: dict, entry: dic
     return bool(first)
 
 
-def _quarantine_copy(path: Path, res: FileResult, staging: Path) -> str:
+def _quarantine_copy(path: str, res: FileResult, staging: Path) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(res.relpath).name)[:80] or "file"
     digest = hashlib.sha1(res.relpath.encode()).hexdigest()[:10]
     rel = f"{QUARANTINE_DIR}/{res.reason}/{digest}_{safe}"
+    if os.path.islink(path):  # a link's target may be anything (a key file): never copied
+        return ""
     dest = staging / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:

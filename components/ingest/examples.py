@@ -109,7 +109,26 @@ def process_file(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) 
         )
 
 
+def _check_burned_in(h: HeaderView, modality: str, relpath: str) -> None:
+    """Refuses an image whose pixels may show identifiers: BurnedInAnnotation YES whatever
+    the modality, and anything but NO where text is common or the modality is unknown."""
+    burned = str(h.get("BurnedInAnnotation", "") or "").upper()
+    if burned == "YES" or (burned != "NO" and (modality in BURNED_IN_MODALITIES or not modality)):
+        raise DicomRejected(
+            "burned_in_annotation",
+            f"{relpath}: {modality or 'no-modality'} image with BurnedInAnnotation="
+            f"{burned or 'absent'}; pixels may show patient identifiers. Check/redact the "
+            "pixels and rerun with --allow-burned-in to include it",
+        )
+
+
 def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> FileResult:
+    if os.path.islink(path):  # never read through a link: it may lead out of the input
+        raise DicomRejected(
+            "symlink",
+            f"{relpath}: a symbolic link; medflow reads only regular files inside the input "
+            "folder (copy the file or folder in instead)",
+        )
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -119,13 +138,8 @@ def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> F
     # Every value below is read through one view (each decoded once, from the raw bytes).
     h = HeaderView(ds)
     modality = str(h.get("Modality", "") or "").upper()
-    burned = str(h.get("BurnedInAnnotation", "") or "").upper()
-    if modality in BURNED_IN_MODALITIES and burned != "NO" and not cfg.allow_burned_in:
-        raise DicomRejected(
-            "burned_in_annotation",
-            f"{relpath}: {modality} image with BurnedInAnnotation={burned or 'absent'}; pixels may show "
-            "patient identifiers. Check/redact the pixels and rerun with --allow-burned-in to include it",
-        )
+    if not cfg.allow_burned_in:
+        _check_burned_in(h, modality, relpath)
     sop, series, study = (
         str(h.get(k, "") or "") for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
     )

@@ -14,6 +14,7 @@ import pytest
 from medflow.components.dicom.deid import DeidKey, remap_uid
 from medflow.components.dicom.errors import REASONS
 from medflow.components.ingest.engine import IngestOptions, ingest
+from medflow.components.ingest.examples import BURNED_IN_MODALITIES
 from medflow.components.ingest.manifest import read_manifest
 from medflow.components.ingest.npz_import import import_npz
 from medflow.core.pixel_spec import PixelSpec
@@ -63,7 +64,17 @@ def test_every_shipped_file_is_ingested_or_quarantined(tmp_path, allow_burned_in
     assert by_name["MR_truncated.dcm"]["reason"] == "truncated"
     assert by_name["no_meta.dcm"]["reason"] == "not_dicom"
     assert by_name["rtplan.dcm"]["reason"] == "no_pixel_data"
-    assert c["written"] >= 60
+    # Files without a Modality and without BurnedInAnnotation NO are quarantined by default
+    # (their pixels may show text: issue 23); allowed, they are written.
+    assert c["written"] >= (60 if allow_burned_in else 55)
+    burned = [f for f in report.files if f.get("reason") == "burned_in_annotation"]
+    assert all(
+        "BurnedInAnnotation=YES" in f["message"]
+        or "no-modality" in f["message"]
+        or f["message"].split(": ", 1)[1].split(" ")[0] in BURNED_IN_MODALITIES
+        for f in burned
+    ), burned
+    assert not burned if allow_burned_in else burned
     examples = read_examples(out)
     assert sum(len(v) for v in examples.values()) == c["examples"]
     assert_no_partial_outputs(out)

@@ -1,0 +1,81 @@
+"""Regressions of the fault campaign (issue 23): burned-in text under any modality, and
+symbolic links in the input folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from medflow.components.dicom.deid import DeidKey
+from medflow.components.ingest.engine import REPORT_NAME, IngestOptions, ingest
+from tests import phantoms as P
+
+KEY = DeidKey(b"0123456789abcdef-test")
+
+
+def _by_path(out: Path) -> dict[str, dict]:
+    report = json.loads((out / REPORT_NAME).read_text())
+    return {f["path"]: f for f in report["files"]}
+
+
+@pytest.mark.parametrize(
+    ("modality", "burned", "quarantined"),
+    [
+        ("CT", "YES", True),  # YES quarantines whatever the modality
+        ("MR", "YES", True),
+        ("", "YES", True),
+        ("", None, True),  # no modality, no statement: pixels may hold text
+        ("US", None, True),  # text is common on ultrasound
+        ("CT", None, False),  # CT without the attribute: as before
+        ("CT", "NO", False),
+        ("US", "NO", False),
+    ],
+)
+def test_burned_in_annotation_policy(tmp_path, modality, burned, quarantined):
+    ds = P.phantom(modality or "CT", seed=7)
+    if not modality:
+        del ds.Modality
+    if burned is None:
+        ds.pop("BurnedInAnnotation", None)
+    else:
+        ds.BurnedInAnnotation = burned
+    P.write(ds, tmp_path / "src" / "image.dcm")
+    report = ingest(tmp_path / "src", tmp_path / "out", KEY)
+    entry = _by_path(tmp_path / "out")["image.dcm"]
+    if quarantined:
+        assert entry["reason"] == "burned_in_annotation", entry
+        assert report.counts["written"] == 0
+        opts = IngestOptions(allow_burned_in=True)
+        again = ingest(tmp_path / "src", tmp_path / "out2", KEY, options=opts)
+        assert again.counts["written"] == 1  # --allow-burned-in admits it after a check
+    else:
+        assert entry["status"] == "written", entry
+
+
+def test_links_are_inputs_that_are_quarantined_and_never_followed_or_copied(tmp_path):
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    P.write(P.phantom("CT", seed=1, patient_id="A"), src / "a.dcm")
+    secret = outside / "deid.key"
+    secret.parent.mkdir()
+    secret.write_bytes(b"the-site-key-that-must-never-leak")
+    P.write(P.phantom("CT", seed=2, patient_id="B"), outside / "study" / "b.dcm")
+    os.symlink(secret, src / "key.dcm")  # a file link leading out of the input
+    os.symlink(outside / "study", src / "linked-study")  # a linked folder
+
+    report = ingest(src, tmp_path / "out", KEY)
+
+    files = _by_path(tmp_path / "out")
+    assert report.counts["inputs"] == 3  # the linked folder is accounted for, not skipped
+    assert files["a.dcm"]["status"] == "written"
+    for rel in ("key.dcm", "linked-study"):
+        assert (files[rel]["status"], files[rel]["reason"]) == ("quarantined", "symlink")
+        assert files[rel]["copy"] == ""
+    leaked = [
+        p
+        for p in (tmp_path / "out").rglob("*")
+        if p.is_file() and b"the-site-key" in p.read_bytes()
+    ]
+    assert leaked == []
