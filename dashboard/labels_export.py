@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medflow.core.errors import InputError
 from medflow.core.files import atomic_open
+from medflow.core.table import spreadsheet_safe
 from medflow.core.tasks import TaskReview, get_task
 from medflow.dashboard.records import ReviewedLabel
 from medflow.dashboard.store import ReviewStore
@@ -71,7 +72,8 @@ def _row(review: TaskReview, x: ReviewedLabel) -> dict[str, str]:
         "_comment": x.comment,
         "_action": x.action,
     }
-    return {column: values[column] for column in manifest_columns(review)}
+    # Free text (reviewer, comment) opens as text in a spreadsheet, never as a formula.
+    return {column: spreadsheet_safe(values[column]) for column in manifest_columns(review)}
 
 
 def write_manifest(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medflow.core.errors import InputError
+from medflow.core.table import formula_like, has_control_characters
 
 KEY_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "path")
 SITE_COLUMN = "site"
@@ -147,6 +148,13 @@ def _add_row(
         missing.append(MASK_COLUMN)  # the mask is the only label: required
     if missing:
         return f"line {line}: missing label {', '.join(missing)} for {key!r}"
+    unusable = [c for c in labels if formula_like(row[c]) or has_control_characters(row[c])]
+    if unusable:
+        return (
+            f"line {line}: label {', '.join(repr(row[c]) for c in unusable)} for {key!r} is not a "
+            "usable class name (it starts like a spreadsheet formula, =, +, -, @, or holds a "
+            "line break or control character); rename the class"
+        )
     manifest.rows[key] = {c: row[c] for c in labels}
     manifest.lines[key] = line
     if row.get(SITE_COLUMN):

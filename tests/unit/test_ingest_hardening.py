@@ -3,6 +3,7 @@ symbolic links in the input folder."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -79,3 +80,51 @@ def test_links_are_inputs_that_are_quarantined_and_never_followed_or_copied(tmp_
         if p.is_file() and b"the-site-key" in p.read_bytes()
     ]
     assert leaked == []
+
+
+@pytest.mark.parametrize(
+    "label", ['=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "@SUM(1)", "normal\nINJECT"]
+)
+def test_manifest_refuses_class_names_a_spreadsheet_would_run(tmp_path, label):
+    from medflow.components.ingest.manifest import read_manifest
+    from medflow.core.errors import InputError
+
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["SOPInstanceUID", "label"])
+        writer.writerows([["1.2.3", "normal"], ["1.2.4", label]])
+    with pytest.raises(InputError, match=r"line 3: .*not a usable class name"):
+        read_manifest(path)
+
+
+def test_manifest_keeps_negative_numbers_as_labels(tmp_path):
+    from medflow.components.ingest.manifest import read_manifest
+
+    path = tmp_path / "labels.csv"
+    path.write_text("SOPInstanceUID,label\n1.2.3,-1\n1.2.4,2\n")
+    assert read_manifest(path).rows == {"1.2.3": {"label": -1}, "1.2.4": {"label": 2}}
+
+
+def test_labels_export_writes_comments_that_open_as_text(tmp_path):
+    from medflow.dashboard.labels_export import export_labels
+    from medflow.dashboard.store import ReviewStore
+
+    store = ReviewStore(f"sqlite:///{tmp_path}/review.db")
+    pid = store.record_prediction(
+        sop_instance_uid="1.2.3",
+        study_instance_uid="1.2",
+        series_instance_uid="1.2.1",
+        image_ref="/data/a.dcm",
+        model_name="cxr",
+        model_version="1",
+        labels=["normal", "pneumonia"],
+        scores=[0.2, 0.8],
+    )
+    store.review(pid, action="accept", reviewer="alice", comment='=HYPERLINK("http://evil")')
+    store.close()
+    assert export_labels(ReviewStore(f"sqlite:///{tmp_path}/review.db"), tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open(newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["_comment"] == '\'=HYPERLINK("http://evil")'
+    assert row["label"] == "1"
