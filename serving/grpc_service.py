@@ -40,7 +40,7 @@ def _handle(manager: ModelManager, api: str, fn: Callable, request, context):
         context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {exc}")
     finally:
         model = request.model_spec.name if hasattr(request, "model_spec") else ""
-        manager.metrics.observe_request(
+        manager.observe_request(
             model=model,
             api=api,
             entrypoint="GRPC",

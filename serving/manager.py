@@ -78,6 +78,10 @@ def scan_versions(base_path: Path) -> dict[int, tuple]:
     return found
 
 
+# The metrics label of requests for a model this server does not serve.
+NOT_SERVED = "(not served)"
+
+
 class ModelManager:
     """Serves the models of a ModelServerConfig from disk and follows changes by polling.
 
@@ -112,6 +116,13 @@ class ModelManager:
     @property
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def observe_request(self, *, model: str, **fields) -> None:
+        """Count a request in the metrics under its model's name, or under
+        :data:`NOT_SERVED` for a name this server does not serve: labels come from the
+        server's configuration, never from client input (random names would grow the
+        metrics page without bound)."""
+        self.metrics.observe_request(model=model if model in self._models else NOT_SERVED, **fields)
 
     def start(self) -> None:
         """Load what is on disk now (like TF Serving, before ports open), then keep watching."""

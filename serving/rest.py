@@ -61,7 +61,7 @@ class RestApp:
             return _error(500, f"internal error: {exc}")
         finally:
             api = verb or ("get_model_metadata" if match["meta"] else "get_model_status")
-            self.manager.metrics.observe_request(
+            self.manager.observe_request(
                 model=match["name"],
                 api=api,
                 entrypoint="REST",

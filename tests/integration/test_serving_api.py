@@ -498,3 +498,28 @@ def test_metrics_endpoint(server, predict_stub):
     assert types[count] == "counter" and "_total" not in after
     assert types[":tensorflow:serving:request_latency"] == "histogram"
     assert types[":tensorflow:serving:model_version_state"] == "gauge"
+
+
+def test_metrics_labels_come_from_served_models_not_from_requests(server, predict_stub):
+    """Issue 23, item 6: random model names in requests must not grow the metrics page."""
+    before = rest(server, "GET", "/monitoring/prometheus/metrics")[1]
+    names = [f"typo-{i:04d}" for i in range(300)]
+    for name in names[:150]:
+        with pytest.raises(grpc.RpcError) as err:
+            predict_stub.Predict(predict_request(images(1), name=name), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    for name in names[150:]:
+        assert rest(server, "POST", f"/v1/models/{name}:predict", {"instances": [[0]]})[0] == 404
+    after = rest(server, "GET", "/monitoring/prometheus/metrics")[1]
+    assert not any(name in after for name in names)
+    count = ":tensorflow:serving:request_count"
+    not_served = {"model_name": "(not served)", "status": "NOT_FOUND"}
+    grpc_delta = _metric(after, count, entrypoint="GRPC", **not_served) - _metric(
+        before, count, entrypoint="GRPC", **not_served
+    )
+    rest_delta = _metric(after, count, entrypoint="REST", **not_served) - _metric(
+        before, count, entrypoint="REST", **not_served
+    )
+    assert (grpc_delta, rest_delta) == (150, 150)
+    labelled = set(re.findall(r'model_name="([^"]*)"', after))
+    assert labelled <= {"demo", "(not served)"}  # the served model, and one bucket for the rest
