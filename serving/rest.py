@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 _DRAIN_FACTOR = 4  # oversize bodies up to this many times the limit are read and dropped
+# Idle keep-alive connections are closed after this long (each holds a thread).
+IDLE_TIMEOUT_S = 60.0
+# The bodies of all requests in flight, together, take at most this many times one body's limit.
+BODY_BUDGET_FACTOR = 2
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -142,6 +147,32 @@ def _error(status: int, message: str) -> tuple[int, bytes, str]:
     return status, json.dumps({"error": message}).encode(), "application/json"
 
 
+class _BodyBudget:
+    """Bytes of request bodies being read or handled at once, bounded: a request whose body
+    would take the total over ``limit`` waits for others to finish, so a burst of large
+    bodies cannot take the server's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, n: int):
+        n = min(n, self.limit)  # one body alone may always go (its own limit applies)
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_flight + n <= self.limit)
+            self.in_flight += n
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= n
+                self._cond.notify_all()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
     server_version = "medflow-serving"
@@ -167,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._too_large(length):
             self._refuse_oversize(drain=True)
             return
-        self._serve("POST", self.rfile.read(int(length)))
+        with self.server.body_budget.hold(int(length)):
+            self._serve("POST", self.rfile.read(int(length)))
 
     def _too_large(self, length: str) -> bool:
         return length.isdigit() and int(length) > self.server.max_body_bytes
@@ -207,7 +239,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-class _SharedPortServer(ThreadingHTTPServer):
+class _HTTPServer(ThreadingHTTPServer):
+    # A listen backlog for bursts of new connections (the default of 5 resets them).
+    request_queue_size = 1024
+
+
+class _SharedPortServer(_HTTPServer):
     """Binds with SO_REUSEPORT: worker processes share the port, the kernel spreads the
     connections."""
 
@@ -220,6 +257,9 @@ class RestServer:
     """A ThreadingHTTPServer serving :class:`RestApp`; ``port`` 0 picks a free port.
 
     ``reuse_port``: share the port with other processes (``medflow serve --workers``).
+    ``idle_timeout_s``: a connection that sends nothing for that long is closed (each open
+    connection holds a thread). ``max_body_bytes`` bounds one request's body; the bodies
+    of all requests in flight together are bounded by ``BODY_BUDGET_FACTOR`` times it.
     """
 
     def __init__(
@@ -230,10 +270,12 @@ class RestServer:
         *,
         max_body_bytes: int,
         reuse_port: bool = False,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
-        server_class = _SharedPortServer if reuse_port else ThreadingHTTPServer
+        server_class = _SharedPortServer if reuse_port else _HTTPServer
+        handler = type("_Handler", (_Handler,), {"timeout": idle_timeout_s})
         try:
-            self._httpd = server_class((host, port), _Handler)
+            self._httpd = server_class((host, port), handler)
         except OSError as exc:
             raise ServingConfigError(
                 f"cannot bind REST port {host}:{port}: {exc}; pick another --rest-port"
@@ -241,6 +283,7 @@ class RestServer:
         self._httpd.daemon_threads = True
         self._httpd.app = RestApp(manager)
         self._httpd.max_body_bytes = max_body_bytes
+        self._httpd.body_budget = _BodyBudget(BODY_BUDGET_FACTOR * max_body_bytes)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
 
