@@ -15,6 +15,8 @@ REASONS = {
     "bad_geometry": "rows/columns/bits/samples are missing or invalid",
     "too_many_pixels": "declared image size is over the configured pixel cap",
     "pixel_length_mismatch": "PixelData length does not match rows x cols x frames x samples x bits",
+    "codestream_mismatch": "a compressed frame's own size differs from Rows/Columns (refused "
+    "before decoding: a decompression bomb or a broken file)",
     "unsupported_transfer_syntax": "no installed pixel decoder handles this transfer syntax",
     "decode_error": "pixel data could not be decoded",
     "burned_in_annotation": "burned-in annotation YES (any modality), or not NO on a "

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from medflow.components.dicom.codestream import check_frames
 from medflow.components.dicom.errors import DicomRejected
 from medflow.components.dicom.reader import HeaderView, ReadLimits, header_view, read_dicom
 from medflow.core.features import IMAGE_STATS
@@ -60,6 +61,12 @@ def image_info(
     """
     h = header_view(ds)
     if "PixelData" not in h and "FloatPixelData" not in h and "DoubleFloatPixelData" not in h:
+        if "Rows" in h and "Columns" in h:  # an image whose file ends before its pixels
+            raise DicomRejected(
+                "truncated",
+                f"{name}: declares a {h.get('Rows')}x{h.get('Columns')} image but the file "
+                "ends before its PixelData; the file is truncated — re-export it from the source",
+            )
         raise DicomRejected(
             "no_pixel_data", f"{name}: no PixelData (SOP class {h.get('SOPClassUID', '?')})"
         )
@@ -87,6 +94,8 @@ def image_info(
         )
     meta = h.ds.file_meta
     encapsulated = bool(meta.get("TransferSyntaxUID") and meta.TransferSyntaxUID.is_compressed)
+    if encapsulated and "PixelData" in h:
+        check_frames(h.get("PixelData"), rows, cols, frames, max_pixels, name)
     if not encapsulated and "PixelData" in h:
         expected = math.ceil(total * bits / 8)
         actual = len(h.get("PixelData"))
@@ -220,8 +229,8 @@ def _decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
         arr = pixel_array(ds, index=index)
     except (NotImplementedError, RuntimeError) as exc:
         text = str(exc)
-        if "plugin" in text or "handler" in text or "decoder" in text or "support" in text:
-            ts = ds.file_meta.get("TransferSyntaxUID", "?")
+        ts = ds.file_meta.get("TransferSyntaxUID", "?")
+        if not _decoder_available(ts):
             raise DicomRejected(
                 "unsupported_transfer_syntax",
                 f"{name}: cannot decode transfer syntax {ts}: {text[:200]}; {_ENCAPSULATED_HINT}",
@@ -239,6 +248,17 @@ def _decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
 
         arr = apply_color_lut(arr, ds)
     return arr
+
+
+def _decoder_available(syntax) -> bool:
+    """Whether an installed pixel decoder plugin handles ``syntax`` (so that a failure is
+    the data's fault, not a missing plugin)."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        return False
 
 
 def modality_values(h: HeaderView | pydicom.Dataset, arr: np.ndarray) -> np.ndarray:

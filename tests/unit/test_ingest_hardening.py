@@ -128,3 +128,86 @@ def test_labels_export_writes_comments_that_open_as_text(tmp_path):
         [row] = list(csv.DictReader(fh))
     assert row["_comment"] == '\'=HYPERLINK("http://evil")'
     assert row["label"] == "1"
+
+
+# --- decompression bombs and honest quarantine reasons (issue 23, items 3 and 4) ----------
+
+
+def _jpeg(rows: int, cols: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((rows, cols), 90, np.uint8), mode="L").save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _with_jpeg_frame(frame: bytes, rows: int = 28, cols: int = 28):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = P.phantom("MR", seed=3)
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+def _ingest_one(tmp_path: Path, ds) -> dict:
+    P.write(ds, tmp_path / "src" / "image.dcm")
+    ingest(tmp_path / "src", tmp_path / "out", KEY)
+    return _by_path(tmp_path / "out")["image.dcm"]
+
+
+def test_a_jpeg_frame_larger_than_its_header_says_is_refused_before_decoding(tmp_path):
+    entry = _ingest_one(tmp_path, _with_jpeg_frame(_jpeg(2000, 1500)))
+    assert entry["reason"] == "codestream_mismatch", entry
+    assert "2000x1500" in entry["message"] and "28x28" in entry["message"]
+
+
+def test_a_jpeg_frame_over_the_pixel_cap_is_refused_before_decoding(tmp_path):
+    frame = bytearray(_jpeg(28, 28))
+    sof = frame.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    frame[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") * 2
+    entry = _ingest_one(tmp_path, _with_jpeg_frame(bytes(frame)))
+    assert entry["reason"] == "too_many_pixels", entry
+    assert "30000x30000" in entry["message"]
+
+
+def test_a_matching_jpeg_is_still_written(tmp_path):
+    entry = _ingest_one(tmp_path, _with_jpeg_frame(_jpeg(28, 28)))
+    assert entry["status"] == "written", entry
+
+
+def test_codestream_sizes_of_jpeg_2000_and_unknown_data():
+    from medflow.components.dicom.codestream import frame_size
+
+    siz = b"\xff\x4f\xff\x51" + (41).to_bytes(2, "big") + b"\x00\x00"
+    siz += b"".join(v.to_bytes(4, "big") for v in (3000, 4000, 0, 0, 3000, 4000, 0, 0))
+    siz += (1).to_bytes(2, "big")
+    assert frame_size(siz) == (4000, 3000, 1)
+    assert frame_size(_jpeg(20, 30)) == (20, 30, 1)
+    assert frame_size(b"\x00" * 64) is None
+
+
+def test_a_file_cut_before_its_pixels_is_truncated_not_pixel_less(tmp_path):
+    data = P.to_bytes(P.phantom("CT", seed=4))
+    cut = data[: data.rindex(b"\xe0\x7f\x10\x00")]  # everything before (7FE0,0010)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "image.dcm").write_bytes(cut)
+    ingest(tmp_path / "src", tmp_path / "out", KEY)
+    entry = _by_path(tmp_path / "out")["image.dcm"]
+    assert entry["reason"] == "truncated", entry
+
+
+def test_rle_data_too_short_for_its_size_is_a_decode_error_not_a_missing_plugin(tmp_path):
+    ds = P.compressed(P.phantom("CT", seed=5))  # RLE of a 32x32 image
+    ds.Rows, ds.Columns = 2000, 2000  # declared far larger than the encoded data
+    entry = _ingest_one(tmp_path, ds)
+    assert entry["reason"] == "decode_error", entry
