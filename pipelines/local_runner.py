@@ -22,7 +22,8 @@ from medflow.components.dicom.keys import ensure_key_file
 from medflow.core.errors import InputError, MedflowError
 from medflow.pipelines.config import DEFAULT_WORKDIR, PipelineConfig
 from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
-from medflow.pipelines.run_summary import summarize
+from medflow.pipelines.recovery import close_interrupted_runs, run_lock
+from medflow.pipelines.run_summary import metadata_store, summarize
 
 # One in-process Beam worker: on a 2-core machine extra worker processes cost more than
 # they parallelise.
@@ -93,13 +94,27 @@ def run_local(
     )
     log_file = paths["logs"] / f"{config.pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     start = time.perf_counter()
-    tracker = _run_with_progress(pipeline, log_file, progress, quiet_console)
+    with run_lock(paths["metadata"].with_suffix(".lock")):
+        _recover(paths["metadata"], progress)
+        tracker = _run_with_progress(pipeline, log_file, progress, quiet_console)
     wall = time.perf_counter() - start
     summary = summarize(paths["metadata"], tracker)
     summary.update(
         task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
     )
     return summary
+
+
+def _recover(metadata: Path, progress: Callable[[str], None] | None) -> None:
+    """Closes what a killed earlier run left RUNNING (see :mod:`medflow.pipelines.recovery`)."""
+    if not metadata.exists():
+        return
+    done = close_interrupted_runs(metadata_store(metadata))
+    if done.executions and progress:
+        progress(
+            f"closed {len(done.executions)} execution(s) left running by an interrupted run "
+            f"(marked FAILED) and removed {len(done.removed)} partial output folder(s)"
+        )
 
 
 def _run_with_progress(

@@ -10,7 +10,8 @@ from medflow.pipelines.progress import ProgressTracker
 REPORT_KEYS = ("inputs", "written", "quarantined", "duplicates", "examples")
 
 
-def _store(metadata_path: Path):
+def metadata_store(metadata_path: Path):
+    """The ML Metadata store of a local run (SQLite)."""
     from ml_metadata.metadata_store import metadata_store
     from tfx.orchestration import metadata
 
@@ -51,7 +52,7 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
     """Components' status/time, eval metrics, blessing, push and ingest results of a run."""
     from medflow.components.evaluation_results import load_metrics
 
-    store = _store(metadata_path)
+    store = metadata_store(metadata_path)
     outputs = {
         name: execution_outputs(store, entry["execution_id"])
         for name, entry in tracker.components.items()
