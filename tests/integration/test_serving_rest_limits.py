@@ -4,7 +4,6 @@ connections, idle keep-alive connections closed, and request bodies bounded toge
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 
@@ -54,14 +53,14 @@ def test_a_burst_of_keep_alive_clients_is_answered_without_resets():
 def test_an_idle_connection_is_closed_after_the_timeout():
     srv = _server(idle_timeout_s=0.5)
     try:
-        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        sock.sendall(b"GET /v1/models/absent HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = sock.recv(65536)
-        assert first.startswith(b"HTTP/1.1 404")
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/v1/models/absent")
+        response = conn.getresponse()
+        assert response.status == 404 and response.read()  # the whole answer, kept alive
         started = time.monotonic()
-        assert sock.recv(65536) == b""  # the server hung up on the idle connection
+        assert conn.sock.recv(65536) == b""  # then the server hung up on the idle connection
         assert time.monotonic() - started < 5
-        sock.close()
+        conn.close()
     finally:
         srv.stop()
 
