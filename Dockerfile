@@ -18,6 +18,11 @@ RUN groupadd --system --gid 10001 medflow \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/medflow --create-home \
         --shell /usr/sbin/nologin medflow
 
+# Tesseract OCR: DicomExampleGen's scan_burned_in (burned-in text in the pixels).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/medflow
 
 # Dependencies first (own layer): the exact pinned set, installed with pip. The lock keeps

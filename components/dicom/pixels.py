@@ -155,7 +155,7 @@ def to_model_input(
     spacing = pixel_spacing(h)
     out = []
     for index in frame_indices(info.frames, spec.frames):
-        frame = _decode_frame(h, index if info.frames > 1 else None, name)
+        frame = decode_frame(h, index if info.frames > 1 else None, name)
         values = _grayscale_pipeline(h, frame, spec)
         values = _to_channels(values, spec.channels)
         resized, geometry = _resample(values, spec.size, spacing)
@@ -218,7 +218,7 @@ def _native_frame(ds: pydicom.Dataset | HeaderView, index: int | None) -> np.nda
     return arr
 
 
-def _decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
+def decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     native = _native_frame(h, index)

@@ -54,6 +54,7 @@ class DicomExampleGenSpec(component_spec.ComponentSpec):
         "deid_key_file": component_spec.ExecutionParameter(type=str),
         "workers": component_spec.ExecutionParameter(type=int, optional=True),
         "allow_burned_in": component_spec.ExecutionParameter(type=int, optional=True),
+        "scan_burned_in": component_spec.ExecutionParameter(type=int, optional=True),
         # Set by the driver; part of the cache key.
         "input_fingerprint": component_spec.ExecutionParameter(type=str, optional=True),
     }
@@ -81,6 +82,7 @@ class DicomExampleGen(base_component.BaseComponent):
         splits: str = "train=80,eval=20",
         workers: int = 1,
         allow_burned_in: bool = False,
+        scan_burned_in: bool = False,
         dicomweb_url: str = "",
         dicomweb_query: str = "",
         dicomweb_auth_file: str = "",
@@ -98,6 +100,8 @@ class DicomExampleGen(base_component.BaseComponent):
                 a manifest ``split`` column overrides them per instance.
             workers: ingestion processes.
             allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
+            scan_burned_in: admit such images when OCR finds no text (the step's image
+                needs Tesseract).
             dicomweb_url: pull from this DICOMweb root instead of ``input_base``.
             dicomweb_query: JSON of the QIDO-RS query (``study_uids``, ``series_uid``,
                 ``modality``, ``date_from``, ``date_to``, ``accession_numbers``).
@@ -115,6 +119,7 @@ class DicomExampleGen(base_component.BaseComponent):
             deid_key_file=deid_key_file,
             workers=workers,
             allow_burned_in=int(allow_burned_in),
+            scan_burned_in=int(scan_burned_in),
             dicomweb_url=dicomweb_url,
             dicomweb_query=dicomweb_query,
             dicomweb_auth_file=dicomweb_auth_file,

@@ -43,6 +43,7 @@ class Executor(base_executor.BaseExecutor):
             splits=parse_splits(exec_properties["splits"]),
             split_dir=SPLIT_DIR,
             allow_burned_in=bool(exec_properties.get("allow_burned_in")),
+            scan_burned_in=bool(exec_properties.get("scan_burned_in")),
             # Quarantined files still carry identifiers: list them, never copy them into
             # the artifact store.
             quarantine_copy=False,

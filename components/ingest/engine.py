@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from medflow import __version__
+from medflow.components.dicom.burned_in import tesseract
 from medflow.components.dicom.deid import DeidKey
 from medflow.components.dicom.reader import ReadLimits
 from medflow.components.ingest.examples import (
@@ -53,6 +54,8 @@ class IngestOptions:
         splits: (name, weight) pairs; patients are assigned by a hash of their pseudonym.
         split_dir: folder name pattern of a split ("{split}"; TFX uses "Split-{split}").
         allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
+        scan_burned_in: admit such images (BurnedInAnnotation absent, text-prone or no
+            modality) when OCR finds no text in their pixels; YES is never admitted this way.
         quarantine_copy: copy quarantined files under quarantine/<reason>/ (else list only).
         workers: processes decoding files in parallel.
         shard_size: examples per TFRecord file.
@@ -63,6 +66,7 @@ class IngestOptions:
     splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("eval", 0.2))
     split_dir: str = "{split}"
     allow_burned_in: bool = False
+    scan_burned_in: bool = False
     quarantine_copy: bool = True
     workers: int = 1
     shard_size: int = 5000
@@ -203,11 +207,20 @@ def ingest(
         progress: wraps the result iterator (e.g. ``lambda it, n: tqdm(it, total=n)``).
     """
     source, out = Path(source), Path(out)
+    if options.scan_burned_in:
+        tesseract()  # a missing OCR program is a setup error, not a reason per file
     if manifest is not None:
         manifest.check_splits([name for name, _ in options.splits])
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
-    cfg = WorkerConfig(key, options.pixel, options.limits, manifest, options.allow_burned_in)
+    cfg = WorkerConfig(
+        key,
+        options.pixel,
+        options.limits,
+        manifest,
+        options.allow_burned_in,
+        options.scan_burned_in,
+    )
     report = IngestReport(str(source), _options_dict(options))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
@@ -236,6 +249,7 @@ def _options_dict(options: IngestOptions) -> dict:
         "pixel": options.pixel.to_dict(),
         "splits": dict(options.splits),
         "allow_burned_in": options.allow_burned_in,
+        "scan_burned_in": options.scan_burned_in,
         "max_pixels": options.limits.max_pixels,
     }
 
@@ -310,6 +324,8 @@ def _collect(results, inputs, writer, report, staging: Path, options: IngestOpti
             )
             if res.manifest_key is not None:
                 entry["manifest_key"] = res.manifest_key
+            if res.burned_in_check:
+                entry["burned_in_check"] = res.burned_in_check
         report.files.append(entry)
 
 

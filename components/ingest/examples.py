@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medflow.components.dicom import deid
+from medflow.components.dicom import burned_in, deid
 from medflow.components.dicom.errors import DicomRejected
 from medflow.components.dicom.masks import mask_for_instance
 from medflow.components.dicom.pixels import image_stats, to_model_input
@@ -51,6 +51,7 @@ class WorkerConfig:
     limits: ReadLimits
     manifest: LabelManifest | None
     allow_burned_in: bool = False
+    scan_burned_in: bool = False
 
 
 @dataclass
@@ -71,6 +72,8 @@ class FileResult:
     # (tfrecord.gzip_record: framed, one gzip member each), and their labels.
     records: list[bytes] = field(default_factory=list)
     record_labels: list[str | None] = field(default_factory=list)
+    # How an image without BurnedInAnnotation NO was admitted (the report records it).
+    burned_in_check: str = ""
 
 
 def encode_records(res: FileResult) -> FileResult:
@@ -109,17 +112,33 @@ def process_file(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) 
         )
 
 
-def _check_burned_in(h: HeaderView, modality: str, relpath: str) -> None:
+def _check_burned_in(h: HeaderView, modality: str, relpath: str, cfg: WorkerConfig) -> str:
     """Refuses an image whose pixels may show identifiers: BurnedInAnnotation YES whatever
-    the modality, and anything but NO where text is common or the modality is unknown."""
+    the modality, and anything but NO where text is common or the modality is unknown,
+    unless ``cfg.scan_burned_in`` and OCR finds no text. Returns how it was admitted."""
     burned = str(h.get("BurnedInAnnotation", "") or "").upper()
-    if burned == "YES" or (burned != "NO" and (modality in BURNED_IN_MODALITIES or not modality)):
+    stated = f"{modality or 'no-modality'} image with BurnedInAnnotation={burned or 'absent'}"
+    if burned == "YES" or (
+        burned != "NO"
+        and (modality in BURNED_IN_MODALITIES or not modality)
+        and not cfg.scan_burned_in
+    ):
         raise DicomRejected(
             "burned_in_annotation",
-            f"{relpath}: {modality or 'no-modality'} image with BurnedInAnnotation="
-            f"{burned or 'absent'}; pixels may show patient identifiers. Check/redact the "
-            "pixels and rerun with --allow-burned-in to include it",
+            f"{relpath}: {stated}; pixels may show patient identifiers. Check/redact the "
+            "pixels and rerun with --allow-burned-in"
+            + ("" if burned == "YES" else ", or --scan-burned-in to admit it if OCR finds no text"),
         )
+    if burned == "NO" or (modality and modality not in BURNED_IN_MODALITIES):
+        return ""
+    words = burned_in.scan(h, cfg.pixel.frames, cfg.pixel.max_pixels, relpath)
+    if words:
+        raise DicomRejected(
+            "burned_in_annotation",
+            f"{relpath}: {stated}; OCR found {words} word(s) of text in the pixels. Redact them "
+            "(or check them and rerun with --allow-burned-in)",
+        )
+    return f"{stated}: admitted, OCR found no text"
 
 
 def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> FileResult:
@@ -138,8 +157,7 @@ def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> F
     # Every value below is read through one view (each decoded once, from the raw bytes).
     h = HeaderView(ds)
     modality = str(h.get("Modality", "") or "").upper()
-    if not cfg.allow_burned_in:
-        _check_burned_in(h, modality, relpath)
+    checked = "" if cfg.allow_burned_in else _check_burned_in(h, modality, relpath, cfg)
     sop, series, study = (
         str(h.get(k, "") or "") for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
     )
@@ -169,9 +187,11 @@ def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> F
         deid.deidentified_values(h, HEADER_KEYWORDS, cfg.key, identity), identity
     )
     examples = [_example_features(arr, geom, header, labels) for arr, geom in frames]
-    return FileResult(
+    result = FileResult(
         relpath, "ok", "", "", sop, pixel_hash, key, identity.patient_key, split, examples
     )
+    result.burned_in_check = checked
+    return result
 
 
 def _text(ds, keyword: str) -> str:

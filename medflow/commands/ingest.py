@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(only after checking the pixels hold no identifiers)",
     )
     parser.add_argument(
+        "--scan-burned-in",
+        action="store_true",
+        help="admit images whose BurnedInAnnotation is absent (on US/SC/OT/... or without a "
+        "modality) when OCR (Tesseract) finds no text in their pixels; the report records it",
+    )
+    parser.add_argument(
         "--deid-key-file",
         metavar="FILE",
         help=f"key file (else ${KEY_FILE_ENV}, else ${SECRET_ENV}; see above)",
@@ -163,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         pixel=PixelSpec(size=size),
         splits=parse_splits(args.splits),
         allow_burned_in=args.allow_burned_in,
+        scan_burned_in=args.scan_burned_in,
         workers=args.workers,
     )
     progress = lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None)  # noqa: E731
