@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medflow.components.dicom.keys import KEY_FILE_ENV, SECRET_ENV, resolve_key
 from medflow.core.errors import ConfigError
+from medflow.core.pixel_spec import PixelSpec
 
 _KEY_HELP = (
     "The de-identification key (at least 16 bytes) keys the patient pseudonyms, the UID "
@@ -61,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="include US/SC/OT/... images whose BurnedInAnnotation is not NO "
         "(only after checking the pixels hold no identifiers)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=PixelSpec().max_pixels,
+        metavar="N",
+        help="refuse an image whose declared or compressed size is over N pixels "
+        "(rows x cols x frames x samples), before decoding it (default %(default)s)",
     )
     parser.add_argument(
         "--scan-burned-in",
@@ -151,9 +160,10 @@ def dicomweb_query(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    # pydicom-backed modules load here, not at import: `medflow --help` stays fast
+    from medflow.components.dicom.reader import ReadLimits
     from medflow.components.ingest.engine import IngestOptions, ingest, parse_splits
     from medflow.components.ingest.manifest import read_manifest
-    from medflow.core.pixel_spec import PixelSpec
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be 1 or more")
@@ -165,8 +175,11 @@ def _run(args: argparse.Namespace) -> int:
     key = resolve_key(args.deid_key_file)
     manifest = read_manifest(args.labels) if args.labels else None
     size = (args.image_size, args.image_size) if args.image_size else None
+    if args.max_pixels < 1:
+        raise ConfigError(f"--max-pixels {args.max_pixels}: must be 1 or more")
     options = IngestOptions(
-        pixel=PixelSpec(size=size),
+        pixel=PixelSpec(size=size, max_pixels=args.max_pixels),
+        limits=ReadLimits(max_pixels=args.max_pixels),
         splits=parse_splits(args.splits),
         allow_burned_in=args.allow_burned_in,
         scan_burned_in=args.scan_burned_in,

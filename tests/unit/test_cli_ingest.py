@@ -152,3 +152,18 @@ def test_import_npz_errors(tmp_path, capsys, extra, message):
 def test_import_npz_missing_file(tmp_path, capsys):
     assert main(["import-npz", str(tmp_path / "x.npz"), "--out", str(tmp_path)]) == 2
     assert "no such npz file" in _one_line_error(capsys, "import-npz")
+
+
+def test_ingest_max_pixels_flag_refuses_larger_images_before_decoding(
+    dicom_dir, key_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    args = ["ingest", str(dicom_dir), "--out", str(out), "--deid-key-file", str(key_file)]
+    assert main([*args, "--max-pixels", "100"]) == 1  # nothing written
+    report = json.loads((out / "ingest_report.json").read_text())
+    assert report["quarantine_reasons"] == {"too_many_pixels": 3}
+    assert all("over the cap of 100" in f["message"] for f in report["files"])
+    assert report["options"]["max_pixels"] == 100
+    capsys.readouterr()
+    assert main([*args, "--max-pixels", "0"]) == 2
+    assert "--max-pixels 0: must be 1 or more" in _one_line_error(capsys, "ingest")
