@@ -20,7 +20,7 @@ def get_store(url: str) -> ReviewStore:
     return ReviewStore(url)
 
 
-def _choose_page(user) -> str:
+def _choose_page(store: ReviewStore, user) -> str:
     allowed = [key for key in PAGES if key not in ADMIN_ONLY or user.role == "admin"]
     wanted = st.query_params.get("page", "review")
     if wanted in PAGES and wanted not in allowed:
@@ -30,7 +30,7 @@ def _choose_page(user) -> str:
     with st.sidebar:
         st.markdown(f"Signed in as **{user.username}** ({user.role})")
         page = st.radio("Page", allowed, index=index, format_func=PAGES.get, key="nav_page")
-        st.button("Sign out", on_click=auth.logout)
+        st.button("Sign out", on_click=auth.logout, args=(store,))
     st.query_params["page"] = page
     return page
 
@@ -43,7 +43,7 @@ def main() -> None:
     if user is None:
         auth.login_page(store)
         return
-    page = _choose_page(user)
+    page = _choose_page(store, user)
     if page == "runs":
         from medflow.dashboard.views.runs import show
     elif page == "models":

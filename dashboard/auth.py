@@ -1,10 +1,13 @@
-"""Login gate: local users (bcrypt, in the review store) or OIDC through ``st.login``."""
+"""Login gate: local users (bcrypt, in the review store) or OIDC through ``st.login``.
+
+Sign-ins, failed and refused sign-ins, lockouts and sign-outs are audited by the store.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from medflow.dashboard.records import User
+from medflow.dashboard.records import AccountLocked, User
 from medflow.dashboard.store import ReviewStore
 
 SESSION_KEY = "medflow_user"
@@ -32,6 +35,7 @@ def current_user(store: ReviewStore) -> User | None:
         known = store.get_user(email) if email else None
         user = User(username=email, role=known.role if known else "reviewer")
         st.session_state[SESSION_KEY] = user
+        store.record_event(email, "login", f"signed in (single sign-on) as a {user.role}")
         return user
     return None
 
@@ -44,10 +48,16 @@ def login_page(store: ReviewStore) -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        user = store.authenticate(username.strip(), password)
-        if user is None:
-            st.error("Wrong user name or password.")
+        try:
+            user = store.authenticate(username.strip(), password)
+        except AccountLocked as exc:
+            message = str(exc)
+            st.error(f"{message[:1].upper()}{message[1:]}.")
+            user = None
         else:
+            if user is None:
+                st.error("Wrong user name or password.")
+        if user is not None:
             st.session_state[SESSION_KEY] = user
             st.rerun()
     if oidc_configured():
@@ -56,7 +66,10 @@ def login_page(store: ReviewStore) -> None:
         st.info("No users yet: create one with `medflow dashboard add-user NAME --role admin`.")
 
 
-def logout() -> None:
-    st.session_state.pop(SESSION_KEY, None)
+def logout(store: ReviewStore) -> None:
+    """Signs the session's user out (audited)."""
+    user = st.session_state.pop(SESSION_KEY, None)
+    if user is not None:
+        store.record_event(user.username, "logout", "signed out")
     if oidc_configured() and st.user.is_logged_in:
         st.logout()

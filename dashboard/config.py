@@ -28,6 +28,11 @@ ENV_MODELS_DIR = "MEDFLOW_MODELS_DIR"
 DEFAULT_WORKDIR = ".medflow"
 
 
+def store_url_from_env() -> str:
+    """The review store's URL: ``MEDFLOW_STORE_URL``, else the default SQLite file."""
+    return os.environ.get(ENV_STORE_URL) or DEFAULT_URL
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the dashboard reads from.
@@ -50,7 +55,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            store_url=os.environ.get(ENV_STORE_URL) or DEFAULT_URL,
+            store_url=store_url_from_env(),
             workdir=os.environ.get(ENV_WORKDIR) or DEFAULT_WORKDIR,
             mlmd_db=os.environ.get(ENV_MLMD_DB, ""),
             mlmd_config=os.environ.get(ENV_MLMD_CONFIG, ""),

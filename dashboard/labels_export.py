@@ -12,6 +12,8 @@ mask file still has the bytes that were reviewed).
 from __future__ import annotations
 
 import csv
+import getpass
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,8 +96,25 @@ def write_manifest(
     return out
 
 
-def export_labels(store: ReviewStore, out: str | Path, *, model_name: str | None = None) -> int:
+def os_user() -> str:
+    """The name of the operating-system user running this process (for the audit log)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return f"uid {os.getuid()}"
+
+
+def export_labels(
+    store: ReviewStore,
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    actor: str | None = None,
+) -> int:
     """Exports accepted and corrected reviews as a manifest; returns the number of rows.
+
+    Each export is an "export" audit record: ``actor`` (default: the operating-system user,
+    for the command line), the file written, the number of rows and the model filter.
 
     Raises:
         InputError: nothing has been reviewed yet (for this model), mixed tasks or label
@@ -108,5 +127,8 @@ def export_labels(store: ReviewStore, out: str | Path, *, model_name: str | None
             f"no accepted or corrected reviews{which} in {store.url}; review cases first "
             "(rejected cases carry no label)"
         )
-    write_manifest(rows, out)
+    path = write_manifest(rows, out).resolve()
+    which = f"model {model_name}" if model_name else "all models"
+    by = actor or f"{os_user()} (OS user)"
+    store.record_event(by, "export", f"labels manifest {path}: {len(rows)} row(s), {which}")
     return len(rows)

@@ -16,6 +16,7 @@ from medflow.dashboard.records import (
     STATUSES,
     AuditRecord,
     Prediction,
+    Review,
     ReviewedLabel,
     ReviewError,
 )
@@ -34,6 +35,25 @@ def prediction_from_row(row: sa.Row) -> Prediction:
     return Prediction(**data)
 
 
+def review_from_row(row: sa.Row) -> Review:
+    return Review(
+        id=row.id,
+        prediction_id=row.prediction_id,
+        action=row.action,
+        label_index=row.label_index,
+        comment=row.comment,
+        reviewer=row.reviewer,
+        created_at=utc(row.created_at),
+    )
+
+
+def latest_review_in(conn: sa.Connection, prediction_id: int) -> Review | None:
+    r = schema.reviews
+    query = sa.select(r).where(r.c.prediction_id == prediction_id)
+    row = conn.execute(query.order_by(r.c.id.desc()).limit(1)).first()
+    return None if row is None else review_from_row(row)
+
+
 class StoreQueries:
     """Queries of the review store (a base of ``ReviewStore``)."""
 
@@ -48,6 +68,12 @@ class StoreQueries:
         if row is None:
             raise ReviewError(f"no prediction with id {prediction_id} in the review store")
         return prediction_from_row(row)
+
+    def latest_review(self, prediction_id: int) -> Review | None:
+        """The case's latest review (None: not reviewed yet): the state a reviewer is shown,
+        and passes back to ``ReviewStore.review(expected_review_id=...)``."""
+        with self.engine.connect() as conn:
+            return latest_review_in(conn, prediction_id)
 
     def list_queue(
         self,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 
 from medflow.core.errors import InputError
 
 ACTIONS = ("accept", "reject", "correct")
+# Audit actions besides "view" and ACTIONS: a refused review ("conflict"), and the events not
+# tied to a case (sign-ins, refused sign-ins, lockouts, sign-outs, label exports).
+CONFLICT = "conflict"
+EVENT_ACTIONS = ("login", "login_failed", "login_locked", "lockout", "logout", "export")
 ROLES = ("reviewer", "admin")
 SORT_KEYS = ("confidence", "disagreement", "created")
 STATUSES = ("pending", "reviewed", "all", "accepted", "rejected", "corrected")
@@ -15,6 +20,48 @@ STATUSES = ("pending", "reviewed", "all", "accepted", "rejected", "corrected")
 
 class ReviewError(InputError):
     """A review action or prediction that cannot be recorded (unknown case, bad label...)."""
+
+
+class AnyState(enum.Enum):
+    """``ReviewStore.review(expected_review_id=ANY_STATE)``: save whatever the case's state."""
+
+    ANY = "any"
+
+
+ANY_STATE = AnyState.ANY
+
+
+@dataclass(frozen=True)
+class Review:
+    """One recorded review action on a prediction."""
+
+    id: int
+    prediction_id: int
+    action: str
+    label_index: int | None
+    comment: str
+    reviewer: str
+    created_at: datetime
+
+
+class ReviewConflict(ReviewError):
+    """The case changed since the reviewer saw it; ``latest`` is its review now (None: none)."""
+
+    def __init__(self, message: str, latest: Review | None):
+        super().__init__(message)
+        self.latest = latest
+
+
+class AccountLocked(InputError):
+    """Sign-in refused: too many failed sign-ins for the user; ``until`` is when it ends (UTC)."""
+
+    def __init__(self, username: str, until: datetime):
+        super().__init__(
+            f"too many failed sign-ins for {username!r}: signing in is locked until "
+            f"{until:%Y-%m-%d %H:%M:%S} UTC; try again after that"
+        )
+        self.username = username
+        self.until = until
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ Example:
     pid = store.record_prediction(sop_instance_uid="1.2.3", ..., labels=["normal", "pneumonia"],
                                   scores=[0.2, 0.8])
     store.record_view(pid, actor="alice")
-    store.review(pid, action="correct", reviewer="alice", label="normal", comment="artefact")
+    seen = store.latest_review(pid)  # the state the reviewer was shown (None: pending)
+    store.review(pid, action="correct", reviewer="alice", label="normal", comment="artefact",
+                 expected_review_id=seen.id if seen else None)
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,16 +27,34 @@ from medflow.core.errors import ConfigError, InputError, ServiceError
 from medflow.core.tasks import DEFAULT_TASK, TaskReview, get_task, mask_review_task
 from medflow.dashboard import schema
 from medflow.dashboard.config import DEFAULT_URL
-from medflow.dashboard.queries import StoreQueries
-from medflow.dashboard.records import ACTIONS, ROLES, Prediction, ReviewError, User
+from medflow.dashboard.events import utcnow
+from medflow.dashboard.queries import StoreQueries, latest_review_in
+from medflow.dashboard.records import (
+    ACTIONS,
+    ANY_STATE,
+    CONFLICT,
+    AccountLocked,
+    AnyState,
+    Prediction,
+    Review,
+    ReviewConflict,
+    ReviewError,
+)
+from medflow.dashboard.security import prepare_sqlite_file
+from medflow.dashboard.users import StoreUsers
 
-__all__ = ["DEFAULT_URL", "ReviewError", "ReviewStore", "file_sha256", "utcnow"]
+__all__ = [
+    "ANY_STATE",
+    "DEFAULT_URL",
+    "AccountLocked",
+    "ReviewConflict",
+    "ReviewError",
+    "ReviewStore",
+    "file_sha256",
+    "utcnow",
+]
 
 _STATUS_OF_ACTION = {"accept": "accepted", "reject": "rejected", "correct": "corrected"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _total_variation(a: dict[str, float], b: dict[str, float]) -> float:
@@ -44,10 +62,11 @@ def _total_variation(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(n, 0.0) - b.get(n, 0.0)) for n in names)
 
 
-class ReviewStore(StoreQueries):
+class ReviewStore(StoreQueries, StoreUsers):
     """Access to the review database. Thread-safe; one instance per process is enough.
 
-    Reading the queue, reviewed labels and the audit log: :class:`StoreQueries`.
+    Reading the queue, reviewed labels and the audit log: :class:`StoreQueries`; users,
+    sign-ins and security events: :class:`StoreUsers`.
     """
 
     def __init__(self, url: str = DEFAULT_URL):
@@ -58,8 +77,8 @@ class ReviewStore(StoreQueries):
             raise ConfigError(f"review store URL {url!r} is not a database URL: {exc}") from exc
         kwargs: dict = {}
         if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+                prepare_sqlite_file(parsed.database)  # 0600 file, 0700 folders (security.py)
             # Streamlit reruns scripts on other threads than the one that opened the store.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         try:
@@ -161,6 +180,7 @@ class ReviewStore(StoreQueries):
         reviewer: str,
         label: int | str | None = None,
         comment: str = "",
+        expected_review_id: int | None | AnyState = ANY_STATE,
     ) -> int:
         """Records a review action and its audit record in one transaction; returns the review id.
 
@@ -170,8 +190,13 @@ class ReviewStore(StoreQueries):
                 takes them (:class:`medflow.core.tasks.TaskReview`). When the task's review
                 judges a mask file, the file's SHA-256 is recorded with the review.
             label: for "correct": class index or name from the prediction's labels.
+            expected_review_id: the state the reviewer saw: the id of the case's latest
+                review then (:meth:`latest_review`), None for a case not reviewed yet.
+                ``ANY_STATE`` (the default, for scripts) saves whatever the state.
 
         Raises:
+            ReviewConflict: the case's latest review is not ``expected_review_id`` (another
+                review was saved meanwhile); nothing is saved but a "conflict" audit record.
             ReviewError: unknown prediction or action, an action the task does not take, a
                 missing/unknown label, or a file the action needs that cannot be read.
         """
@@ -190,86 +215,22 @@ class ReviewStore(StoreQueries):
             raise ReviewError(str(exc)) from exc
         outcome = rules.outcome(pred, action, label_index, digest)
         outcome = f"{outcome}; comment: {comment}" if comment else outcome
-        row = dict(
-            prediction_id=pred.id,
-            action=action,
-            label_index=label_index,
-            comment=comment or "",
-            reviewer=reviewer,
-            model_name=pred.model_name,
-            model_version=pred.model_version,
-            created_at=utcnow(),
-        )
         with self.engine.begin() as conn:
-            review_id = conn.execute(schema.reviews.insert().values(**row)).inserted_primary_key[0]
-            if rules.reviews_mask_file:
-                masks = schema.review_masks
-                conn.execute(masks.insert().values(review_id=review_id, mask_ref=pred.mask_ref,
-                                                   mask_sha256=digest))  # fmt: skip
-            _set_status(conn, pred.id, _STATUS_OF_ACTION[action])
-            _audit(conn, reviewer, action, pred, outcome)
-        return int(review_id)
-
-    # --- users --------------------------------------------------------------------------
-
-    def add_user(self, username: str, password: str, role: str) -> User:
-        """Creates or replaces a local user (bcrypt-hashed password)."""
-        import bcrypt
-
-        if role not in ROLES:
-            raise InputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        if not username or not username.strip() or username != username.strip():
-            raise InputError("user name must be non-empty without surrounding spaces")
-        raw = password.encode("utf-8")
-        if len(raw) < 8 or len(raw) > 72:
-            raise InputError("password must be 8 to 72 bytes long (bcrypt's limit)")
-        hashed = bcrypt.hashpw(raw, bcrypt.gensalt()).decode("ascii")
-        t = schema.users
-        with self.engine.begin() as conn:
-            conn.execute(t.delete().where(t.c.username == username))
-            conn.execute(
-                t.insert().values(
-                    username=username, password_hash=hashed, role=role, created_at=utcnow()
-                )
-            )
-        return User(username=username, role=role)
-
-    def authenticate(self, username: str, password: str) -> User | None:
-        """Returns the user when the password matches, else None."""
-        import bcrypt
-
-        t = schema.users
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.username == username)).first()
-        raw = password.encode("utf-8")[:72]
-        if row is None:
-            # Same work as a real check, so timing does not reveal which names exist.
-            bcrypt.checkpw(raw, _dummy_hash())
-            return None
-        if not bcrypt.checkpw(raw, row.password_hash.encode("ascii")):
-            return None
-        return User(username=row.username, role=row.role)
-
-    def get_user(self, username: str) -> User | None:
-        t = schema.users
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(t.c.username, t.c.role).where(t.c.username == username)
-            ).first()
-        return None if row is None else User(username=row.username, role=row.role)
-
-    def list_users(self) -> list[User]:
-        t = schema.users
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.username, t.c.role).order_by(t.c.username)).all()
-        return [User(username=r.username, role=r.role) for r in rows]
-
-
-@functools.cache
-def _dummy_hash() -> bytes:
-    import bcrypt
-
-    return bcrypt.hashpw(b"not a password", bcrypt.gensalt())
+            # Write first: it takes the database's write lock (the row's, on PostgreSQL), so
+            # the state checked below cannot change before this transaction commits.
+            _set_status(conn, pred.id, None)
+            latest = latest_review_in(conn, pred.id)
+            conflict = _conflict(pred, action, reviewer, expected_review_id, latest)
+            if conflict is not None:
+                _audit(conn, reviewer, CONFLICT, pred, f"{conflict}; refused: {outcome}")
+            else:
+                review_id = _insert_review(conn, pred, rules, action, reviewer, label_index,
+                                           comment, digest)  # fmt: skip
+                _set_status(conn, pred.id, _STATUS_OF_ACTION[action])
+                _audit(conn, reviewer, action, pred, outcome)
+        if conflict is not None:
+            raise ReviewConflict(conflict, latest)
+        return review_id
 
 
 def _check_prediction(sop: str, study: str, series: str, labels: list, scores: list) -> None:
@@ -322,9 +283,63 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _set_status(conn: sa.Connection, prediction_id: int, status: str) -> None:
+def _set_status(conn: sa.Connection, prediction_id: int, status: str | None) -> None:
+    """Sets the case's status (None: rewrites the one it has, to take the write lock)."""
     t = schema.predictions
-    conn.execute(t.update().where(t.c.id == prediction_id).values(status=status))
+    value = t.c.status if status is None else status
+    conn.execute(t.update().where(t.c.id == prediction_id).values(status=value))
+
+
+def _insert_review(
+    conn: sa.Connection,
+    pred: Prediction,
+    rules: TaskReview,
+    action: str,
+    reviewer: str,
+    label_index: int | None,
+    comment: str,
+    digest: str | None,
+) -> int:
+    row = dict(
+        prediction_id=pred.id,
+        action=action,
+        label_index=label_index,
+        comment=comment or "",
+        reviewer=reviewer,
+        model_name=pred.model_name,
+        model_version=pred.model_version,
+        created_at=utcnow(),
+    )
+    review_id = int(conn.execute(schema.reviews.insert().values(**row)).inserted_primary_key[0])
+    if rules.reviews_mask_file:
+        masks = schema.review_masks
+        conn.execute(
+            masks.insert().values(review_id=review_id, mask_ref=pred.mask_ref, mask_sha256=digest)
+        )
+    return review_id
+
+
+def _conflict(
+    pred: Prediction,
+    action: str,
+    reviewer: str,
+    expected: int | None | AnyState,
+    latest: Review | None,
+) -> str | None:
+    """Why a review of a case in state ``latest`` that its reviewer saw in state ``expected``
+    is refused (None: it is not)."""
+    if expected is ANY_STATE or expected == (latest.id if latest else None):
+        return None
+    if latest is None:  # the review the reviewer saw is gone: cannot happen (append-only)
+        now = "has no review now"
+    else:
+        when = f"{latest.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        now = f"was reviewed meanwhile: {latest.action} by {latest.reviewer} at {when}"
+    saw = "pending" if expected is None else f"at review {expected}"
+    return (
+        f"case {pred.id} changed since {reviewer} saw it ({saw}): it {now}; "
+        f"the {action} was not saved"
+    )
 
 
 def _audit(conn: sa.Connection, actor: str, action: str, pred: Prediction, outcome: str) -> int:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from medflow.dashboard.config import Settings
-from medflow.dashboard.records import AuditRecord, User
+from medflow.dashboard.records import ACTIONS, CONFLICT, EVENT_ACTIONS, AuditRecord, User
 from medflow.dashboard.store import ReviewStore
 
 COLUMNS = [
@@ -40,7 +40,7 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
         return
     cols = st.columns(2)
     actor = cols[0].text_input("Who (exact user name)", key="audit_actor").strip() or None
-    actions = ["all", "view", "accept", "reject", "correct"]
+    actions = ["all", "view", *ACTIONS, CONFLICT, *EVENT_ACTIONS]
     action = cols[1].selectbox("Action", actions, key="audit_action")
     records = store.audit_records(actor=actor, action=None if action == "all" else action)
     frame = audit_frame(records)

@@ -21,7 +21,7 @@ import streamlit as st
 from medflow.components.dicom import display as viewer
 from medflow.core.tasks import ReviewAction, TaskReview, get_task
 from medflow.dashboard.config import Settings
-from medflow.dashboard.records import Prediction, User
+from medflow.dashboard.records import Prediction, Review, ReviewConflict, User
 from medflow.dashboard.store import ReviewStore
 
 SORTS = {
@@ -77,8 +77,14 @@ def _step(ids: list[int], current: int | None, delta: int) -> int | None:
 
 
 def _act(
-    store: ReviewStore, user: User, pred: Prediction, action: ReviewAction, next_id: int | None
+    store: ReviewStore,
+    user: User,
+    pred: Prediction,
+    action: ReviewAction,
+    next_id: int | None,
+    seen_review_id: int | None,
 ):
+    """Saves the action; ``seen_review_id``: the case's latest review the page showed."""
     key = _review(pred).label_widget_key(pred)
     label = st.session_state.get(key) if action.asks_label else None
     try:
@@ -88,7 +94,11 @@ def _act(
             reviewer=user.username,
             label=label,
             comment=st.session_state.get("review_comment", ""),
+            expected_review_id=seen_review_id,
         )
+    except ReviewConflict as exc:  # someone else reviewed it meanwhile: stay on the case
+        st.session_state["review_error"] = f"Not saved: {exc}. The case now shows their review."
+        return
     except Exception as exc:  # noqa: BLE001 - shown to the reviewer, nothing was written
         st.session_state["review_error"] = str(exc)
         return
@@ -153,6 +163,8 @@ def _case_panel(
         f"**Instance** `{pred.sop_instance_uid}` (frame {pred.frame_index})  \n"
         f"**Status** {pred.status} · **disagreement** {pred.disagreement:.3f}"
     )
+    seen = store.latest_review(pred.id)
+    st.markdown(f"**Last review** {_said(seen)}")
     review.render_details(pred)
     st.text_input("Comment", key="review_comment", placeholder="optional, kept in the audit log")
     blocked = {a.name: review.blocked(a, problem) for a in review.actions}
@@ -167,7 +179,7 @@ def _case_panel(
             f"{action.text} ({action.key})",
             key=f"review_{action.name}",
             on_click=_act,
-            args=(store, user, pred, action, after),
+            args=(store, user, pred, action, after, seen.id if seen else None),
             shortcut=action.key,
             type="primary" if action is review.actions[0] else "secondary",
             disabled=bool(blocked[action.name]),
@@ -185,6 +197,13 @@ def _case_panel(
         shortcut="N",
         on_click=lambda: st.session_state.update({CASE_KEY: _step(ids, current, 1)}),
     )
+
+
+def _said(review: Review | None) -> str:
+    if review is None:
+        return "none yet"
+    when = f"{review.created_at:%Y-%m-%d %H:%M} UTC"
+    return f"{review.action} by {review.reviewer} at {when} (review {review.id})"
 
 
 def _image(pred: Prediction) -> str | None:

@@ -13,12 +13,14 @@ from medflow.core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from medflow.dashboard.config import Settings
+    from medflow.dashboard.config import DEFAULT_URL, ENV_STORE_URL, Settings
 
     defaults = Settings()
     parser = subparsers.add_parser("dashboard", help="start the Streamlit review dashboard")
     parser.add_argument(
-        "--store-url", default=defaults.store_url, help="review store SQLAlchemy URL"
+        "--store-url",
+        default=None,
+        help=f"review store SQLAlchemy URL (default ${ENV_STORE_URL}, else {DEFAULT_URL})",
     )
     parser.add_argument(
         "--workdir",
@@ -66,12 +68,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.set_defaults(func=_sample_data)
 
 
+def _store_url(args: argparse.Namespace) -> str:
+    """--store-url, else $MEDFLOW_STORE_URL, else the default SQLite file."""
+    from medflow.dashboard.config import store_url_from_env
+
+    return args.store_url or store_url_from_env()
+
+
 def _run(args: argparse.Namespace) -> int:
     from medflow.dashboard.config import APP_SCRIPT, Settings
     from medflow.dashboard.store import ReviewStore
 
     settings = Settings(
-        store_url=args.store_url,
+        store_url=_store_url(args),
         workdir=args.workdir,
         mlmd_db=args.mlmd_db,
         mlmd_config=args.mlmd_config,
@@ -110,12 +119,12 @@ def _add_user(args: argparse.Namespace) -> int:
     from medflow.dashboard.store import ReviewStore
 
     password = read_password()
-    store = ReviewStore(args.store_url)
+    store = ReviewStore(_store_url(args))
     try:
         user = store.add_user(args.name, password, args.role)
     finally:
         store.close()
-    print(f"user {user.username} ({user.role}) saved in {args.store_url}")
+    print(f"user {user.username} ({user.role}) saved in {_store_url(args)}")
     return 0
 
 
@@ -129,7 +138,7 @@ def _sample_data(args: argparse.Namespace) -> int:
     if args.hc18 and not hc18.is_dir():
         raise InputError(f"--hc18 {hc18} is not a folder; pass the HC18 folder of shared/data")
     out = Path(args.out)
-    store = ReviewStore(args.store_url)
+    store = ReviewStore(_store_url(args))
     try:
         phantoms = seed_store(store, out / "phantoms", 6, model="sample-phantom", version="sample")
         masks = seed_masks(store, out, hc18_dir=hc18 if hc18.is_dir() else None)
@@ -137,6 +146,6 @@ def _sample_data(args: argparse.Namespace) -> int:
         store.close()
     print(
         f"queued {len(phantoms)} phantom {DEFAULT_TASK} case(s) and {len(masks)} "
-        f"{mask_review_task()} case(s) with reference masks in {args.store_url}; files under {out}"
+        f"{mask_review_task()} case(s) with reference masks in {_store_url(args)}; files under {out}"
     )
     return 0

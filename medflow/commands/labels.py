@@ -13,10 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write accepted/corrected reviews as a manifest CSV (key SOPInstanceUID) with the "
         "columns the model's task trains on (e.g. a label index or an accepted mask file)",
     )
-    from medflow.dashboard.config import DEFAULT_URL
+    from medflow.dashboard.config import DEFAULT_URL, ENV_STORE_URL
 
     export.add_argument(
-        "--store-url", default=DEFAULT_URL, help=f"review store (default {DEFAULT_URL})"
+        "--store-url",
+        default=None,
+        help=f"review store (default ${ENV_STORE_URL}, else {DEFAULT_URL})",
     )
     export.add_argument("--out", required=True, help="manifest CSV to write (atomically)")
     export.add_argument("--model", default=None, help="only reviews of this model's predictions")
@@ -24,12 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from medflow.dashboard.config import store_url_from_env
     from medflow.dashboard.labels_export import export_labels
     from medflow.dashboard.store import ReviewStore
 
-    store = ReviewStore(args.store_url)
+    url = args.store_url or store_url_from_env()
+    store = ReviewStore(url)
     try:
-        count = export_labels(store, args.out, model_name=args.model)
+        count = export_labels(store, args.out, model_name=args.model)  # audited as the OS user
     finally:
         store.close()
     print(f"wrote {count} label(s) to {args.out}")

@@ -254,7 +254,10 @@ def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, ar
     browser.wait_idle()
     assert browser.js(_body_has("Signed in as alice"))
     # Opening the page opened the least confident case: one view in the audit log.
-    assert [(r.action, r.prediction_id) for r in store.audit_records()] == [("view", first.id)]
+    assert [(r.action, r.prediction_id) for r in store.audit_records()] == [
+        ("view", first.id),
+        ("login", None),
+    ]
     browser.type_into('input[aria-label="Comment"]', "rib artefact")
     browser.press_enter()
     browser.wait_js(

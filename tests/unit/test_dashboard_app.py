@@ -62,7 +62,8 @@ def test_every_page_requires_login(env, page):
     assert [b.label for b in at.button] == ["Sign in"]
     at = _login(at, "alice", "wrong password")
     assert _is_login_page(at) and "Wrong user name or password." in [e.value for e in at.error]
-    assert store.audit_records() == []  # a refused visitor saw no case
+    # A refused visitor saw no case; the failure is audited.
+    assert [(r.action, r.actor) for r in store.audit_records()] == [("login_failed", "alice")]
 
 
 def test_reviewer_cannot_open_audit_admin_can(env):
@@ -83,6 +84,48 @@ def test_sign_out_returns_to_login(env):
     at.sidebar.button[0].click().run()
     at.run()
     assert _is_login_page(at)
+
+
+def test_lockout_refuses_the_right_password_and_sessions_are_audited(env):
+    store, _ = env
+    at = _app()
+    for _ in range(5):
+        at = _login(at, "alice", "wrong password")
+    at = _login(at, "alice")  # the right password, within the lockout
+    assert _is_login_page(at)
+    [locked] = [e.value for e in at.error]
+    assert "locked until" in locked and "UTC; try again after that" in locked
+    at = _login(_app(), "root")
+    at.sidebar.button[0].click().run()  # sign out
+    assert _is_login_page(at.run())
+    trail = [(r.action, r.actor) for r in reversed(store.audit_records()) if r.action != "view"]
+    assert trail == [
+        *[("login_failed", "alice")] * 5,
+        ("lockout", "alice"),
+        ("login_locked", "alice"),
+        ("login", "root"),
+        ("logout", "root"),
+    ]
+
+
+def test_review_page_shows_a_conflict_instead_of_saved(env):
+    store, _ = env
+    at = _login(_app("review"), "alice")
+    case = at.selectbox(key="review_case").value
+    # bob reviews the same case while alice looks at it.
+    bob = store.review(case, action="reject", reviewer="bob", expected_review_id=None)
+    at.button(key="review_accept").click().run()
+    assert not at.exception and not at.success
+    [error] = [e.value for e in at.error]
+    assert "Not saved" in error and "reject by bob" in error
+    assert store.latest_review(case).id == bob and store.get_prediction(case).status == "rejected"
+    [conflict] = store.audit_records(action="conflict")
+    assert conflict.actor == "alice" and conflict.prediction_id == case
+    # Once shown bob's review, alice may overrule it.
+    at.selectbox(key="review_status").set_value("All").run()  # the case is no longer pending
+    at.selectbox(key="review_case").set_value(case).run()
+    at.button(key="review_accept").click().run()
+    assert f"Case {case}: accept saved." in [s.value for s in at.success]
 
 
 def test_scripted_review_session_audits_every_view_and_action(env, tmp_path):
@@ -114,7 +157,9 @@ def test_scripted_review_session_audits_every_view_and_action(env, tmp_path):
         done[case] = step
         actions += 1
         views += 1  # the action moves on to the next case, which is a new view
-    records = store.audit_records()
+    [login] = store.audit_records(action="login")
+    assert login.actor == "alice" and login.prediction_id is None
+    records = [r for r in store.audit_records() if r.prediction_id is not None]
     assert len(records) == actions + views
     assert sum(r.action == "view" for r in records) == views
     assert sorted(r.action for r in records if r.action != "view") == sorted(done.values())

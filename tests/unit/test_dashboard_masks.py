@@ -299,7 +299,7 @@ def test_accept_and_reject_masks_on_the_page_are_audited(app_env, tmp_path):
     assert not at.exception and not at.error
     assert store.get_prediction(seg[0]).status == "accepted"
     assert store.get_prediction(seg[1]).status == "rejected"
-    actions = {r.action: r for r in store.audit_records() if r.action != "view"}
+    actions = {r.action: r for r in store.audit_records() if r.prediction_id and r.action != "view"}
     assert set(actions) == {"accept", "reject"}
     assert actions["accept"].actor == "alice" and "tight fit" in actions["accept"].outcome
     assert actions["accept"].prediction_id == seg[0] and "mask " in actions["accept"].outcome
