@@ -42,7 +42,7 @@ def bare_loop(files: list[Path], workers: int) -> float:
         for f in files:
             _bare_one(str(f))
     else:
-        from medflow.components.ingest.engine import _pool_context  # ingestion's start method
+        from medflow.components.ingest.workers import _pool_context  # ingestion's start method
 
         with _pool_context().Pool(workers) as pool:
             pool.map(

@@ -18,7 +18,8 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from medflow.components.dicom.pixels import decode_frame, frame_indices, image_info
+from medflow.components.dicom.decode import decode_frame
+from medflow.components.dicom.pixels import frame_indices, image_info
 from medflow.components.dicom.reader import HeaderView
 from medflow.core.errors import ConfigError
 

@@ -69,10 +69,11 @@ def _j2k(data: bytes, at: int) -> tuple[int, int, int] | None:
 
 
 def check_frames(
-    data: bytes, rows: int, cols: int, frames: int, max_pixels: int, name: str
+    data: bytes, rows: int, cols: int, samples: int, frames: int, max_pixels: int, name: str
 ) -> None:
-    """Each compressed frame's own size (its codestream header) against Rows/Columns and
-    the pixel cap, before a decoder allocates anything (decompression bombs)."""
+    """Each compressed frame's own size (its codestream header) against Rows/Columns,
+    SamplesPerPixel and the pixel cap, before a decoder allocates anything (decompression
+    bombs; a decoder that aborts the process on a component mismatch)."""
     from pydicom.encaps import generate_frames
 
     try:
@@ -90,10 +91,11 @@ def check_frames(
                 f"{name}: frame {index} decodes to {height}x{width}x{components} pixels, over "
                 f"the cap of {max_pixels}; refused before decoding",
             )
-        if (height, width) != (rows, cols):
+        if (height, width) != (rows, cols) or components != samples:
             raise DicomRejected(
                 "codestream_mismatch",
-                f"{name}: frame {index}'s compressed data is {height}x{width} but the header "
-                f"declares {rows}x{cols}; refused before decoding (a decompression bomb or a "
-                "broken file: re-export it from the source)",
+                f"{name}: frame {index}'s compressed data is {height}x{width} with {components} "
+                f"component(s) but the header declares {rows}x{cols} with {samples}; refused "
+                "before decoding (a decompression bomb or a broken file: re-export it from the "
+                "source)",
             )

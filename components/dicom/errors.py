@@ -27,6 +27,7 @@ REASONS = {
     "mask_mismatch": "the mask's rows x columns differ from the image's (or several frames share it)",
     "split_conflict": "the manifest puts this instance in another split than earlier files of its patient",
     "io_error": "the file could not be read from disk",
+    "worker_crashed": "processing the file killed its worker process (a native decoder fault)",
     "internal_error": "a medflow bug while processing this file (please report it with the message)",
 }
 

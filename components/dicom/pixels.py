@@ -17,12 +17,11 @@ import pydicom
 from PIL import Image
 
 from medflow.components.dicom.codestream import check_frames
+from medflow.components.dicom.decode import decode_frame, required
 from medflow.components.dicom.errors import DicomRejected
 from medflow.components.dicom.reader import HeaderView, ReadLimits, header_view, read_dicom
 from medflow.core.features import IMAGE_STATS
 from medflow.core.pixel_spec import PixelSpec
-
-_ENCAPSULATED_HINT = "install the pinned pixel plugins (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, python-gdcm)"
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,13 @@ class Geometry:
     pixel_spacing: tuple[float, float] | None  # mm of one stored (resampled) pixel
     scale: float  # stored pixels per original pixel, along rows
     pad: tuple[int, int]  # (top, left) padding added after resampling
+
+
+# Pixel spacings at or above this (mm) are not physical: treated as absent.
+MAX_SPACING_MM = 1e4
+# Samples per pixel each photometric interpretation needs (PS3.3 C.7.6.3.1.2); decoders
+# given anything else fail, some by aborting the process.
+_SAMPLES_OF = {"MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE": 1, "RGB": 3, "YBR": 3}
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,8 @@ def image_info(
             "no_pixel_data", f"{name}: no PixelData (SOP class {h.get('SOPClassUID', '?')})"
         )
     try:
-        rows, cols = int(_required(h, "Rows")), int(_required(h, "Columns"))
-        bits = int(_required(h, "BitsAllocated"))
+        rows, cols = int(required(h, "Rows")), int(required(h, "Columns"))
+        bits = int(required(h, "BitsAllocated"))
         samples = int(h.get("SamplesPerPixel", 1) or 1)
         frames = int(h.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError) as exc:
@@ -85,6 +91,14 @@ def image_info(
             f"{name}: invalid image attributes rows={rows} cols={cols} frames={frames} "
             f"samples={samples} bits={bits}",
         )
+    photometric = str(h.get("PhotometricInterpretation", "") or "")
+    expected_samples = _SAMPLES_OF.get(photometric.split("_")[0])
+    if expected_samples is not None and samples != expected_samples:
+        raise DicomRejected(
+            "bad_geometry",
+            f"{name}: PhotometricInterpretation {photometric} needs {expected_samples} "
+            f"sample(s) per pixel but the file declares {samples}",
+        )
     total = rows * cols * frames * samples
     if total > max_pixels:
         raise DicomRejected(
@@ -92,10 +106,9 @@ def image_info(
             f"{name}: declares {rows}x{cols}x{frames} frames x{samples} samples = {total} pixels, "
             f"over the cap of {max_pixels} (raise --max-pixels if the image is genuine)",
         )
-    meta = h.ds.file_meta
-    encapsulated = bool(meta.get("TransferSyntaxUID") and meta.TransferSyntaxUID.is_compressed)
+    encapsulated = _encapsulated(h.ds, name)
     if encapsulated and "PixelData" in h:
-        check_frames(h.get("PixelData"), rows, cols, frames, max_pixels, name)
+        check_frames(h.get("PixelData"), rows, cols, samples, frames, max_pixels, name)
     if not encapsulated and "PixelData" in h:
         expected = math.ceil(total * bits / 8)
         actual = len(h.get("PixelData"))
@@ -108,11 +121,17 @@ def image_info(
     return ImageInfo(rows, cols, frames, samples, bits, encapsulated)
 
 
-def _required(h: HeaderView, keyword: str) -> object:
-    value = h.get(keyword)
-    if value is None:
-        raise AttributeError(f"{keyword} is missing")
-    return value
+def _encapsulated(ds: pydicom.Dataset, name: str) -> bool:
+    """Whether the pixel data is compressed (encapsulated), by the file's transfer syntax."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        return False
+    try:
+        return bool(syntax.is_compressed)
+    except AttributeError:  # not read as a UID (a wrong VR in the file meta)
+        raise DicomRejected(
+            "unreadable", f"{name}: the file meta's TransferSyntaxUID is not a UID ({syntax!r})"
+        ) from None
 
 
 def pixel_spacing(ds: pydicom.Dataset | HeaderView) -> tuple[float, float] | None:
@@ -121,13 +140,11 @@ def pixel_spacing(ds: pydicom.Dataset | HeaderView) -> tuple[float, float] | Non
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = h.get(keyword)
         try:
-            if (
-                value is not None
-                and len(value) == 2
-                and float(value[0]) > 0
-                and float(value[1]) > 0
-            ):
-                return float(value[0]), float(value[1])
+            if value is not None and len(value) == 2:
+                row, col = float(value[0]), float(value[1])
+                # finite and physical (an overflowing 1e308 turns resampling into NaN)
+                if 0 < row < MAX_SPACING_MM and 0 < col < MAX_SPACING_MM:
+                    return row, col
         except (TypeError, ValueError):
             continue
     return None
@@ -176,89 +193,6 @@ def load_model_input(
     """Read a DICOM file safely and turn it into model input (see :func:`to_model_input`)."""
     limits = limits or ReadLimits(max_pixels=spec.max_pixels)
     return to_model_input(read_dicom(path, limits), spec, str(path))
-
-
-_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
-
-
-def _native_frame(ds: pydicom.Dataset | HeaderView, index: int | None) -> np.ndarray | None:
-    """The common case without pydicom's decoder machinery (~0.5 ms a call): uncompressed
-    little-endian monochrome with 8/16/32 bits allocated. Same result as
-    ``pydicom.pixels.pixel_array`` (unused high bits corrected the same way); None for
-    anything else, which then takes pydicom's path. A test compares the two."""
-    h = header_view(ds)
-    try:
-        if (
-            str(h.ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE
-            or int(h.get("SamplesPerPixel", 1) or 1) != 1
-            or not str(h.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
-        ):
-            return None
-        bits = int(_required(h, "BitsAllocated"))
-        stored = int(_required(h, "BitsStored"))
-        signed = int(_required(h, "PixelRepresentation")) == 1
-        rows, cols = int(_required(h, "Rows")), int(_required(h, "Columns"))
-        frames = int(h.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if bits not in (8, 16, 32) or not 0 < stored <= bits or "PixelData" not in h:
-        return None
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    per_frame = rows * cols
-    first = (index or 0) * per_frame
-    data = h.get("PixelData")
-    if len(data) < (frames * per_frame) * dtype.itemsize or (index or 0) >= frames:
-        return None
-    arr = np.frombuffer(data, dtype, count=per_frame, offset=first * dtype.itemsize)
-    arr = arr.reshape(rows, cols).copy()
-    if stored < bits:  # as pydicom's correct_unused_bits: shift out the unused high bits
-        shift = bits - stored
-        np.left_shift(arr, shift, out=arr)
-        np.right_shift(arr, shift, out=arr)
-    return arr
-
-
-def decode_frame(h: HeaderView, index: int | None, name: str) -> np.ndarray:
-    from pydicom.pixels import pixel_array
-
-    native = _native_frame(h, index)
-    if native is not None:
-        return native
-    ds = h.ds
-    try:
-        arr = pixel_array(ds, index=index)
-    except (NotImplementedError, RuntimeError) as exc:
-        text = str(exc)
-        ts = ds.file_meta.get("TransferSyntaxUID", "?")
-        if not _decoder_available(ts):
-            raise DicomRejected(
-                "unsupported_transfer_syntax",
-                f"{name}: cannot decode transfer syntax {ts}: {text[:200]}; {_ENCAPSULATED_HINT}",
-            ) from exc
-        raise DicomRejected(
-            "decode_error", f"{name}: pixel data could not be decoded: {text[:300]}"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure rejects this input only
-        raise DicomRejected(
-            "decode_error",
-            f"{name}: pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:300]})",
-        ) from exc
-    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        arr = apply_color_lut(arr, ds)
-    return arr
-
-
-def _decoder_available(syntax) -> bool:
-    """Whether an installed pixel decoder plugin handles ``syntax`` (so that a failure is
-    the data's fault, not a missing plugin)."""
-    from pydicom.pixels import get_decoder
-
-    try:
-        return get_decoder(syntax).is_available
-    except (NotImplementedError, ValueError):
-        return False
 
 
 def modality_values(h: HeaderView | pydicom.Dataset, arr: np.ndarray) -> np.ndarray:

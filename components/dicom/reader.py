@@ -17,8 +17,9 @@ from pathlib import Path
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info
+from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.values import convert_DS_string, convert_IS_string
 
@@ -222,7 +223,14 @@ class HeaderView:
             value = _plain_value(vr, raw.value, raw.is_little_endian)
             if value is not None:
                 return vr, value
-        elem = self.ds[tag]  # pydicom's conversion
+        try:
+            elem = self.ds[tag]  # pydicom's conversion
+        except BytesLengthException as exc:  # a value whose length does not fit its VR
+            raise DicomRejected(
+                "unreadable",
+                f"{keyword} {Tag(tag)}: its value does not fit its VR ({str(exc)[:120]}); "
+                "the file is corrupt — re-export it from the source",
+            ) from None
         return elem.VR, elem.value
 
 

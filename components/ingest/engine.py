@@ -12,7 +12,6 @@ into place whole; the report is written last.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -31,11 +30,10 @@ from medflow.components.dicom.reader import ReadLimits
 from medflow.components.ingest.examples import (
     FileResult,
     WorkerConfig,
-    encode_records,
-    process_file,
 )
 from medflow.components.ingest.manifest import LabelManifest
 from medflow.components.ingest.split_writer import SplitWriter
+from medflow.components.ingest.workers import run_workers
 from medflow.core.errors import ConfigError, InputError
 from medflow.core.files import atomic_write, swap_in_folders
 from medflow.core.pixel_spec import PixelSpec
@@ -225,7 +223,7 @@ def ingest(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         writer = SplitWriter(staging, options)
-        results = _run(inputs, cfg, options.workers)
+        results = run_workers(inputs, cfg, options.workers)
         if progress is not None:
             results = progress(results, len(inputs))
         _collect(results, inputs, writer, report, staging, options)
@@ -252,40 +250,6 @@ def _options_dict(options: IngestOptions) -> dict:
         "scan_burned_in": options.scan_burned_in,
         "max_pixels": options.limits.max_pixels,
     }
-
-
-def _init_worker(cfg: WorkerConfig) -> None:
-    global _WORKER_CFG
-    _WORKER_CFG = cfg
-
-
-def _work(item: tuple[str, str]) -> FileResult:
-    return encode_records(process_file(item[0], item[1], _WORKER_CFG))
-
-
-# Worker start method. Never "fork": the parent may hold TensorFlow threads (TFX executor)
-# and forking those is unsafe. "forkserver" starts one clean single-threaded server that
-# imports the worker modules once and forks each worker from it (instead of every spawned
-# worker importing pydicom/numpy/PIL itself); "spawn" where there is no forkserver.
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _pool_context():
-    ctx = multiprocessing.get_context(START_METHOD)
-    if START_METHOD == "forkserver":
-        ctx.set_forkserver_preload(["medflow.components.ingest.engine"])
-    return ctx
-
-
-def _run(inputs: list[tuple[str, str]], cfg: WorkerConfig, workers: int) -> Iterator[FileResult]:
-    if workers <= 1:
-        _init_worker(cfg)
-        yield from map(_work, inputs)
-        return
-    with _pool_context().Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap(
-            _work, inputs, chunksize=max(1, min(64, len(inputs) // (workers * 8) or 1))
-        )
 
 
 def _collect(results, inputs, writer, report, staging: Path, options: IngestOptions) -> None:

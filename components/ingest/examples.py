@@ -97,12 +97,22 @@ def process_file(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) 
             warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
             return _process(path, relpath, cfg)
     except DicomRejected as exc:
-        return FileResult(relpath, "quarantined", exc.reason, exc.message)
+        message = exc.message if relpath in exc.message else f"{relpath}: {exc.message}"
+        return FileResult(relpath, "quarantined", exc.reason, message)
     except MemoryError:
         return FileResult(
             relpath, "quarantined", "too_many_pixels", f"{relpath}: out of memory while decoding"
         )
-    except Exception as exc:  # noqa: BLE001 - a bug must not stop a batch; it is reported loudly
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a bug must not stop a batch; reported loudly
+        if type(exc).__name__ == "PanicException":  # a Rust decoder (pyo3) gave up on the data
+            return FileResult(
+                relpath,
+                "quarantined",
+                "decode_error",
+                f"{relpath}: pixel data could not be decoded (the decoder failed: {exc})",
+            )
         tb = traceback.format_exc(limit=3).replace("\n", " | ")
         return FileResult(
             relpath,

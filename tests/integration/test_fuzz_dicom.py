@@ -246,12 +246,6 @@ def test_mutated_dicom_is_written_or_quarantined_without_phi_or_memory_blowup(ca
 # ---- defects the fuzz suite found (xfail until fixed in product code) ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: pylibjpeg-rle panics (pyo3_runtime.PanicException, a BaseException) on an "
-    "RLE segment that decodes past its length; process_file catches only Exception, so the "
-    "panic escapes ingest() and aborts the whole batch",
-)
 def test_rle_segment_overrun_is_quarantined_not_a_crash(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -274,11 +268,6 @@ print(report.counts)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: with workers > 1 the RLE decoder panic kills a pool worker (the pool "
-    "catches only Exception) and Pool.imap waits forever for the lost result: ingest hangs",
-)
 def test_rle_segment_overrun_does_not_hang_parallel_ingest(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -297,12 +286,6 @@ def test_rle_segment_overrun_does_not_hang_parallel_ingest(tmp_path):
     assert "'written': 3" in done.stdout and "'quarantined': 1" in done.stdout, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: PhotometricInterpretation PALETTE COLOR without the palette lookup tables "
-    "is reported as internal_error (pydicom's apply_color_lut ValueError escapes the pixel "
-    "checks) instead of bad_geometry/decode_error",
-)
 def test_palette_color_without_lut_is_quarantined_with_a_reason(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -313,12 +296,6 @@ def test_palette_color_without_lut_is_quarantined_with_a_reason(tmp_path):
     assert entry["reason"] in REASONS and entry["reason"] != "internal_error", entry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a binary element whose value length does not fit its VR (Rows as UL with "
-    "2 bytes) makes pydicom raise BytesLengthException in image_info: internal_error instead "
-    "of bad_geometry/unreadable",
-)
 def test_value_length_not_fitting_its_vr_is_quarantined_with_a_reason(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -329,12 +306,6 @@ def test_value_length_not_fitting_its_vr_is_quarantined_with_a_reason(tmp_path):
     assert entry["reason"] in REASONS and entry["reason"] != "internal_error", entry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a file meta TransferSyntaxUID with VR US (read as a list of numbers) "
-    "makes image_info raise AttributeError ('list' object has no attribute 'is_compressed'): "
-    "internal_error instead of unreadable/unsupported_transfer_syntax",
-)
 def test_transfer_syntax_with_a_wrong_vr_is_quarantined_with_a_reason(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -354,12 +325,6 @@ print(report.files[0].get("reason") or report.files[0]["status"])
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a 1-component JPEG 2000 frame with PhotometricInterpretation RGB makes "
-    "GDCM (pydicom's fallback decoder) throw an uncaught C++ exception: the process aborts "
-    "(SIGABRT), taking the whole ingestion (or a server decoding it) down",
-)
 def test_j2k_grey_frame_declared_rgb_does_not_abort_the_process(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

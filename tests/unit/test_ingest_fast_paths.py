@@ -17,9 +17,10 @@ import pytest
 from pydicom.pixels import pixel_array
 
 from medflow.components.dicom import deid
+from medflow.components.dicom.decode import _native_frame
 from medflow.components.dicom.deid import DeidKey
 from medflow.components.dicom.errors import DicomRejected
-from medflow.components.dicom.pixels import _native_frame, image_stats
+from medflow.components.dicom.pixels import image_stats
 from medflow.components.dicom.reader import HeaderView, ReadLimits, parse
 from medflow.components.ingest.examples import (
     HEADER_KEYWORDS,

@@ -211,3 +211,11 @@ def test_rle_data_too_short_for_its_size_is_a_decode_error_not_a_missing_plugin(
     ds.Rows, ds.Columns = 2000, 2000  # declared far larger than the encoded data
     entry = _ingest_one(tmp_path, ds)
     assert entry["reason"] == "decode_error", entry
+
+
+def test_an_absurd_pixel_spacing_is_ignored_not_an_internal_error(tmp_path):
+    """Found by the fuzz suite: PixelSpacing 1e308 made resampling compute NaN."""
+    ds = P.phantom("CT", seed=9)
+    ds.PixelSpacing = ["1e308", "1e308"]
+    entry = _ingest_one(tmp_path, ds)
+    assert entry["status"] == "written", entry
