@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from medflow.components.ingest.import_output import publish
+from medflow.components.ingest.import_output import grey8_image, publish
 from medflow.components.ingest.npz_import import SC_STORAGE
 from medflow.core.errors import ConfigError, InputError
 
@@ -170,11 +170,6 @@ def _instance(pixels: np.ndarray, stem: str, fetus: str, spacing_mm: float) -> D
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.PixelSpacing = [f"{spacing_mm:.10g}", f"{spacing_mm:.10g}"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    grey8_image(ds, *pixels.shape[:2])
     ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
     return ds

@@ -43,3 +43,14 @@ def publish(
     writer.writerows(rows)
     atomic_write(manifest, text.getvalue())
     return manifest
+
+
+def grey8_image(ds, rows: int, cols: int) -> None:
+    """The Image Pixel module of an 8-bit MONOCHROME2 image (``PixelData`` set by the caller),
+    as every importer writes its images."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(rows), int(cols)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0

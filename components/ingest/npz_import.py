@@ -32,7 +32,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from medflow.components.ingest.import_output import progress_bar, publish
+from medflow.components.ingest.import_output import grey8_image, progress_bar, publish
 from medflow.core.errors import ConfigError, InputError
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
@@ -225,12 +225,7 @@ def _instance(
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     else:
         ds.ConversionType = "WSD"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    grey8_image(ds, *pixels.shape[:2])
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     return ds
