@@ -11,6 +11,7 @@ already bounds.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from medflow.components.dicom.errors import DicomRejected
 
@@ -68,20 +69,33 @@ def _j2k(data: bytes, at: int) -> tuple[int, int, int] | None:
     return ysiz - yosiz, xsiz - xosiz, csiz
 
 
+def frame_headers(data: bytes) -> Iterator[bytes]:
+    """The start (up to 64 KiB) of each fragment of encapsulated pixel data that begins a
+    codestream (a JPEG SOI, a JPEG 2000 SOC or a JP2 box), read from the item headers
+    without copying the fragments: frames are checked at the cost of their headers."""
+    view = memoryview(data)
+    pos, first = 0, True
+    while pos + 8 <= len(view):
+        group, element, length = struct.unpack_from("<HHI", view, pos)
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return  # a sequence delimiter, or not an item: the end of the fragments
+        start = pos + 8
+        if not first:  # the first item is the Basic Offset Table
+            head = bytes(view[start : start + min(length, _SCAN_LIMIT)])
+            if head[:2] in (b"\xff\xd8", b"\xff\x4f") or head[4:8] == b"jP  ":
+                yield head
+        first = False
+        pos = start + length
+
+
 def check_frames(
-    data: bytes, rows: int, cols: int, samples: int, frames: int, max_pixels: int, name: str
+    data: bytes, rows: int, cols: int, samples: int, max_pixels: int, name: str
 ) -> None:
     """Each compressed frame's own size (its codestream header) against Rows/Columns,
     SamplesPerPixel and the pixel cap, before a decoder allocates anything (decompression
     bombs; a decoder that aborts the process on a component mismatch)."""
-    from pydicom.encaps import generate_frames
-
-    try:
-        coded = list(generate_frames(data, number_of_frames=frames))
-    except Exception:  # noqa: BLE001 - malformed encapsulation: the decoder reports it
-        return
-    for index, frame in enumerate(coded):
-        size = frame_size(frame)
+    for index, head in enumerate(frame_headers(data)):
+        size = frame_size(head)
         if size is None:
             continue
         height, width, components = size

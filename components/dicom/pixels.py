@@ -108,7 +108,7 @@ def image_info(
         )
     encapsulated = _encapsulated(h.ds, name)
     if encapsulated and "PixelData" in h:
-        check_frames(h.get("PixelData"), rows, cols, samples, frames, max_pixels, name)
+        check_frames(h.get("PixelData"), rows, cols, samples, max_pixels, name)
     if not encapsulated and "PixelData" in h:
         expected = math.ceil(total * bits / 8)
         actual = len(h.get("PixelData"))
