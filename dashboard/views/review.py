@@ -13,10 +13,14 @@ the review).
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 
+import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from medflow.components.dicom import display as viewer
 from medflow.core.tasks import ReviewAction, TaskReview, get_task
@@ -229,13 +233,23 @@ def _image(pred: Prediction) -> str | None:
         cy = c[0].slider("Pan vertical", 0.0, 1.0, 0.5, key="review_pan_y")
         cx = c[1].slider("Pan horizontal", 0.0, 1.0, 0.5, key="review_pan_x")
         pixels = viewer.zoom(pixels, factor, (cy, cx))
-    st.image(
-        pixels,
-        caption=f"frame {frame + 1}/{study.n_frames} · {study.photometric}",
-        clamp=True,
-        width="stretch",
-    )
+    show_inline(pixels, f"frame {frame + 1}/{study.n_frames} · {study.photometric}")
     return problem
+
+
+def show_inline(pixels, caption: str) -> None:
+    """The image inside the page itself (a data URI), not through Streamlit's /media/
+    files: those are served to anyone with the URL, session or not, and stay fetchable
+    after sign-out until the tab closes (issue 23). The image lives only in the page."""
+    png = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(png, format="PNG")
+    data = base64.b64encode(png.getvalue()).decode("ascii")
+    st.markdown(
+        f'<img class="medflow-case-image" alt="case image" src="data:image/png;base64,{data}" '
+        'style="width:100%;image-rendering:pixelated">',
+        unsafe_allow_html=True,
+    )
+    st.caption(caption)
 
 
 def _windowed(study: viewer.Study, frame: int, case_id: int):

@@ -295,7 +295,7 @@ def test_sign_in_open_case_and_correct_label_in_chromium(served_app, browser, ar
     browser.wait_idle()
     assert browser.js(_body_has("disc (")) and not browser.js(_body_has("Correct label"))
     browser.wait_js(
-        "[...document.querySelectorAll('img')].some(i => i.src.includes('/media/') &&"
+        "[...document.querySelectorAll('img')].some(i => i.src.startsWith('data:image/png') &&"
         " i.complete && i.naturalWidth === 64)",
         10,
         "the overlaid 64x64 image",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from medflow.workflows.review_samples import (
     threshold_mask,
     write_phantom,
 )
+from tests.support.page_images import page_images
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PASSWORD = "review-pass-1"
@@ -228,35 +228,17 @@ def _open(case: int) -> AppTest:
     return at
 
 
-@pytest.fixture()
-def media(monkeypatch) -> dict[str, bytes]:
-    """File id -> bytes of every media file the app hands to the browser (images)."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    seen: dict[str, bytes] = {}
-    load = MemoryMediaFileStorage.load_and_get_id
-
-    def recording(self, path_or_data, mimetype, kind, filename=None):
-        file_id = load(self, path_or_data, mimetype, kind, filename)
-        seen[file_id] = path_or_data
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
-    return seen
-
-
-def _rendered(at: AppTest, media: dict[str, bytes]) -> np.ndarray:
+def _rendered(at: AppTest) -> np.ndarray:
     """The pixels of the page's image as the browser receives them (decoded)."""
-    [image] = at.image
-    file_id = image.proto.imgs[0].url.rsplit("/", 1)[-1].split(".")[0]
-    return np.asarray(Image.open(io.BytesIO(media[file_id])).convert("RGB")).astype(np.int16)
+    [image] = page_images(at)
+    return image
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b).max(axis=2) > 24
 
 
-def test_mask_overlay_and_its_controls_change_the_rendered_image(app_env, phantom_masks, media):
+def test_mask_overlay_and_its_controls_change_the_rendered_image(app_env, phantom_masks):
     store, seg, cls = app_env
     at = _open(seg[0])
     mask = viewer.load_mask(phantom_masks[0][1]).astype(bool)
@@ -265,13 +247,13 @@ def test_mask_overlay_and_its_controls_change_the_rendered_image(app_env, phanto
     assert any("disc (" in m.value and "% of the image" in m.value for m in at.markdown)
     assert [b.label for b in at.button][:2] == ["Accept mask (A)", "Reject mask (X)"]
     assert not any("Correct" in b.label for b in at.button)
-    fill = _rendered(at, media)  # the defaults: fill, opacity 0.4
+    fill = _rendered(at)  # the defaults: fill, opacity 0.4
     at.slider(key="review_opacity").set_value(0.9).run()
-    strong = _rendered(at, media)
+    strong = _rendered(at)
     at.radio(key="review_mask_view").set_value("contour").run()
-    contour = _rendered(at, media)
+    contour = _rendered(at)
     at.radio(key=f"overlay_{seg[0]}").set_value("none").run()
-    plain = _rendered(at, media)
+    plain = _rendered(at)
     # Fill colours the mask (JPEG blurs colour edges by a pixel or so) and nothing else.
     filled = _changed(fill, plain)
     assert filled[mask].mean() > 0.9 and filled[~mask].mean() < 0.05
@@ -320,7 +302,7 @@ def test_missing_or_bad_mask_is_a_message_not_a_crash(app_env, phantom_masks, da
     at = _open(seg[1])
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
-    assert len(at.image) == 1  # the image itself is still shown
+    assert len(page_images(at)) == 1  # the image itself is still shown
     assert at.button(key="review_accept").disabled
     assert any("Accept needs a mask you can see" in w.value for w in at.warning)
     at.button(key="review_reject").click().run()
