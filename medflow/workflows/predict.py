@@ -17,6 +17,7 @@ from medflow.components.dicom.dicomweb import Query
 from medflow.components.dicom.dicomweb_pull import pull
 from medflow.core.errors import ConfigError
 from medflow.core.tasks import OutputOptions, OutputReport, get_task
+from medflow.dashboard.config import store_url_from_env
 from medflow.serving.client import PredictionClient
 
 
@@ -140,9 +141,7 @@ def _url(base: str, r) -> str:
 
 def default_mask_dir(store_url: str | None) -> str:
     """``masks/`` beside a SQLite review store's file, else ``.medflow/masks``."""
-    from medflow.dashboard.config import DEFAULT_URL
-
-    url = store_url or DEFAULT_URL
+    url = store_url or store_url_from_env()
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         return str(Path(url[len("sqlite:///") :]).parent / "masks")
     return ".medflow/masks"
@@ -154,9 +153,9 @@ def record(results, store_url: str | None) -> list[int]:
     What is recorded for each result (labels, scores, and e.g. a mask file's path as
     ``mask_ref``) is its task's :meth:`~medflow.core.tasks.Task.review_record`.
     """
-    from medflow.dashboard.store import DEFAULT_URL, ReviewStore
+    from medflow.dashboard.store import ReviewStore
 
-    store = ReviewStore(store_url or DEFAULT_URL)
+    store = ReviewStore(store_url or store_url_from_env())
     try:
         return [
             store.record_prediction(
