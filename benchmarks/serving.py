@@ -405,7 +405,7 @@ def export_resnet18(base: Path, size: int) -> str:
 
     hp = HParams(image_size=(size, size), channels=1, augment=False, seed=0)
     model = build_model(hp)
-    head = classification_head(hp.n_classes)
+    head = classification_head(hp.labels)
 
     class Module(tf.Module):
         def __init__(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -242,7 +242,7 @@ class PredictionClient:
                 label=label,
                 output_filter=task.output_filter,
             )
-            results += task.decode(chunk, pred, info)
+            results += task.decode(chunk, pred, named_classes(info, pred))
         return results, rejected
 
     def preprocessing(
@@ -322,6 +322,28 @@ def _task_of_outputs(model: str, image_dims: list[int], out: list[int]):
         f"model {model}: 'probabilities' shape {out} is the output of no installed task "
         f"(for an 'image' input {image_dims}); pass a model served by medflow's pipeline"
     )
+
+
+# A string output [batch, n_classes] holding the class names in output order, as TF Serving's
+# Classify API (ClassificationResult.classes) and the Estimator heads return them.
+CLASS_NAMES_OUTPUT = "classes"
+
+
+def class_names(outputs: dict[str, np.ndarray]) -> list[str] | None:
+    """The class names a model answered with (its ``classes`` string output), if any."""
+    names = outputs.get(CLASS_NAMES_OUTPUT)
+    if names is None or names.dtype != object or names.ndim != 2 or not len(names):
+        return None
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names[0]]
+
+
+def named_classes(info: ModelInfo, pred: Prediction) -> ModelInfo:
+    """``info`` with the class names the model itself answered with, when it names them
+    (the model's own names win over a contract's or the task's defaults)."""
+    names = class_names(pred.outputs)
+    if not names or names == list(info.labels):
+        return info
+    return replace(info, labels=names)
 
 
 def read_contract(path: str | Path) -> ModelContract:

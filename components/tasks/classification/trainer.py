@@ -65,7 +65,7 @@ def train_and_export(
         "history": history,
         "parameters": int(model.count_params()),
     }
-    export_serving_model(model, tft_output, serving_model_dir, hp.input_shape, hp.n_classes, info)
+    export_serving_model(model, tft_output, serving_model_dir, hp.input_shape, hp.labels, info)
     log.info("exported %s model to %s", info["backbone"], serving_model_dir)
     return info
 
