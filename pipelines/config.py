@@ -23,6 +23,12 @@ SERVING_IMAGE = "tensorflow/serving:2.16.1"
 
 DEFAULT_WORKDIR = ".medflow"
 
+# Local ports: TF Serving's own gRPC and REST defaults for `medflow serve`, and the review
+# dashboard's (`medflow dashboard`), which must not take TF Serving's REST port.
+SERVING_GRPC_PORT = 8500
+SERVING_REST_PORT = 8501
+DASHBOARD_PORT = 8502
+
 # Kubernetes storage shared by the pipeline steps, TF Serving and the dashboard
 # (k8s/base/storage/pvcs.yaml). The compiled Kubeflow spec mounts the same claims.
 ARTIFACTS_PVC = "medflow-pipeline-artifacts"

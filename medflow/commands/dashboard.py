@@ -14,6 +14,7 @@ from medflow.core.errors import InputError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from medflow.dashboard.config import DEFAULT_URL, ENV_STORE_URL, Settings
+    from medflow.pipelines.config import DASHBOARD_PORT
 
     defaults = Settings()
     parser = subparsers.add_parser("dashboard", help="start the Streamlit review dashboard")
@@ -39,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--models-dir", default="", help="pushed models base folder (default: WORKDIR/models)"
     )
-    parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help=f"HTTP port (default {DASHBOARD_PORT}; TF Serving's REST API keeps 8501)",
+    )
     parser.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.set_defaults(func=_run)
     sub = parser.add_subparsers(dest="dashboard_command", metavar="ACTION")

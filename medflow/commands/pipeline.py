@@ -137,6 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medflow.pipelines.local_runner import run_local
     from medflow.pipelines.run_summary import format_summary
+    from medflow.workflows.next_steps import first_dicom, next_steps
 
     if bool(args.data) == bool(args.dicomweb):
         raise ConfigError("give either DATA (a folder) or --dicomweb URL with a query, not both")
@@ -160,7 +161,12 @@ def _run(args: argparse.Namespace) -> int:
         **dicomweb,
     )
     summary = run_local(config, workdir=args.workdir)
-    print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        example = first_dicom(args.data) if args.data and args.format == "dicom" else None
+        print(format_summary(summary))
+        print("\n".join(next_steps(summary, example)))
     return 0
 
 
