@@ -77,6 +77,8 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
         summary["evaluation_uri"] = evaluator["evaluation"][0].uri
     if evaluator.get("blessing"):
         summary["blessed"] = bool(_property(evaluator["blessing"][0], "blessed"))
+        if not summary["blessed"] and summary.get("evaluation_uri"):
+            summary["blessing_failures"] = blessing_failures(summary["evaluation_uri"])
     trainer = outputs.get("Trainer", {})
     if trainer.get("model"):
         summary["trained_model_uri"] = trainer["model"][0].uri
@@ -110,7 +112,7 @@ def _anomalies(uri: str) -> list[str]:
     ]
 
 
-# Columns of the metrics table, those the Evaluator computed (classification or segmentation).
+# Metrics table columns in this order (those the Evaluator computed; others follow by name).
 METRIC_COLUMNS = (
     "example_count",
     "auc",
@@ -121,6 +123,104 @@ METRIC_COLUMNS = (
     "iou",
     "hausdorff95_mm",
 )
+OVERALL = "overall"
+
+
+def blessing_failures(evaluation_uri: str) -> list[str]:
+    """Why the Evaluator did not bless: one line per failed threshold (metric, value,
+    threshold, slice), from the ValidationResult TFMA writes beside the metrics."""
+    from tensorflow_model_analysis.writers.metrics_plots_and_validations_writer import (
+        load_and_deserialize_validation_result,
+    )
+
+    try:
+        result = load_and_deserialize_validation_result(evaluation_uri)
+    except (AssertionError, OSError, ValueError):
+        return []
+    if result.validation_ok:
+        return []
+    lines = []
+    for per_slice in result.metric_validations_per_slice:
+        where = _slice_text(per_slice.slice_key)
+        for failure in per_slice.failures:
+            lines.append(_failure_text(failure, where))
+    lines += [
+        f"slice {_slice_text(key)} missing from the evaluation" for key in result.missing_slices
+    ]
+    return lines or ["the Evaluator's validation failed (see the log)"]
+
+
+def _slice_text(slice_key) -> str:
+    parts = [f"{s.column}={getattr(s, s.WhichOneof('kind'))}" for s in slice_key.single_slice_keys]
+    return ",".join(parts) or OVERALL
+
+
+def _failure_text(failure, where: str) -> str:
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    bounded = failure.metric_value.bounded_value
+    if failure.metric_value.HasField("bounded_value"):
+        value = bounded.value.value
+    if key.is_diff:
+        change = threshold.change_threshold
+        need = _bound_text(change.absolute.value, change.direction)
+        return f"{key.name} change vs the blessed baseline {value:+.4f}, needs {need} ({where})"
+    bounds = threshold.value_threshold
+    need = []
+    if bounds.HasField("lower_bound"):
+        need.append(f">= {bounds.lower_bound.value:g}")
+    if bounds.HasField("upper_bound"):
+        need.append(f"<= {bounds.upper_bound.value:g}")
+    return f"{key.name} {value:.4f}, needs {' and '.join(need) or 'a valid value'} ({where})"
+
+
+def _bound_text(absolute: float, direction: int) -> str:
+    from tensorflow_model_analysis.proto import config_pb2
+
+    lower_is_better = direction == config_pb2.MetricDirection.LOWER_IS_BETTER
+    return f"<= {absolute:+g}" if lower_is_better else f">= {absolute:+g}"
+
+
+def shown_slices(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """``overall``, then the slices of each slicing feature (or cross) that has more than one
+    value, in name order: a feature with one value (``modality=UNKNOWN``) repeats overall."""
+    groups: dict[str, list[str]] = {}
+    for name in metrics:
+        if name != OVERALL:
+            key = ",".join(part.split("=", 1)[0] for part in name.split(","))
+            groups.setdefault(key, []).append(name)
+    shown = [OVERALL] if OVERALL in metrics else []
+    for key in sorted(groups):
+        if len(groups[key]) > 1:
+            shown += sorted(groups[key])
+    return shown
+
+
+def _cell(value: Any, width: int) -> str:
+    if not isinstance(value, int | float):
+        return f"{'-':>{width}}"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):>{width}d}"
+    return f"{value:>{width}.3f}"
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """The metrics as aligned lines: full metric names, counts as integers."""
+    slices = shown_slices(metrics)
+    present = {name for s in slices for name in metrics[s]}
+    names = [n for n in METRIC_COLUMNS if n in present]
+    names += sorted(present - set(METRIC_COLUMNS))
+    first = max([len("slice"), *map(len, slices)])
+    widths = [max(len(n), 7) for n in names]
+    lines = [
+        f"{'slice':<{first}}" + "".join(f"  {n:>{w}}" for n, w in zip(names, widths, strict=True))
+    ]
+    for s in slices:
+        cells = "".join(
+            f"  {_cell(metrics[s].get(n), w)}" for n, w in zip(names, widths, strict=True)
+        )
+        lines.append(f"{s:<{first}}{cells}")
+    return lines
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -131,28 +231,32 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             "ingest: {inputs} inputs = {written} written + {quarantined} quarantined + "
             "{duplicates} duplicates ({examples} examples)".format(
-                **{k: ingest.get(k, "?") for k in REPORT_KEYS}
+                **{k: _count(ingest.get(k, "?")) for k in REPORT_KEYS}
             )
         )
-    metrics = summary.get("metrics") or {}
-    if metrics:
-        present = {name for values in metrics.values() for name in values}
-        names = [n for n in METRIC_COLUMNS if n in present]
-        lines.append(f"{'slice':<28}" + "".join(f"{n[:14]:>15}" for n in names))
-        for slice_name, values in metrics.items():
-            cells = "".join(
-                f"{values[n]:>15.3f}" if isinstance(values.get(n), float) else f"{'-':>15}"
-                for n in names
-            )
-            lines.append(f"{slice_name[:28]:<28}{cells}")
+    if summary.get("metrics"):
+        lines += metrics_table(summary["metrics"])
     for anomaly in summary.get("anomalies") or []:
         lines.append(f"data anomaly: {anomaly}")
-    lines.append(f"blessed: {'yes' if summary.get('blessed') else 'no'}")
+    if summary.get("blessed"):
+        lines.append("blessed: yes")
+    else:
+        failures = summary.get("blessing_failures") or []
+        lines.append("blessed: no" + (" (a threshold failed)" if failures else ""))
+        lines += [f"  failed: {f}" for f in failures]
     if summary.get("pushed"):
         lines.append(f"pushed: {summary['model_path']} (version {summary['model_version']})")
+    elif summary.get("model_path"):
+        lines.append(
+            f"pushed: already, as {summary['model_path']} (version {summary['model_version']})"
+        )
     else:
         lines.append("pushed: no (only blessed models are pushed)")
     wall = summary.get("wall_seconds")
     if wall is not None:
         lines.append(f"wall time: {wall:.0f} s; log: {summary.get('log_file')}")
     return "\n".join(lines)
+
+
+def _count(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
