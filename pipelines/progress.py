@@ -16,11 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from medflow.components.models.progress import PROGRESS_PREFIX
+
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution (\d+) is used\.")
 _NEW = re.compile(r"Going to run a new execution (\d+)$")
 _SKIPPED = re.compile(r"Skipping execution for")
+
 
 # Loggers whose INFO records go to the log file only (they are chatty on the console).
 _QUIET = ("absl", "apache_beam", "tensorflow", "tensorflow_transform", "tfx")
@@ -45,7 +48,9 @@ class ProgressTracker(logging.Handler):
             message = record.getMessage()
         except Exception:  # a malformed third-party record must not break the run
             return
-        if m := _RUNNING.search(message):
+        if message.startswith(PROGRESS_PREFIX):  # e.g. the Trainer's epochs
+            self._say(f"    {message[len(PROGRESS_PREFIX) :]}")
+        elif m := _RUNNING.search(message):
             self.current = m.group(1)
             self._started = time.perf_counter()
             self.components[self.current] = {"status": "running", "execution_id": None}

@@ -13,6 +13,7 @@ import numpy as np
 
 from medflow.components.models.backbones import build_model
 from medflow.components.models.hparams import HParams
+from medflow.components.models.progress import epoch_progress
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def fit(hp: HParams, train, validation, log_dir: str | None = None):
         model = build_model(hp)
         compile_model(model, hp, steps)
     monitor = "val_auc" if hp.n_classes == 2 else "val_loss"
-    callbacks = []
+    callbacks = [epoch_progress(hp.epochs)]
     if hp.patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(

@@ -134,6 +134,7 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
     import keras
     import tensorflow as tf
 
+    from medflow.components.models.progress import epoch_progress
     from medflow.components.models.training import choose_strategy, set_precision
     from medflow.components.tasks.segmentation.unet import augment, build_unet
 
@@ -156,7 +157,7 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
     with strategy.scope():
         model = build_unet(hp.input_shape, hp.depth, hp.width)
         compile_unet(model, hp, steps)
-    callbacks = []
+    callbacks = [epoch_progress(hp.epochs)]
     if hp.patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
