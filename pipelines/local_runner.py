@@ -21,6 +21,7 @@ from typing import Any
 from medflow.components.dicom.keys import ensure_key_file
 from medflow.core.errors import InputError, MedflowError
 from medflow.pipelines.config import DEFAULT_WORKDIR, PipelineConfig
+from medflow.pipelines.preflight import check_inputs
 from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs, console_to_file
 from medflow.pipelines.recovery import close_interrupted_runs, run_lock
 from medflow.pipelines.run_summary import metadata_store, summarize
@@ -72,16 +73,17 @@ def run_local(
         "anomalies": [...], "ingest": {...}, "task", "workdir", "log_file",
         "wall_seconds"}``.
     """
-    from tfx import v1 as tfx
-
-    from medflow.pipelines.pipeline import create_pipeline
-
     config = _resolved(config)
     paths = workdir_paths(workdir, config.pipeline_name)
     for key in ("pipeline_root", "models", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     paths["metadata"].parent.mkdir(parents=True, exist_ok=True)
     deid_key = str(ensure_key_file(paths["deid_key"])) if config.input_format == "dicom" else ""
+    check_inputs(config, deid_key)  # one-line errors now, not a component failing later
+    from tfx import v1 as tfx  # seconds to import: after the checks
+
+    from medflow.pipelines.pipeline import create_pipeline
+
     pipeline = create_pipeline(
         config,
         pipeline_root=str(paths["pipeline_root"]),
