@@ -40,6 +40,7 @@ def main() -> None:
     settings = Settings.from_env()
     store = get_store(settings.store_url)
     user = auth.current_user(store)
+    auth.sync_cookie()
     if user is None:
         auth.login_page(store)
         return

@@ -1,16 +1,29 @@
 """Login gate: local users (bcrypt, in the review store) or OIDC through ``st.login``.
 
 Sign-ins, failed and refused sign-ins, lockouts and sign-outs are audited by the store.
+
+A local sign-in survives a reload of the page: the store issues a signed session token
+(:mod:`medflow.dashboard.sessions`) that the page puts in a cookie; a new connection reads it
+from ``st.context.cookies`` and the server verifies it. Streamlit has no call to set a
+cookie, so a tiny script in a zero-height ``st.iframe`` (same origin) sets it on the page
+(``SameSite=Strict``, ``Secure`` under HTTPS; not ``HttpOnly``, which a script cannot set:
+the signature, expiry and server-side revocation protect it). Signing out revokes the
+session in the store and clears the cookie.
 """
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from medflow.dashboard.records import AccountLocked, User
+from medflow.dashboard.sessions import COOKIE, LIFETIME
 from medflow.dashboard.store import ReviewStore
 
 SESSION_KEY = "medflow_user"
+TOKEN_KEY = "medflow_session_token"
+COOKIE_KEY = "medflow_cookie_to_set"  # the token to put in the cookie ("": clear it)
 
 
 def oidc_configured() -> bool:
@@ -29,6 +42,12 @@ def current_user(store: ReviewStore) -> User | None:
     """
     user = st.session_state.get(SESSION_KEY)
     if user is not None:
+        return user
+    token = _cookie_token()
+    user = store.session_user(token) if token else None
+    if user is not None:  # a reload of a signed-in page: the same session goes on
+        st.session_state[SESSION_KEY] = user
+        st.session_state[TOKEN_KEY] = token
         return user
     if oidc_configured() and st.user.is_logged_in:
         email = str(st.user.get("email") or st.user.get("sub") or "")
@@ -58,7 +77,8 @@ def login_page(store: ReviewStore) -> None:
             if user is None:
                 st.error("Wrong user name or password.")
         if user is not None:
-            st.session_state[SESSION_KEY] = user
+            token = store.issue_session(user.username)
+            st.session_state.update({SESSION_KEY: user, TOKEN_KEY: token, COOKIE_KEY: token})
             st.rerun()
     if oidc_configured():
         st.button("Sign in with single sign-on", on_click=st.login)
@@ -69,7 +89,31 @@ def login_page(store: ReviewStore) -> None:
 def logout(store: ReviewStore) -> None:
     """Signs the session's user out (audited)."""
     user = st.session_state.pop(SESSION_KEY, None)
+    store.revoke_session(st.session_state.pop(TOKEN_KEY, None))
+    st.session_state[COOKIE_KEY] = ""
     if user is not None:
         store.record_event(user.username, "logout", "signed out")
     if oidc_configured() and st.user.is_logged_in:
         st.logout()
+
+
+def _cookie_token() -> str | None:
+    try:
+        return st.context.cookies.get(COOKIE)
+    except Exception:  # noqa: BLE001 - no browser connection (bare script runs): no cookie
+        return None
+
+
+def sync_cookie() -> None:
+    """Sets (after a sign-in) or clears (after a sign-out) the session cookie in the browser."""
+    token = st.session_state.pop(COOKIE_KEY, None)
+    if token is None:
+        return
+    age = int(LIFETIME.total_seconds()) if token else 0
+    value = json.dumps(f"{COOKIE}={token}; Path=/; Max-Age={age}; SameSite=Strict")
+    st.iframe(
+        "<script>const d = window.parent.document;"
+        f"d.cookie = {value} + (d.location.protocol === 'https:' ? '; Secure' : '');"
+        "</script>",
+        height=1,
+    )

@@ -101,6 +101,25 @@ review_masks = sa.Table(
     sa.Column("mask_sha256", sa.String(64)),  # None: the file was missing when it was rejected
 )
 
+# Signed browser sessions (version 6; dashboard.sessions): the HMAC key of session cookies,
+# made once per store, and each session issued, so that signing out revokes it server-side.
+store_secrets = sa.Table(
+    "store_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)
+
+browser_sessions = sa.Table(
+    "browser_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
 # Database-side guard: the audit log refuses UPDATE and DELETE even from raw SQL.
 _SQLITE_AUDIT_GUARDS = [
     f"""CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log
@@ -173,12 +192,18 @@ def _v5_prediction_task(conn: sa.Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE predictions ALTER COLUMN task DROP DEFAULT")
 
 
+def _v6_browser_sessions(conn: sa.Connection) -> None:
+    store_secrets.create(conn)
+    browser_sessions.create(conn)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1_predictions_and_reviews,
     _v2_audit_log,
     _v3_users,
     _v4_review_masks,
     _v5_prediction_task,
+    _v6_browser_sessions,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

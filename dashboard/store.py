@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -41,6 +42,7 @@ from medflow.dashboard.records import (
     ReviewError,
 )
 from medflow.dashboard.security import prepare_sqlite_file
+from medflow.dashboard.sessions import StoreSessions
 from medflow.dashboard.users import StoreUsers
 
 __all__ = [
@@ -62,11 +64,12 @@ def _total_variation(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(n, 0.0) - b.get(n, 0.0)) for n in names)
 
 
-class ReviewStore(StoreQueries, StoreUsers):
+class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
     """Access to the review database. Thread-safe; one instance per process is enough.
 
     Reading the queue, reviewed labels and the audit log: :class:`StoreQueries`; users,
-    sign-ins and security events: :class:`StoreUsers`.
+    sign-ins and security events: :class:`StoreUsers`; signed browser sessions:
+    :class:`StoreSessions`.
     """
 
     def __init__(self, url: str = DEFAULT_URL):
@@ -181,6 +184,7 @@ class ReviewStore(StoreQueries, StoreUsers):
         label: int | str | None = None,
         comment: str = "",
         expected_review_id: int | None | AnyState = ANY_STATE,
+        mask_ref: str | Path | None = None,
     ) -> int:
         """Records a review action and its audit record in one transaction; returns the review id.
 
@@ -193,6 +197,9 @@ class ReviewStore(StoreQueries, StoreUsers):
             expected_review_id: the state the reviewer saw: the id of the case's latest
                 review then (:meth:`latest_review`), None for a case not reviewed yet.
                 ``ANY_STATE`` (the default, for scripts) saves whatever the state.
+            mask_ref: for "correct" of a task whose review judges mask files: the corrected
+                mask file (the review page writes it); it is what the review records, hashes
+                and the labels export gives as the case's mask.
 
         Raises:
             ReviewConflict: the case's latest review is not ``expected_review_id`` (another
@@ -204,7 +211,7 @@ class ReviewStore(StoreQueries, StoreUsers):
             raise ReviewError(f"review action must be one of {', '.join(ACTIONS)}, not {action!r}")
         if not reviewer:
             raise ReviewError("a review needs the reviewer's name")
-        pred = self.get_prediction(prediction_id)
+        pred = _judged(self.get_prediction(prediction_id), action, mask_ref)
         rules = _review_of(pred)
         try:
             label_index = rules.label_index(pred, action, label)
@@ -231,6 +238,24 @@ class ReviewStore(StoreQueries, StoreUsers):
         if conflict is not None:
             raise ReviewConflict(conflict, latest)
         return review_id
+
+
+def _judged(pred: Prediction, action: str, mask_ref: str | Path | None) -> Prediction:
+    """The prediction as the review judges it: with the corrected mask file, if one is given."""
+    judges_masks = _review_of(pred).reviews_mask_file
+    if mask_ref is None:
+        if action == "correct" and judges_masks:
+            raise ReviewError(
+                f"correcting the mask of case {pred.id} needs the corrected mask file "
+                "(mask_ref); draw it with Correct mask on the review page"
+            )
+        return pred
+    if action != "correct" or not judges_masks:
+        raise ReviewError(
+            f"case {pred.id}: a corrected mask file goes with the correct action of a case "
+            f"reviewed by its mask, not with {action!r} on a {pred.task} case"
+        )
+    return dataclasses.replace(pred, mask_ref=str(mask_ref))
 
 
 def _check_prediction(sop: str, study: str, series: str, labels: list, scores: list) -> None:

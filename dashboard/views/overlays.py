@@ -7,6 +7,8 @@ slider, and the heatmap drawn from the prediction's ``heatmap_ref``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import streamlit as st
 
@@ -30,12 +32,14 @@ def opacity(column) -> float:
     return column.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="review_opacity")
 
 
-def heatmap(pred: Prediction, pixels: np.ndarray, alpha: float) -> np.ndarray:
-    """The prediction's heatmap blended over ``pixels`` (unchanged, with a warning, when the
-    heatmap cannot be read)."""
+def heatmap_blend(
+    pred: Prediction, shape: tuple[int, int], alpha: float
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The prediction's heatmap as a blend over display pixels of ``shape`` (None, with a
+    warning, when the heatmap cannot be read)."""
     try:
-        overlay = viewer.load_overlay(pred.heatmap_ref, pixels.shape[:2])
+        overlay = viewer.load_overlay(pred.heatmap_ref, shape)
     except Exception as exc:  # noqa: BLE001 - shown, image stays usable
         st.warning(str(exc))
-        return pixels
-    return viewer.blend(pixels, overlay, alpha)
+        return None
+    return lambda pixels: viewer.blend(pixels, overlay, alpha)

@@ -1,32 +1,37 @@
-"""Review queue page: pick a case, look at the image, review it.
+"""Review queue page: the case's image first and large, the case panel beside it.
+
+The image is in the viewer (:mod:`.viewer`: window/level by mouse or arrow keys, invert,
+zoom, pan, distance and area measurement, full screen), sized to the window so it is above
+the fold. The case panel shows the patient, study and series as pseudonyms
+(:mod:`.case_context`), the task's part and the actions. Queue filters are in the sidebar.
 
 What a reviewer may do with a case, and what the page shows besides the image (scores,
 overlays such as a mask or heatmap, a label picker), is the case's task's review plug-in
 (:class:`medflow.core.tasks.TaskReview`, found by the prediction's ``task``); this page names
-no task.
+no task. A task whose review judges mask files and takes "correct" gets the mask editor
+(:mod:`.mask_editor`: draw the right mask, save it).
 
-Keyboard: each action's key (e.g. A accept, X reject, L correct), N next case, P previous
-case (Streamlit button shortcuts; C and R are reserved by Streamlit). Every opened case
-writes one "view" audit record; every action one more (in the store, same transaction as
-the review).
+Keyboard: each action's key (e.g. A accept, X reject, L correct label, S save a corrected
+mask), N next case, P previous case (Streamlit button shortcuts; C and R are reserved by
+Streamlit); the viewer passes them on when it has the focus. Every opened case writes one
+"view" audit record; every action one more (in the store, same transaction as the review).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 
 from medflow.components.dicom import display as viewer
 from medflow.core.tasks import ReviewAction, TaskReview, get_task
 from medflow.dashboard.config import Settings
 from medflow.dashboard.records import Prediction, Review, ReviewConflict, User
 from medflow.dashboard.store import ReviewStore
+from medflow.dashboard.views import case_context, mask_editor
+from medflow.dashboard.views import viewer as viewer_view
 
 SORTS = {
     "Least confident first": ("confidence", False),
@@ -51,25 +56,14 @@ def _queue_table(queue: list[Prediction]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "case": [p.id for p in queue],
-            "SOP Instance UID": [p.sop_instance_uid for p in queue],
+            "prediction": [_review(p).queue_label(p) for p in queue],
             "model": [f"{p.model_name} v{p.model_version}" for p in queue],
             "task": [p.task for p in queue],
-            "predicted": [p.predicted_label for p in queue],
             "confidence": [round(p.confidence, 3) for p in queue],
             "disagreement": [round(p.disagreement, 3) for p in queue],
             "status": [p.status for p in queue],
         }
     )
-
-
-def _controls(store: ReviewStore) -> tuple[str, bool, str, str | None]:
-    cols = st.columns(3)
-    sort_name = cols[0].selectbox("Order", list(SORTS), key="review_sort")
-    status_name = cols[1].selectbox("Show", list(STATUS_FILTERS), key="review_status")
-    models = ["All models", *store.model_names()]
-    model = cols[2].selectbox("Model", models, key="review_model")
-    sort, descending = SORTS[sort_name]
-    return sort, descending, STATUS_FILTERS[status_name], None if model == models[0] else model
 
 
 def _step(ids: list[int], current: int | None, delta: int) -> int | None:
@@ -111,12 +105,24 @@ def _act(
     st.session_state[CASE_KEY] = next_id
 
 
+def _controls(store: ReviewStore) -> tuple[str, bool, str, str | None]:
+    with st.sidebar:
+        sort_name = st.selectbox("Order", list(SORTS), key="review_sort")
+        status_name = st.selectbox("Show", list(STATUS_FILTERS), key="review_status")
+        models = ["All models", *store.model_names()]
+        model = st.selectbox("Model", models, key="review_model")
+    sort, descending = SORTS[sort_name]
+    return sort, descending, STATUS_FILTERS[status_name], None if model == models[0] else model
+
+
 def show(settings: Settings, store: ReviewStore, user: User) -> None:
-    """Renders the review page."""
-    st.title("Review queue")
+    """Renders the review page: the image first and large (left), the case panel (right)."""
+    st.sidebar.title("Review queue")
     sort, descending, status, model = _controls(store)
     queue = store.list_queue(sort=sort, descending=descending, status=status, model_name=model)
-    st.caption(f"{len(queue)} case(s); {store.count(status='pending')} waiting for review in all.")
+    st.sidebar.caption(
+        f"{len(queue)} case(s); {store.count(status='pending')} waiting for review in all."
+    )
     for key, say in (("review_done", st.success), ("review_error", st.error)):
         if key in st.session_state:
             say(st.session_state.pop(key))
@@ -130,55 +136,64 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
     if st.session_state.get(CASE_KEY) not in ids:
         st.session_state[CASE_KEY] = ids[0]
     by_id = {p.id: p for p in queue}
-    with st.expander("Queue", expanded=False):
-        st.dataframe(_queue_table(queue), hide_index=True, width="stretch")
-    st.selectbox(
-        "Case",
-        ids,
-        key=CASE_KEY,
-        format_func=lambda i: (
-            f"#{i} · {_review(by_id[i]).queue_label(by_id[i])} · {by_id[i].sop_instance_uid}"
-        ),
-    )
+    image_col, side_col = st.columns([5, 2])
+    with side_col:
+        st.selectbox(
+            "Case",
+            ids,
+            key=CASE_KEY,
+            format_func=lambda i: f"#{i} · {_review(by_id[i]).queue_label(by_id[i])}",
+        )
     pred = by_id[st.session_state[CASE_KEY]]
     st.query_params["case"] = str(pred.id)
     if st.session_state.get(VIEWED_KEY) != pred.id:
         store.record_view(pred.id, actor=user.username)
         st.session_state[VIEWED_KEY] = pred.id
-    image_col, side_col = st.columns([3, 2])
-    with image_col:
-        problem = _image(pred)
+    head = case_context.header(pred)
+    seen = store.latest_review(pred.id)
     with side_col:
-        _case_panel(store, user, pred, ids, problem)
+        st.markdown(case_context.context_markdown(store.session_key(), pred, head))
+    with image_col:
+        problem = _image(settings, store, user, pred, head, seen, ids)
+    with side_col:
+        _case_panel(store, user, pred, ids, problem, seen)
+    with st.expander("Queue", expanded=False):
+        st.dataframe(_queue_table(queue), hide_index=True, width="stretch")
+
+
+def _next_after(ids: list[int], current: int) -> int | None:
+    """The case to open after acting on ``current``: the next one, else the first other."""
+    following = [i for i in ids if i != current]
+    return _step(ids, current, 1) if current != ids[-1] else (following[0] if following else None)
 
 
 def _case_panel(
-    store: ReviewStore, user: User, pred: Prediction, ids: list[int], problem: str | None
+    store: ReviewStore,
+    user: User,
+    pred: Prediction,
+    ids: list[int],
+    problem: str | None,
+    seen: Review | None,
 ) -> None:
-    """The case's details, its task's part and actions, and the queue navigation.
+    """The case's task part and actions, and the queue navigation.
 
     ``problem``: why the image's overlay cannot be judged (None: it can).
     """
     review = _review(pred)
-    st.subheader(f"Case #{pred.id}")
     st.markdown(
-        f"**Model** {pred.model_name} v{pred.model_version}  \n"
-        f"**Study** `{pred.study_instance_uid}`  \n**Series** `{pred.series_instance_uid}`  \n"
-        f"**Instance** `{pred.sop_instance_uid}` (frame {pred.frame_index})  \n"
-        f"**Status** {pred.status} · **disagreement** {pred.disagreement:.3f}"
+        f"**Status** {pred.status} · **disagreement** {pred.disagreement:.3f}  \n"
+        f"**Last review** {_said(seen)}"
     )
-    seen = store.latest_review(pred.id)
-    st.markdown(f"**Last review** {_said(seen)}")
     review.render_details(pred)
     st.text_input("Comment", key="review_comment", placeholder="optional, kept in the audit log")
     blocked = {a.name: review.blocked(a, problem) for a in review.actions}
     for why in dict.fromkeys(w for w in blocked.values() if w):
         st.warning(why)
     current = st.session_state[CASE_KEY]
-    following = [i for i in ids if i != current]
-    after = _step(ids, current, 1) if current != ids[-1] else (following[0] if following else None)
-    buttons = st.columns(3)
-    for col, action in zip(buttons, review.actions, strict=False):
+    after = _next_after(ids, current)
+    # A mask's correction is saved from the drawing canvas (mask_editor), not from here.
+    buttons = [a for a in review.actions if not (review.reviews_mask_file and a.name == "correct")]
+    for col, action in zip(st.columns(len(buttons)), buttons, strict=True):
         col.button(
             f"{action.text} ({action.key})",
             key=f"review_{action.name}",
@@ -187,6 +202,7 @@ def _case_panel(
             shortcut=action.key,
             type="primary" if action is review.actions[0] else "secondary",
             disabled=bool(blocked[action.name]),
+            width="stretch",
         )
     nav = st.columns(2)
     nav[0].button(
@@ -194,13 +210,20 @@ def _case_panel(
         key="review_prev",
         shortcut="P",
         on_click=lambda: st.session_state.update({CASE_KEY: _step(ids, current, -1)}),
+        width="stretch",
     )
     nav[1].button(
         "Next (N)",
         key="review_next",
         shortcut="N",
         on_click=lambda: st.session_state.update({CASE_KEY: _step(ids, current, 1)}),
+        width="stretch",
     )
+    with st.expander("Identifiers"):
+        st.markdown(
+            f"Study `{pred.study_instance_uid}`  \nSeries `{pred.series_instance_uid}`  \n"
+            f"Instance `{pred.sop_instance_uid}` (frame {pred.frame_index})"
+        )
 
 
 def _said(review: Review | None) -> str:
@@ -210,9 +233,17 @@ def _said(review: Review | None) -> str:
     return f"{review.action} by {review.reviewer} at {when} (review {review.id})"
 
 
-def _image(pred: Prediction) -> str | None:
-    """Shows the case's image with its task's overlays; returns why the overlay the review
-    judges cannot be shown (None when it is, or there is none)."""
+def _image(
+    settings: Settings,
+    store: ReviewStore,
+    user: User,
+    pred: Prediction,
+    head: case_context.Header | None,
+    seen: Review | None,
+    ids: list[int],
+) -> str | None:
+    """Shows the case's image in the viewer, its task's overlay controls below it, or the
+    mask editor; returns why the overlay the review judges cannot be shown (None: it is)."""
     path = pred.image_ref
     if not os.path.isfile(path):
         st.warning(f"Image {path} is not a readable file here; cannot display it.")
@@ -222,54 +253,47 @@ def _image(pred: Prediction) -> str | None:
     except Exception as exc:  # noqa: BLE001 - a bad image must not break the queue
         st.error(f"Cannot display {path}: {exc}")
         return "the image cannot be displayed"
+    review = _review(pred)
     frame = pred.frame_index if pred.frame_index < study.n_frames else 0
+    slot = st.container()
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, frame, key=f"frame_{pred.id}")
-    pixels = _windowed(study, frame, pred.id)
-    pixels, problem = _review(pred).render_overlay(pred, pixels, frame == pred.frame_index)
-    factor = st.slider("Zoom", 1.0, 8.0, 1.0, 0.5, key="review_zoom")
-    if factor > 1.0:
-        c = st.columns(2)
-        cy = c[0].slider("Pan vertical", 0.0, 1.0, 0.5, key="review_pan_y")
-        cx = c[1].slider("Pan horizontal", 0.0, 1.0, 0.5, key="review_pan_x")
-        pixels = viewer.zoom(pixels, factor, (cy, cx))
-    show_inline(pixels, f"frame {frame + 1}/{study.n_frames} · {study.photometric}")
+    spacing = head.spacing if head else None
+    if review.reviews_mask_file and review.action("correct") and frame == pred.frame_index:
+        if st.toggle("Correct mask (draw)", key=f"edit_mask_{pred.id}"):
+            with slot:
+                mask_editor.show(
+                    settings, store, user, pred, study, frame,
+                    seen_review_id=seen.id if seen else None,
+                    after=_next_after(ids, pred.id),
+                )  # fmt: skip
+            return None
+    layer, problem = _layer(review, pred, study, frame)
+    caption = f"frame {frame + 1}/{study.n_frames} · {study.photometric}"
+    if spacing:
+        caption += f" · {spacing[0]:.3g}×{spacing[1]:.3g} mm pixels"
+    with slot:
+        viewer_view.show(
+            viewer_view.payload(
+                study, frame, key=str(pred.id), layer=layer, spacing=spacing, caption=caption
+            )  # fmt: skip
+        )
     return problem
 
 
-def show_inline(pixels, caption: str) -> None:
-    """The image inside the page itself (a data URI), not through Streamlit's /media/
-    files: those are served to anyone with the URL, session or not, and stay fetchable
-    after sign-out until the tab closes (issue 23). The image lives only in the page."""
-    png = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(png, format="PNG")
-    data = base64.b64encode(png.getvalue()).decode("ascii")
-    st.markdown(
-        f'<img class="medflow-case-image" alt="case image" src="data:image/png;base64,{data}" '
-        'style="width:100%;image-rendering:pixelated">',
-        unsafe_allow_html=True,
-    )
-    st.caption(caption)
-
-
-def _windowed(study: viewer.Study, frame: int, case_id: int):
-    if study.is_color:
-        return viewer.render(study, frame, 0.0, 1.0)
-    presets = study.presets()
-    cols = st.columns([2, 3, 3])
-    preset = cols[0].selectbox("Window preset", presets, key=f"preset_{case_id}")
-    center, width = study.preset_window(preset)
-    lo, hi = study.value_range()
-    span = max(hi - lo, 1.0)
-    # Slider keys include the preset so picking a preset resets the free sliders to it.
-    center = cols[1].slider(
-        "Level (center)", lo - span, hi + span, float(center), key=f"level_{case_id}_{preset}"
-    )
-    width = cols[2].slider(
-        "Window (width)",
-        1.0,
-        4 * span,
-        float(min(width, 4 * span)),
-        key=f"width_{case_id}_{preset}",
-    )
-    return viewer.render(study, frame, center, width)
+def _layer(review: TaskReview, pred: Prediction, study: viewer.Study, frame: int):
+    """The task's overlay as an RGBA layer (its controls drawn here), and why the judged
+    overlay cannot be shown (None: it can)."""
+    shape = study.frames.shape[1:3]
+    on_frame = frame == pred.frame_index
+    make = getattr(review, "overlay_blend", None)
+    if make is not None:
+        blend, problem = make(pred, shape, on_frame)
+        return (None if blend is None else viewer_view.overlay_layer(blend, shape)), problem
+    # A plug-in that only draws on pixels: what it changes on the default window, opaque.
+    base = viewer.render(study, frame, *study.preset_window(study.presets()[0]))
+    out, problem = review.render_overlay(pred, base, on_frame)
+    rgb = np.repeat(base[..., None], 3, axis=2) if base.ndim == 2 else base
+    rgba = np.concatenate([out, np.full((*shape, 1), 255, np.uint8)], axis=2)
+    rgba[..., 3] *= (out != rgb).any(axis=2)
+    return rgba, problem

@@ -1,23 +1,31 @@
-"""The case images a Streamlit page shows inline (data URIs in markdown), decoded: what the
-browser receives, for AppTest checks."""
+"""The case images a Streamlit page shows, decoded: what the browser receives, for AppTest
+checks. The review page's viewer (an ``st.iframe``) carries the frame and its overlay layer
+as JSON; :func:`medflow.dashboard.views.viewer.decode_payload` gives the picture it first
+shows (default window, overlay on)."""
 
 from __future__ import annotations
 
-import base64
-import io
+import json
 import re
 
 import numpy as np
-from PIL import Image
 
-_DATA_URI = re.compile(r'<img class="medflow-case-image"[^>]*src="data:image/png;base64,([^"]+)"')
+from medflow.dashboard.views.viewer import decode_payload
+
+_PAYLOAD = re.compile(
+    r'<script type="application/json" id="medflow-viewer-data">(.*?)</script>', re.S
+)
+
+
+def viewer_payloads(at) -> list[dict]:
+    """The data of each image viewer on the page."""
+    out = []
+    for element in at.get("iframe"):
+        for text in _PAYLOAD.findall(element.proto.srcdoc):
+            out.append(json.loads(text.replace("<\\/", "</")))
+    return out
 
 
 def page_images(at) -> list[np.ndarray]:
-    """RGB pixels (int16, for differences) of each inline case image on the page."""
-    out = []
-    for element in at.markdown:
-        for data in _DATA_URI.findall(element.value):
-            image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-            out.append(np.asarray(image).astype(np.int16))
-    return out
+    """RGB pixels (int16, for differences) of each case image on the page."""
+    return [decode_payload(p).astype(np.int16) for p in viewer_payloads(at)]

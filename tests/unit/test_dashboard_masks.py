@@ -128,7 +128,7 @@ def test_mask_reviews_record_the_mask_and_its_hash(store, phantom_masks, tmp_pat
     (img0, mask0), (img1, mask1) = phantom_masks
     a = record_mask_prediction(store, img0, mask0, labels=DISC, model="unet")
     b = record_mask_prediction(store, img1, mask1, labels=DISC, model="unet")
-    with pytest.raises(ReviewError, match="segmentation prediction: accept or reject"):
+    with pytest.raises(ReviewError, match=f"correcting the mask of case {a} needs the corrected"):
         store.review(a, action="correct", reviewer="alice", label="background")
     store.review(a, action="accept", reviewer="alice", comment="good fit")
     [accepted] = store.reviewed_labels()
@@ -246,7 +246,7 @@ def test_mask_overlay_and_its_controls_change_the_rendered_image(app_env, phanto
     assert at.radio(key="review_mask_view").options == ["fill", "contour"]
     assert any("disc (" in m.value and "% of the image" in m.value for m in at.markdown)
     assert [b.label for b in at.button][:2] == ["Accept mask (A)", "Reject mask (X)"]
-    assert not any("Correct" in b.label for b in at.button)
+    assert not any("Correct label" in b.label for b in at.button)
     fill = _rendered(at)  # the defaults: fill, opacity 0.4
     at.slider(key="review_opacity").set_value(0.9).run()
     strong = _rendered(at)

@@ -184,7 +184,7 @@ def test_version_4_database_gets_the_task_of_each_prediction(tmp_path):
     engine.dispose()
     store = ReviewStore(f"sqlite:///{tmp_path}/v4.db")
     try:
-        assert store.schema_version == schema.LATEST_VERSION == 5
+        assert store.schema_version == schema.LATEST_VERSION == 6
         tasks = {p.sop_instance_uid: p.task for p in store.list_queue(status="all")}
         assert tasks == {
             "1.2.3.1": DEFAULT_TASK,
@@ -195,7 +195,7 @@ def test_version_4_database_gets_the_task_of_each_prediction(tmp_path):
         assert not get_task(DEFAULT_TASK).review().reviews_mask_file
         # The backfilled cases are reviewed by their task's rules.
         masked = next(p.id for p in store.list_queue(status="all") if p.mask_ref)
-        with pytest.raises(ReviewError, match="accept or reject its mask"):
+        with pytest.raises(ReviewError, match="needs the corrected mask file"):
             store.review(masked, action="correct", reviewer="a", label="a")
         with store.engine.connect() as conn:
             assert sa.inspect(conn).get_columns("predictions")[-1]["name"] == "task"

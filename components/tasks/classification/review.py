@@ -57,15 +57,21 @@ class LabelReview(TaskReview):
         return f"{pred.predicted_label} {pred.confidence:.2f}"
 
     def render_overlay(self, pred, pixels, on_frame: bool):
+        blend, problem = self.overlay_blend(pred, pixels.shape[:2], on_frame)
+        return (pixels if blend is None else blend(pixels)), problem
+
+    def overlay_blend(self, pred, shape: tuple[int, int], on_frame: bool):
+        """Draws the overlay controls; returns the heatmap as a function of the display
+        pixels (None: no overlay shown) and None (nothing the review judges is missing)."""
         from medflow.dashboard.views import overlays
 
         if not pred.heatmap_ref:
-            return pixels, None
+            return None, None
         kind, cols = overlays.layer_picker(pred, [overlays.HEATMAP])
         alpha = overlays.opacity(cols[2])
         if kind == overlays.HEATMAP:
-            return overlays.heatmap(pred, pixels, alpha), None
-        return pixels, None
+            return overlays.heatmap_blend(pred, shape, alpha), None
+        return None, None
 
     def render_details(self, pred) -> None:
         import pandas as pd

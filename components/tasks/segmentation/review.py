@@ -1,11 +1,13 @@
 """Reviewing segmentation predictions: the mask file (``mask_ref``) is accepted (it is right
-and becomes a training label) or rejected; correcting a mask by drawing is not supported.
+and becomes a training label), rejected, or corrected by drawing on the review page (brush,
+eraser, polygon; ``medflow.dashboard.views.mask_editor``), which saves the corrected mask as a
+new file and records the review with it.
 
-The store records the SHA-256 of the mask file with each review, and the labels export
-gives the accepted mask's path in a ``mask`` column after checking the file still has the
-reviewed bytes. The review page draws the mask over the image (fill or contour, one colour
-per class, adjustable opacity) with a legend. Streamlit is imported inside the rendering
-functions.
+The store records the SHA-256 of the judged mask file (the prediction's, or the corrected
+one) with each review, and the labels export gives that file's path in a ``mask`` column
+after checking the file still has the reviewed bytes. The review page draws the mask over the
+image with a legend of its classes and their areas; the queue names each case by the classes
+its mask holds. Streamlit is imported inside the rendering functions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from medflow.core.errors import InputError
 from medflow.core.tasks import ReviewAction, TaskReview
 
 MASK = "mask"
-_PAST = {"accept": "accepted", "reject": "rejected"}
+_PAST = {"accept": "accepted", "reject": "rejected", "correct": "corrected"}
 
 
 class MaskReview(TaskReview):
@@ -31,6 +33,7 @@ class MaskReview(TaskReview):
     actions = (
         ReviewAction("accept", "Accept mask", "A"),
         ReviewAction("reject", "Reject mask", "X"),
+        ReviewAction("correct", "Save corrected mask", "S"),
     )
     reviews_mask_file = True
     export_kind = "masks"
@@ -40,10 +43,10 @@ class MaskReview(TaskReview):
     def label_index(self, pred, action: str, label: int | str | None) -> int | None:
         if self.action(action) is None:
             raise InputError(
-                f"case {pred.id} is a segmentation prediction: accept or reject its mask "
-                "(correcting a mask by drawing is not supported)"
+                f"case {pred.id} is a segmentation prediction: accept, reject or correct its "
+                f"mask, not {action!r}"
             )
-        return pred.predicted_index if action == "accept" else None
+        return None if action == "reject" else pred.predicted_index
 
     def artifact_digest(self, pred, action: str) -> str | None:
         """SHA-256 of the mask file (None: a missing file being rejected)."""
@@ -61,23 +64,31 @@ class MaskReview(TaskReview):
 
     def outcome(self, pred, action: str, label_index: int | None, digest: str | None) -> str:
         sha = digest[:16] if digest else "n/a: file missing"
-        return f"{_PAST[action]} mask {pred.mask_ref} (sha256 {sha})"
+        saved = "corrected mask, saved as" if action == "correct" else f"{_PAST[action]} mask"
+        return f"{saved} {pred.mask_ref} (sha256 {sha})"
 
     def queue_label(self, pred) -> str:
-        return f"mask ({pred.model_name})"
+        """The classes the mask holds and their share of the image (not "background")."""
+        return class_areas_text(pred, None) or "mask unreadable"
 
     def render_overlay(self, pred, pixels, on_frame: bool):
-        return _render_overlay(pred, pixels, on_frame)
+        blend, problem = _overlay_blend(pred, pixels.shape[:2], on_frame)
+        return (pixels if blend is None else blend(pixels)), problem
+
+    def overlay_blend(self, pred, shape: tuple[int, int], on_frame: bool):
+        """Draws the overlay controls; returns the chosen overlay as a function of the
+        display pixels (None: no overlay) and why the mask cannot be shown (or None)."""
+        return _overlay_blend(pred, shape, on_frame)
 
     def render_details(self, pred) -> None:
         import streamlit as st
 
-        st.markdown(f"**Mask** `{pred.mask_ref}`")
-        scores = ", ".join(f"{n} {v:.3f}" for n, v in zip(pred.labels, pred.scores, strict=True))
-        st.caption(f"Scores recorded with the mask: {scores}")
+        st.markdown(f"**Mask** {class_areas_text(pred, None) or 'cannot be read'}")
+        st.caption(f"Mask file `{Path(pred.mask_ref).name}`")
         st.caption(
             "Accept: the mask is right and becomes a training label (`medflow labels export`). "
-            "Reject: it is wrong and is left out. Correcting a mask by drawing is not supported."
+            "Reject: it is wrong and is left out. Correct: draw the right mask (Correct mask "
+            "under the image) and save it; the saved mask is exported instead."
         )
 
     def blocked(self, action: ReviewAction, problem: str | None) -> str | None:
@@ -97,7 +108,8 @@ def _unchanged_mask(item) -> str:
     from medflow.dashboard.store import file_sha256
 
     what = (
-        f"mask {item.mask_ref} of case {item.prediction_id} (accepted by {item.reviewer} "
+        f"mask {item.mask_ref} of case {item.prediction_id} ({_PAST[item.action]} by "
+        f"{item.reviewer} "
         f"at {item.reviewed_at:%Y-%m-%d %H:%M} UTC)"
     )
     try:
@@ -129,21 +141,17 @@ def _mask_loader():
     return load
 
 
-def _render_overlay(pred, pixels: np.ndarray, on_frame: bool) -> tuple[np.ndarray, str | None]:
-    """Draws the chosen overlay; returns the pixels and why the mask cannot be shown (or None).
-
-    ``on_frame``: the displayed frame is the one the prediction (and its mask) is about.
-    """
+def _overlay_blend(pred, shape: tuple[int, int], on_frame: bool):
+    """See :meth:`MaskReview.overlay_blend`. ``on_frame``: the displayed frame is the one the
+    prediction (and its mask) is about."""
     import streamlit as st
 
     from medflow.dashboard.views import overlays
 
     layers = [k for k, ref in ((MASK, pred.mask_ref), (overlays.HEATMAP, pred.heatmap_ref)) if ref]
     if not layers:
-        return pixels, None
-    mask, problem = (
-        _checked_mask(pred.mask_ref, pixels.shape[:2]) if pred.mask_ref else (None, None)
-    )
+        return None, None
+    mask, problem = _checked_mask(pred.mask_ref, shape) if pred.mask_ref else (None, None)
     if problem:
         st.error(problem)
     kind, cols = overlays.layer_picker(pred, layers)
@@ -155,15 +163,15 @@ def _render_overlay(pred, pixels: np.ndarray, on_frame: bool) -> tuple[np.ndarra
     alpha = overlays.opacity(cols[2])
     if kind == MASK:
         if mask is None:
-            return pixels, problem
+            return None, problem
         if not on_frame:
             st.caption(f"The mask belongs to frame {pred.frame_index + 1}; not drawn here.")
-            return pixels, problem
+            return None, problem
         _legend(pred, mask)
-        return viewer.blend_mask(pixels, mask, alpha, view), problem
+        return (lambda pixels: viewer.blend_mask(pixels, mask, alpha, view)), problem
     if kind == overlays.HEATMAP:
-        return overlays.heatmap(pred, pixels, alpha), problem
-    return pixels, problem
+        return overlays.heatmap_blend(pred, shape, alpha), problem
+    return None, problem
 
 
 def _checked_mask(ref: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
@@ -178,18 +186,41 @@ def _checked_mask(ref: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, 
     return mask, None
 
 
-def _legend(pred, mask: np.ndarray) -> None:
-    """Colour, class name and share of the image for each class in the mask."""
-    import streamlit as st
-
+def class_areas(pred, mask: np.ndarray, spacing: tuple[float, float] | None):
+    """(class index, name, share of the image in %, area text) of each class in the mask
+    but background; the area in mm² when the pixel ``spacing`` (row, column mm) is known."""
     counts = np.bincount(mask.ravel(), minlength=2)
-    items = []
+    out = []
     for k in np.flatnonzero(counts[1:]) + 1:
         name = pred.labels[k] if k < len(pred.labels) else f"class {k}"
-        r, g, b = viewer.class_color(int(k))
+        area = f"{counts[k]} px"
+        if spacing:
+            area = f"{counts[k] * spacing[0] * spacing[1]:,.0f} mm²"
+        out.append((int(k), name, 100.0 * counts[k] / mask.size, area))
+    return out
+
+
+def class_areas_text(pred, spacing: tuple[float, float] | None) -> str | None:
+    """E.g. "head 23.5 % (4,210 mm²)"; "empty mask"; None when the mask cannot be read."""
+    try:
+        mask = _mask_loader()(pred.mask_ref, os.path.getmtime(pred.mask_ref))
+    except (OSError, InputError):
+        return None
+    parts = [f"{name} {pct:.1f} % ({area})" for _, name, pct, area in class_areas(
+        pred, mask, spacing)]  # fmt: skip
+    return ", ".join(parts) or "empty mask (background only)"
+
+
+def _legend(pred, mask: np.ndarray) -> None:
+    """Colour, class name, share of the image and area of each class in the mask."""
+    import streamlit as st
+
+    items = []
+    for k, name, pct, area in class_areas(pred, mask, None):
+        r, g, b = viewer.class_color(k)
         items.append(
             f'<span style="color:rgb({r},{g},{b})">&#9632;</span> {html.escape(name)} '
-            f"({100.0 * counts[k] / mask.size:.1f} % of the image)"
+            f"({pct:.1f} % of the image, {area})"
         )
     st.markdown(
         " &nbsp; ".join(items) if items else "The mask is empty (background only).",
