@@ -12,7 +12,7 @@ grid with a mask and its area.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,11 +23,13 @@ from medflow.core.contract import ModelContract
 from medflow.core.errors import MedflowError
 from medflow.core.pixel_spec import PixelSpec
 from medflow.core.tasks import all_tasks, get_task
-from medflow.serving.dicom_input import Rejected, dicom_files, load_inputs
+from medflow.serving.dicom_input import ModelInput, Rejected, dicom_files, load_inputs
 from medflow.serving.errors import PredictionError, ServingConfigError
 from medflow.serving.tensors import parse_with_tensors, serialize_with_tensors
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Looks at the preprocessed inputs before they are sent: (inputs to predict, refused files).
+Screen = Callable[[list[ModelInput]], tuple[list[ModelInput], list[Rejected]]]
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
@@ -221,16 +223,21 @@ class PredictionClient:
         label: str | None = None,
         contract: str | Path | None = None,
         batch_size: int = 32,
+        screen: Screen | None = None,
     ) -> tuple[list, list[Rejected]]:
         """Predict DICOM files (or folders of them) with the model's ``serving_default``.
 
         The results are those of the model's task plug-in (the contract's ``task``, or the
         task whose outputs the served signature has), e.g. class probabilities per image, or
-        a mask per image on the source image's grid.
+        a mask per image on the source image's grid. ``screen`` sees the preprocessed inputs
+        first and returns those to predict and those it refuses.
         """
         info = self.model_info(model, version=version, label=label, contract=contract)
         task = get_task(info.task)
         inputs, rejected = load_inputs(dicom_files(paths), info.spec)
+        if screen is not None:
+            inputs, refused = screen(inputs)
+            rejected = [*rejected, *refused]
         results: list = []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]

@@ -114,7 +114,11 @@ def build_contract(
     contract = static_fields(static)
     training = _training_summary(model_dir)
     inputs = contract.inputs
+    expected: dict[str, Any] = {}
     if statistics_uri:
+        from medflow.components.models.expected_input import from_statistics
+
+        expected = from_statistics(statistics_uri, "train")
         summary = load_statistics_summary(statistics_uri, "train")
         training["num_examples"] = summary["num_examples"]
         if "value_range" in summary:
@@ -127,6 +131,7 @@ def build_contract(
         model_name=model_name,
         inputs=inputs,
         training_data=training,
+        expected_input=expected,
         metrics=metrics,
         evaluation_uri=evaluation_uri or "",
         lineage=dict(lineage or {}),

@@ -13,6 +13,7 @@ import json
 import sys
 
 from medflow.core.tasks import all_tasks
+from medflow.pipelines.config import DEFAULT_WORKDIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--version", type=int, help="model version (default: latest)")
     group.add_argument("--label", help="version label, e.g. stable")
-    parser.add_argument("--contract", help="model contract.json (preprocessing and labels)")
+    parser.add_argument(
+        "--contract",
+        help="model contract.json or version folder (default: the served version's under "
+        "--model-base, when there)",
+    )
+    parser.add_argument(
+        "--model-base",
+        default=f"{DEFAULT_WORKDIR}/models",
+        help="pushed models folder where the served version's contract.json is found "
+        f"(default {DEFAULT_WORKDIR}/models)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse files unlike the training images (modality, photometric interpretation, "
+        "body part, pixel spacing in the contract); without it each such file gets a warning",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--record", action="store_true", help="record predictions in the review store"
@@ -85,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
         record=args.record,
         store_url=args.store_url,
         mask_dir=args.mask_dir,
+        strict=args.strict,
+        model_base=args.model_base,
     )
     source = None
     if args.dicomweb:
@@ -93,6 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         source = dicomweb_source(args)
     outcome = run_predict(job, source)
     print(_json(outcome, bool(args.dicomweb)) if args.json else _text(outcome))
+    for warning in outcome.warnings:
+        print(f"medflow predict: warning: {warning}", file=sys.stderr)
     for r in outcome.rejected:
         print(f"medflow predict: skipped {r.path}: {r.message}", file=sys.stderr)
     for problem in outcome.report.problems:
@@ -111,7 +132,11 @@ def _json(outcome, dicomweb: bool) -> str:
         item = {**r.to_dict(), **({"review_id": rid} if outcome.recorded else {})}
         item.update({k: v[i] for k, v in extra.items() if v[i]})
         predictions.append(item)
-    doc = {"predictions": predictions, "rejected": [vars(r) for r in outcome.rejected]}
+    doc = {
+        "predictions": predictions,
+        "rejected": [vars(r) for r in outcome.rejected],
+        "warnings": outcome.warnings,
+    }
     doc.update({k: [vars(x) for x in v] for k, v in outcome.report.json.items()})
     if dicomweb:
         doc["pushed"] = [vars(p) for p in outcome.pushed]

@@ -19,6 +19,7 @@ from medflow.core.errors import ConfigError
 from medflow.core.tasks import OutputOptions, OutputReport, get_task
 from medflow.dashboard.config import store_url_from_env
 from medflow.serving.client import PredictionClient
+from medflow.workflows.input_check import input_screen, served_contract
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class PredictJob:
             ``mask_dir`` when ``record``).
         record: record the predictions in the review store at ``store_url``.
         mask_dir: where review artifacts go (default: beside a SQLite store).
+        strict: refuse inputs outside the contract's ``expected_input`` (else warn).
+        model_base: where the served version's contract is found without ``contract``.
     """
 
     server: str
@@ -54,6 +57,8 @@ class PredictJob:
     record: bool = False
     store_url: str | None = None
     mask_dir: str | None = None
+    strict: bool = False
+    model_base: str | None = None
 
 
 @dataclass
@@ -65,6 +70,7 @@ class PredictOutcome:
     pushed: list = field(default_factory=list)
     report: OutputReport = field(default_factory=OutputReport)
     recorded: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def task(self):
@@ -85,13 +91,19 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
     if job.record:
         review_dir = job.mask_dir or default_mask_dir(job.store_url)
         options = dataclasses.replace(options, review_dir=review_dir)
+    warnings: list[str] = []
     with PredictionClient(job.server, timeout_s=job.timeout_s) as client:
+        args = _model_args(job)
+        contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
+        if contract is not None and contract.expected_input:
+            args["screen"] = input_screen(contract.expected_input, job.model, job.strict, warnings)
         if source is not None:
-            outcome = _predict_studies(client, source, job, options)
+            outcome = _predict_studies(client, source, job, options, args)
         else:
-            results, rejected = client.predict_dicom(job.paths, job.model, **_model_args(job))
+            results, rejected = client.predict_dicom(job.paths, job.model, **args)
             results, report = _write_files(results, options)
             outcome = PredictOutcome(results, rejected, report=report)
+    outcome.warnings = warnings
     if job.record:
         outcome.recorded = record(outcome.results, job.store_url)
     return outcome
@@ -112,7 +124,9 @@ def _write_files(results: list, options: OutputOptions) -> tuple[list, OutputRep
     return get_task(results[0].task).write_files(results, options)
 
 
-def _predict_studies(client, source, job: PredictJob, options: OutputOptions) -> PredictOutcome:
+def _predict_studies(
+    client, source, job: PredictJob, options: OutputOptions, args: dict
+) -> PredictOutcome:
     """Fetch the studies (WADO-RS), predict, write the task's files while the instances are
     in the local cache and, with ``push``, store the task's DICOM results (STOW-RS).
 
@@ -122,7 +136,7 @@ def _predict_studies(client, source, job: PredictJob, options: OutputOptions) ->
     with tempfile.TemporaryDirectory(prefix="medflow-dicomweb-") as tmp:
         cache = Path(tmp) / "instances"
         pull(source, Query(study_uids=tuple(job.study_uids)), cache)
-        results, rejected = client.predict_dicom([cache], job.model, **_model_args(job))
+        results, rejected = client.predict_dicom([cache], job.model, **args)
         results, report = _write_files(results, options)
         pushed = []
         if job.push and results:
