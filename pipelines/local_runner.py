@@ -100,7 +100,8 @@ def run_local(
         _recover(paths["metadata"], progress)
         tracker = _run_with_progress(pipeline, log_file, progress, quiet_console)
     wall = time.perf_counter() - start
-    summary = summarize(paths["metadata"], tracker)
+    with capture_tfx_logs(ProgressTracker(None), log_file):  # TFMA's warnings: to the log
+        summary = summarize(paths["metadata"], tracker)
     summary.update(
         task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
     )

@@ -63,12 +63,9 @@ def next_steps(summary: dict[str, Any], example: str | Path | None = None) -> li
     )
     lines.append(f"  {medflow} dashboard add-user reviewer --role reviewer   # asks a password")
     lines.append(f"  {medflow} dashboard   # then open http://localhost:{DASHBOARD_PORT}")
-    if medflow != "medflow":
-        lines.append(
-            "  (or `source .venv/bin/activate` once, then plain `medflow ...`)"
-            if medflow.endswith(".venv/bin/medflow")
-            else f"  (or put {shown_path(Path(medflow).parent)} on PATH, then plain `medflow`)"
-        )
+    activate = Path(sys.executable).parent / "activate"
+    if medflow != "medflow" and activate.is_file():
+        lines.append(f"  (or `source {shown_path(activate)}` once, then plain `medflow ...`)")
     return lines
 
 
