@@ -33,7 +33,7 @@ TOOLS = {  # name -> (canvas drawing mode, erases)
     "Polygon erase": ("polygon", True),
 }
 ERASE_COLOR = (0, 0, 0)
-CANVAS_WIDTH = 900  # display pixels; the canvas keeps the image's aspect
+CANVAS_WIDTH = 760  # display pixels (fits the image column at 1400 px); keeps the image aspect
 CORRECTED_DIR = "corrected_masks"
 
 

@@ -40,6 +40,10 @@ SORTS = {
 }
 STATUS_FILTERS = {"To review": "pending", "Reviewed": "reviewed", "All": "all"}
 CASE_KEY = "review_case"
+# Less space above the page's content, so that the image starts near the top of the window.
+_COMPACT = (
+    "<style>.stMainBlockContainer{padding:4rem 1rem 1rem 1rem}</style>"
+)
 VIEWED_KEY = "review_viewed_case"
 
 
@@ -136,7 +140,8 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
     if st.session_state.get(CASE_KEY) not in ids:
         st.session_state[CASE_KEY] = ids[0]
     by_id = {p.id: p for p in queue}
-    image_col, side_col = st.columns([5, 2])
+    st.html(_COMPACT)
+    image_col, side_col = st.columns([3, 1])
     with side_col:
         st.selectbox(
             "Case",
@@ -192,9 +197,10 @@ def _case_panel(
     current = st.session_state[CASE_KEY]
     after = _next_after(ids, current)
     # A mask's correction is saved from the drawing canvas (mask_editor), not from here.
-    buttons = [a for a in review.actions if not (review.reviews_mask_file and a.name == "correct")]
-    for col, action in zip(st.columns(len(buttons)), buttons, strict=True):
-        col.button(
+    for action in review.actions:
+        if review.reviews_mask_file and action.name == "correct":
+            continue
+        st.button(
             f"{action.text} ({action.key})",
             key=f"review_{action.name}",
             on_click=_act,
