@@ -141,9 +141,22 @@ def _run_with_progress(
                 failed = tracker.current or "the pipeline"
                 logging.getLogger(__name__).error("pipeline failed", exc_info=True)
                 raise PipelineFailed(
-                    f"{failed} failed: {exc.__class__.__name__}: {exc} (full log: {log_file})"
+                    f"{failed} failed: {short_error(exc)} (full log: {log_file})"
                 ) from exc
     return tracker
+
+
+# A component's error can hold megabytes (e.g. TFMA quoting raw tf.Examples): the console
+# line keeps its start; the log file has all of it.
+MAX_ERROR_CHARS = 300
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, cut to :data:`MAX_ERROR_CHARS`."""
+    text = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[: MAX_ERROR_CHARS - 40]}... ({len(text):,} characters; see the log)"
 
 
 def _resolved(config: PipelineConfig) -> PipelineConfig:

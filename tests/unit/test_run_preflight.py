@@ -114,3 +114,13 @@ def test_tfrecord_input_needs_train_and_eval_files(tmp_path, capsys, present):
     (tmp_path / "tf").mkdir(exist_ok=True)
     code, err = _run(capsys, tmp_path, tmp_path / "tf", "--format", "tfrecord")
     assert code == 2 and "no TFRecord files" in err
+
+
+def test_a_huge_component_error_is_one_short_line():
+    """The Evaluator once printed 271 KB of raw tf.Example bytes (issue 24, item 1)."""
+    from medflow.pipelines.local_runner import MAX_ERROR_CHARS, short_error
+
+    text = short_error(ValueError("bad example: " + repr(b"\x00\x01" * 100_000) + "\nmore"))
+    assert len(text) <= MAX_ERROR_CHARS and "\n" not in text
+    assert text.startswith("ValueError: bad example:") and "see the log" in text
+    assert short_error(KeyError("label")) == "KeyError: 'label'"
