@@ -8,18 +8,15 @@ The model is exported with the classification task's own head
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from pydicom.data import get_testdata_file
 
-from medflow.cli import main
 from medflow.components.tasks.classification.export import classification_head
+from tests.integration import test_predict_dicom
 from tests.integration.test_serving_helpers import start_server
 
 NAMES = ("normal", "pneumonia")
-FILES = ("CT_small.dcm", "MR_small.dcm")
 
 
 def export_named_model(base, name: str = "chest", labels=NAMES, size: int = 28):
@@ -71,17 +68,9 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture()
-def dicoms(tmp_path):
-    folder = tmp_path / "dicom"
-    folder.mkdir()
-    return [shutil.copy(get_testdata_file(name), folder / name) for name in FILES]
-
-
-def _predict(capsys, *args) -> tuple[int, str, str]:
-    code = main(["predict", *map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
+# pydicom's CT and MR copied per test, and `medflow predict` in-process, as in test_predict_dicom
+dicoms = test_predict_dicom.dicoms
+_predict = test_predict_dicom._predict
 
 
 def test_predict_prints_the_models_class_names_without_a_contract(server, dicoms, capsys):
