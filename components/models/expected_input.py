@@ -2,14 +2,14 @@
 values (modality, photometric interpretation, body part) of the train split and the range of
 its model-input pixel spacing, read from StatisticsGen's statistics of the ingested examples
 (:mod:`medflow.core.features`). ``medflow predict`` checks inputs against it
-(:func:`medflow.core.contract.input_mismatches`)."""
+(:func:`medflow.core.expected_input.input_mismatches`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from medflow.core import features
-from medflow.core.contract import EXPECTED_HEADER_KEYS, SPACING_KEY
+from medflow.core.expected_input import EXPECTED_HEADER_KEYS, SPACING_KEY
 
 # Contract key -> the tf.Example feature it is read from.
 HEADER_FEATURES = {

@@ -33,23 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--version", type=int, help="model version (default: latest)")
     group.add_argument("--label", help="version label, e.g. stable")
-    parser.add_argument(
-        "--contract",
-        help="model contract.json or version folder (default: the served version's under "
-        "--model-base, when there)",
-    )
-    parser.add_argument(
-        "--model-base",
-        default=f"{DEFAULT_WORKDIR}/models",
-        help="pushed models folder where the served version's contract.json is found "
-        f"(default {DEFAULT_WORKDIR}/models)",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse files unlike the training images (modality, photometric interpretation, "
-        "body part, pixel spacing in the contract); without it each such file gets a warning",
-    )
+    _contract_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--record", action="store_true", help="record predictions in the review store"
@@ -77,6 +61,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for task in all_tasks():  # each task's own output options, in a group of its own
         task.add_predict_arguments(parser.add_argument_group(f"{task.name} models"))
     parser.set_defaults(func=_run)
+
+
+def _contract_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--contract",
+        help="model contract.json or version folder (default: the served version's under "
+        "--model-base, when there)",
+    )
+    parser.add_argument(
+        "--model-base",
+        default=f"{DEFAULT_WORKDIR}/models",
+        help="pushed models folder where the served version's contract.json is found "
+        f"(default {DEFAULT_WORKDIR}/models)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse files unlike the training images (modality, photometric interpretation, "
+        "body part, pixel spacing in the contract); without it each such file gets a warning",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

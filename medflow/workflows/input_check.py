@@ -1,6 +1,6 @@
 """Is an input what the model was trained on? Each file's Modality, PhotometricInterpretation,
 BodyPartExamined and model-input pixel spacing against its contract's ``expected_input``
-(:func:`medflow.core.contract.input_mismatches`): a warning per file, or with ``strict`` the
+(:func:`medflow.core.expected_input.input_mismatches`): a warning per file, or with ``strict`` the
 file refused, before anything is sent to the server."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from medflow.core.contract import CONTRACT_FILE, SPACING_KEY, ModelContract, input_mismatches
+from medflow.core.contract import CONTRACT_FILE, ModelContract
 from medflow.core.errors import MedflowError
+from medflow.core.expected_input import SPACING_KEY, input_mismatches
 from medflow.serving.dicom_input import ModelInput, Rejected
 
 REASON = "outside_training_data"

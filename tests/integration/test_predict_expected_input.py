@@ -12,7 +12,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medflow.cli import main
-from medflow.core.contract import ModelContract, input_mismatches
+from medflow.core.contract import ModelContract
+from medflow.core.expected_input import input_mismatches
 from tests.integration.test_class_names_in_model import export_named_model
 from tests.integration.test_serving_helpers import start_server
 
