@@ -78,7 +78,15 @@ def parse_model_config(text: str, *, source: str, base_dir: Path) -> list[ModelS
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as exc:
-        raise ServingConfigError(f"{source}: not a TF Serving ModelServerConfig: {exc}") from exc
+        # TF Serving's own words (its tests look for them), then the parser's.
+        raise ServingConfigError(
+            f"{source}: Error parsing text-format tensorflow.serving.ModelServerConfig: {exc}"
+        ) from exc
+    return models_from_proto(msg, source=source, base_dir=base_dir)
+
+
+def models_from_proto(msg, *, source: str, base_dir: Path) -> list[ModelSpecConfig]:
+    """The models of a ModelServerConfig message (a file's, or HandleReloadConfigRequest's)."""
     if msg.WhichOneof("config") == "custom_model_config":
         raise ServingConfigError(
             f"{source}: custom_model_config is not supported; use model_config_list"
@@ -260,3 +268,62 @@ def parse_grpc_channel_arguments(
         except ValueError:
             args.append((name, value))
     return tuple(args)
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """TF Serving's ``--monitoring_config_file``: where the Prometheus page is served, if at all."""
+
+    prometheus_enabled: bool = False
+    prometheus_path: str = "/monitoring/prometheus/metrics"
+
+
+@functools.lru_cache(maxsize=1)
+def _monitoring_config_class():
+    """TF Serving's MonitoringConfig message (monitoring_config.proto: prometheus_config
+    { enable, path }); tensorflow-serving-api does not ship it."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="medflow/serving/monitoring_config.proto",
+        package="tensorflow.serving.medflow",
+        syntax="proto3",
+    )
+    prometheus = fdp.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    monitoring = fdp.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(
+        name="prometheus_config",
+        number=1,
+        type=f.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.medflow.PrometheusConfig",
+        label=f.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName("tensorflow.serving.medflow.MonitoringConfig")
+    return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
+def read_monitoring_config(path: str | Path) -> MonitoringConfig:
+    """Read TF Serving's ``--monitoring_config_file`` (text format)."""
+    from google.protobuf import text_format
+
+    path = Path(path)
+    if not path.is_file():
+        raise ServingConfigError(f"monitoring config file {path} does not exist")
+    msg = _monitoring_config_class()()
+    try:
+        text_format.Parse(path.read_text(), msg)
+    except text_format.ParseError as exc:
+        raise ServingConfigError(
+            f"{path}: Error parsing text-format tensorflow.serving.MonitoringConfig: {exc}"
+        ) from exc
+    prometheus = msg.prometheus_config
+    default = MonitoringConfig.prometheus_path
+    path_value = prometheus.path or default
+    if not path_value.startswith("/"):
+        raise ServingConfigError(f"{path}: prometheus_config path {path_value!r} must start with /")
+    return MonitoringConfig(prometheus.enable, path_value)

@@ -46,6 +46,14 @@ class ServingStatus(Exception):
         return _HTTP_STATUS.get(self.code, 500)
 
 
+def status_code(number: int) -> grpc.StatusCode:
+    """The gRPC status code of a canonical error code number (TensorFlow's ``error_code``)."""
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
 def not_found(message: str) -> ServingStatus:
     return ServingStatus(grpc.StatusCode.NOT_FOUND, message)
 

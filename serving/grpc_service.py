@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from tensorflow_serving.apis import (
@@ -16,7 +17,8 @@ from tensorflow_serving.apis import (
 )
 
 from medflow.serving import inference
-from medflow.serving.errors import ServingConfigError, ServingStatus
+from medflow.serving.config import models_from_proto
+from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
 from medflow.serving.manager import ModelManager
 from medflow.serving.tensors import parse_split
 
@@ -50,7 +52,7 @@ def _handle(manager: ModelManager, api: str, fn: Callable, request, context):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """tensorflow.serving.PredictionService (MultiInference stays UNIMPLEMENTED)."""
+    """tensorflow.serving.PredictionService."""
 
     def __init__(self, manager: ModelManager) -> None:
         self._m = manager
@@ -65,6 +67,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Regress(self, request, context):  # noqa: N802
         return _handle(self._m, "regress", inference.regress, request, context)
+
+    def MultiInference(self, request, context):  # noqa: N802
+        return _handle(self._m, "multi_inference", inference.multi_inference, request, context)
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         return _handle(self._m, "get_model_metadata", inference.model_metadata, request, context)
@@ -98,13 +103,29 @@ def _predict_handler(servicer: PredictionService) -> grpc.GenericRpcHandler:
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService: GetModelStatus (config reload stays UNIMPLEMENTED)."""
+    """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
     def __init__(self, manager: ModelManager) -> None:
         self._m = manager
 
     def GetModelStatus(self, request, context):  # noqa: N802
         return _handle(self._m, "get_model_status", inference.model_status, request, context)
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        return _handle(self._m, "handle_reload_config", _reload_config, request, context)
+
+
+def _reload_config(manager: ModelManager, request):
+    """Serve the models of the request's ModelServerConfig from now on (TF Serving's reload:
+    models left out are unloaded)."""
+    from tensorflow_serving.apis import model_management_pb2
+
+    try:
+        models = models_from_proto(request.config, source="ReloadConfigRequest", base_dir=Path())
+    except ServingConfigError as exc:
+        raise invalid(str(exc)) from exc
+    manager.reconfigure(models)
+    return model_management_pb2.ReloadConfigResponse()
 
 
 def start_grpc_server(
@@ -116,6 +137,8 @@ def start_grpc_server(
     workers: int = 16,
     reuse_port: bool = False,
     channel_arguments: tuple[tuple[str, int | str], ...] = (),
+    socket_path: str | None = None,
+    profiler: bool = False,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port (``port`` 0 picks a free one).
 
@@ -123,6 +146,8 @@ def start_grpc_server(
     ``reuse_port``: let other processes bind the same port (``--workers``); otherwise a port in
     use is an error. ``channel_arguments``: more gRPC server arguments (TF Serving's
     ``--grpc_channel_arguments``); one named like a default above replaces it.
+    ``socket_path``: serve on this UNIX socket too. ``profiler``: answer TensorFlow's
+    ProfilerService (:mod:`serving.profiler`).
     """
     options = {
         "grpc.max_receive_message_length": max_message_bytes,
@@ -137,14 +162,26 @@ def start_grpc_server(
     server.add_generic_rpc_handlers((_predict_handler(predictions),))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    try:  # grpcio raises (newer) or returns 0 (older) when the port cannot be bound
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
+    if profiler:
+        from medflow.serving.profiler import profiler_handler
+
+        server.add_generic_rpc_handlers((profiler_handler(),))
+    bound = _bind(server, f"{host}:{port}")
     if bound == 0:
         raise ServingConfigError(
             f"cannot bind gRPC port {host}:{port} (in use, or not an address of this machine); "
             "pick another --grpc-port"
         )
+    if socket_path and not _bind(server, f"unix:{socket_path}"):
+        raise ServingConfigError(
+            f"cannot bind gRPC UNIX socket {socket_path}; pick another --grpc_socket_path"
+        )
     server.start()
     return server, bound
+
+
+def _bind(server: grpc.Server, address: str) -> int:
+    try:  # grpcio raises (newer) or returns 0 (older) when the address cannot be bound
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        return 0

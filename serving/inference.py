@@ -33,16 +33,20 @@ def predict(manager: ModelManager, request, contents: dict | None = None) -> byt
 
     ``contents``: tensor_content buffers taken out of ``request`` on the wire, by input name.
     """
+    return predict_on(_addressed(manager, request.model_spec), request, contents)
+
+
+def predict_on(loaded, request, contents: dict | None = None) -> bytes:
+    """Predict on one loaded version; outputs in the typed fields TF Serving fills."""
     from tensorflow_serving.apis import predict_pb2
 
-    loaded = _addressed(manager, request.model_spec)
     key, _ = loaded.signature(request.model_spec.signature_name)
     contents = contents or {}
     inputs = {k: to_ndarray(v, k, contents.get(k)) for k, v in request.inputs.items()}
     outputs = loaded.run(key, inputs, list(request.output_filter))
     response = predict_pb2.PredictResponse()
     _answer_spec(response.model_spec, loaded, key)
-    return serialize_with_tensors(response, "outputs", outputs)
+    return serialize_with_tensors(response, "outputs", outputs, typed=True)
 
 
 def _serialized_examples(input_proto) -> np.ndarray:
@@ -65,34 +69,31 @@ def _serialized_examples(input_proto) -> np.ndarray:
     return np.array([e.SerializeToString() for e in examples], dtype=object)
 
 
-def _run_examples(manager: ModelManager, request, method: str, what: str):
-    loaded = _addressed(manager, request.model_spec)
-    key, sig = loaded.signature(request.model_spec.signature_name)
-    if sig.method_name != method:
+def _run_examples(loaded, signature_name: str, input_proto, method: str, check_method: bool):
+    """Run a classify/regress signature on serialized examples. TF Serving checks the
+    signature's method_name only with --enable_signature_method_name_check (TF2 SavedModels
+    write "tensorflow/serving/predict" on every signature)."""
+    key, sig = loaded.signature(signature_name)
+    what = "classification" if method == CLASSIFY_METHOD else "regression"
+    if check_method and sig.method_name != method:
         raise invalid(
             f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}"
         )
     if len(sig.inputs) != 1:
         raise invalid(f"{what} signature '{key}' must have exactly one input (serialized examples)")
     input_key = next(iter(sig.inputs))
-    outputs = loaded.run(key, {input_key: _serialized_examples(request.input)})
-    return loaded, key, outputs
+    return key, loaded.run(key, {input_key: _serialized_examples(input_proto)})
 
 
-def classify(manager: ModelManager, request):
-    """ClassificationRequest -> ClassificationResponse (signature method must be classify)."""
-    from tensorflow_serving.apis import classification_pb2
-
-    loaded, key, out = _run_examples(manager, request, CLASSIFY_METHOD, "classification")
+def _classification_result(key: str, out: dict, result) -> None:
     classes, scores = out.get("classes"), out.get("scores")
     if classes is None and scores is None:
         raise invalid(f"classification signature '{key}' has neither 'classes' nor 'scores' output")
-    n = len(classes if classes is not None else scores)
-    response = classification_pb2.ClassificationResponse()
-    _answer_spec(response.model_spec, loaded, key)
+    first = classes if classes is not None else scores
+    n = len(first)
+    width = first.reshape(n, -1).shape[1]
     for i in range(n):
-        row = response.result.classifications.add()
-        width = (classes if classes is not None else scores).reshape(n, -1).shape[1]
+        row = result.classifications.add()
         for j in range(width):
             item = row.classes.add()
             if classes is not None:
@@ -100,21 +101,76 @@ def classify(manager: ModelManager, request):
                 item.label = label.decode() if isinstance(label, bytes) else str(label)
             if scores is not None:
                 item.score = float(scores.reshape(n, -1)[i, j])
-    return response
+
+
+def _regression_result(key: str, out: dict, result) -> None:
+    if "outputs" not in out:
+        raise invalid(f"regression signature '{key}' has no 'outputs' output")
+    for v in out["outputs"].reshape(-1):
+        result.regressions.add().value = float(v)
+
+
+def classify(manager: ModelManager, request):
+    """ClassificationRequest -> ClassificationResponse (outputs "classes" and/or "scores")."""
+    from tensorflow_serving.apis import classification_pb2
+
+    return _examples_call(manager, request, classification_pb2.ClassificationResponse())
 
 
 def regress(manager: ModelManager, request):
-    """RegressionRequest -> RegressionResponse (signature method must be regress)."""
+    """RegressionRequest -> RegressionResponse (output "outputs")."""
     from tensorflow_serving.apis import regression_pb2
 
-    loaded, key, out = _run_examples(manager, request, REGRESS_METHOD, "regression")
-    if "outputs" not in out:
-        raise invalid(f"regression signature '{key}' has no 'outputs' output")
-    values = out["outputs"].reshape(-1)
-    response = regression_pb2.RegressionResponse()
+    return _examples_call(manager, request, regression_pb2.RegressionResponse())
+
+
+def _examples_call(manager: ModelManager, request, response):
+    loaded = _addressed(manager, request.model_spec)
+    return examples_on(loaded, request, response, manager.check_method_name)
+
+
+def examples_on(loaded, request, response, check_method: bool = False):
+    """Classify or regress (by the type of ``response``) on one loaded version."""
+    method = CLASSIFY_METHOD if hasattr(response.result, "classifications") else REGRESS_METHOD
+    spec = request.model_spec
+    key, out = _run_examples(loaded, spec.signature_name, request.input, method, check_method)
     _answer_spec(response.model_spec, loaded, key)
-    for v in values:
-        response.result.regressions.add().value = float(v)
+    fill = _classification_result if method == CLASSIFY_METHOD else _regression_result
+    fill(key, out, response.result)
+    return response
+
+
+def multi_inference(manager: ModelManager, request):
+    """MultiInferenceRequest -> MultiInferenceResponse: classify/regress tasks of one model
+    on one shared input (TF Serving's rules: one model, distinct signatures)."""
+    from tensorflow_serving.apis import inference_pb2
+
+    if not request.tasks:
+        raise invalid("Expected at least one task")
+    names = {t.model_spec.name for t in request.tasks}
+    if len(names) != 1:
+        raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+    signatures = [t.model_spec.signature_name for t in request.tasks]
+    if len(set(signatures)) != len(signatures):
+        raise invalid("Duplicate evaluation of signature in a MultiInferenceRequest")
+    loaded = _addressed(manager, request.tasks[0].model_spec)
+    response = inference_pb2.MultiInferenceResponse()
+    for task in request.tasks:
+        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise invalid(f"Unsupported signature method_name: {task.method_name}")
+        key, out = _run_examples(
+            loaded,
+            task.model_spec.signature_name,
+            request.input,
+            task.method_name,
+            manager.check_method_name,
+        )
+        result = response.results.add()
+        _answer_spec(result.model_spec, loaded, key)
+        if task.method_name == CLASSIFY_METHOD:
+            _classification_result(key, out, result.classification_result)
+        else:
+            _regression_result(key, out, result.regression_result)
     return response
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from medflow.serving.config import BatchingConfig, ModelSpecConfig
 from medflow.serving.errors import invalid, not_found
 from medflow.serving.metrics import Metrics
-from medflow.serving.servable import LoadedVersion
+from medflow.serving.servable import LoadedVersion, LoadOptions, load_version
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ class VersionStatus:
     error: str = ""
 
 
-def _fingerprint(version_dir: Path) -> tuple | None:
+def _fingerprint(version_dir: Path, tflite: bool = False) -> tuple | None:
     """Files with sizes and mtimes, or None while the version is incomplete."""
-    if not (version_dir / "saved_model.pb").is_file():
+    model_file = "model.tflite" if tflite else "saved_model.pb"
+    if not (version_dir / model_file).is_file():
         return None
     variables = version_dir / "variables"
     if variables.is_dir() and not (variables / "variables.index").is_file():
@@ -65,16 +66,19 @@ def _fingerprint(version_dir: Path) -> tuple | None:
         return None
 
 
-def scan_versions(base_path: Path) -> dict[int, tuple]:
-    """Complete version directories under a model's base path: {version: fingerprint}."""
-    found: dict[int, tuple] = {}
+def scan_versions(base_path: Path, prefer_tflite: bool = False) -> dict[int, tuple[str, tuple]]:
+    """Complete version directories under a model's base path: {version: (folder name,
+    fingerprint)}. Any non-negative integer name is a version, kept as written (TF Serving
+    reads ``00000123`` as version 123 and loads it from ``00000123``). ``prefer_tflite``: a
+    folder with ``model.tflite`` is complete without ``saved_model.pb``."""
+    found: dict[int, tuple[str, tuple]] = {}
     if not base_path.is_dir():
         return found
-    for child in base_path.iterdir():
-        if child.is_dir() and child.name.isdigit():
-            fp = _fingerprint(child)
-            if fp is not None:
-                found[int(child.name)] = fp
+    for child in sorted(base_path.iterdir()):
+        if child.is_dir() and child.name.isascii() and child.name.isdigit():
+            fp = (prefer_tflite and _fingerprint(child, tflite=True)) or _fingerprint(child)
+            if fp is not None and int(child.name) not in found:
+                found[int(child.name)] = (child.name, fp)
     return found
 
 
@@ -100,11 +104,15 @@ class ModelManager:
         batching: BatchingConfig | None = None,
         metrics: Metrics | None = None,
         poll_seconds: float = 1.0,
+        loading: LoadOptions | None = None,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._batching = batching
         self.metrics = metrics or Metrics()
         self._poll_seconds = poll_seconds
+        self.loading = loading or LoadOptions()
+        self.check_method_name = self.loading.check_method_name
+        self._sync_lock = threading.RLock()  # one poll or reconfiguration at a time
         self._served: dict[str, dict[int, LoadedVersion]] = {m: {} for m in self._models}
         self._states: dict[str, dict[int, VersionStatus]] = {m: {} for m in self._models}
         self._seen: dict[tuple[str, int], tuple] = {}  # fingerprint at the previous poll
@@ -116,6 +124,10 @@ class ModelManager:
     @property
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    @property
+    def model_specs(self) -> dict[str, ModelSpecConfig]:
+        return dict(self._models)
 
     def observe_request(self, *, model: str, **fields) -> None:
         """Count a request in the metrics under its model's name, or under
@@ -150,17 +162,36 @@ class ModelManager:
 
     def poll_once(self, initial: bool = False) -> None:
         """Load new complete versions and unload those the policy drops, for every model."""
-        changed = False
-        for spec in self._models.values():
-            if self._stop.is_set():
-                return
-            changed |= self._sync_model(spec, initial)
-        if changed:
-            settle_heap()
+        with self._sync_lock:
+            changed = False
+            for spec in list(self._models.values()):
+                if self._stop.is_set():
+                    return
+                changed |= self._sync_model(spec, initial)
+            if changed:
+                settle_heap()
+
+    def reconfigure(self, models: list[ModelSpecConfig]) -> None:
+        """Serve ``models`` from now on (TF Serving's config reload): models no longer listed
+        are unloaded, new ones loaded before this returns, changed policies applied."""
+        with self._sync_lock:
+            new = {m.name: m for m in models}
+            for name in sorted(set(self._models) - set(new)):
+                for version in sorted(self._served_snapshot(name)):
+                    self._unload(name, version)
+            with self._lock:
+                for name in new:
+                    self._served.setdefault(name, {})
+                    self._states.setdefault(name, {})
+                for name in set(self._models) - set(new):
+                    del self._served[name], self._states[name]
+                self._models = new
+            self.poll_once(initial=True)
+        log.info("serving models %s", self.model_names)
 
     def _stable_versions(self, spec: ModelSpecConfig, initial: bool) -> tuple[dict, set[int]]:
         """(versions whose files did not change since the previous poll, all complete ones)."""
-        found = scan_versions(spec.base_path)
+        found = scan_versions(spec.base_path, self.loading.prefer_tflite)
         stable = {}
         for version, fp in found.items():
             key = (spec.name, version)
@@ -194,20 +225,21 @@ class ModelManager:
             changed = True
         return changed
 
-    def _load(self, spec: ModelSpecConfig, version: int, fp: tuple) -> LoadedVersion | None:
-        path = spec.base_path / str(version)
+    def _load(self, spec: ModelSpecConfig, version: int, found: tuple) -> LoadedVersion | None:
+        path = spec.base_path / found[0]
         self._set_state(spec.name, VersionStatus(version, "LOADING"))
         started = time.monotonic()
         try:
-            loaded = LoadedVersion(
+            loaded = load_version(
                 spec.name,
                 version,
                 path,
+                self.loading,
                 batching=self._batching,
                 on_batch=lambda n: self.metrics.observe_batch(spec.name, n),
             )
         except Exception as exc:  # a broken version must not take the server down
-            self._failed[(spec.name, version)] = fp
+            self._failed[(spec.name, version)] = found
             self.metrics.observe_load(str(path), ok=False)
             self._set_state(spec.name, VersionStatus(version, "END", f"load failed: {exc}"))
             log.error("could not load %s version %d from %s: %s", spec.name, version, path, exc)
@@ -248,7 +280,10 @@ class ModelManager:
     ) -> LoadedVersion:
         """The loaded version a request addresses (TF Serving's ServableRequest rules)."""
         if name not in self._models:
-            raise not_found(f"Servable not found for request: Latest({name})")
+            raise not_found(
+                f"Servable not found for request: Latest({name}); this server serves "
+                f"{', '.join(self.model_names) or 'no models'}"
+            )
         if label:
             labels = self._models[name].labels
             if label not in labels:

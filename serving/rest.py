@@ -9,6 +9,8 @@ import re
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from medflow.serving import inference, rest_json
@@ -34,13 +36,31 @@ _ROUTE = re.compile(
 class RestApp:
     """Routes REST requests to :mod:`serving.inference` and renders TF Serving's JSON."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics_path: str | None = METRICS_PATH,
+        timeout_s: float | None = None,
+    ) -> None:
         self.manager = manager
+        self.metrics_path = metrics_path
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(32, "rest-call") if timeout_s else None
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """(HTTP status, body, content type) for one request; errors are ``{"error": ...}``."""
+        """(HTTP status, body, content type) for one request; errors are ``{"error": ...}``.
+        With a timeout, a request not answered in time gets 504 (DEADLINE_EXCEEDED)."""
+        if self._pool is None:
+            return self._handle(method, path, body)
+        future = self._pool.submit(self._handle, method, path, body)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            return _error(504, "Deadline Exceeded")
+
+    def _handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         path = path.split("?", 1)[0]
-        if method == "GET" and path == METRICS_PATH:
+        if method == "GET" and self.metrics_path and path == self.metrics_path:
             return 200, self.manager.metrics.render().encode(), METRICS_CONTENT_TYPE
         match = _ROUTE.match(path)
         verb = match and match["verb"]
@@ -130,9 +150,9 @@ class RestApp:
         if verb == "classify":
             result = inference.classify(self.manager, request).result
             rows = [[[c.label, c.score] for c in r.classes] for r in result.classifications]
-            return {"result": rows}
+            return {"results": rows}
         result = inference.regress(self.manager, request).result
-        return {"result": [r.value for r in result.regressions]}
+        return {"results": [r.value for r in result.regressions]}
 
     def _predict(self, match: re.Match, doc: dict, signature_name: str) -> dict:
         version = int(match["version"]) if match["version"] else None
@@ -271,6 +291,8 @@ class RestServer:
         max_body_bytes: int,
         reuse_port: bool = False,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        metrics_path: str | None = METRICS_PATH,
+        timeout_s: float | None = None,
     ) -> None:
         server_class = _SharedPortServer if reuse_port else _HTTPServer
         handler = type("_Handler", (_Handler,), {"timeout": idle_timeout_s})
@@ -281,7 +303,7 @@ class RestServer:
                 f"cannot bind REST port {host}:{port}: {exc}; pick another --rest-port"
             ) from exc
         self._httpd.daemon_threads = True
-        self._httpd.app = RestApp(manager)
+        self._httpd.app = RestApp(manager, metrics_path, timeout_s)
         self._httpd.max_body_bytes = max_body_bytes
         self._httpd.body_budget = _BodyBudget(BODY_BUDGET_FACTOR * max_body_bytes)
         self.port = self._httpd.server_address[1]

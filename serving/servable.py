@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medflow.serving.batching import BatchScheduler
 from medflow.serving.config import BatchingConfig
-from medflow.serving.errors import ServingStatus, invalid
+from medflow.serving.errors import ServingStatus, invalid, status_code
 from medflow.serving.tensors import check_inputs
+from medflow.serving.tf1_session import SessionRunner, is_tf1_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +23,64 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
 
-def read_signature_defs(version_dir: Path) -> dict:
-    """SignatureDefs of the serving MetaGraph, read from saved_model.pb (what TF Serving reports)."""
+@dataclass(frozen=True)
+class LoadOptions:
+    """How versions are loaded (TF Serving's flags of the same meaning).
+
+    Attributes:
+        prefer_tflite: serve ``model.tflite`` where a version has one (``--prefer_tflite_model``).
+        check_method_name: Classify/Regress refuse a signature whose method_name is not theirs
+            (``--enable_signature_method_name_check``; off by default, as in TF Serving).
+        warmup: replay ``assets.extra/tf_serving_warmup_requests`` before a version is served
+            (``--enable_model_warmup``).
+        warmup_iterations: times each warm-up request is replayed
+            (``--num_request_iterations_for_warmup``).
+    """
+
+    prefer_tflite: bool = False
+    check_method_name: bool = False
+    warmup: bool = True
+    warmup_iterations: int = 1
+
+
+def load_version(name: str, version: int, path: Path, loading: LoadOptions, **kwargs):
+    """Load one version folder (SavedModel, or TFLite where preferred) and warm it up."""
+    if loading.prefer_tflite and (path / "model.tflite").is_file():
+        from medflow.serving.tflite import TfLiteVersion
+
+        loaded = TfLiteVersion(name, version, path)
+    else:
+        loaded = LoadedVersion(name, version, path, **kwargs)
+    if loading.warmup:
+        from medflow.serving.warmup import replay_warmup
+
+        try:
+            replay_warmup(loaded, loading)
+        except BaseException:
+            loaded.close()
+            raise
+    return loaded
+
+
+def read_meta_graph(version_dir: Path):
+    """The serving MetaGraph of saved_model.pb (the one tagged 'serve', or the only one)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
     for graph in saved.meta_graphs:
         if "serve" in graph.meta_info_def.tags or len(saved.meta_graphs) == 1:
-            return {k: v for k, v in graph.signature_def.items() if not k.startswith("__")}
+            return graph
     raise ValueError(f"{version_dir}: no MetaGraph tagged 'serve'")
+
+
+def read_signature_defs(version_dir: Path) -> dict:
+    """SignatureDefs of the serving MetaGraph, read from saved_model.pb (what TF Serving reports)."""
+    return _signature_defs(read_meta_graph(version_dir))
+
+
+def _signature_defs(graph) -> dict:
+    return {k: v for k, v in graph.signature_def.items() if not k.startswith("__")}
 
 
 class LoadedVersion:
@@ -57,9 +107,20 @@ class LoadedVersion:
         self.name = name
         self.version = version
         self.path = path
-        self.signature_defs = read_signature_defs(path)
-        self._model = tf.saved_model.load(str(path), tags=["serve"])
-        self._functions = dict(self._model.signatures)
+        meta_graph = read_meta_graph(path)
+        self.signature_defs = _signature_defs(meta_graph)
+        self._session = None
+        self._functions: dict = {}
+        if is_tf1_saved_model(meta_graph):  # run in a Session, as TF Serving runs it
+            self._session = SessionRunner(path, self.signature_defs)
+        else:
+            self._model = tf.saved_model.load(str(path), tags=["serve"])
+            self._functions = dict(self._model.signatures)
+        # Each signature's input names in the order of its function's flat arguments.
+        self._arg_order = {
+            key: [spec.name for spec in tf.nest.flatten(fn.structured_input_signature)]
+            for key, fn in self._functions.items()
+        }
         self._batching = batching
         self._on_batch = on_batch
         self._schedulers: dict[str, BatchScheduler] = {}
@@ -69,7 +130,7 @@ class LoadedVersion:
     def signature(self, signature_name: str):
         """(name, SignatureDef) for a request's signature name ("" = serving_default)."""
         key = signature_name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs or key not in self._functions:
+        if key not in self.signature_defs or (self._session is None and key not in self._functions):
             import grpc
 
             raise ServingStatus(
@@ -97,9 +158,24 @@ class LoadedVersion:
     def _call(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
+        if self._session is not None:
+            try:
+                return self._session(key, inputs)
+            except tf.errors.OpError as exc:
+                raise ServingStatus(status_code(exc.error_code), _first_line(exc)) from exc
+        fn = self._functions[key]
         try:
-            result = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            # The flat call leaves shapes to the graph (as TF Serving's Session::Run does);
+            # calling fn(**inputs) would refuse any shape but the one it was traced with.
+            order = self._arg_order[key]
+            if sorted(order) == sorted(inputs) and hasattr(fn, "_call_flat"):
+                args = [tf.constant(inputs[name]) for name in order]
+                result = fn._call_flat(args, fn.captured_inputs)
+            else:
+                result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.OpError as exc:  # TensorFlow's own status, as TF Serving answers it
+            raise ServingStatus(status_code(exc.error_code), _first_line(exc)) from exc
+        except (ValueError, TypeError) as exc:
             raise invalid(f"signature '{key}' rejected the input: {_first_line(exc)}") from exc
         return {k: v.numpy() for k, v in result.items()}
 
@@ -125,6 +201,8 @@ class LoadedVersion:
             schedulers, self._schedulers = list(self._schedulers.values()), {}
         for s in schedulers:
             s.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def _batchable(sig) -> bool:
@@ -137,5 +215,13 @@ def _batchable(sig) -> bool:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line that says what went wrong. TensorFlow's eager errors start with "Graph
+    execution error:" and the node's Python traceback; the op's own message (what TF
+    Serving's Session::Run answers) is the last paragraph."""
+    text = (getattr(exc, "message", None) or str(exc)).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    skip = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+    for line in lines:
+        if not line[0].isspace() and not line.startswith(skip):
+            return line
+    return lines[0] if lines else type(exc).__name__

@@ -127,12 +127,13 @@ def to_tensor_proto(array: np.ndarray):
     return proto
 
 
-def fill_tensor_proto(proto, array: np.ndarray) -> None:
+def fill_tensor_proto(proto, array: np.ndarray, typed: bool = False) -> None:
     """Write ``array`` into an empty TensorProto field in place (e.g. ``request.inputs[key]``).
 
     Same encoding as :func:`to_tensor_proto` (numbers as little-endian ``tensor_content``,
-    which TF Serving accepts and answers with), without building a second message and
-    copying it over with ``CopyFrom``.
+    which TF Serving accepts), without building a second message and copying it over with
+    ``CopyFrom``. ``typed``: numbers in the typed field instead (``float_val``, ``int_val``,
+    ...), as TF Serving answers with them (``Tensor::AsProtoField``).
     """
     array = np.asarray(array)
     if _is_strings(array):
@@ -142,7 +143,12 @@ def fill_tensor_proto(proto, array: np.ndarray) -> None:
         )
     else:
         proto.dtype, array = _wire_numbers(array)
-        proto.tensor_content = array.tobytes()
+        if typed:
+            number, payload = wire.packed_values(proto.dtype, array)
+            data = bytes(memoryview(payload).cast("B")) if len(payload) else b""
+            proto.MergeFromString(wire.len_field(number, len(data)) + data)
+        else:
+            proto.tensor_content = array.tobytes()
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
@@ -164,13 +170,13 @@ def _wire_numbers(array: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def serialize_with_tensors(
-    message, map_name: str, arrays: dict, min_bytes: int | None = None
+    message, map_name: str, arrays: dict, min_bytes: int | None = None, typed: bool = False
 ) -> bytes:
     """``message`` serialized with ``arrays`` added to its ``map<string, TensorProto>`` field
-    ``map_name`` -- what filling the map with :func:`fill_tensor_proto` and calling
-    ``SerializeToString`` gives, but numeric arrays are joined in straight from their memory
-    (one copy instead of three, :mod:`serving.wire`) once they hold ``min_bytes`` (default
-    ``serving.wire.MIN_BYTES``) or more. String arrays go through protobuf.
+    ``map_name`` -- what filling the map with :func:`fill_tensor_proto` (``typed`` as there)
+    and calling ``SerializeToString`` gives, but numeric arrays are joined in straight from
+    their memory (one copy instead of three, :mod:`serving.wire`) once they hold ``min_bytes``
+    (default ``serving.wire.MIN_BYTES``) or more. String arrays go through protobuf.
     """
     from tensorflow.core.framework import tensor_pb2
 
@@ -178,7 +184,7 @@ def serialize_with_tensors(
     if sum(np.asarray(a).nbytes for a in arrays.values()) < limit:
         target = getattr(message, map_name)
         for key, value in arrays.items():
-            fill_tensor_proto(target[key], value)
+            fill_tensor_proto(target[key], value, typed)
         return message.SerializeToString()
     field_number = message.DESCRIPTOR.fields_by_name[map_name].number
     chunks: list = []
@@ -191,7 +197,10 @@ def serialize_with_tensors(
         header = tensor_pb2.TensorProto(dtype=enum)
         for size in array.shape:
             header.tensor_shape.dim.add().size = size
-        chunks += wire.tensor_map_entry(field_number, key, header.SerializeToString(), array)
+        number, payload = wire.packed_values(enum, array) if typed else (wire.TENSOR_CONTENT, array)
+        chunks += wire.tensor_map_entry(
+            field_number, key, header.SerializeToString(), payload, number
+        )
     return b"".join([message.SerializeToString(), *chunks])
 
 
@@ -203,7 +212,11 @@ def signature_shape(tensor_info) -> list[int] | None:
 
 
 def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: str) -> None:
-    """INVALID_ARGUMENT unless ``inputs`` has exactly the signature's keys, dtypes and shapes."""
+    """INVALID_ARGUMENT unless ``inputs`` has exactly the signature's keys and dtypes.
+
+    Shapes are left to the graph, as TF Serving does: a signature's static shape is what it
+    was traced with, and TensorFlow's own error answers inputs the graph cannot run.
+    """
     expected = set(signature_def.inputs)
     sent = set(inputs)
     if sent != expected:
@@ -221,17 +234,6 @@ def check_inputs(inputs: dict[str, np.ndarray], signature_def, signature_name: s
             raise invalid(
                 f"input '{key}' of signature '{signature_name}' expects {dtype_name(info.dtype)} "
                 f"but {got} is provided"
-            )
-        shape = signature_shape(info)
-        if shape is None:
-            continue
-        ok = len(shape) == array.ndim and all(
-            s in (-1, a) for s, a in zip(shape, array.shape, strict=True)
-        )
-        if not ok:
-            raise invalid(
-                f"input '{key}' of signature '{signature_name}' has shape {list(array.shape)} "
-                f"but the signature expects {shape} (-1 = any size)"
             )
 
 

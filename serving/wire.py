@@ -85,7 +85,7 @@ def varint_bytes(value: int) -> bytes:
             return bytes(out)
 
 
-def _len_field(number: int, payload_size: int) -> bytes:
+def len_field(number: int, payload_size: int) -> bytes:
     """Tag and length of a length-delimited field (its payload follows)."""
     return varint_bytes(number << 3 | _LEN) + varint_bytes(payload_size)
 
@@ -93,7 +93,7 @@ def _len_field(number: int, payload_size: int) -> bytes:
 def _key_field(key: str) -> bytes:
     """A map entry's key field (field 1)."""
     encoded = key.encode()
-    return _len_field(1, len(encoded)) + encoded
+    return len_field(1, len(encoded)) + encoded
 
 
 def split_tensor_contents(raw: bytes, map_field: int) -> tuple[bytes, dict[str, memoryview]] | None:
@@ -151,21 +151,78 @@ def _split(buf: memoryview, map_field: int) -> tuple[bytes, dict[str, memoryview
         contents[key] = content
         tensor_bytes = b"".join(tensor)
         key_field = _key_field(key) if key else b""  # proto3 omits the empty default
-        entry = key_field + _len_field(2, len(tensor_bytes)) + tensor_bytes
-        parts += [_len_field(map_field, len(entry)), entry]
+        entry = key_field + len_field(2, len(tensor_bytes)) + tensor_bytes
+        parts += [len_field(map_field, len(entry)), entry]
     return b"".join(parts), contents
 
 
-def tensor_map_entry(map_field: int, key: str, tensor_header: bytes, array: np.ndarray) -> list:
+def tensor_map_entry(
+    map_field: int, key: str, tensor_header: bytes, array, value_field: int = TENSOR_CONTENT
+) -> list:
     """Chunks of one ``map<string, TensorProto>`` entry: ``tensor_header`` (a serialized
-    TensorProto with dtype and shape, no values) plus ``array``'s bytes as its tensor_content.
+    TensorProto with dtype and shape, no values) plus ``array``'s bytes as its field
+    ``value_field`` (tensor_content, or a packed typed field such as float_val with the bytes
+    of :func:`packed_values`).
 
     ``b"".join`` of the chunks (with the rest of the message) copies the array's memory once.
-    ``array`` must be C-contiguous and little-endian.
+    ``array`` (an ndarray or bytes) must be C-contiguous and little-endian.
     """
-    data = memoryview(array).cast("B") if array.size else memoryview(b"")
-    value = [tensor_header, _len_field(TENSOR_CONTENT, data.nbytes), data]
+    size = array.size if isinstance(array, np.ndarray) else len(array)
+    data = memoryview(array).cast("B") if size else memoryview(b"")
+    value = [tensor_header, len_field(value_field, data.nbytes), data]
     value_size = len(value[0]) + len(value[1]) + data.nbytes
     key_field = _key_field(key)
-    entry_size = len(key_field) + len(_len_field(2, value_size)) + value_size
-    return [_len_field(map_field, entry_size), key_field, _len_field(2, value_size), *value]
+    entry_size = len(key_field) + len(len_field(2, value_size)) + value_size
+    return [len_field(map_field, entry_size), key_field, len_field(2, value_size), *value]
+
+
+# TensorProto's typed value fields, as TensorFlow's Tensor::AsProtoField fills them (what TF
+# Serving answers with): DataType enum -> (field number, packed fixed-width little-endian dtype,
+# or None for varints).
+TYPED_FIELDS = {
+    1: (5, "<f4"),  # float_val
+    2: (6, "<f8"),  # double_val
+    3: (7, None),  # int_val (int32, uint8, int16, int8, uint16 all go in int_val)
+    4: (7, None),
+    5: (7, None),
+    6: (7, None),
+    17: (7, None),
+    9: (10, None),  # int64_val
+    10: (11, None),  # bool_val
+    19: (13, None),  # half_val: the float16 bit patterns
+    22: (16, None),  # uint32_val
+    23: (17, None),  # uint64_val
+}
+
+
+def packed_values(enum: int, array: np.ndarray) -> tuple[int, bytes | np.ndarray]:
+    """(field number, payload) of ``array`` as the packed typed field of TensorProto for
+    DataType ``enum`` (a key of :data:`TYPED_FIELDS`)."""
+    number, fixed = TYPED_FIELDS[enum]
+    flat = array.reshape(-1)
+    if fixed:
+        return number, np.ascontiguousarray(flat, dtype=fixed)
+    if enum == 19:
+        flat = flat.view(np.uint16)
+    return number, packed_varints(flat)
+
+
+def packed_varints(values: np.ndarray) -> bytes:
+    """Protobuf's varint encoding of integers, one after the other (a packed repeated field);
+    negative values as 64-bit two's complement (ten bytes), as protobuf writes int32/int64."""
+    if values.dtype == np.uint64:
+        v = values.reshape(-1)
+    else:
+        v = values.reshape(-1).astype(np.int64).view(np.uint64)
+    if not v.size:
+        return b""
+    groups = [(v >> np.uint64(7 * k)) for k in range(10)]
+    sizes = np.ones(v.size, np.int64)
+    for k in range(1, 10):
+        sizes += groups[k] > 0
+    width = int(sizes.max())
+    out = np.empty((v.size, width), np.uint8)
+    for k in range(width):
+        more = (k < sizes - 1).astype(np.uint8) << 7
+        out[:, k] = (groups[k] & np.uint64(0x7F)).astype(np.uint8) | more
+    return out[np.arange(width) < sizes[:, None]].tobytes()

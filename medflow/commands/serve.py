@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 
@@ -70,11 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medflow.serving.config import (
         BatchingConfig,
+        models_in_base,
         parse_grpc_channel_arguments,
         read_batching_parameters,
     )
     from medflow.serving.memory import keep_freed_memory
-    from medflow.serving.server import ModelServer, ServerOptions, resolve_models
+    from medflow.serving.server import (
+        ModelServer,
+        ServerOptions,
+        resolve_models,
+        run_until_stopped,
+    )
 
     channel_arguments = parse_grpc_channel_arguments(args.grpc_channel_arguments)  # fail early
     if args.workers != 1:
@@ -98,25 +103,13 @@ def _run(args: argparse.Namespace) -> int:
         reuse_port=bool(args.worker_of),
         grpc_channel_arguments=channel_arguments,
         metrics_dir=args.worker_of,
+        models_poll_seconds=args.poll_seconds,
     )
-    server = ModelServer(resolve_models(args.model_base, args.model_config), options)
-    # SIGTERM (docker stop, Kubernetes, the --workers supervisor): finish in-flight requests.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    server.start()
-    rest = f", REST on {args.host}:{server.rest_port}" if server.rest_port else ""
-    print(
-        f"serving {', '.join(server.manager.model_names)}: gRPC on {args.host}:{server.grpc_port}{rest}",
-        flush=True,
-    )
-    try:
-        server.wait()
-    finally:
-        server.stop()
-    return 0
-
-
-def _exit_cleanly(signum, frame) -> None:
-    raise SystemExit(0)  # unwinds through server.wait() into server.stop()
+    models = resolve_models(args.model_base, args.model_config)
+    # New model folders under --model-base are served as they appear (TF Serving does the
+    # same for a config file with --model_config_file_poll_wait_seconds).
+    reload = (lambda: models_in_base(args.model_base)) if not args.model_config else None
+    return run_until_stopped(ModelServer(models, options, reload=reload))
 
 
 def _run_workers(args: argparse.Namespace) -> int:

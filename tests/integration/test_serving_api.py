@@ -263,11 +263,13 @@ def test_rest_classify(server):
     status, doc = rest(server, "POST", "/v1/models/demo/labels/stable:classify", body)
     assert status == 200, doc
     expected = in_process(1, image=x)["probabilities"]
-    assert [[c[0] for c in row] for row in doc["result"]] == [["normal", "abnormal"]] * 2
-    np.testing.assert_allclose([[c[1] for c in row] for row in doc["result"]], expected, atol=1e-6)
+    assert [[c[0] for c in row] for row in doc["results"]] == [["normal", "abnormal"]] * 2
+    np.testing.assert_allclose([[c[1] for c in row] for row in doc["results"]], expected, atol=1e-6)
 
 
-def test_classify_needs_a_classify_signature(predict_stub):
+def test_classify_needs_classes_or_scores(predict_stub):
+    # As TF Serving (no --enable_signature_method_name_check): any signature of serialized
+    # examples may classify, if it has a "classes" or "scores" output.
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name = "demo"
     request.model_spec.signature_name = "serve_examples"
@@ -275,7 +277,7 @@ def test_classify_needs_a_classify_signature(predict_stub):
     with pytest.raises(grpc.RpcError) as err:
         predict_stub.Classify(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "tensorflow/serving/classify" in err.value.details()
+    assert "'classes' nor 'scores'" in err.value.details()
 
 
 # --- version labels --------------------------------------------------------------------
@@ -304,7 +306,8 @@ def test_version_labels(server, predict_stub, label, version):
 def _grpc_bad_requests():
     x = images(1)
     wrong_dtype = predict_request(x.astype(np.float64))
-    wrong_shape = predict_request(images(1)[:, :27])
+    # Shapes are the graph's to decide (as in TF Serving): one it cannot run gets TF's error.
+    wrong_shape = predict_request(images(1)[:, :, :, 0])
     missing = predict_request(x)
     del missing.inputs["image"]
     renamed = predict_request(x)
@@ -327,7 +330,7 @@ def _grpc_bad_requests():
             "beta",
         ),
         ("wrong dtype", wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT, "double"),
-        ("wrong shape", wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        ("wrong shape", wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "dimension"),
         ("missing input", missing, grpc.StatusCode.INVALID_ARGUMENT, "Missing"),
         ("wrong input name", renamed, grpc.StatusCode.INVALID_ARGUMENT, "pixels"),
         ("short tensor_content", short_content, grpc.StatusCode.INVALID_ARGUMENT, "bytes"),
@@ -372,7 +375,7 @@ REST_BAD = [
     ("unknown label", "/v1/models/demo/labels/beta:predict", {"instances": [[1]]}, 400, "beta"),
     ("unknown model status", "/v1/models/nope", None, 404, "nope"),
     ("strings for floats", "/v1/models/demo:predict", {"instances": ["a"]}, 400, "image"),
-    ("wrong shape", "/v1/models/demo:predict", {"instances": [[1.0, 2.0]]}, 400, "shape"),
+    ("wrong shape", "/v1/models/demo:predict", {"instances": [[1.0, 2.0]]}, 400, "dimension"),
     ("ragged", "/v1/models/demo:predict", {"instances": [[1.0], [1.0, 2.0]]}, 400, "image"),
     ("no inputs", "/v1/models/demo:predict", {"signature_name": "serving_default"}, 400, "inputs"),
     ("both formats", "/v1/models/demo:predict", {"instances": [1], "inputs": [1]}, 400, "both"),
@@ -466,7 +469,7 @@ def test_metrics_endpoint(server, predict_stub):
     for _ in range(3):
         predict_stub.Predict(predict_request(images(1)), timeout=10)
     with pytest.raises(grpc.RpcError):
-        predict_stub.Predict(predict_request(images(1)[:, :5]), timeout=10)
+        predict_stub.Predict(predict_request(images(1).astype(np.float64)), timeout=10)
     rest(server, "POST", "/v1/models/demo:predict", {"instances": images(2).tolist()})
     status, after = rest(server, "GET", "/monitoring/prometheus/metrics")
     assert status == 200 and isinstance(after, str)

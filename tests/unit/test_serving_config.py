@@ -75,7 +75,10 @@ def test_read_model_config_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("model_config_list { config { name: ", "not a TF Serving ModelServerConfig"),
+        (
+            "model_config_list { config { name: ",
+            "Error parsing text-format tensorflow.serving.ModelServerConfig",
+        ),
         ("model_config_list { }", "no config entries"),
         ('model_config_list { config { base_path: "/m" } }', "no name"),
         ('model_config_list { config { name: "a" } }', "no base_path"),
