@@ -105,9 +105,7 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
         )
         if version.overall_metrics:
             st.markdown("**Evaluation metrics (overall, from the contract)**")
-            cols = st.columns(len(version.overall_metrics))
-            for col, (metric, value) in zip(cols, version.overall_metrics.items(), strict=True):
-                col.metric(metric, f"{value:.3f}")
+            _tiles(version.overall_metrics)
         with st.expander("Contract (contract.json)"):
             st.json(contract)
     try:
@@ -118,6 +116,47 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
     _blessing(pushed)
     uri = pushed_models.contract_evaluation_uri(contract) or (pushed and pushed.evaluation_uri)
     _tfma(uri)
+
+
+TILES_PER_ROW = 4  # wide enough for a full metric name and value at 1400 px
+
+
+def metric_text(value: float) -> str:
+    """A metric value as a tile shows it: counts as integers, the rest to 3 decimals."""
+    return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3f}"
+
+
+def _tiles(metrics: dict[str, float]) -> None:
+    """One tile per metric, at most :data:`TILES_PER_ROW` in a row (not one row of slivers
+    that cut every value to "0.…")."""
+    items = sorted(metrics.items())
+    for start in range(0, len(items), TILES_PER_ROW):
+        cols = st.columns(TILES_PER_ROW)
+        for col, (metric, value) in zip(cols, items[start : start + TILES_PER_ROW], strict=False):
+            col.metric(metric.replace("_", " "), metric_text(value))
+
+
+def informative_slices(sliced: pd.DataFrame, metric: str) -> tuple[pd.Series | None, str]:
+    """The slices worth a chart of ``metric``, or None and why there is no chart.
+
+    A slicing feature with one value only (e.g. every image ``sex=UNKNOWN``) compares
+    nothing, so its slice is left out; bars that are all equal say nothing either.
+    """
+
+    def feature(name: str) -> str:
+        return ",".join(part.split("=", 1)[0] for part in str(name).split(","))
+
+    features = pd.Series([feature(n) for n in sliced.index], index=sliced.index)
+    keep = features.map(features.value_counts()) >= 2
+    values = sliced.loc[keep, metric].dropna() if metric in sliced else pd.Series(dtype=float)
+    if values.empty:
+        return None, (
+            "No slicing feature has more than one value in this evaluation "
+            f"({', '.join(map(str, sliced.index))}): nothing to compare per slice."
+        )
+    if values.nunique() <= 1:
+        return None, f"Every slice has the same {metric} ({metric_text(values.iloc[0])})."
+    return values, ""
 
 
 def _blessing(pushed: lineage.PushLineage | None) -> None:
@@ -156,7 +195,11 @@ def _tfma(uri: str | None) -> None:
         names = list(sliced.columns)
         default = names.index("auc") if "auc" in names else 0
         metric = st.selectbox("Metric per slice", names, index=default, key="models_metric")
-        st.bar_chart(sliced[metric].dropna(), horizontal=True, height=60 + 28 * len(sliced))
+        values, why = informative_slices(sliced, metric)
+        if values is None:
+            st.caption(why)
+        else:
+            st.bar_chart(values, horizontal=True, height=60 + 28 * len(values))
     with st.expander("All metrics per slice"):
         st.dataframe(metrics, width="stretch")
     cols = st.columns(2)

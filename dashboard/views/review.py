@@ -41,9 +41,7 @@ SORTS = {
 STATUS_FILTERS = {"To review": "pending", "Reviewed": "reviewed", "All": "all"}
 CASE_KEY = "review_case"
 # Less space above the page's content, so that the image starts near the top of the window.
-_COMPACT = (
-    "<style>.stMainBlockContainer{padding:4rem 1rem 1rem 1rem}</style>"
-)
+_COMPACT = "<style>.stMainBlockContainer{padding:4rem 1rem 1rem 1rem}</style>"
 VIEWED_KEY = "review_viewed_case"
 
 

@@ -121,8 +121,8 @@ def _unchanged_mask(item) -> str:
         ) from exc
     if digest != item.mask_sha256:
         raise InputError(
-            f"{what} changed after it was accepted (SHA-256 differs); review the case again "
-            "or restore the accepted file"
+            f"{what} changed after it was {_PAST[item.action]} (SHA-256 differs); review the "
+            "case again or restore the reviewed file"
         )
     return item.mask_ref
 
