@@ -62,10 +62,17 @@ class RestApp:
         path = path.split("?", 1)[0]
         if method == "GET" and self.metrics_path and path == self.metrics_path:
             return 200, self.manager.metrics.render().encode(), METRICS_CONTENT_TYPE
+        if path.rstrip("/") == "/v1/models" and method == "GET":
+            return _error(400, "Missing model name in request.")
         match = _ROUTE.match(path)
         verb = match and match["verb"]
+        if match and match["version"] and int(match["version"]) >= 2**63:
+            return _error(400, f"Failed to convert version: {match['version']} to numeric.")
         if not match or (method == "POST") != bool(verb):
-            return _error(404, f"Malformed request: {method} {path}")
+            # TF Serving: a /v1/ path it cannot route is INVALID_ARGUMENT (400); other paths
+            # have no handler (404).
+            status = 400 if path.startswith("/v1/") else 404
+            return _error(status, f"Malformed request: {method} {path}")
         started = time.perf_counter()
         status = "OK"
         try:
@@ -76,7 +83,7 @@ class RestApp:
             return _error(400, str(exc))
         except RecursionError:  # nesting the bracket check cannot see (e.g. strings between)
             status = "INVALID_ARGUMENT"
-            return _error(400, "JSON nesting is too deep")
+            return _error(400, "JSON Parse error: nesting is too deep")
         except ServingStatus as exc:
             status = exc.code.name
             return _error(exc.http_status, exc.message)

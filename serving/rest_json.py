@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from medflow.serving.errors import invalid
-from medflow.serving.tensors import numpy_dtype
+from medflow.serving.tensors import dtype_name, numpy_dtype
 
 
 class MalformedJson(ValueError):
@@ -36,13 +36,15 @@ def parse_body(body: bytes) -> dict:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         doc = None
+    if not body.strip():
+        raise MalformedJson("JSON Parse error: The document is empty")  # TF Serving's words
     try:
         if doc is None:
             doc = json.loads(body)
     except RecursionError as exc:
-        raise MalformedJson("JSON nesting is too deep") from exc
+        raise MalformedJson("JSON Parse error: nesting is too deep") from exc
     except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedJson(f"JSON Parse error: {exc}") from exc
+        raise MalformedJson(f"JSON Parse error: Invalid value ({exc})") from exc
     if not isinstance(doc, dict):
         raise MalformedJson("the request body must be a JSON object")
     return doc
@@ -74,9 +76,12 @@ def to_array(value, dtype_enum: int, name: str) -> np.ndarray:
         except ValueError as exc:
             raise invalid(f"input '{name}': ragged or malformed list of strings") from exc
         return array
-    if _has_type(value, (str, dict)):
+    leaf = _first_leaf(value)
+    if isinstance(leaf, (str, dict, bool)) and not (isinstance(leaf, bool) and dtype is np.bool_):
+        # TF Serving's words (json_tensor.cc TypeError), then the input's name.
         raise invalid(
-            f"input '{name}' expects {np.dtype(dtype).name} numbers, got strings or objects"
+            f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of expected type: "
+            f"{dtype_name(dtype_enum)} (input '{name}')"
         )
     try:
         return np.asarray(value, dtype=dtype)
@@ -84,11 +89,17 @@ def to_array(value, dtype_enum: int, name: str) -> np.ndarray:
         raise invalid(f"input '{name}': cannot convert to {np.dtype(dtype).name}: {exc}") from exc
 
 
-def _has_type(value, types) -> bool:
+def _first_leaf(value):
     # Only the first element at each level is checked: numpy rejects mixed lists itself.
     while isinstance(value, list) and value:
         value = value[0]
-    return isinstance(value, types)
+    return value
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {str: "String", dict: "Object", list: "Array"}.get(type(value), "Number")
 
 
 def request_inputs(doc: dict, sig, signature_name: str) -> tuple[dict[str, np.ndarray], bool]:

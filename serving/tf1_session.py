@@ -28,7 +28,11 @@ class SessionRunner:
 
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
-        with self._graph.as_default():
+        from tensorflow.python.util import deprecation
+
+        # (TF1's loader is deprecated in favour of tf.saved_model.load, which cannot load
+        # every TF1 graph; see the module docstring.)
+        with self._graph.as_default(), deprecation.silence():
             tf.compat.v1.saved_model.loader.load(self._session, ["serve"], str(path))
         self._signature_defs = signature_defs
         self._callables: dict[tuple, object] = {}

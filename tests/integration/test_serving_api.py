@@ -403,7 +403,7 @@ REST_BAD = [
         "base64",
     ),
     ("no examples", "/v1/models/demo:classify", {"signature_name": "classify"}, 400, "examples"),
-    ("bad verb", "/v1/models/demo:explain", {}, 404, "Malformed"),
+    ("bad verb", "/v1/models/demo:explain", {}, 400, "Malformed"),
 ]
 
 
@@ -448,9 +448,9 @@ def test_rest_oversize_body_refused_before_it_is_sent(server):
     assert "RESOURCE_EXHAUSTED" in answer
 
 
-def test_get_on_predict_is_not_found(server):
-    got, doc = rest(server, "GET", "/v1/models/demo:predict")
-    assert got == 404 and "error" in doc
+def test_get_on_predict_is_a_malformed_request(server):
+    got, doc = rest(server, "GET", "/v1/models/demo:predict")  # TF Serving: INVALID_ARGUMENT
+    assert got == 400 and "Malformed request" in doc["error"]
 
 
 # --- metrics ---------------------------------------------------------------------------
