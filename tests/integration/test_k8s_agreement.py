@@ -83,3 +83,37 @@ def test_tf_serving_closes_old_connections_so_new_replicas_get_traffic(base_obje
     assert 0 < arguments["grpc.max_connection_age_ms"] <= 300_000
     assert arguments["grpc.max_connection_age_grace_ms"] > 0
     assert any(o["kind"] == "HorizontalPodAutoscaler" for o in base_objects)
+
+
+def test_medflow_model_server_takes_the_deployments_tf_serving_args_unchanged(
+    base_objects, tmp_path
+):
+    # The same args start the real tensorflow_model_server on the cluster and
+    # medflow-model-server on a laptop (issue 22).
+    from medflow.serving.tfs_flags import parse_flags, plan_from_flags
+
+    [deploy] = [
+        o for o in base_objects if o["kind"] == "Deployment" and "serving" in o["metadata"]["name"]
+    ]
+    pod = deploy["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["image"].startswith("tensorflow/serving")]
+    args = container["args"]
+    values = parse_flags(args)  # every flag known and honoured, as written
+    # The files come from the ConfigMap mounted at the config folder: lay it out here.
+    [config_arg] = [a for a in args if a.startswith("--model_config_file=")]
+    mount = Path(config_arg.partition("=")[2]).parent
+    for name, text in _serving_configmap(base_objects)["data"].items():
+        (tmp_path / name).write_text(text)
+    local = {
+        k: str(tmp_path / Path(v).name) if isinstance(v, str) and v.startswith(f"{mount}/") else v
+        for k, v in values.items()
+    }
+    plan = plan_from_flags(local)
+    opts = plan.options
+    assert (opts["grpc_port"], opts["rest_port"]) == (8500, 8501)
+    assert opts["models_poll_seconds"] == values["model_config_file_poll_wait_seconds"] > 0
+    assert opts["poll_seconds"] == values["file_system_poll_wait_seconds"] > 0
+    assert opts["batching"] is not None
+    assert opts["metrics_path"] == "/monitoring/prometheus/metrics"  # the liveness probe's
+    assert dict(opts["grpc_channel_arguments"])["grpc.max_connection_age_ms"] == 60000
+    assert [m.name for m in plan.models] == [config.PipelineConfig().model_name]
