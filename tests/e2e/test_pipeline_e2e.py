@@ -82,6 +82,11 @@ def test_blessed_model_is_pushed_with_contract(runs):
     contract = json.loads((version_dir / "contract.json").read_text())
     assert contract["labels"] == ["malignant", "benign"]
     assert contract["signatures"]["serving_default"]["inputs"]["image"]["shape"] == [-1, 28, 28, 1]
+    # class names inside the model, and what it was trained on (issue 24, items 2 and 9)
+    outputs = contract["signatures"]["serving_default"]["outputs"]
+    assert outputs["classes"]["dtype"] == outputs["class_name"]["dtype"] == "string"
+    assert contract["expected_input"]["modality"] == ["US"]
+    assert contract["expected_input"]["photometric"] == ["MONOCHROME2"]
 
 
 def test_second_run_is_served_from_cache(runs):
@@ -101,6 +106,8 @@ def test_thresholds_refuse_a_weak_model(runs):
     assert refused["components"]["Trainer"]["status"] == "cached"
     assert refused["components"]["Evaluator"]["status"] == "executed"
     assert not refused["blessed"] and not refused["pushed"]
+    # why: the threshold that failed, its value against the threshold (issue 24, item 7)
+    assert any(f.startswith("auc ") and "needs >= 0.999" in f for f in refused["blessing_failures"])
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
