@@ -300,7 +300,8 @@ def predict_response(fn, x: np.ndarray) -> bytes:
     response.model_spec.version.value = 1
     response.model_spec.signature_name = "serving_default"
     outputs = {k: v.numpy() for k, v in fn(image=tf.constant(x)).items()}
-    return serialize_with_tensors(response, "outputs", outputs)
+    # typed fields (float_val, ...), as the server answers since issue 22 (TF Serving's way)
+    return serialize_with_tensors(response, "outputs", outputs, typed=True)
 
 
 def start_server(

@@ -201,8 +201,8 @@ class LoadedVersion:
             schedulers, self._schedulers = list(self._schedulers.values()), {}
         for s in schedulers:
             s.close()
-        if self._session is not None:
-            self._session.close()
+        # A TF1 Session is closed by its finalizer too, once the requests still holding
+        # this version let go (closing it here would fail them).
 
 
 def _batchable(sig) -> bool:

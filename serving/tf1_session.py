@@ -60,6 +60,3 @@ class SessionRunner:
         fetches = tuple(sorted(self._signature_defs[key].outputs))
         values = self._callable(key, feeds, fetches)(*[inputs[n] for n in feeds])
         return dict(zip(fetches, values, strict=True))
-
-    def close(self) -> None:
-        self._session.close()

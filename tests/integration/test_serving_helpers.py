@@ -151,3 +151,23 @@ def client_ports(port: int) -> set[int]:
                 if remote == port and fields[3] == "01" and fields[9] in inodes:
                     ports.add(local)
     return ports
+
+
+# TF Serving's own tests and test models, copied unchanged (../shared/tfserving/README.md).
+SHARED_TFSERVING = Path(
+    os.environ.get(
+        "MEDFLOW_SHARED_TFSERVING", Path(__file__).resolve().parents[3] / "shared" / "tfserving"
+    )
+)
+TFSERVING_TESTDATA = SHARED_TFSERVING / "tensorflow_serving/servables/tensorflow/testdata"
+
+
+def tfserving_testdata() -> Path:
+    """TF Serving's test models (half_plus_two, ...), or a skip naming where they were looked for."""
+    import pytest
+
+    if not TFSERVING_TESTDATA.is_dir():
+        pytest.skip(
+            f"TF Serving's test data not found at {TFSERVING_TESTDATA} (MEDFLOW_SHARED_TFSERVING)"
+        )
+    return TFSERVING_TESTDATA

@@ -3,7 +3,6 @@ method-name check, the REST deadline, the monitoring config and TFLite versions.
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -24,19 +23,12 @@ from medflow.serving.errors import ServingStatus
 from medflow.serving.servable import LoadOptions, load_version
 from medflow.serving.server import ModelServer, ServerOptions
 from medflow.serving.warmup import WARMUP_FILE, replay_warmup
-
-REPO = Path(__file__).resolve().parents[2]
-TESTDATA = (
-    Path(os.environ.get("MEDFLOW_SHARED_TFSERVING", REPO.parent / "shared" / "tfserving"))
-    / "tensorflow_serving/servables/tensorflow/testdata"
-)
+from tests.integration.test_serving_helpers import tfserving_testdata
 
 
 @pytest.fixture(scope="module")
 def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        pytest.skip(f"TF Serving's test data not found at {TESTDATA} (MEDFLOW_SHARED_TFSERVING)")
-    return TESTDATA
+    return tfserving_testdata()
 
 
 def _with_warmup(testdata: Path, tmp_path: Path, input_name: str) -> Path:

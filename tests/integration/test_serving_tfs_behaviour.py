@@ -13,7 +13,6 @@ the server keeps serving.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -34,21 +33,14 @@ from tensorflow_serving.apis import (
 
 from medflow.serving.config import ModelSpecConfig, VersionPolicy, models_in_base
 from medflow.serving.server import ModelServer, ServerOptions
-from tests.integration.test_serving_helpers import free_port, wait_until
+from tests.integration.test_serving_helpers import free_port, tfserving_testdata, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-TESTDATA = (
-    Path(os.environ.get("MEDFLOW_SHARED_TFSERVING", REPO.parent / "shared" / "tfserving"))
-    / "tensorflow_serving/servables/tensorflow/testdata"
-)
 NAME = "saved_model_half_plus_two_2_versions"
 
 
 @pytest.fixture(scope="module")
 def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        pytest.skip(f"TF Serving's test data not found at {TESTDATA} (MEDFLOW_SHARED_TFSERVING)")
-    return TESTDATA
+    return tfserving_testdata()
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_TFSERVING = Path(
-    os.environ.get("MEDFLOW_SHARED_TFSERVING", REPO.parent / "shared" / "tfserving")
-)
+from tests.integration.test_serving_helpers import SHARED_TFSERVING
+
 TEST_FILE = SHARED_TFSERVING / "tensorflow_serving/model_servers/tensorflow_model_server_test.py"
 TEST_CLASS = "TensorflowModelServerTest"
 RUN_TIMEOUT_S = 900
