@@ -112,7 +112,7 @@ def _anomalies(uri: str) -> list[str]:
     ]
 
 
-# Metrics table columns in this order (those the Evaluator computed; others follow by name).
+# Metrics table columns in this order (those of them the Evaluator computed).
 METRIC_COLUMNS = (
     "example_count",
     "auc",
@@ -196,20 +196,20 @@ def shown_slices(metrics: dict[str, dict[str, float]]) -> list[str]:
     return shown
 
 
-def _cell(value: Any, width: int) -> str:
+def _cell(name: str, value: Any, width: int) -> str:
     if not isinstance(value, int | float):
         return f"{'-':>{width}}"
-    if float(value).is_integer() and abs(value) >= 1:
+    if name.endswith("count") and float(value).is_integer():  # a count, not a rate of 1.0
         return f"{int(value):>{width}d}"
     return f"{value:>{width}.3f}"
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
-    """The metrics as aligned lines: full metric names, counts as integers."""
+    """The metrics as aligned lines: full metric names, counts as integers, rates with three
+    decimals."""
     slices = shown_slices(metrics)
     present = {name for s in slices for name in metrics[s]}
-    names = [n for n in METRIC_COLUMNS if n in present]
-    names += sorted(present - set(METRIC_COLUMNS))
+    names = [n for n in METRIC_COLUMNS if n in present]  # the rest: in the log and the contract
     first = max([len("slice"), *map(len, slices)])
     widths = [max(len(n), 7) for n in names]
     lines = [
@@ -217,7 +217,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
     ]
     for s in slices:
         cells = "".join(
-            f"  {_cell(metrics[s].get(n), w)}" for n, w in zip(names, widths, strict=True)
+            f"  {_cell(n, metrics[s].get(n), w)}" for n, w in zip(names, widths, strict=True)
         )
         lines.append(f"{s:<{first}}{cells}")
     return lines

@@ -14,13 +14,12 @@ def _summary(metrics: dict, **extra) -> dict:
 
 
 def test_classification_columns_full_names_and_integer_counts():
-    text = format_summary(
-        _summary({"overall": {"example_count": 516.0, "auc": 0.93, "binary_accuracy": 0.88}})
-    )
+    overall = {"example_count": 516.0, "auc": 0.93, "binary_accuracy": 0.88, "recall": 1.0}
+    text = format_summary(_summary({"overall": {**overall, "calibration": 1.007}}))
     header, row = text.splitlines()[:2]
-    assert header.split() == ["slice", "example_count", "auc", "binary_accuracy"]
-    assert row.split() == ["overall", "516", "0.930", "0.880"]
-    assert "dice" not in text and "516.000" not in text
+    assert header.split() == ["slice", "example_count", "auc", "binary_accuracy", "recall"]
+    assert row.split() == ["overall", "516", "0.930", "0.880", "1.000"]  # a rate of 1 stays 1.000
+    assert "dice" not in text and "516.000" not in text and "calibration" not in text
 
 
 def test_segmentation_columns():
