@@ -10,7 +10,9 @@ every split the pipeline needs has a labelled file.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from medflow.components.ingest.engine import parse_splits
@@ -85,8 +87,6 @@ def _manifest(config: PipelineConfig) -> LabelManifest:
 
 def _check_hash_split(config: PipelineConfig, manifest: LabelManifest, key_file: str) -> None:
     """Which split the labelled files fall in, until each needed split has one."""
-    import pydicom
-
     from medflow.components.dicom.deid import derive_identity
     from medflow.components.dicom.keys import load_key_file
     from medflow.components.ingest.engine import assign_split
@@ -97,9 +97,8 @@ def _check_hash_split(config: PipelineConfig, manifest: LabelManifest, key_file:
     seen: set[str] = set()
     labelled = 0
     for path in _files(root):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
-        except Exception:  # noqa: BLE001 - not DICOM: ingestion reports it
+        ds = read_header(path, _HEADER_TAGS)
+        if ds is None:  # not DICOM: ingestion reports it
             continue
         row = manifest.lookup(
             str(ds.get("SOPInstanceUID", "")),
@@ -127,6 +126,24 @@ def _check_hash_split(config: PipelineConfig, manifest: LabelManifest, key_file:
         f"--splits {config.splits}), so split {empty!r} would be empty; add files of more "
         f"patients, or give the manifest a 'split' column"
     )
+
+
+def read_header(path: str | Path, keywords: tuple[str, ...]):
+    """The data set of ``keywords`` only (no pixels), quietly (pydicom's warnings about odd
+    values are ingestion's to report), or None when ``path`` is not readable DICOM."""
+    import pydicom
+
+    log = logging.getLogger("pydicom")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
+    except Exception:  # noqa: BLE001 - any parser failure: not readable here
+        return None
+    finally:
+        log.setLevel(level)
 
 
 def _files(root: Path):

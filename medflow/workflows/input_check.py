@@ -11,6 +11,7 @@ from pathlib import Path
 from medflow.core.contract import CONTRACT_FILE, ModelContract
 from medflow.core.errors import MedflowError
 from medflow.core.expected_input import SPACING_KEY, input_mismatches
+from medflow.pipelines.preflight import read_header
 from medflow.serving.dicom_input import ModelInput, Rejected
 
 REASON = "outside_training_data"
@@ -75,10 +76,7 @@ def input_screen(
 
 
 def _header(path: str) -> dict:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_TAGS.values()))
-    except Exception:  # noqa: BLE001 - it was read once already; no header: nothing to check
+    ds = read_header(path, tuple(_TAGS.values()))
+    if ds is None:  # it was read once already; no header: nothing to check
         return {}
     return {key: str(ds.get(tag, "") or "") for key, tag in _TAGS.items()}
