@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -36,6 +37,13 @@ def check_medflow_args(args: list[str]) -> str | None:
     return None
 
 
+def project_scripts() -> set[str]:
+    """The console scripts ``pyproject.toml`` declares (``make setup`` installs them)."""
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[)", text, re.M | re.S)
+    return set(re.findall(r"^([\w.-]+)\s*=", section.group(1), re.M)) if section else set()
+
+
 def check_line(line: str, cwd: Path) -> str | None:
     """None when ``line`` can run as printed from ``cwd``; else the problem."""
     argv = words(line)
@@ -46,8 +54,9 @@ def check_line(line: str, cwd: Path) -> str | None:
         path = cwd / program
         if not (path.is_file() and os.access(path, os.X_OK)):
             return f"{program}: no such program from {cwd}"
-    elif not is_medflow(program) and shutil.which(program) is None:
-        return f"{program}: not on PATH"
+    elif not is_medflow(program) and program not in project_scripts():
+        if shutil.which(program) is None:
+            return f"{program}: not on PATH"
     if is_medflow(program):
         problem = check_medflow_args(argv[1:])
         return f"{line!r}: {problem}" if problem else None
