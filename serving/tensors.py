@@ -176,7 +176,8 @@ def serialize_with_tensors(
     ``map_name`` -- what filling the map with :func:`fill_tensor_proto` (``typed`` as there)
     and calling ``SerializeToString`` gives, but numeric arrays are joined in straight from
     their memory (one copy instead of three, :mod:`serving.wire`) once they hold ``min_bytes``
-    (default ``serving.wire.MIN_BYTES``) or more. String arrays go through protobuf.
+    (default ``serving.wire.MIN_BYTES``) or more; then ``typed`` applies to float and double
+    tensors only (integers keep ``tensor_content``). String arrays go through protobuf.
     """
     from tensorflow.core.framework import tensor_pb2
 
@@ -197,7 +198,10 @@ def serialize_with_tensors(
         header = tensor_pb2.TensorProto(dtype=enum)
         for size in array.shape:
             header.tensor_shape.dim.add().size = size
-        number, payload = wire.packed_values(enum, array) if typed else (wire.TENSOR_CONTENT, array)
+        # Large integer tensors stay in tensor_content: as varints (int_val) they cost far
+        # more than their bytes to write and to read (65 ms / 120 ms for 1.6 M int32).
+        fixed = typed and enum in (1, 2)  # float_val / double_val: the same bytes, packed
+        number, payload = wire.packed_values(enum, array) if fixed else (wire.TENSOR_CONTENT, array)
         chunks += wire.tensor_map_entry(
             field_number, key, header.SerializeToString(), payload, number
         )

@@ -96,11 +96,21 @@ def _key_field(key: str) -> bytes:
     return len_field(1, len(encoded)) + encoded
 
 
-def split_tensor_contents(raw: bytes, map_field: int) -> tuple[bytes, dict[str, memoryview]] | None:
-    """(message without tensor_content, {key: view of its tensor_content}), or None.
+# TensorProto fields whose bytes are the values' little-endian memory: tensor_content, and
+# float_val / double_val (packed, as TF Serving's typed answers write them) -> the DataType
+# they belong to (0: any).
+_DTYPE = 1
+_FIXED_VALUES = {TENSOR_CONTENT: 0, 5: 1, 6: 2}
+_MIN_TYPED_VIEW = 4096  # smaller typed values are left to protobuf (a view saves nothing)
 
-    Keys whose TensorProto has no (or empty) ``tensor_content`` are left out of the dict and
-    stay whole in the message.
+
+def split_tensor_contents(raw: bytes, map_field: int) -> tuple[bytes, dict[str, memoryview]] | None:
+    """(message without the values' bytes, {key: view of them}), or None.
+
+    The values' bytes are a TensorProto's ``tensor_content``, or its ``float_val`` /
+    ``double_val`` of a DT_FLOAT / DT_DOUBLE tensor (the same little-endian memory, packed).
+    Keys whose TensorProto has neither (or empty ones) are left out of the dict and stay whole
+    in the message.
     """
     buf = memoryview(raw)
     try:
@@ -138,13 +148,18 @@ def _split(buf: memoryview, map_field: int) -> tuple[bytes, dict[str, memoryview
             continue
         tensor: list[memoryview] = []
         content = None
+        dtype = field = 0
         for n, fs, s, e in _fields(buf, *value):
-            if n == TENSOR_CONTENT:
+            if n == TENSOR_CONTENT or (n in _FIXED_VALUES and e - s >= _MIN_TYPED_VIEW):
                 if content is not None:
                     raise _Unusual
-                content = buf[s:e]
+                content, field = buf[s:e], n
             else:
+                if n == _DTYPE:
+                    dtype = _varint(buf, s, e)[0]
                 tensor.append(buf[fs:e])
+        if content is not None and field != TENSOR_CONTENT and _FIXED_VALUES[field] != dtype:
+            raise _Unusual  # e.g. float_val of a DT_DOUBLE tensor: protobuf's path decides
         if not content:
             parts.append(buf[field_start:end])
             continue

@@ -111,3 +111,29 @@ def test_tflite_versions_count_only_where_preferred(tmp_path: Path):
     (tmp_path / "1" / "model.tflite").write_bytes(b"")
     assert scan_versions(tmp_path) == {}
     assert list(scan_versions(tmp_path, prefer_tflite=True)) == [1]
+
+
+def test_typed_float_answers_are_read_without_copies():
+    # TF Serving answers float_val (packed): a large one is split off as a view, like
+    # tensor_content, and decodes to the same array; a mismatched field is left to protobuf.
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from medflow.serving.tensors import parse_with_tensors, serialize_with_tensors
+    from medflow.serving.wire import split_tensor_contents
+
+    outputs = {
+        "p": np.random.default_rng(0).random((64, 70), np.float32),
+        "d": np.arange(1000, dtype=np.float64),
+        "i": np.arange(5, dtype=np.int32),
+    }
+    raw = serialize_with_tensors(predict_pb2.PredictResponse(), "outputs", outputs, typed=True)
+    _, views = split_tensor_contents(raw, 1)
+    assert set(views) == {"p", "d"}  # int_val is varints: protobuf decodes it
+    message, arrays = parse_with_tensors(predict_pb2.PredictResponse, raw, "outputs", min_bytes=0)
+    for key, value in outputs.items():
+        np.testing.assert_array_equal(arrays[key], value)
+    wrong = predict_pb2.PredictResponse()
+    wrong.outputs["x"].dtype = 2  # DT_DOUBLE carrying float_val: not split
+    wrong.outputs["x"].float_val.extend([1.0] * 2000)
+    assert split_tensor_contents(wrong.SerializeToString(), 1) is None
