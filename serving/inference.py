@@ -85,7 +85,7 @@ def _run_examples(loaded, signature_name: str, input_proto, method: str, check_m
     return key, loaded.run(key, {input_key: _serialized_examples(input_proto)})
 
 
-def _classification_result(key: str, out: dict, result) -> None:
+def _classify_result(key: str, out: dict, result) -> None:
     classes, scores = out.get("classes"), out.get("scores")
     if classes is None and scores is None:
         raise invalid(f"classification signature '{key}' has neither 'classes' nor 'scores' output")
@@ -103,7 +103,7 @@ def _classification_result(key: str, out: dict, result) -> None:
                 item.score = float(scores.reshape(n, -1)[i, j])
 
 
-def _regression_result(key: str, out: dict, result) -> None:
+def _regress_result(key: str, out: dict, result) -> None:
     if "outputs" not in out:
         raise invalid(f"regression signature '{key}' has no 'outputs' output")
     for v in out["outputs"].reshape(-1):
@@ -135,7 +135,7 @@ def examples_on(loaded, request, response, check_method: bool = False):
     spec = request.model_spec
     key, out = _run_examples(loaded, spec.signature_name, request.input, method, check_method)
     _answer_spec(response.model_spec, loaded, key)
-    fill = _classification_result if method == CLASSIFY_METHOD else _regression_result
+    fill = _classify_result if method == CLASSIFY_METHOD else _regress_result
     fill(key, out, response.result)
     return response
 
@@ -167,10 +167,8 @@ def multi_inference(manager: ModelManager, request):
         )
         result = response.results.add()
         _answer_spec(result.model_spec, loaded, key)
-        if task.method_name == CLASSIFY_METHOD:
-            _classification_result(key, out, result.classification_result)
-        else:
-            _regression_result(key, out, result.regression_result)
+        fill, field = _MULTI_INFERENCE_RESULTS[task.method_name]
+        fill(key, out, getattr(result, field))
     return response
 
 
@@ -211,3 +209,10 @@ def model_status(manager: ModelManager, request):
         item.status.error_code = _UNKNOWN if st.error else _OK
         item.status.error_message = st.error
     return response
+
+
+# MultiInference: per task method, how to fill its InferenceResult and the field to fill.
+_MULTI_INFERENCE_RESULTS = {
+    CLASSIFY_METHOD: (_classify_result, "classification_result"),
+    REGRESS_METHOD: (_regress_result, "regression_result"),
+}

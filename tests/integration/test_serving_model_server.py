@@ -4,6 +4,7 @@ method-name check, the REST deadline, the monitoring config and TFLite versions.
 from __future__ import annotations
 
 import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -104,13 +105,21 @@ def test_rest_deadline_monitoring_path_and_tflite(testdata):
         rest_port=0,
         poll_seconds=0,
         metrics_path="/metrics",
-        rest_timeout_s=1e-9,  # nothing is answered that fast: DEADLINE_EXCEEDED, HTTP 504
+        rest_timeout_s=0.5,
         loading=LoadOptions(prefer_tflite=True),
     )
     with ModelServer(models, options) as server:
-        assert _get(server.rest_port, "/v1/models/lite:predict", b'{"instances": [[1.0]]}') == 504
-        server._rest._httpd.app.timeout_s = 30  # the same request in time
         assert _get(server.rest_port, "/v1/models/lite:predict", b'{"instances": [[1.0]]}') == 200
+        app = server._rest._httpd.app
+        handle = app._handle
+
+        def slow(*args):  # a request that takes longer than the deadline
+            time.sleep(2)
+            return handle(*args)
+
+        app._handle = slow
+        assert _get(server.rest_port, "/v1/models/lite:predict", b'{"instances": [[1.0]]}') == 504
+        app._handle = handle
         assert _get(server.rest_port, "/metrics") == 200
         assert _get(server.rest_port, "/monitoring/prometheus/metrics") == 404
         request = predict_pb2.PredictRequest()
