@@ -229,6 +229,7 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     assert ("head " in shown or "body " in shown) and "%" in shown  # the classes, not
     assert "background" not in shown  # "predicted: background"
     _viewer(page)
+    _shot(page, artifacts_dir, "review_segmentation")
     page.get_by_text("Correct mask (draw)").click()
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for()
