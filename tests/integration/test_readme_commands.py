@@ -11,6 +11,7 @@ folder (``make run`` and all), with its servers in the background.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -170,17 +171,19 @@ def test_first_hour_block_runs_in_a_fresh_folder(tmp_path):
     (tmp_path / "first-hour.sh").write_text(script)
     env = {**os.environ, "MEDFLOW_SHARED_DATA": str(REPO.parent / "shared" / "data")}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # a fresh shell: the venv is not on PATH
-    proc = subprocess.Popen(
-        ["bash", "first-hour.sh"], cwd=tmp_path, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=1500)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out[-4000:]
-    assert "pushed:" in out and "next (each in its own terminal" in out
-    assert re.search(r"\b(normal|pneumonia)\b", out) and "class_0" not in out
-    assert "user reviewer (reviewer) saved" in out
-    assert (tmp_path / "corrected-labels.csv").is_file()
+    log = tmp_path / "first-hour.log"
+    with open(log, "w") as out:  # a file, not a pipe: the servers' children outlive bash
+        proc = subprocess.Popen(
+            ["bash", "first-hour.sh"], cwd=tmp_path, env=env, text=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = proc.wait(timeout=1500)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # serve, dashboard and Streamlit
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    assert "pushed:" in text and "next (each in its own terminal" in text
+    assert re.search(r"\b(normal|pneumonia)\b", text) and "class_0" not in text
+    assert "user reviewer (reviewer) saved" in text
