@@ -24,7 +24,7 @@ import tomli as tomllib  # Python 3.10: pytest brings tomli
 from tests.conftest import REPO
 
 # Shipped data files (globs relative to the repository): each file present must be in the wheel.
-PACKAGE_DATA = ("medflow/core/*.json",)
+PACKAGE_DATA = ("medflow/core/*.json", "medflow/dashboard/views/*.html")
 IMPORTS = ("medflow.serving.client", "medflow.pipelines.pipeline")
 COPY_IGNORE = (".git", ".venv", ".medflow", "build", "dist", "*.egg-info", "__pycache__",
                "test-artifacts", ".pytest_cache", ".ruff_cache")  # fmt: skip
