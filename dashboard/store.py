@@ -197,9 +197,8 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
             expected_review_id: the state the reviewer saw: the id of the case's latest
                 review then (:meth:`latest_review`), None for a case not reviewed yet.
                 ``ANY_STATE`` (the default, for scripts) saves whatever the state.
-            mask_ref: for "correct" of a task whose review judges mask files: the corrected
-                mask file (the review page writes it); it is what the review records, hashes
-                and the labels export gives as the case's mask.
+            mask_ref: the corrected mask file, for "correct" on a case reviewed by its mask:
+                the review records and hashes it, and the labels export gives it.
 
         Raises:
             ReviewConflict: the case's latest review is not ``expected_review_id`` (another

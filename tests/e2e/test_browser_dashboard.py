@@ -217,6 +217,12 @@ def _review_classification(page, store, case: int, artifacts_dir: Path) -> None:
     assert state["invert"] == "true" and float(state["zoom"]) > 1
     assert state["distance"].startswith("distance ") and state["area"].startswith("area ")
     _shot(page, artifacts_dir, "review_classification")
+    page.keyboard.press("f")  # full screen: the viewer covers the window
+    wait_until(lambda: frame.frame_element().bounding_box() == {"x": 0, "y": 0, **VIEWPORT},
+               timeout=5, message="the full-screen viewer")  # fmt: skip
+    page.keyboard.press("Escape")
+    wait_until(lambda: frame.frame_element().bounding_box()["y"] == box["y"],
+               timeout=5, message="the viewer back in the page")  # fmt: skip
     page.keyboard.press("a")  # the page's Accept shortcut, passed on by the viewer
 
     page.get_by_text(f"Case {case}: accept saved.").wait_for()
