@@ -85,6 +85,11 @@ def _runfiles(root: Path) -> Path:
     (package / "servables").symlink_to(SHARED_TFSERVING / "tensorflow_serving" / "servables")
     binary = servers / "tensorflow_model_server"
     console_script = Path(sys.executable).with_name("medflow-model-server")
+    if not console_script.is_file():
+        pytest.fail(
+            f"{console_script} is missing: reinstall medflow in this environment "
+            "(uv pip install --no-deps -e .) so that its console scripts exist"
+        )
     binary.write_text(f'#!/bin/sh\nexec "{console_script}" "$@"\n')
     binary.chmod(0o755)
     return root
