@@ -206,6 +206,8 @@ def _review_classification(page, store, case: int, artifacts_dir: Path) -> None:
     after = _state(frame)
     assert float(after["width"]) > float(before["width"])
     assert float(after["center"]) > float(before["center"])
+    page.keyboard.press("ArrowUp")  # level by key
+    assert float(_state(frame)["center"]) > float(after["center"])
     page.keyboard.press("i")  # keys work on the focused viewer
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -300)
@@ -232,7 +234,7 @@ def _review_classification(page, store, case: int, artifacts_dir: Path) -> None:
 def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     pred = store.get_prediction(case)
     shown = wait_until(lambda: _case_label(page, case), timeout=30, message="the case picker")
-    assert ("head " in shown or "body " in shown) and "%" in shown  # the classes, not
+    assert ("head " in shown or "body " in shown) and "mm²" in shown  # the classes, not
     assert "background" not in shown  # "predicted: background"
     _viewer(page)
     _shot(page, artifacts_dir, "review_segmentation")

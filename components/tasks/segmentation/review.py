@@ -68,8 +68,8 @@ class MaskReview(TaskReview):
         return f"{saved} {pred.mask_ref} (sha256 {sha})"
 
     def queue_label(self, pred) -> str:
-        """The classes the mask holds and their share of the image (not "background")."""
-        return class_areas_text(pred, None) or "mask unreadable"
+        """The classes the mask holds and their share and area (not "background")."""
+        return class_areas_text(pred, _spacing(pred)) or "mask unreadable"
 
     def render_overlay(self, pred, pixels, on_frame: bool):
         blend, problem = _overlay_blend(pred, pixels.shape[:2], on_frame)
@@ -83,7 +83,7 @@ class MaskReview(TaskReview):
     def render_details(self, pred) -> None:
         import streamlit as st
 
-        st.markdown(f"**Mask** {class_areas_text(pred, None) or 'cannot be read'}")
+        st.markdown(f"**Mask** {class_areas_text(pred, _spacing(pred)) or 'cannot be read'}")
         st.caption(f"Mask file `{Path(pred.mask_ref).name}`")
         st.caption(
             "Accept: the mask is right and becomes a training label (`medflow labels export`). "
@@ -101,6 +101,14 @@ class MaskReview(TaskReview):
             "mask": str(Path(_unchanged_mask(item)).resolve()),
             "_mask_sha256": item.mask_sha256 or "",
         }
+
+
+def _spacing(pred) -> tuple[float, float] | None:
+    """The image's pixel spacing (row, column mm), None when unknown."""
+    from medflow.dashboard.views import case_context
+
+    head = case_context.header(pred)
+    return head.spacing if head else None
 
 
 def _unchanged_mask(item) -> str:
