@@ -1,7 +1,7 @@
 """The served dashboard in Chromium, driven by Playwright: a reviewer signs in, reviews a
 classification case in the viewer (window/level by mouse drag, invert, zoom, a distance and
 an area measurement, a review by keyboard), corrects a segmentation mask by drawing on the
-canvas with the mouse (brush, then eraser) and saves it, reloads the page and is still signed
+canvas with the mouse (brush, eraser, polygon) and saves it, reloads the page and is still signed
 in; the Models page shows whole metric values; signing out ends the session for good.
 
 The app runs with ``streamlit run`` on a loopback port against a temporary review store.
@@ -247,9 +247,15 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     page.get_by_text("Eraser", exact=True).click()
     _idle(page)
     original = display.load_mask(pred.mask_ref)
-    rows, cols = np.nonzero(original)
-    centre = (cols.mean() / original.shape[1], rows.mean() / original.shape[0])
+    ys, xs = np.nonzero(original)
+    centre = (xs.mean() / original.shape[1], ys.mean() / original.shape[0])
     _drag(page, box, (centre[0] - 0.05, centre[1]), (centre[0] + 0.05, centre[1]), steps=12)
+    _idle(page)
+    page.get_by_text("Polygon fill", exact=True).click()
+    _idle(page)
+    corners = [(0.7, 0.1), (0.9, 0.1), (0.9, 0.3), (0.7, 0.3), (0.7, 0.1)]  # closed on the first
+    for x, y in corners:
+        page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
     _idle(page)
     _shot(page, artifacts_dir, "mask_correction")
     page.get_by_role("button", name="Save corrected mask").click()
@@ -259,9 +265,13 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     [label] = [x for x in store.reviewed_labels() if x.prediction_id == case]
     assert label.action == "correct" and label.mask_ref != pred.mask_ref
     new = display.load_mask(label.mask_ref)
-    top_left = (slice(0, original.shape[0] // 4), slice(0, original.shape[1] * 2 // 5))
-    assert new[top_left].sum() > original[top_left].sum() + 50  # the brush stroke
-    assert (new < original).sum() > 50  # the eraser stroke
+
+    def at(x: float, y: float, mask: np.ndarray = new) -> int:  # (x, y): image fractions
+        return int(mask[int(y * mask.shape[0]), int(x * mask.shape[1])])
+
+    assert at(0.225, 0.15) == 1  # the brush stroke's middle is the class
+    assert at(*centre, original) == 1 and at(*centre) == 0  # the eraser's middle is background
+    assert at(0.8, 0.2) == at(0.75, 0.15) == at(0.85, 0.25) == 1  # inside the polygon
     assert store.get_prediction(case).status == "corrected"
     [audit] = store.audit_records(action="correct")
     assert audit.actor == "alice" and label.mask_ref in audit.outcome
