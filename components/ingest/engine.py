@@ -11,13 +11,12 @@ into place whole; the report is written last.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,20 +26,16 @@ from medflow import __version__
 from medflow.components.dicom.burned_in import tesseract
 from medflow.components.dicom.deid import DeidKey
 from medflow.components.dicom.reader import ReadLimits
-from medflow.components.ingest.examples import (
-    FileResult,
-    WorkerConfig,
-)
+from medflow.components.ingest.beam_pipeline import default_beam_args, run_pipeline
+from medflow.components.ingest.examples import WorkerConfig
 from medflow.components.ingest.manifest import LabelManifest
-from medflow.components.ingest.split_writer import SplitWriter
-from medflow.components.ingest.workers import run_workers
+from medflow.components.ingest.plan import QUARANTINE_DIR, Plan, assign_split  # noqa: F401 - re-exported
 from medflow.core.errors import ConfigError, InputError
 from medflow.core.files import atomic_write, swap_in_folders
 from medflow.core.pixel_spec import PixelSpec
 
 REPORT_NAME = "ingest_report.json"
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-QUARANTINE_DIR = "quarantine"
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,8 @@ class IngestOptions:
         workers: processes decoding files in parallel.
         shard_size: examples per TFRecord file.
         limits: read limits (pixel cap, decompression limits).
+        beam_args: Beam pipeline arguments (``--runner=...``); empty: Beam's DirectRunner,
+            in this process for 1 worker, else ``workers`` processes.
     """
 
     pixel: PixelSpec = PixelSpec()
@@ -69,6 +66,7 @@ class IngestOptions:
     workers: int = 1
     shard_size: int = 5000
     limits: ReadLimits = ReadLimits()
+    beam_args: tuple[str, ...] = ()
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -93,17 +91,6 @@ def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
     if total <= 0 or any(w < 0 for _, w in parts):
         raise ConfigError(f"--splits {text!r}: weights must be non-negative and sum to more than 0")
     return tuple((n, w / total) for n, w in parts)
-
-
-def assign_split(patient_key: str, splits: tuple[tuple[str, float], ...]) -> str:
-    """Deterministic patient-level split: the same pseudonym always lands in the same split."""
-    u = int.from_bytes(hashlib.sha256(patient_key.encode()).digest()[:8], "big") / 2**64
-    acc = 0.0
-    for name, weight in splits:
-        acc += weight
-        if u < acc:
-            return name
-    return splits[-1][0]
 
 
 @dataclass
@@ -192,18 +179,21 @@ def ingest(
     key: DeidKey,
     manifest: LabelManifest | None = None,
     options: IngestOptions = IngestOptions(),
-    progress: Callable[[Iterator, int], Iterator] | None = None,
+    progress: object = None,
 ) -> IngestReport:
-    """Ingest ``source`` into ``out``; see the module docstring.
+    """Ingest ``source`` into ``out`` with the Beam pipeline (:mod:`.beam_pipeline`); see
+    the module docstring.
 
     Args:
         source: a DICOM file or a folder (searched recursively).
         out: output folder: ``<split>/data_tfrecord-*.gz``, ``quarantine/``, the report.
         key: de-identification key (pseudonyms, UID remapping, date shifts).
         manifest: labels; instances without a row are quarantined as ``unlabeled``.
-        options: see :class:`IngestOptions`.
-        progress: wraps the result iterator (e.g. ``lambda it, n: tqdm(it, total=n)``).
+        options: see :class:`IngestOptions` (``beam_args`` picks the runner).
+        progress: accepted for old callers and ignored (a Beam pipeline has no result
+            iterator to wrap; the runner logs its own progress).
     """
+    del progress
     source, out = Path(source), Path(out)
     if options.scan_burned_in:
         tesseract()  # a missing OCR program is a setup error, not a reason per file
@@ -212,33 +202,45 @@ def ingest(
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
     cfg = WorkerConfig(
-        key,
+        None,
         options.pixel,
         options.limits,
         manifest,
         options.allow_burned_in,
         options.scan_burned_in,
     )
-    report = IngestReport(str(source), _options_dict(options))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    secret_dir = Path(tempfile.mkdtemp(prefix="medflow-key-"))  # owner-only (0700)
     try:
-        writer = SplitWriter(staging, options)
-        results = run_workers(inputs, cfg, options.workers)
-        if progress is not None:
-            results = progress(results, len(inputs))
-        _collect(results, inputs, writer, report, staging, options)
-        report.splits = writer.close()
-        report.manifest = _manifest_summary(manifest, report)
+        key_file = secret_dir / "deid.key"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.secret)
+        finish = functools.partial(
+            _finish_report,
+            staging=str(staging),
+            source=str(source),
+            options=_options_dict(options),
+            manifest=manifest,
+        )
+        beam_args = list(options.beam_args) or default_beam_args(options.workers)
+        run_pipeline(inputs, cfg, str(key_file), staging, options, finish, beam_args)
+        doc = orjson.loads((staging / REPORT_NAME).read_bytes())
+        (staging / REPORT_NAME).unlink()
         swap_in_folders(
             staging,
             out,
             [options.split_dir.format(split=s) for s, _ in options.splits] + [QUARANTINE_DIR],
         )
-        write_json_atomic(out / REPORT_NAME, report.to_dict())
+        write_json_atomic(out / REPORT_NAME, doc)
     finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+    report = IngestReport(
+        doc["source"], doc["options"], doc["files"], doc["splits"], doc["manifest"]
+    )
     c = report.counts
-    assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"], c
+    assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"] == len(inputs), c
     return report
 
 
@@ -252,67 +254,25 @@ def _options_dict(options: IngestOptions) -> dict:
     }
 
 
-def _collect(results, inputs, writer, report, staging: Path, options: IngestOptions) -> None:
-    seen_sop: dict[str, str] = {}
-    seen_pixels: dict[str, str] = {}
-    patient_split: dict[str, tuple[str, str]] = {}  # pseudonym -> (split, first relpath)
-    abspaths = dict((rel, path) for path, rel in inputs)
-    for res in results:
-        entry = {"path": res.relpath}
-        if res.status == "ok" and not _is_duplicate(res, seen_sop, seen_pixels, entry):
-            split = res.split or assign_split(res.patient_key, options.splits)
-            first_split, first_path = patient_split.setdefault(
-                res.patient_key, (split, res.relpath)
-            )
-            if split != first_split:
-                res.status, res.reason = "quarantined", "split_conflict"
-                res.message = (
-                    f"{res.relpath}: the manifest puts it in split {split!r} but its patient "
-                    f"{res.patient_key} is already in {first_split!r} (first file {first_path}); "
-                    "give all files of a patient the same split"
-                )
-        if res.status == "quarantined":
-            entry.update(status="quarantined", reason=res.reason, message=res.message)
-            if options.quarantine_copy:
-                entry["copy"] = _quarantine_copy(abspaths[res.relpath], res, staging)
-        elif "duplicate_of" not in entry:
-            if res.sop_uid:
-                seen_sop[res.sop_uid] = res.relpath
-            seen_pixels[res.pixel_hash] = res.relpath
-            writer.add(res, split)
-            entry.update(
-                status="written",
-                split=split,
-                examples=len(res.records),
-                patient_id=res.patient_key,
-            )
-            if res.manifest_key is not None:
-                entry["manifest_key"] = res.manifest_key
-            if res.burned_in_check:
-                entry["burned_in_check"] = res.burned_in_check
-        report.files.append(entry)
-
-
-def _is_duplicate(res: FileResult, seen_sop: dict, seen_pixels: dict, entry: dict) -> bool:
-    first = (seen_sop.get(res.sop_uid) if res.sop_uid else None) or seen_pixels.get(res.pixel_hash)
-    if first:
-        entry.update(status="duplicate", duplicate_of=first)
-    return bool(first)
-
-
-def _quarantine_copy(path: str, res: FileResult, staging: Path) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(res.relpath).name)[:80] or "file"
-    digest = hashlib.sha1(res.relpath.encode()).hexdigest()[:10]
-    rel = f"{QUARANTINE_DIR}/{res.reason}/{digest}_{safe}"
-    if os.path.islink(path):  # a link's target may be anything (a key file): never copied
-        return ""
-    dest = staging / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copyfile(path, dest)
-    except OSError:
-        return ""
-    return rel
+def _finish_report(
+    plan: Plan,
+    copies: dict,
+    shards: list,
+    *,
+    staging: str,
+    source: str,
+    options: dict,
+    manifest: LabelManifest | None,
+) -> None:
+    """The pipeline's last step: the report, into ``staging`` (``shards``, the written shard
+    files, is only a dependency: the report comes after every shard)."""
+    del shards
+    for entry in plan.files:
+        if "copy" in entry:
+            entry["copy"] = copies.get(entry["path"], "")
+    report = IngestReport(source, options, plan.files, plan.splits)
+    report.manifest = _manifest_summary(manifest, report)
+    write_json_atomic(Path(staging) / REPORT_NAME, report.to_dict())
 
 
 def _manifest_summary(manifest: LabelManifest | None, report: IngestReport) -> dict | None:

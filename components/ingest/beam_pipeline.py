@@ -1,0 +1,155 @@
+"""Ingestion as one Apache Beam pipeline (used by ``medflow ingest`` and DicomExampleGen):
+
+    inputs ─ Reshuffle ─ read/validate/de-identify/preprocess/encode (per file)
+       ├─ outcomes without records ─ PlanFn (one combine: duplicates, splits, places)
+       ├─ records placed by the plan ─ GroupByKey (split, shard) ─ write each shard
+       └─ plan ─ copy quarantined files ─ report (written last)
+
+Everything is written into ``staging`` (a folder the caller moves into place whole), each
+file as a temporary then renamed, so a retried bundle rewrites the same bytes. The
+de-identification key reaches the workers as a key file read in ``setup``: never a
+pipeline option (those are logged) and never part of the pickled graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from medflow.components.dicom.keys import load_key_file
+from medflow.components.ingest.examples import FileResult, WorkerConfig, process_file
+from medflow.components.ingest.examples import encode_records as encode_records
+from medflow.components.ingest.plan import Outcome, Plan, PlanFn, outcome
+from medflow.components.ingest.split_writer import SHARD_PATTERN
+
+Item = tuple[int, str, str]  # (input position, path, relpath)
+
+
+def default_beam_args(workers: int) -> list[str]:
+    """The local runner: Beam's DirectRunner in this process, or ``workers`` processes."""
+    if workers <= 1:
+        return ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+    return [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={workers}",
+    ]
+
+
+class ProcessFiles(beam.DoFn):
+    """One input file → (position, path, FileResult with its encoded records); the
+    per-file code of the worker pool, unchanged (it never raises for a bad file)."""
+
+    def __init__(self, cfg: WorkerConfig, key_file: str):
+        self._cfg_without_key = dataclasses.replace(cfg, key=None)
+        self._key_file = key_file
+        self._cfg: WorkerConfig | None = None
+
+    def setup(self) -> None:
+        self._cfg = dataclasses.replace(self._cfg_without_key, key=load_key_file(self._key_file))
+
+    def process(self, item: Item):
+        index, path, relpath = item
+        yield index, path, encode_records(process_file(path, relpath, self._cfg))
+
+
+def _place_records(processed: tuple[int, str, FileResult], plan: Plan, shard_size: int):
+    res = processed[2]
+    place = plan.placements.get(res.relpath)
+    if place is None:
+        return
+    split, start = place
+    for i, record in enumerate(res.records):
+        yield (split, (start + i) // shard_size), (start + i, record)
+
+
+class WriteShard(beam.DoFn):
+    """(split, shard) + its (index, record) pairs → one GZIP TFRecord file, records in
+    input order, written as a temporary then renamed (a retry rewrites the same bytes)."""
+
+    def __init__(self, staging: str, split_dir: str):
+        self._staging = staging
+        self._split_dir = split_dir
+
+    def process(self, group, plan: Plan):
+        (split, shard), records = group
+        count = plan.splits[split]["shards"]
+        folder = Path(self._staging, self._split_dir.format(split=split))
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / SHARD_PATTERN.format(index=shard, count=count)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:
+            for _, record in sorted(records, key=lambda pair: pair[0]):
+                fh.write(record)
+        os.replace(tmp, dest)
+        yield str(dest.relative_to(self._staging))
+
+
+def _copy_quarantined(plan: Plan, staging: str):
+    """Copies each quarantined file under quarantine/<reason>/; yields (relpath, copy or ""):
+    a link is never followed (its target may be anything, a key file) and a file that
+    cannot be read is listed without a copy."""
+    for relpath, path, rel in plan.copies:
+        if os.path.islink(path):
+            yield relpath, ""
+            continue
+        dest = Path(staging, rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            yield relpath, ""
+            continue
+        yield relpath, rel
+
+
+def run_pipeline(
+    inputs: list[tuple[str, str]],
+    cfg: WorkerConfig,
+    key_file: str,
+    staging: Path,
+    options,
+    finish,
+    beam_args: list[str],
+) -> None:
+    """Runs the ingestion pipeline over ``inputs`` ((path, relpath) in input order);
+    ``finish(plan, copies, shards)`` runs once at the end, in a worker, and writes the
+    report into ``staging``."""
+    items = [(i, path, rel) for i, (path, rel) in enumerate(inputs)]
+    for name, _ in options.splits:  # every split has its folder, even an empty one
+        (staging / options.split_dir.format(split=name)).mkdir(parents=True, exist_ok=True)
+    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        processed = (
+            p
+            | "ListInputs" >> beam.Create(items, reshuffle=False)
+            | "Reshuffle" >> beam.Reshuffle()
+            | "ProcessFiles" >> beam.ParDo(ProcessFiles(cfg, key_file))
+        )
+        plan = (
+            processed
+            | "Outcomes" >> beam.MapTuple(lambda i, path, res: outcome(i, path, res))
+            | "Plan" >> beam.CombineGlobally(PlanFn(options))
+        )
+        plan_side = beam.pvalue.AsSingleton(plan)
+        shards = (
+            processed
+            | "PlaceRecords" >> beam.FlatMap(_place_records, plan_side, options.shard_size)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShard(str(staging), options.split_dir), plan_side)
+        )
+        copies = plan | "CopyQuarantined" >> beam.FlatMap(_copy_quarantined, str(staging))
+        _ = plan | "Report" >> beam.Map(
+            finish, beam.pvalue.AsDict(copies), beam.pvalue.AsList(shards)
+        )
+
+
+__all__ = ["Outcome", "ProcessFiles", "default_beam_args", "run_pipeline"]
