@@ -20,6 +20,7 @@ from medflow.serving import inference
 from medflow.serving.config import models_from_proto
 from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
 from medflow.serving.manager import ModelManager
+from medflow.serving.profiler import traceme
 from medflow.serving.tensors import parse_split
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def _handle(manager: ModelManager, api: str, fn: Callable, request, context):
     started = time.perf_counter()
     status = "OK"
     try:
-        return fn(manager, request)
+        with traceme(f"PredictionService::{api}"):
+            return fn(manager, request)
     except ServingStatus as exc:
         status = exc.code.name
         context.abort(exc.code, exc.message)

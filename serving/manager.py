@@ -17,6 +17,7 @@ from pathlib import Path
 from medflow.serving.config import BatchingConfig, ModelSpecConfig
 from medflow.serving.errors import invalid, not_found
 from medflow.serving.metrics import Metrics
+from medflow.serving.profiler import traceme
 from medflow.serving.servable import LoadedVersion, LoadOptions, load_version
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ class ModelManager:
     def _watch(self) -> None:
         while not self._stop.wait(self._poll_seconds):
             try:
-                self.poll_once()
+                with traceme("ModelManager::poll"):
+                    self.poll_once()
             except Exception:  # the watcher must survive a bad model directory
                 log.exception("model directory poll failed")
 

@@ -17,6 +17,7 @@ from medflow.serving import inference, rest_json
 from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
 from medflow.serving.manager import ModelManager
 from medflow.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from medflow.serving.profiler import traceme
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class RestApp:
         started = time.perf_counter()
         status = "OK"
         try:
-            doc = self._dispatch(match, body)
+            with traceme(f"HttpRestApiHandler::{match['verb'] or 'get'}"):
+                doc = self._dispatch(match, body)
             return 200, json.dumps(doc).encode(), "application/json"
         except rest_json.MalformedJson as exc:
             status = "INVALID_ARGUMENT"
