@@ -156,8 +156,13 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
     seen = store.latest_review(pred.id)
     with side_col:
         st.markdown(case_context.context_markdown(store.session_key(), pred, head))
+        review = _review(pred)
+        # A task that reviews masks and takes "correct" gets the drawing canvas.
+        drawing = bool(review.reviews_mask_file and review.action("correct")) and st.toggle(
+            "Correct mask (draw)", key=f"edit_mask_{pred.id}"
+        )
     with image_col:
-        problem = _image(settings, store, user, pred, head, seen, ids)
+        problem = _image(settings, store, user, pred, head, seen, ids, drawing)
     with side_col:
         _case_panel(store, user, pred, ids, problem, seen)
     with st.expander("Queue", expanded=False):
@@ -245,9 +250,11 @@ def _image(
     head: case_context.Header | None,
     seen: Review | None,
     ids: list[int],
+    drawing: bool,
 ) -> str | None:
-    """Shows the case's image in the viewer, its task's overlay controls below it, or the
-    mask editor; returns why the overlay the review judges cannot be shown (None: it is)."""
+    """Shows the case's image in the viewer, its task's overlay controls below it, or (when
+    ``drawing``) the mask editor; returns why the overlay the review judges cannot be shown
+    (None: it is)."""
     path = pred.image_ref
     if not os.path.isfile(path):
         st.warning(f"Image {path} is not a readable file here; cannot display it.")
@@ -263,15 +270,15 @@ def _image(
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, frame, key=f"frame_{pred.id}")
     spacing = head.spacing if head else None
-    if review.reviews_mask_file and review.action("correct") and frame == pred.frame_index:
-        if st.toggle("Correct mask (draw)", key=f"edit_mask_{pred.id}"):
-            with slot:
-                mask_editor.show(
-                    settings, store, user, pred, study, frame,
-                    seen_review_id=seen.id if seen else None,
-                    after=_next_after(ids, pred.id),
-                )  # fmt: skip
-            return None
+    if drawing and frame == pred.frame_index:
+        with slot:
+            mask_editor.show(
+                settings, store, user, pred, study, frame,
+                seen_review_id=seen.id if seen else None, after=_next_after(ids, pred.id),
+            )  # fmt: skip
+        return None
+    if drawing:
+        st.caption(f"The mask belongs to frame {pred.frame_index + 1}; draw on that frame.")
     layer, problem = _layer(review, pred, study, frame)
     caption = f"frame {frame + 1}/{study.n_frames} · {study.photometric}"
     if spacing:

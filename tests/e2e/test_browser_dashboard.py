@@ -238,7 +238,7 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     assert "background" not in shown  # "predicted: background"
     _viewer(page)
     _shot(page, artifacts_dir, "review_segmentation")
-    page.get_by_text("Correct mask (draw)").click()
+    page.get_by_text("Correct mask (draw)", exact=True).click()
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for()
     box = canvas.bounding_box()

@@ -87,8 +87,8 @@ class MaskReview(TaskReview):
         st.caption(f"Mask file `{Path(pred.mask_ref).name}`")
         st.caption(
             "Accept: the mask is right and becomes a training label (`medflow labels export`). "
-            "Reject: it is wrong and is left out. Correct: draw the right mask (Correct mask "
-            "under the image) and save it; the saved mask is exported instead."
+            "Reject: it is wrong and is left out. Correct: switch on Correct mask (draw), draw "
+            "the right mask and save it; the saved mask is exported instead."
         )
 
     def blocked(self, action: ReviewAction, problem: str | None) -> str | None:
