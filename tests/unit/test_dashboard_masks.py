@@ -22,6 +22,7 @@ from medflow.workflows.review_samples import (
     threshold_mask,
     write_phantom,
 )
+from tests.support.dashboard_app import open_case
 from tests.support.page_images import page_images
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -216,16 +217,7 @@ def app_env(tmp_path, monkeypatch, store, phantom_masks):
 
 
 def _open(case: int) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["page"] = "review"
-    at.query_params["case"] = str(case)
-    at.run()
-    at.text_input(key="login_user").input("alice")
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    assert at.selectbox(key="review_case").value == case
-    return at
+    return open_case(case, "alice", PASSWORD)
 
 
 def _rendered(at: AppTest) -> np.ndarray:

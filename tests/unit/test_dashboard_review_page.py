@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,21 +18,18 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from medflow.components.dicom import display
+from medflow.dashboard.config import APP_SCRIPT
 from medflow.dashboard.labels_export import export_labels
 from medflow.dashboard.records import ReviewError
 from medflow.dashboard.sessions import ENV_SECRET
 from medflow.dashboard.store import ReviewStore, file_sha256
 from medflow.dashboard.views import case_context, mask_editor, viewer
 from medflow.dashboard.views.models import informative_slices, metric_text
-from medflow.workflows.review_samples import (
-    record_mask_prediction,
-    seed_store,
-    threshold_mask,
-    write_phantom,
-)
+from medflow.workflows import review_samples as samples
+from tests.support.dashboard_app import open_case, sign_in
 from tests.support.page_images import viewer_payloads
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+APP = str(APP_SCRIPT)
 PASSWORD = "review-page-pass-1"
 DISC = ["background", "disc"]
 
@@ -48,9 +44,13 @@ def store(tmp_path):
 @pytest.fixture()
 def seg_case(store, tmp_path):
     image = tmp_path / "seg.dcm"
-    write_phantom(image, seed=3)
-    mask = threshold_mask(image, tmp_path / "masks" / "seg.png", 200)
-    return record_mask_prediction(store, image, mask, labels=DISC, model="unet"), image, mask
+    samples.write_phantom(image, seed=3)
+    mask = samples.threshold_mask(image, tmp_path / "masks" / "seg.png", 200)
+    return (
+        samples.record_mask_prediction(store, image, mask, labels=DISC, model="unet"),
+        image,
+        mask,
+    )
 
 
 # --- signed sessions -------------------------------------------------------------------------
@@ -92,10 +92,7 @@ def test_sign_in_issues_a_cookie_and_sign_out_revokes_it(store, tmp_path, monkey
     store.add_user("alice", PASSWORD, "reviewer")
     monkeypatch.setenv("MEDFLOW_STORE_URL", store.url)
     monkeypatch.setenv("MEDFLOW_WORKDIR", str(tmp_path / "work"))
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.text_input(key="login_user").input("alice")
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
+    at = sign_in(AppTest.from_file(APP, default_timeout=60).run(), "alice", PASSWORD)
     token = at.session_state["medflow_session_token"]
     assert store.session_user(token).username == "alice"
     scripts = [f.proto.srcdoc for f in at.get("iframe") if "d.cookie" in f.proto.srcdoc]
@@ -166,7 +163,7 @@ def test_corrected_mask_is_saved_recorded_audited_and_exported(store, seg_case, 
 
 def test_a_corrected_mask_file_fits_only_a_mask_correction(store, seg_case, tmp_path):
     case, _, original = seg_case
-    [cls] = seed_store(store, tmp_path / "images", 1)
+    [cls] = samples.seed_store(store, tmp_path / "images", 1)
     with pytest.raises(ReviewError, match="not with 'accept'"):
         store.review(case, action="accept", reviewer="a", mask_ref=original)
     with pytest.raises(ReviewError, match="on a classification case"):
@@ -183,14 +180,7 @@ def _open(store, tmp_path, monkeypatch, case: int) -> AppTest:
     store.add_user("alice", PASSWORD, "reviewer")
     monkeypatch.setenv("MEDFLOW_STORE_URL", store.url)
     monkeypatch.setenv("MEDFLOW_WORKDIR", str(tmp_path / "work"))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["case"] = str(case)
-    at.run()
-    at.text_input(key="login_user").input("alice")
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    return at
+    return open_case(case, "alice", PASSWORD)
 
 
 def test_segmentation_rows_name_their_classes_and_the_page_has_no_long_uids(
@@ -245,7 +235,7 @@ def test_overlay_layer_reproduces_the_blend_over_any_image():
 
 def test_viewer_payload_shows_the_default_window_of_the_frame(tmp_path):
     path = tmp_path / "ct.dcm"
-    write_phantom(path, seed=5)
+    samples.write_phantom(path, seed=5)
     study = display.load_study(path)
     data = viewer.payload(study, 0, key="1", layer=None, spacing=(0.5, 0.5), caption="c")
     expected = display.render(study, 0, *study.preset_window(study.presets()[0]))
