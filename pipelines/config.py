@@ -65,6 +65,8 @@ class PipelineConfig:
         pipeline_name / model_name: empty: the task's defaults.
         splits: DicomExampleGen split spec, e.g. ``train=80,eval=20`` (by patient).
         ingest_workers: DicomExampleGen worker processes.
+        beam_args: Beam pipeline arguments for every Beam-based component (DicomExampleGen,
+            StatisticsGen, Transform, Evaluator), e.g. ``--runner=FlinkRunner``.
         dicomweb_query: with a DICOMweb ``data_root``: the QIDO-RS query as JSON.
         dicomweb_auth_file: PACS credentials file (JSON), if the PACS needs them.
         image_size: model input rows = cols.
@@ -85,6 +87,7 @@ class PipelineConfig:
     model_name: str = ""
     splits: str = "train=80,eval=20"
     ingest_workers: int = 1
+    beam_args: tuple[str, ...] = ()
     dicomweb_query: str = ""
     dicomweb_auth_file: str = ""
     image_size: int = 28
@@ -108,6 +111,7 @@ class PipelineConfig:
         if not self.labels:
             raise ConfigError("no class names: pass --class-names, e.g. normal,pneumonia")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        object.__setattr__(self, "beam_args", tuple(str(x) for x in self.beam_args))
         object.__setattr__(self, "hyperparameters", dict(self.hyperparameters))
         object.__setattr__(self, "thresholds", dict(self.thresholds))
         object.__setattr__(self, "pipeline_name", self.pipeline_name or task.default_pipeline_name)

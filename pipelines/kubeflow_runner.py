@@ -72,6 +72,7 @@ def build_kubeflow_pipeline(
         label_manifest=params["label_manifest"],
         serving_model_dir=config.MODELS_MOUNT,
         deid_key_file=config.DEID_KEY_FILE,
+        beam_pipeline_args=pipeline_config.beam_args,
     )
     for component in pipeline.components:
         if component.id == "Trainer":

@@ -16,7 +16,7 @@ inputs are served from cache; any added, removed or rewritten instance reruns in
 
 from __future__ import annotations
 
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
 from tfx.types.artifact import Artifact
 
@@ -65,11 +65,12 @@ class DicomExampleGenSpec(component_spec.ComponentSpec):
     }
 
 
-class DicomExampleGen(base_component.BaseComponent):
+class DicomExampleGen(base_beam_component.BaseBeamComponent):
     """DICOM folder + label manifest → de-identified, patient-split Examples."""
 
     SPEC_CLASS = DicomExampleGenSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    # A Beam executor: the pipeline's beam_pipeline_args (runner, workers) reach it.
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.FingerprintDriver
 
     def __init__(
@@ -98,7 +99,8 @@ class DicomExampleGen(base_component.BaseComponent):
             channels: 1 (grey) or 3.
             splits: ``name=weight`` pairs assigned by patient, e.g. ``train=80,eval=20``;
                 a manifest ``split`` column overrides them per instance.
-            workers: ingestion processes.
+            workers: ingestion processes on Beam's DirectRunner (ignored when the
+                pipeline's beam_pipeline_args set ``--direct_num_workers``).
             allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
             scan_burned_in: admit such images when OCR finds no text (the step's image
                 needs Tesseract).

@@ -10,7 +10,7 @@ from typing import Any
 
 from tfx import types
 from tfx.components.util import examples_utils
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
@@ -25,8 +25,10 @@ SPLIT_DIR = "Split-{split}"  # TFX's layout inside an Examples artifact
 REPORT_COUNTS = ("inputs", "written", "quarantined", "duplicates", "examples")
 
 
-class Executor(base_executor.BaseExecutor):
-    """Ingests the DICOM folder straight into the Examples artifact's split folders."""
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Ingests the DICOM folder straight into the Examples artifact's split folders, with
+    the pipeline's ``beam_pipeline_args`` (the same runner as StatisticsGen, Transform and
+    the Evaluator)."""
 
     def Do(  # noqa: N802 (TFX API)
         self,
@@ -48,6 +50,9 @@ class Executor(base_executor.BaseExecutor):
             # the artifact store.
             quarantine_copy=False,
             workers=int(exec_properties.get("workers") or 1),
+            beam_args=ingest_beam_args(
+                self._beam_pipeline_args, int(exec_properties.get("workers") or 1)
+            ),
         )
         manifest_path = exec_properties.get("label_manifest") or ""
         manifest = read_manifest(manifest_path) if manifest_path else None
@@ -70,6 +75,15 @@ class Executor(base_executor.BaseExecutor):
             os.path.join(examples.uri, REPORT_NAME), os.path.join(report_artifact.uri, REPORT_NAME)
         )
         log.info("DicomExampleGen: %s", report.table().replace("\n", " | "))
+
+
+def ingest_beam_args(pipeline_args: list[str], workers: int) -> tuple[str, ...]:
+    """The pipeline's Beam arguments, plus ``workers`` DirectRunner processes unless they
+    already set ``--direct_num_workers`` (other runners ignore the ``--direct_*`` flags)."""
+    args = [str(a) for a in pipeline_args]
+    if workers > 1 and not any(a.startswith("--direct_num_workers") for a in args):
+        args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    return tuple(args)
 
 
 def _ingest_dicomweb(exec_properties, out: str, key, manifest, options):

@@ -39,7 +39,6 @@ def ingest_dicomweb(
     cache: str | os.PathLike[str] | None = None,
     keep_cache: bool = False,
     pull_progress: Progress | None = None,
-    progress: Progress | None = None,
 ) -> tuple[IngestReport, PullResult]:
     """Pull ``query`` into ``cache`` (default ``<out>/.dicomweb-cache``), then ingest it.
 
@@ -49,7 +48,7 @@ def ingest_dicomweb(
     out = Path(out)
     cache = Path(cache) if cache is not None else out / CACHE_DIR
     pulled = pull(source, query, cache, pull_progress)
-    report = ingest(cache, out, key, manifest, options or IngestOptions(), progress)
+    report = ingest(cache, out, key, manifest, options or IngestOptions())
     report.source = source.url
     doc = json.loads((out / REPORT_NAME).read_text())
     doc["source"] = source.url

@@ -82,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=f"key file (else ${KEY_FILE_ENV}, else ${SECRET_ENV}; see above)",
     )
+    add_beam_arguments(parser)
     add_dicomweb_arguments(parser, pull=True)
     parser.set_defaults(func=_run)
 
@@ -92,6 +93,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     keygen.add_argument("--out", required=True, metavar="FILE", help="key file to create")
     keygen.set_defaults(func=_keygen)
+
+
+def add_beam_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="Apache Beam pipeline argument, repeatable, e.g. --beam-arg=--runner=DirectRunner "
+        "--beam-arg=--direct_running_mode=multi_processing --beam-arg=--direct_num_workers=2 "
+        "(default: DirectRunner with --workers processes)",
+    )
+
+
+def beam_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--beam-arg`` values, each checked to be a ``--name[=value]`` Beam flag."""
+    for arg in args.beam_arg:
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(
+                f"--beam-arg {arg!r}: a Beam argument starts with --, e.g. "
+                "--beam-arg=--runner=DirectRunner"
+            )
+    return tuple(args.beam_arg)
 
 
 def add_dicomweb_arguments(parser: argparse.ArgumentParser, pull: bool) -> None:
@@ -184,8 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         allow_burned_in=args.allow_burned_in,
         scan_burned_in=args.scan_burned_in,
         workers=args.workers,
+        beam_args=beam_args(args),
     )
-    progress = lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None)  # noqa: E731
     if args.dicomweb:
         from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 
@@ -200,14 +224,13 @@ def _run(args: argparse.Namespace) -> int:
             pull_progress=lambda it, n: tqdm(
                 it, total=n, unit="instance", desc="pull", disable=None
             ),
-            progress=progress,
         )
         print(
             f"pulled {pulled.instances} instance(s) of {pulled.studies} study(ies) from "
             f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
         )
     else:
-        report = ingest(args.source, args.out, key, manifest, options, progress=progress)
+        report = ingest(args.source, args.out, key, manifest, options)
     print(report.table())
     print(f"report: {Path(args.out) / 'ingest_report.json'}")
     counts = report.counts

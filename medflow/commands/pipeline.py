@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from medflow.commands import comma_list
+from medflow.commands.ingest import add_beam_arguments, beam_args
 from medflow.core.errors import ConfigError
 from medflow.pipelines import config
 from medflow.pipelines.config import PipelineConfig
@@ -100,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _training_args(run)
     from medflow.commands.ingest import add_dicomweb_arguments
 
+    add_beam_arguments(run)
     add_dicomweb_arguments(run, pull=True)
     run.set_defaults(func=_run)
 
@@ -115,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument("--gpus", type=int, default=0, help="GPUs requested by the Trainer")
     comp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4", help="accelerator type")
     _training_args(comp)
+    add_beam_arguments(comp)
     comp.set_defaults(func=_compile)
 
     sub = subparsers.add_parser(
@@ -156,11 +159,13 @@ def _run(args: argparse.Namespace) -> int:
         input_format=args.format,
         splits=args.splits,
         ingest_workers=args.workers,
+        beam_args=beam_args(args),
         thresholds=parse_assignments(args.threshold, "--threshold"),
         enable_cache=not args.no_cache,
         **dicomweb,
     )
-    summary = run_local(config, workdir=args.workdir)
+    # None: the local runner picks in-process or multi-process Beam from the data's size
+    summary = run_local(config, workdir=args.workdir, beam_pipeline_args=config.beam_args or None)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
     else:
@@ -175,7 +180,7 @@ def _compile(args: argparse.Namespace) -> int:
 
     path = compile_pipeline(
         args.out,
-        pipeline_config(args),
+        pipeline_config(args, beam_args=beam_args(args)),
         image=args.image,
         pipeline_root=args.pipeline_root,
         resources=KubeflowResources(gpu_count=args.gpus, gpu_type=args.gpu_type),

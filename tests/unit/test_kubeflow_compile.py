@@ -117,3 +117,23 @@ def test_segmentation_task_compiles_with_its_trainer_and_metrics(tmp_path):
     # TFX packages the task package's folder: the segmentation trainer, its U-Net and metrics.
     assert module_path.startswith("trainer@") and "SegmentationMetrics" in text
     assert "medflow-segmenter" in text and "medflow-classifier" not in text
+
+
+def test_beam_args_reach_every_beam_component(tmp_path):
+    """`medflow compile --beam-arg ...` gives every Beam-based component (DicomExampleGen,
+    StatisticsGen, Transform, Evaluator) the same Beam arguments in the Kubeflow spec."""
+    from medflow.cli import main
+
+    beam = ["--runner=FlinkRunner", "--flink_master=flink-jobmanager:8081", "--parallelism=8"]
+    out = tmp_path / "spec.yaml"
+    assert main(["compile", "--out", str(out), *(f"--beam-arg={a}" for a in beam)]) == 0
+    executors = yaml.safe_load_all(out.read_text()).__next__()["deploymentSpec"]["executors"]
+    args = {k: v["container"]["args"] for k, v in executors.items() if "container" in v}
+    for name in (
+        "ExampleGen",
+        "StatisticsGen",
+        "Transform",
+        "Evaluator",
+    ):  # DicomExampleGen: ExampleGen
+        (label,) = [label for label in args if label.startswith(name)]
+        assert args[label][-len(beam) :] == beam, (label, args[label])
