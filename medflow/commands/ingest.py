@@ -191,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be 1 or more")
+    runner_args = beam_args(args)
     if args.image_size < 0:
         raise ConfigError(f"--image-size {args.image_size}: must be 0 (original) or more")
     if bool(args.source) == bool(args.dicomweb):
@@ -208,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         allow_burned_in=args.allow_burned_in,
         scan_burned_in=args.scan_burned_in,
         workers=args.workers,
-        beam_args=beam_args(args),
+        beam_args=runner_args,
     )
     if args.dicomweb:
         from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
