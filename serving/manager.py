@@ -178,7 +178,13 @@ class ModelManager:
         are unloaded, new ones loaded before this returns, changed policies applied."""
         with self._sync_lock:
             new = {m.name: m for m in models}
-            for name in sorted(set(self._models) - set(new)):
+            # A model left out, or now read from another folder, gives up what it serves.
+            moved = {
+                n
+                for n in new
+                if n in self._models and new[n].base_path != self._models[n].base_path
+            }
+            for name in sorted((set(self._models) - set(new)) | moved):
                 for version in sorted(self._served_snapshot(name)):
                     self._unload(name, version)
             with self._lock:

@@ -210,6 +210,12 @@ def test_reload_config_request_replaces_the_models(testdata, tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(_predict("a", [2.0]), timeout=30)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # the same name read from another folder: its versions are replaced by that folder's
+        config.base_path = str(testdata / "saved_model_half_plus_two_cpu")
+        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            request, timeout=60
+        )
+        assert stub.Predict(_predict("b", [2.0]), timeout=30).outputs["y"].float_val == [3.0]
 
 
 @pytest.mark.timeout(120)
