@@ -3,9 +3,8 @@
 A task's review plug-in puts its own layers (e.g. a mask) next to the prediction's heatmap
 with these: one "Overlay" picker per case, an opacity slider, and the heatmap from the
 prediction's ``heatmap_ref`` as a blend over display pixels. The review page asks a plug-in
-for ``overlay_blend(pred, shape, on_frame)`` (the chosen overlay as a function of the
-pixels, turned into the viewer's RGBA layer); one with only
-:meth:`~medflow.core.tasks.TaskReview.render_overlay` gets what it changes drawn opaque.
+for :meth:`~medflow.core.tasks.TaskReview.overlay_blend` (the chosen overlay as a function of
+the pixels) and turns it into the viewer's RGBA layer.
 """
 
 from __future__ import annotations

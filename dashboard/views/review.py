@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -297,14 +296,5 @@ def _layer(review: TaskReview, pred: Prediction, study: viewer.Study, frame: int
     overlay cannot be shown (None: it can)."""
     shape = study.frames.shape[1:3]
     on_frame = frame == pred.frame_index
-    make = getattr(review, "overlay_blend", None)
-    if make is not None:
-        blend, problem = make(pred, shape, on_frame)
-        return (None if blend is None else viewer_view.overlay_layer(blend, shape)), problem
-    # A plug-in that only draws on pixels: what it changes on the default window, opaque.
-    base = viewer.render(study, frame, *study.preset_window(study.presets()[0]))
-    out, problem = review.render_overlay(pred, base, on_frame)
-    rgb = np.repeat(base[..., None], 3, axis=2) if base.ndim == 2 else base
-    rgba = np.concatenate([out, np.full((*shape, 1), 255, np.uint8)], axis=2)
-    rgba[..., 3] *= (out != rgb).any(axis=2)
-    return rgba, problem
+    blend, problem = review.overlay_blend(pred, shape, on_frame)
+    return (None if blend is None else viewer_view.overlay_layer(blend, shape)), problem

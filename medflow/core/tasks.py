@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -283,11 +283,14 @@ class TaskReview(abc.ABC):
     def queue_label(self, pred: Any) -> str:
         """The case's short description in the queue's case picker."""
 
-    def render_overlay(self, pred: Any, pixels: Any, on_frame: bool) -> tuple[Any, str | None]:
-        """Draws the case's overlay controls and overlay on the displayed ``pixels`` (RGB or
-        grey uint8); returns the pixels and why the judged artifact cannot be shown (None: it
-        is, or there is none). ``on_frame``: the displayed frame is the prediction's."""
-        return pixels, None
+    def overlay_blend(
+        self, pred: Any, shape: tuple[int, int], on_frame: bool
+    ) -> tuple[Callable[[Any], Any] | None, str | None]:
+        """Draws the case's overlay controls; returns the chosen overlay as a function of the
+        display pixels (RGB or grey uint8 of ``shape`` -> RGB uint8; None: no overlay shown)
+        and why the judged artifact cannot be shown (None: it is, or there is none).
+        ``on_frame``: the displayed frame is the prediction's."""
+        return None, None
 
     @abc.abstractmethod
     def render_details(self, pred: Any) -> None:

@@ -128,6 +128,7 @@ def test_labels_export_writes_comments_that_open_as_text(tmp_path):
         [row] = list(csv.DictReader(fh))
     assert row["_comment"] == '\'=HYPERLINK("http://evil")'
     assert row["label"] == "1"
+    assert row["_label_name"] == "pneumonia"  # issue 24, item 2: names, not only indices
 
 
 # --- decompression bombs and honest quarantine reasons (issue 23, items 3 and 4) ----------

@@ -1,5 +1,6 @@
 """Reviewing classification predictions: accept the predicted label, reject it, or correct it
-to another of the model's labels; the export's ``label`` column is the class index.
+to another of the model's labels; the export's ``label`` column is the class index, and
+``_label_name`` the class's name.
 
 The review page shows the class probabilities as bars and the prediction's heatmap (if any)
 over the image. Streamlit is imported inside the rendering methods.
@@ -23,6 +24,7 @@ class LabelReview(TaskReview):
     )
     export_kind = "labels"
     export_columns = ("label",)
+    export_extra_columns = ("_label_name",)
 
     def label_index(self, pred, action: str, label: int | str | None) -> int | None:
         if self.action(action) is None:
@@ -55,10 +57,6 @@ class LabelReview(TaskReview):
 
     def queue_label(self, pred) -> str:
         return f"{pred.predicted_label} {pred.confidence:.2f}"
-
-    def render_overlay(self, pred, pixels, on_frame: bool):
-        blend, problem = self.overlay_blend(pred, pixels.shape[:2], on_frame)
-        return (pixels if blend is None else blend(pixels)), problem
 
     def overlay_blend(self, pred, shape: tuple[int, int], on_frame: bool):
         """Draws the overlay controls; returns the heatmap as a function of the display
@@ -93,7 +91,9 @@ class LabelReview(TaskReview):
         )
 
     def manifest_cells(self, item) -> dict[str, str]:
-        return {"label": str(item.label_index)}
+        # ``label`` stays the class index the next run trains on; ``_label_name`` is the
+        # model's name for it (columns starting with "_" are provenance, not labels).
+        return {"label": str(item.label_index), "_label_name": item.labels[item.label_index]}
 
 
 REVIEW = LabelReview()

@@ -71,10 +71,6 @@ class MaskReview(TaskReview):
         """The classes the mask holds and their share and area (not "background")."""
         return class_areas_text(pred, _spacing(pred)) or "mask unreadable"
 
-    def render_overlay(self, pred, pixels, on_frame: bool):
-        blend, problem = _overlay_blend(pred, pixels.shape[:2], on_frame)
-        return (pixels if blend is None else blend(pixels)), problem
-
     def overlay_blend(self, pred, shape: tuple[int, int], on_frame: bool):
         """Draws the overlay controls; returns the chosen overlay as a function of the
         display pixels (None: no overlay) and why the mask cannot be shown (or None)."""
