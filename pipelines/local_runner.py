@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,9 +27,14 @@ from medflow.pipelines.progress import ProgressTracker, capture_tfx_logs, consol
 from medflow.pipelines.recovery import close_interrupted_runs, run_lock
 from medflow.pipelines.run_summary import metadata_store, summarize
 
-# One in-process Beam worker: on a 2-core machine extra worker processes cost more than
-# they parallelise.
-LOCAL_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# Small inputs: no Beam arguments at all. Beam's defaults are already the in-process runner
+# with one worker, and any argument makes each TFX Beam executor build a TFX sdist to ship to
+# remote workers (StatisticsGen, Transform, Evaluator: ~4 s each on 2 cores, for nothing).
+LOCAL_BEAM_ARGS: tuple[str, ...] = ()
+# From this many input files on, with at least MULTI_PROCESS_MIN_CPUS cores, Beam's
+# multi-process runner: its worker start-up and pickling round trips pay off only there.
+MULTI_PROCESS_MIN_FILES = 50_000
+MULTI_PROCESS_MIN_CPUS = 4
 
 
 class PipelineFailed(MedflowError):
@@ -52,7 +58,7 @@ def run_local(
     config: PipelineConfig,
     *,
     workdir: str | Path = DEFAULT_WORKDIR,
-    beam_pipeline_args: Sequence[str] = LOCAL_BEAM_ARGS,
+    beam_pipeline_args: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = print,
     quiet_console: bool = True,
 ) -> dict[str, Any]:
@@ -62,7 +68,7 @@ def run_local(
         config: what to run; its data root, manifest and credentials file are resolved to
             absolute paths here.
         workdir: work folder holding artifacts, metadata, models and logs.
-        beam_pipeline_args: Beam options.
+        beam_pipeline_args: Beam options (None: :func:`local_beam_args` of the data).
         progress: called with one line per component event (None: silent).
         quiet_console: send all console output of the run (TFX, Beam, Keras, pip) to the
             log file; ``print`` progress lines still reach the console.
@@ -80,7 +86,9 @@ def run_local(
     paths["metadata"].parent.mkdir(parents=True, exist_ok=True)
     deid_key = str(ensure_key_file(paths["deid_key"])) if config.input_format == "dicom" else ""
     check_inputs(config, deid_key)  # one-line errors now, not a component failing later
-    from tfx import v1 as tfx  # seconds to import: after the checks
+    # Seconds to import: after the checks. Not ``tfx.v1``, which also imports the Google
+    # Cloud extensions (~4 s of CPU).
+    from tfx.orchestration import metadata
 
     from medflow.pipelines.pipeline import create_pipeline
 
@@ -89,10 +97,12 @@ def run_local(
         pipeline_root=str(paths["pipeline_root"]),
         serving_model_dir=str(paths["models"]),
         deid_key_file=deid_key,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(paths["metadata"])
         ),
-        beam_pipeline_args=beam_pipeline_args,
+        beam_pipeline_args=(
+            local_beam_args(config.data_root) if beam_pipeline_args is None else beam_pipeline_args
+        ),
     )
     log_file = paths["logs"] / f"{config.pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     start = time.perf_counter()
@@ -106,6 +116,22 @@ def run_local(
         task=config.task, workdir=str(paths["root"]), log_file=str(log_file), wall_seconds=wall
     )
     return summary
+
+
+def local_beam_args(data_root: str, cpus: int | None = None) -> tuple[str, ...]:
+    """Beam options for a local run on ``data_root``: :data:`LOCAL_BEAM_ARGS` (in-process)
+    unless the folder holds :data:`MULTI_PROCESS_MIN_FILES` files or more and the machine
+    has :data:`MULTI_PROCESS_MIN_CPUS` cores or more (a DICOMweb URL: in-process)."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    if cpus < MULTI_PROCESS_MIN_CPUS or not Path(data_root).is_dir():
+        return LOCAL_BEAM_ARGS
+    count = 0
+    for _, _, files in os.walk(data_root):
+        count += len(files)
+        if count >= MULTI_PROCESS_MIN_FILES:
+            workers = min(cpus, 8)
+            return ("--direct_running_mode=multi_processing", f"--direct_num_workers={workers}")
+    return LOCAL_BEAM_ARGS
 
 
 def _recover(metadata: Path, progress: Callable[[str], None] | None) -> None:
@@ -125,7 +151,7 @@ def _run_with_progress(
 ) -> ProgressTracker:
     """LocalDagRunner on ``pipeline``: one progress line per component event, everything
     else the run prints to ``log_file``; a failure names the component and the log."""
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     quiet = console_to_file(log_file) if quiet_console else contextlib.nullcontext(None)
     with quiet as console:
@@ -136,7 +162,7 @@ def _run_with_progress(
             progress(f"running {pipeline.pipeline_info.pipeline_name} (full log: {log_file})")
         with capture_tfx_logs(tracker, log_file):
             try:
-                tfx.orchestration.LocalDagRunner().run(pipeline)
+                LocalDagRunner().run(pipeline)
             except Exception as exc:
                 failed = tracker.current or "the pipeline"
                 logging.getLogger(__name__).error("pipeline failed", exc_info=True)

@@ -38,6 +38,7 @@ class ProgressTracker(logging.Handler):
         self.components: dict[str, dict] = {}
         self.current: str | None = None
         self._started = 0.0
+        self._cpu = 0.0
 
     def _say(self, line: str) -> None:
         if self.report:
@@ -53,6 +54,7 @@ class ProgressTracker(logging.Handler):
         elif m := _RUNNING.search(message):
             self.current = m.group(1)
             self._started = time.perf_counter()
+            self._cpu = cpu_seconds()
             self.components[self.current] = {"status": "running", "execution_id": None}
             self._say(f"[{len(self.components)}] {self.current} ...")
         elif self.current and (m := _CACHED.search(message)):
@@ -64,10 +66,17 @@ class ProgressTracker(logging.Handler):
         elif (m := _FINISHED.search(message)) and m.group(1) in self.components:
             entry = self.components[m.group(1)]
             entry["seconds"] = round(time.perf_counter() - self._started, 2)
+            entry["cpu_seconds"] = round(cpu_seconds() - self._cpu, 2)
             if entry["status"] == "running":  # resolver nodes run no launcher execution
                 entry["status"] = "executed"
             self._say(f"    {m.group(1)}: {entry['status']} in {entry['seconds']:.1f} s")
             self.current = None
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 @contextlib.contextmanager

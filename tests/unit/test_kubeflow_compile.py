@@ -113,9 +113,10 @@ def test_segmentation_task_compiles_with_its_trainer_and_metrics(tmp_path):
     spec = next(yaml.safe_load_all(text))
     assert spec["pipelineInfo"]["name"] == "medflow-segmentation"  # the task's default name
     trainer = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
-    module_path = trainer["module_path"]["runtimeValue"]["constant"]
-    # TFX packages the task package's folder: the segmentation trainer, its U-Net and metrics.
-    assert module_path.startswith("trainer@") and "SegmentationMetrics" in text
+    run_fn = trainer["run_fn"]["runtimeValue"]["constant"]
+    # The segmentation trainer, imported from the installed package (no module wheel).
+    assert run_fn == "medflow.components.tasks.segmentation.trainer.run_fn"
+    assert "SegmentationMetrics" in text
     assert "medflow-segmenter" in text and "medflow-classifier" not in text
 
 
