@@ -1,4 +1,8 @@
-"""Ingestion throughput vs a bare ``pydicom.dcmread`` + ``.pixel_array`` loop, same files, same run.
+"""Ingestion throughput vs a bare ``pydicom.dcmread`` + ``.pixel_array`` loop, same files, same run:
+the Beam pipeline (issue 25) on its local default (DirectRunner in-process, N pool workers)
+and on DirectRunner multi-processing (N Beam workers, 1 decoding process each), and the
+worker-pool ingestion it replaced (``--pool-rev``, default b6a5ae5, unpacked with
+``git archive``).
 
 Two file sets: PneumoniaMNIST imported to DICOM (many tiny 28x28 files: per-file overhead
 dominates) and the pydicom-data files that pydicom decodes (fewer, larger files: decoding
@@ -8,7 +12,9 @@ later pools reuse, so the fastest of the repeats has a warm server on both sides
 time includes everything it does (safety checks, de-identification, preprocessing, TFRecord
 writing, report); TensorFlow is imported before timing. Each measurement is repeated
 (``--repeats``, bare loop and ingestion alternating) and the fastest run of each is kept, so
-a burst of load from other jobs on a shared machine does not decide the ratio. Prints
+a burst of load from other jobs on a shared machine does not decide the ratio. Each
+ingestion variant runs in its own process (TensorFlow imported, then its repeats; the old
+code needs its own import path); its fixed cost is measured on a one-file folder. Prints
 files/s, MB/s and ratios.
 
     .venv/bin/python benchmarks/ingest.py [--workers 2] [--per-split 1000] [--repeats 3]
@@ -17,15 +23,18 @@ files/s, MB/s and ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if sys.argv[1:2] != ["--child"]:  # a child imports the code its PYTHONPATH names
+    sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("MEDFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -51,16 +60,66 @@ def bare_loop(files: list[Path], workers: int) -> float:
     return time.perf_counter() - start
 
 
-def ingestion(src: Path, workers: int, tmp: Path) -> tuple[float, dict]:
+VARIANTS = ("pool", "beam", "beam-mp")  # today's pool, Beam default, Beam multi-processing
+
+
+def ingestion(src: Path, workers: int, out: Path, beam_args: list[str]) -> tuple[float, dict]:
     from medflow.components.dicom.deid import DeidKey
     from medflow.components.ingest.engine import IngestOptions, ingest
 
-    out = tmp / f"out-{workers}"
     shutil.rmtree(out, ignore_errors=True)
     options = IngestOptions(workers=workers, allow_burned_in=True, quarantine_copy=False)
+    if beam_args:
+        options = IngestOptions(**{**options.__dict__, "beam_args": tuple(beam_args)})
     start = time.perf_counter()
     report = ingest(src, out, DeidKey(b"benchmark-key-0123456789"), options=options)
     return time.perf_counter() - start, report.counts
+
+
+def _one_variant(argv: list[str]) -> None:
+    """Child mode: ``--child SRC OUT WORKERS REPEATS [BEAM_ARG...]``: fastest of REPEATS."""
+    src, out, workers, repeats, *beam_args = argv
+    import tensorflow  # noqa: F401 - imported once, outside the timings
+
+    best, counts = float("inf"), {}
+    for _ in range(int(repeats)):
+        seconds, counts = ingestion(Path(src), int(workers), Path(out), beam_args)
+        best = min(best, seconds)
+    print(json.dumps({"seconds": best, "counts": counts}))
+
+
+def run_variant(variant: str, src: Path, workers: int, tmp: Path, repeats: int, pool_code: Path):
+    """(fastest seconds, counts) of ``variant`` with ``workers``, in a child process."""
+    beam_args, pool_workers = [], workers
+    if variant == "beam-mp":
+        beam_args = ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+        beam_args.append(f"--direct_num_workers={workers}")
+        pool_workers = 1
+    code = pool_code if variant == "pool" else REPO
+    argv = [str(src), str(tmp / f"out-{variant}"), str(pool_workers), str(repeats), *beam_args]
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} with {workers} worker(s) failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["counts"]
+
+
+def unpack_rev(rev: str, dest: Path) -> Path:
+    """The repository at ``rev`` (the worker-pool ingestion), unpacked into ``dest``."""
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def decodable(files: list[Path]) -> list[Path]:
@@ -96,43 +155,65 @@ def file_sets(tmp: Path, per_split: int) -> dict[str, Path]:
     return sets
 
 
+def _row(name: str, workers: int, files: list[Path], mb: float, bare: float, took: dict) -> str:
+    cells = "".join(f"{len(files) / took[v]:>9.1f}{bare / took[v]:>7.2f}" for v in VARIANTS)
+    return f"{name:<26}{workers:>4}{len(files):>7}{mb:>8.1f}{len(files) / bare:>10.1f}{cells}"
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        _one_variant(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--per-split",
         type=int,
         default=1000,
-        help="PneumoniaMNIST images per split (val has 524: 1000 gives 1,524 files)",
+        help="PneumoniaMNIST images per split (val has 524: 5000 gives all 5,232 files)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each; the fastest counts")
+    parser.add_argument("--pool-rev", default="b6a5ae5", help="commit of the worker-pool code")
     args = parser.parse_args()
-    import tensorflow  # noqa: F401 - imported once, outside the timings
-
     tmp = Path(tempfile.mkdtemp(prefix="medflow-bench-"))
     try:
+        pool_code = unpack_rev(args.pool_rev, tmp / "pool-code")
         print(
             f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
             f"load average {os.getloadavg()[0]:.1f}"
         )
-        header = f"{'set':<26}{'workers':>8}{'files':>7}{'MB':>8}{'bare f/s':>10}{'ingest f/s':>11}{'ingest MB/s':>12}{'ratio':>7}"
-        print(header)
+        one = tmp / "one-file"
         for name, src in file_sets(tmp, args.per_split).items():
             files = sorted(p for p in src.rglob("*") if p.is_file())
+            if not one.exists():  # fixed cost: a one-file folder, each variant, 1 worker
+                one.mkdir()
+                shutil.copy(files[0], one)
+                fixed = {
+                    v: run_variant(v, one, 1, tmp, args.repeats, pool_code)[0] for v in VARIANTS
+                }
+                print(
+                    "fixed cost (one file, s): "
+                    + ", ".join(f"{v} {t:.2f}" for v, t in fixed.items())
+                )
+                print(
+                    f"{'set':<26}{'wk':>4}{'files':>7}{'MB':>8}{'bare f/s':>10}"
+                    + "".join(f"{v + ' f/s':>9}{'ratio':>7}" for v in VARIANTS)
+                )
             mb = sum(f.stat().st_size for f in files) / 1e6
             bare_loop(files[:20], 1)  # warm the page cache and imports
             for workers in sorted({1, args.workers}):
-                bare, took = float("inf"), float("inf")
-                for _ in range(args.repeats):
-                    bare = min(bare, bare_loop(files, workers))
-                    seconds, counts = ingestion(src, workers, tmp)
-                    took = min(took, seconds)
-                    assert counts["inputs"] == len(files), counts
-                print(
-                    f"{name:<26}{workers:>8}{len(files):>7}{mb:>8.1f}{len(files) / bare:>10.1f}"
-                    f"{len(files) / took:>11.1f}{mb / took:>12.1f}{bare / took:>7.2f}"
-                )
+                bare = min(bare_loop(files, workers) for _ in range(args.repeats))
+                took = {}
+                for variant in VARIANTS:
+                    took[variant], counts = run_variant(
+                        variant, src, workers, tmp, args.repeats, pool_code
+                    )
+                    assert counts["inputs"] == len(files), (variant, counts)
+                print(_row(name, workers, files, mb, bare, took))
         print("ratio = bare-loop time / ingestion time (1.0 = as fast as only reading + decoding)")
+        print("pool = worker-pool ingestion at --pool-rev; beam = Beam pipeline, DirectRunner in")
+        print("  process + N pool workers (the default); beam-mp = DirectRunner multi_processing,")
+        print("  N Beam workers decoding in-process")
         print(f"fastest of {args.repeats} runs each; load average now {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -99,8 +99,8 @@ class DicomExampleGen(base_beam_component.BaseBeamComponent):
             channels: 1 (grey) or 3.
             splits: ``name=weight`` pairs assigned by patient, e.g. ``train=80,eval=20``;
                 a manifest ``split`` column overrides them per instance.
-            workers: ingestion processes on Beam's DirectRunner (ignored when the
-                pipeline's beam_pipeline_args set ``--direct_num_workers``).
+            workers: decoding processes per Beam worker (the crash-isolating pool); the
+                pipeline's beam_pipeline_args choose the runner and its workers.
             allow_burned_in: include US/SC/OT images whose BurnedInAnnotation is not NO.
             scan_burned_in: admit such images when OCR finds no text (the step's image
                 needs Tesseract).

@@ -50,9 +50,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             # the artifact store.
             quarantine_copy=False,
             workers=int(exec_properties.get("workers") or 1),
-            beam_args=ingest_beam_args(
-                self._beam_pipeline_args, int(exec_properties.get("workers") or 1)
-            ),
+            beam_args=tuple(str(a) for a in self._beam_pipeline_args),
         )
         manifest_path = exec_properties.get("label_manifest") or ""
         manifest = read_manifest(manifest_path) if manifest_path else None
@@ -75,15 +73,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             os.path.join(examples.uri, REPORT_NAME), os.path.join(report_artifact.uri, REPORT_NAME)
         )
         log.info("DicomExampleGen: %s", report.table().replace("\n", " | "))
-
-
-def ingest_beam_args(pipeline_args: list[str], workers: int) -> tuple[str, ...]:
-    """The pipeline's Beam arguments, plus ``workers`` DirectRunner processes unless they
-    already set ``--direct_num_workers`` (other runners ignore the ``--direct_*`` flags)."""
-    args = [str(a) for a in pipeline_args]
-    if workers > 1 and not any(a.startswith("--direct_num_workers") for a in args):
-        args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
-    return tuple(args)
 
 
 def _ingest_dicomweb(exec_properties, out: str, key, manifest, options):

@@ -1,6 +1,7 @@
 """Ingestion as one Apache Beam pipeline (used by ``medflow ingest`` and DicomExampleGen):
 
-    inputs ─ Reshuffle ─ read/validate/de-identify/preprocess/encode (per file)
+    inputs ─ Reshuffle ─ read/validate/de-identify/preprocess/encode (per file, through the
+       │                 crash-isolating worker pool of :mod:`.workers`)
        ├─ outcomes without records ─ PlanFn (one combine: duplicates, splits, places)
        ├─ records placed by the plan ─ GroupByKey (split, shard) ─ write each shard
        └─ plan ─ copy quarantined files ─ report (written last)
@@ -21,42 +22,54 @@ from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from medflow.components.dicom.keys import load_key_file
-from medflow.components.ingest.examples import FileResult, WorkerConfig, process_file
-from medflow.components.ingest.examples import encode_records as encode_records
+from medflow.components.ingest.examples import FileResult, WorkerConfig
 from medflow.components.ingest.plan import Outcome, Plan, PlanFn, outcome
-from medflow.components.ingest.split_writer import SHARD_PATTERN
+from medflow.components.ingest.workers import run_workers
 
 Item = tuple[int, str, str]  # (input position, path, relpath)
+# Records arrive framed and compressed by the workers (``tfrecord.gzip_record``): a shard is
+# their bytes appended, no TensorFlow and no compression in the writing step.
+SHARD_PATTERN = "data_tfrecord-{index:05d}-of-{count:05d}.gz"
 
 
-def default_beam_args(workers: int) -> list[str]:
-    """The local runner: Beam's DirectRunner in this process, or ``workers`` processes."""
-    if workers <= 1:
-        return ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-    return [
-        "--runner=DirectRunner",
-        "--direct_running_mode=multi_processing",
-        f"--direct_num_workers={workers}",
-    ]
+def default_beam_args() -> list[str]:
+    """The local default: Beam's DirectRunner in this process; the files are decoded by
+    ``--workers`` processes of the worker pool (:func:`.workers.run_workers`)."""
+    return ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
 class ProcessFiles(beam.DoFn):
-    """One input file → (position, path, FileResult with its encoded records); the
-    per-file code of the worker pool, unchanged (it never raises for a bad file)."""
+    """Input files → (position, path, FileResult with its encoded records), through the
+    worker pool unchanged (:func:`.workers.run_workers`: ``workers`` processes per Beam
+    worker, a file that kills its process quarantined as ``worker_crashed``; 1: in the Beam
+    worker itself). A bundle's files are collected, then run through one pool."""
 
-    def __init__(self, cfg: WorkerConfig, key_file: str):
+    def __init__(self, cfg: WorkerConfig, key_file: str, workers: int):
         self._cfg_without_key = dataclasses.replace(cfg, key=None)
         self._key_file = key_file
+        self._workers = workers
         self._cfg: WorkerConfig | None = None
+        self._bundle: list[Item] = []
 
     def setup(self) -> None:
         self._cfg = dataclasses.replace(self._cfg_without_key, key=load_key_file(self._key_file))
 
+    def start_bundle(self) -> None:
+        self._bundle = []
+
     def process(self, item: Item):
-        index, path, relpath = item
-        yield index, path, encode_records(process_file(path, relpath, self._cfg))
+        self._bundle.append(item)
+
+    def finish_bundle(self):
+        items, self._bundle = self._bundle, []
+        results = run_workers([(path, rel) for _, path, rel in items], self._cfg, self._workers)
+        for (index, path, _), res in zip(items, results, strict=True):
+            yield WindowedValue((index, path, res), MIN_TIMESTAMP, (GlobalWindow(),))
 
 
 def _place_records(processed: tuple[int, str, FileResult], plan: Plan, shard_size: int):
@@ -132,7 +145,7 @@ def run_pipeline(
             p
             | "ListInputs" >> beam.Create(items, reshuffle=False)
             | "Reshuffle" >> beam.Reshuffle()
-            | "ProcessFiles" >> beam.ParDo(ProcessFiles(cfg, key_file))
+            | "ProcessFiles" >> beam.ParDo(ProcessFiles(cfg, key_file, options.workers))
         )
         plan = (
             processed

@@ -50,11 +50,11 @@ class IngestOptions:
         scan_burned_in: admit such images (BurnedInAnnotation absent, text-prone or no
             modality) when OCR finds no text in their pixels; YES is never admitted this way.
         quarantine_copy: copy quarantined files under quarantine/<reason>/ (else list only).
-        workers: processes decoding files in parallel.
+        workers: processes decoding files in parallel, per Beam worker (the worker pool).
         shard_size: examples per TFRecord file.
         limits: read limits (pixel cap, decompression limits).
-        beam_args: Beam pipeline arguments (``--runner=...``); empty: Beam's DirectRunner,
-            in this process for 1 worker, else ``workers`` processes.
+        beam_args: Beam pipeline arguments (``--runner=...``); empty: Beam's DirectRunner
+            in this process (``workers`` decoding processes).
     """
 
     pixel: PixelSpec = PixelSpec()
@@ -223,7 +223,7 @@ def ingest(
             options=_options_dict(options),
             manifest=manifest,
         )
-        beam_args = list(options.beam_args) or default_beam_args(options.workers)
+        beam_args = list(options.beam_args) or default_beam_args()
         run_pipeline(inputs, cfg, str(key_file), staging, options, finish, beam_args)
         doc = orjson.loads((staging / REPORT_NAME).read_bytes())
         (staging / REPORT_NAME).unlink()

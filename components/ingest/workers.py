@@ -1,5 +1,6 @@
-"""Ingestion's worker processes: files read, checked, de-identified and encoded in parallel,
-results in input order, and a worker that dies (a native decoder fault) costing one file,
+"""Ingestion's worker processes (run by the Beam pipeline's per-file step,
+:class:`.beam_pipeline.ProcessFiles`, on each bundle): files read, checked, de-identified
+and encoded in parallel, results in input order, and a worker that dies (a native decoder fault) costing one file,
 never the run.
 
 When a worker process dies, every file of the chunks then in flight is a suspect: each is

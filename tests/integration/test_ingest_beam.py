@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from medflow.components.ingest import beam_pipeline
+from medflow.components.ingest import beam_pipeline, workers
 from tests.golden.ingest_pydicom_digest import OPTIONS, ingest_digest, pydicom_test_files
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "ingest_pydicom_digest.json"
@@ -28,6 +28,7 @@ RUNNERS = {
     # Beam's bundle-based DirectRunner: the runner that retries a failed bundle locally
     "bundle-based": ("--runner=BundleBasedDirectRunner",),
 }
+POOL = {"multi-processing-2": 1}  # decoding processes per Beam worker (default: 2)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def src(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("runner", list(RUNNERS))
 def test_every_runner_gives_the_worker_pools_output(src, golden, tmp_path, runner):
-    options = dataclasses.replace(OPTIONS, beam_args=RUNNERS[runner])
+    options = dataclasses.replace(OPTIONS, beam_args=RUNNERS[runner], workers=POOL.get(runner, 2))
     got = ingest_digest(src, tmp_path / "out", options)
     assert got["counts"] == golden["counts"]
     assert got["quarantine_reasons"] == golden["quarantine_reasons"]
@@ -57,7 +58,7 @@ def test_a_failed_bundle_is_retried_without_lost_or_duplicate_records(
     """The third file processed raises once, after the bundle has already emitted results:
     the runner drops that attempt's outputs and runs the bundle again."""
     calls, failed = [], []
-    encode = beam_pipeline.encode_records
+    encode = workers.encode_records
 
     def flaky(res):
         calls.append(res.relpath)
@@ -66,7 +67,7 @@ def test_a_failed_bundle_is_retried_without_lost_or_duplicate_records(
             raise RuntimeError(f"injected fault on {res.relpath}")
         return encode(res)
 
-    monkeypatch.setattr(beam_pipeline, "encode_records", flaky)
+    monkeypatch.setattr(workers, "encode_records", flaky)
     options = dataclasses.replace(OPTIONS, beam_args=RUNNERS["bundle-based"])
     got = ingest_digest(src, tmp_path / "out", options)
     assert failed, "the fault was never injected"
@@ -80,7 +81,7 @@ def test_a_failing_pipeline_leaves_no_output(src, tmp_path, monkeypatch):
     def broken(res):
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(beam_pipeline, "encode_records", broken)
+    monkeypatch.setattr(workers, "encode_records", broken)
     out = tmp_path / "out"
     options = dataclasses.replace(OPTIONS, beam_args=RUNNERS["in-memory"])
     with pytest.raises(Exception, match="injected fault"):
@@ -99,7 +100,7 @@ def test_the_key_is_never_a_pipeline_option(src, tmp_path, monkeypatch):
     def spy(inputs, cfg, key_file, staging, options, finish, beam_args):
         seen.update(cfg=cfg, key_file=Path(key_file), args=beam_args)
         seen["mode"] = Path(key_file).stat().st_mode & 0o777
-        seen["dofn"] = pickle.dumps(beam_pipeline.ProcessFiles(cfg, key_file))
+        seen["dofn"] = pickle.dumps(beam_pipeline.ProcessFiles(cfg, key_file, 1))
         return run(inputs, cfg, key_file, staging, options, finish, beam_args)
 
     monkeypatch.setattr("medflow.components.ingest.engine.run_pipeline", spy)
