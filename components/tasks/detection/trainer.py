@@ -171,9 +171,9 @@ def read_transformed(files, tft_output, hp: DetHParams):
     spec = {k: spec[k] for k in keys}
     images, boxes = [], []
     for record in tf.data.TFRecordDataset(paths, compression_type="GZIP").as_numpy_iterator():
-        ex = {k: v.numpy() for k, v in tf.io.parse_single_example(record, spec).items()}
+        ex = {k: np.asarray(v) for k, v in tf.io.parse_single_example(record, spec).items()}
         images.append(ex[features.IMAGE].reshape(hp.input_shape))
-        cell = ex[BOXES].reshape(-1)[0].decode()
+        cell = bytes(ex[BOXES].reshape(-1)[0]).decode()
         scale = float(ex[features.RESAMPLE_SCALE].reshape(-1)[0])
         pad = ex[features.RESAMPLE_PAD].reshape(-1)[:2]
         boxes.append(cell_to_model_grid(cell, "boxes feature", hp.labels, scale, pad))

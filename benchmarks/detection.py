@@ -1,0 +1,120 @@
+"""BCCD detection: the detection Trainer's steps in one process, val-split quality and time.
+
+BCCD (Pascal VOC) -> ``import_voc`` (colour DICOM, boxes cleaned) -> each instance through
+``to_model_input`` with the pipeline's PixelSpec -> arrays z-scored with the training
+mean/std (what the Transform does) -> boxes mapped onto the model grid (``boxes.py``) ->
+``trainer.fit_arrays`` (the Trainer's loop) for ``--epochs`` -> the exported graph's decoding
+and NMS (``export.detection_head``) on the official val split -> boxes back to source pixels
+-> COCO mAP@0.5, mAP@[.5:.95], per-class AP@0.5 and FROC with pycocotools. Also in-process
+inference images/s (model + decoding + NMS, batch 16).
+
+The TFX pipeline (ingestion's TFRecords, Transform, Evaluator) is not in the loop here;
+``tests/e2e/test_detection_e2e.py`` runs that path.
+
+    .venv/bin/python benchmarks/detection.py [--size 256] [--epochs 30] [--width 16] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BCCD = REPO.parent / "shared" / "data" / "bccd"
+CLASSES = ("RBC", "WBC", "Platelets")
+
+
+def load(out: Path, size: int, channels: int, limit: int | None):
+    """{split: (images [n, size, size, ch], source boxes, model-grid boxes, geometries)}."""
+    import pydicom
+
+    from medflow.components.dicom.pixels import to_model_input
+    from medflow.components.ingest.voc_import import import_voc, parse_boxes
+    from medflow.components.tasks.detection.boxes import boxes_array, to_model_grid
+    from medflow.core.pixel_spec import PixelSpec
+
+    manifest = import_voc(BCCD, out, classes=CLASSES, limit=limit, splits=("train", "eval"))
+    spec = PixelSpec(size=(size, size), channels=channels)
+    data: dict[str, tuple[list, list, list, list]] = {}
+    for row in csv.DictReader(manifest.open()):
+        ds = pydicom.dcmread(out / "dicom" / row["_source"].replace(".jpg", ".dcm"))
+        ((arr, geom),) = to_model_input(ds, spec)
+        src = boxes_array(parse_boxes(row["boxes"], row["_source"], CLASSES), list(CLASSES))
+        model = (to_model_grid(src[0], geom.scale, geom.pad), src[1])
+        split = data.setdefault(row["split"], ([], [], [], []))
+        for part, value in zip(split, (arr, src, model, geom), strict=True):
+            part.append(value)
+    return {k: (np.stack(v[0]), v[1], v[2], v[3]) for k, v in data.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--limit", type=int, help="images per split (default: all)")
+    parser.add_argument("--json-out", help="also write the results here")
+    args = parser.parse_args()
+
+    from medflow.components.tasks.detection.boxes import to_source_grid
+    from medflow.components.tasks.detection.evaluation import detection_metrics
+    from medflow.components.tasks.detection.trainer import DetHParams, fit_arrays, predict_arrays
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load(Path(tmp), args.size, args.channels, args.limit)
+    train_x, _, train_boxes, _ = data["train"]
+    val_x, val_src, _, val_geom = data["eval"]
+    mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
+    hp = DetHParams(
+        image_size=(args.size, args.size),
+        channels=args.channels,
+        labels=CLASSES,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+    )
+    start = time.perf_counter()
+    model, history = fit_arrays(hp, (train_x - mean) / std, train_boxes)
+    train_min = (time.perf_counter() - start) / 60
+    val_z = ((val_x - mean) / std).astype(np.float32)
+    predict_arrays(model, val_z[:16], len(CLASSES))  # trace once
+    start = time.perf_counter()
+    preds = predict_arrays(model, val_z, len(CLASSES))
+    images_per_s = len(val_z) / (time.perf_counter() - start)
+    source_preds = [
+        (to_source_grid(b, g.scale, g.pad, g.orig_rows, g.orig_cols), s, c)
+        for (b, s, c), g in zip(preds, val_geom, strict=True)
+    ]
+    metrics = detection_metrics(val_src, source_preds, list(CLASSES))
+    result = {
+        "train_images": len(train_x),
+        "val_images": len(val_x),
+        "size": args.size,
+        "channels": args.channels,
+        "epochs": args.epochs,
+        "width": args.width,
+        "parameters": int(model.count_params()),
+        "train_minutes": round(train_min, 2),
+        "final_loss": history["loss"][-1],
+        "inprocess_images_per_s": round(images_per_s, 1),
+        **metrics,
+        "froc": {str(k): v for k, v in metrics["froc"].items()},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
