@@ -114,6 +114,9 @@ def test_nms_in_the_graph_keeps_the_best_of_overlapping_boxes_and_pads():
     np.testing.assert_allclose(head["boxes"][0, 0], [2, 2, 34, 34])
     np.testing.assert_allclose(head["boxes"][0, 1], [46, 46, 54, 54])
     assert not head["scores"][0, 2:].any()
+    # per box, every class's heatmap at its centre cell
+    np.testing.assert_allclose(head["probabilities"][0, :2], [[0.9, 0.0], [0.0, 0.7]])
+    assert not head["probabilities"][0, 2:].any()
 
 
 def test_decode_maps_served_boxes_to_source_pixels(bccd):
@@ -215,9 +218,13 @@ def test_plugin_is_registered_and_checks_its_outputs():
         "scores": {"dtype": "DT_FLOAT", "shape": [-1, 100]},
         "classes": {"dtype": "DT_INT32", "shape": [-1, 100]},
         "num_detections": {"dtype": "DT_INT32", "shape": [-1]},
+        "probabilities": {"dtype": "DT_FLOAT", "shape": [-1, 100, 3]},
     }
     assert task.check_serving_outputs(good, (256, 256), CLASSES) is None
     assert "lacks outputs" in task.check_serving_outputs({"probabilities": {}}, None, CLASSES)
+    assert task.classes_from_signature([-1, 256, 256, 3], [-1, 100, 3]) == 3
+    assert task.classes_from_signature([-1, 100, 3, 1], [-1, 100, 3]) is None  # per pixel
+    assert task.classes_from_signature([-1, 64, 64, 1], [-1, 3]) is None
     task.check_hyperparameters({"epochs": 1}, 256, CLASSES)
     with pytest.raises(ValueError, match="multiples of 32"):
         task.check_hyperparameters({}, 250, CLASSES)

@@ -16,7 +16,9 @@ from medflow.core.tasks import OutputOptions, OutputReport, Task
 
 HERE = Path(__file__).resolve().parent
 # The exported serving_default outputs (export.py).
-SERVING_OUTPUTS = ("boxes", "scores", "classes", "num_detections")
+SERVING_OUTPUTS = ("boxes", "scores", "classes", "num_detections", "probabilities")
+# Rows of every padded output (export.MAX_DETECTIONS; not imported: TensorFlow stays unloaded).
+MAX_DETECTIONS = 100
 
 
 class DetectionTask(Task):
@@ -59,14 +61,18 @@ class DetectionTask(Task):
     def check_serving_outputs(self, outputs, size, labels) -> str | None:
         missing = [k for k in SERVING_OUTPUTS if k not in outputs]
         if missing:
-            return f"serving_default lacks outputs {missing} (boxes, scores, classes padded)"
+            return f"serving_default lacks outputs {missing} (padded boxes, scores, classes)"
         shape = outputs["boxes"]["shape"]
         if len(shape) != 3 or shape[-1] != 4:
             return f"boxes output {shape} is not [batch, max detections, 4]"
         return None
 
     def classes_from_signature(self, image_dims, output_dims) -> int | None:
-        return None  # served boxes do not tell the number of classes: a contract is needed
+        # probabilities [-1, MAX_DETECTIONS, n_classes]: per box, not per pixel
+        per_box = len(output_dims) == 3 and output_dims[1] == MAX_DETECTIONS
+        if not per_box or list(output_dims[1:3]) == list(image_dims[1:3]):
+            return None
+        return int(output_dims[2])
 
     def default_labels(self, n_classes: int) -> list[str]:
         return [f"class_{i}" for i in range(n_classes)]

@@ -6,7 +6,10 @@ return, padded to :data:`MAX_DETECTIONS` per image (TF Serving answers final box
 - ``boxes`` float32 [None, MAX_DETECTIONS, 4]: (x0, y0, x1, y1) on the model-input grid;
 - ``scores`` float32 [None, MAX_DETECTIONS] (0 for padding);
 - ``classes`` int32 [None, MAX_DETECTIONS] (class index; 0 for padding);
-- ``num_detections`` int32 [None]: how many of the rows are real.
+- ``num_detections`` int32 [None]: how many of the rows are real;
+- ``probabilities`` float32 [None, MAX_DETECTIONS, n_classes]: every class's centre heatmap
+  at each box's centre cell (0 for padding): the output by which the serving client
+  recognises a detection model (:meth:`DetectionTask.classes_from_signature`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ MAX_DETECTIONS = 100
 CANDIDATES = 200  # heatmap peaks considered before NMS
 NMS_IOU = 0.5
 SCORE_THRESHOLD = 0.05
-SERVING_OUTPUTS = ("boxes", "scores", "classes", "num_detections")
+SERVING_OUTPUTS = ("boxes", "scores", "classes", "num_detections", "probabilities")
 
 
 def detection_head(out: tf.Tensor, n_classes: int) -> dict[str, tf.Tensor]:
@@ -51,7 +54,13 @@ def detection_head(out: tf.Tensor, n_classes: int) -> dict[str, tf.Tensor]:
         clip_boxes=False,
     )
     y0, x0, y1, x1 = tf.unstack(nms.nmsed_boxes, axis=-1)
+    # every class's heatmap at each kept box's centre cell (0 on padding rows)
+    col = tf.clip_by_value(tf.cast(tf.floor((x0 + x1) / (2 * STRIDE)), tf.int32), 0, w - 1)
+    row = tf.clip_by_value(tf.cast(tf.floor((y0 + y1) / (2 * STRIDE)), tf.int32), 0, h - 1)
+    at_centre = tf.gather(tf.reshape(heat, [batch, -1, n_classes]), row * w + col, batch_dims=1)
+    valid = tf.sequence_mask(nms.valid_detections, MAX_DETECTIONS, dtype=heat.dtype)
     return {
+        "probabilities": at_centre * valid[..., None],
         "boxes": tf.stack([x0, y0, x1, y1], axis=-1),
         "scores": nms.nmsed_scores,
         "classes": tf.cast(nms.nmsed_classes, tf.int32),

@@ -29,7 +29,8 @@ def overlay_boxes(image: np.ndarray, boxes: Sequence[dict], labels: Sequence[str
     for b in boxes:
         k = list(labels).index(b["label"]) if b["label"] in labels else 0
         colour = COLOURS[k % len(COLOURS)]
-        draw.rectangle([b["x0"], b["y0"], b["x1"] - 1, b["y1"] - 1], outline=colour, width=2)
+        x1, y1 = max(b["x0"], b["x1"] - 1), max(b["y0"], b["y1"] - 1)  # last pixel inside
+        draw.rectangle([b["x0"], b["y0"], x1, y1], outline=colour, width=2)
         draw.text((b["x0"] + 2, b["y0"] + 1), f"{b['label']} {b['score']:.2f}", fill=colour)
     return np.asarray(canvas)
 
