@@ -75,9 +75,9 @@ def server(model_base):
 
 
 @pytest.fixture(scope="module")
-def dicoms(tmp_path_factory):
+def dicoms(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bccd")
-    import_voc("/work/shared/data/bccd", out, classes=tuple(LABELS), limit=1)
+    import_voc(shared_data / "bccd", out, classes=tuple(LABELS), limit=1)
     return sorted((out / "dicom").glob("*.dcm"))
 
 

@@ -20,7 +20,6 @@ from medflow.components.ingest.voc_import import (
 )
 from medflow.core.errors import InputError
 
-BCCD = Path("/work/shared/data/bccd")
 CLASSES = ("RBC", "WBC", "Platelets")
 
 
@@ -29,19 +28,20 @@ def _rows(manifest: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_bccd_subset_imports_colour_dicom_boxes_and_splits(tmp_path):
-    manifest = import_voc(BCCD, tmp_path, classes=CLASSES, limit=2)
+def test_bccd_subset_imports_colour_dicom_boxes_and_splits(shared_data, tmp_path):
+    bccd = shared_data / "bccd"
+    manifest = import_voc(bccd, tmp_path, classes=CLASSES, limit=2)
     rows = _rows(manifest)
     assert list(rows[0]) == ["SOPInstanceUID", "boxes", "split", "_source"]
     assert sorted(r["split"] for r in rows) == ["eval", "eval", "train", "train"]
-    val_names = set((BCCD / "ImageSets/Main/val.txt").read_text().split())
+    val_names = set((bccd / "ImageSets/Main/val.txt").read_text().split())
     for row in rows:
         stem = Path(row["_source"]).stem
         assert (row["split"] == "eval") == (stem in val_names)
         ds = pydicom.dcmread(tmp_path / "dicom" / f"{stem}.dcm")
         assert ds.SOPInstanceUID == row["SOPInstanceUID"]
         assert ds.PhotometricInterpretation == "RGB" and ds.SamplesPerPixel == 3
-        with Image.open(BCCD / "JPEGImages" / row["_source"]) as im:
+        with Image.open(bccd / "JPEGImages" / row["_source"]) as im:
             np.testing.assert_array_equal(ds.pixel_array, np.asarray(im.convert("RGB")))
         boxes = parse_boxes(row["boxes"], row["_source"], CLASSES)
         assert boxes and all(0 <= b.x0 < b.x1 <= ds.Columns for b in boxes)
@@ -51,7 +51,7 @@ def test_bccd_subset_imports_colour_dicom_boxes_and_splits(tmp_path):
     assert report["boxes_read"] == report["boxes_kept"] + dropped
     assert report["boxes_kept"] == sum(len(json.loads(r["boxes"])) for r in rows)
     # the same UIDs on a re-import
-    again = import_voc(BCCD, tmp_path / "again", classes=CLASSES, limit=2)
+    again = import_voc(bccd, tmp_path / "again", classes=CLASSES, limit=2)
     assert [r["SOPInstanceUID"] for r in _rows(again)] == [r["SOPInstanceUID"] for r in rows]
 
 
