@@ -26,9 +26,7 @@ def _profiler_channel() -> grpc.Channel:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tf.profiler.experimental.server.start(port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    grpc.channel_ready_future(channel).result(timeout=30)  # listening before the first call
-    return channel
+    return grpc.insecure_channel(f"127.0.0.1:{port}")
 
 
 class _Relay(grpc.GenericRpcHandler):
@@ -41,7 +39,9 @@ class _Relay(grpc.GenericRpcHandler):
             remaining = context.time_remaining()
             call = _profiler_channel().unary_unary(method)
             try:
-                return call(raw, timeout=remaining)
+                # wait_for_ready: a trace asked for while the profiler server still starts
+                # waits for it (within the caller's deadline) instead of failing
+                return call(raw, timeout=remaining, wait_for_ready=True)
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details())
 
@@ -49,8 +49,8 @@ class _Relay(grpc.GenericRpcHandler):
 
 
 def profiler_handler() -> grpc.GenericRpcHandler:
-    """The generic handler that answers ProfilerService calls, TensorFlow's profiler server
-    started now (a first trace request must not wait for it)."""
+    """The generic handler that answers ProfilerService calls; TensorFlow's profiler server
+    is started now, without waiting for it (the model server's start never depends on it)."""
     _profiler_channel()
     return _Relay()
 
