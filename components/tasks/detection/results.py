@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -41,20 +41,8 @@ class BoxPrediction(FramePrediction):
         return self.boxes[0]["label"] if self.boxes else "none"
 
     def to_dict(self) -> dict:
-        return {
-            "task": self.task,
-            "path": self.path,
-            "frame_index": self.frame_index,
-            "sop_instance_uid": self.sop_instance_uid,
-            "study_instance_uid": self.study_instance_uid,
-            "series_instance_uid": self.series_instance_uid,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "labels": self.labels,
-            "rows": self.rows,
-            "columns": self.columns,
-            "boxes": self.boxes,
-        }
+        """The JSON record: which frame of which file, which model, and its ``boxes``."""
+        return {"task": self.task, **asdict(self)}
 
 
 def source_boxes(
