@@ -224,6 +224,8 @@ def test_plugin_is_registered_and_checks_its_outputs():
     assert task.classes_from_signature([-1, 100, 3, 1], [-1, 100, 3]) is None  # per pixel
     assert task.classes_from_signature([-1, 64, 64, 1], [-1, 3]) is None
     task.check_hyperparameters({"epochs": 1}, 256, CLASSES)
+    with pytest.raises(ValueError, match="width >= 12"):
+        task.check_hyperparameters({"width": 8}, 256, CLASSES)
     with pytest.raises(ValueError, match="multiples of 32"):
         task.check_hyperparameters({}, 250, CLASSES)
     assert task.thresholds({"min_map50": "0.7"}).min_map50 == 0.7

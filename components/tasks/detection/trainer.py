@@ -22,6 +22,7 @@ from medflow.components.tasks.detection.model import STRIDE
 from medflow.core import features
 
 log = logging.getLogger(__name__)
+MIN_WIDTH = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,12 @@ class DetHParams:
             raise ValueError(f"image_size {rows}x{cols}: the detector needs multiples of 32")
         if not hp.labels:
             raise ValueError("no class labels: pass the box classes with --labels A,B,...")
-        if hp.epochs < 1 or hp.batch_size < 1 or hp.width < 1:
-            raise ValueError("epochs, batch_size and width must be >= 1")
+        if hp.epochs < 1 or hp.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if hp.width < MIN_WIDTH:
+            # width 8 corrupts the heap in TF 2.16's oneDNN CPU kernels (measured: malloc
+            # aborts in model.fit; 12, 16, 24, 32 train)
+            raise ValueError(f"width {hp.width}: the detector needs width >= {MIN_WIDTH}")
         return hp
 
 
