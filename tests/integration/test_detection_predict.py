@@ -157,3 +157,16 @@ def test_predict_table_lists_boxes(server, dicoms, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "x0" in out and "class_0" in out  # no contract: default class names
+
+
+def test_compile_for_kubeflow_names_the_detection_modules(tmp_path, capsys):
+    out = tmp_path / "pipeline.yaml"
+    code = main(
+        ["compile", "--task", "detection", "--class-names", "RBC,WBC,Platelets",
+         "--image-size", "128", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    text = out.read_text()
+    assert "medflow.components.tasks.detection.trainer.run_fn" in text
+    assert "medflow.components.tasks.detection.transform.preprocessing_fn" in text
+    assert "medflow.components.tasks.detection.tfma_metrics" in text
