@@ -231,3 +231,29 @@ def test_plugin_is_registered_and_checks_its_outputs():
     assert task.thresholds({"min_map50": "0.7"}).min_map50 == 0.7
     with pytest.raises(InputError, match="label 'Cat'"):
         cell_to_model_grid('[{"label":"Cat","x0":0,"y0":0,"x1":1,"y1":1}]', "r", CLASSES, 1, (0, 0))
+
+
+def test_tfma_combiner_maps_predictions_to_source_pixels_for_candidate_and_baseline():
+    from types import SimpleNamespace
+
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from medflow.components.tasks.detection.tfma_metrics import DetectionMetrics, _DetectionCombiner
+
+    truth = '[{"label":"WBC","x0":100,"y0":50,"x1":200,"y1":150}]'
+    served = {  # the truth on a grid scaled by 0.5 and padded (top 8, left 0)
+        "boxes": np.array([[50.0, 33.0, 100.0, 83.0]] + [[0.0] * 4] * 99, np.float32),
+        "scores": np.array([0.9] + [0.0] * 99, np.float32),
+        "classes": np.array([1] + [0] * 99, np.int32),
+        "num_detections": np.array([1], np.int32),
+    }
+    feats = {"resample_scale": np.array([0.5]), "resample_pad": np.array([8, 0])}
+    for name, prediction in (("", served), ("candidate", {"candidate": served, "baseline": {}})):
+        keys = [metric_types.MetricKey(name="map50"), metric_types.MetricKey(name="ap50_WBC")]
+        combiner = _DetectionCombiner(keys, CLASSES, name)
+        element = SimpleNamespace(prediction=prediction, features=feats, label=np.array([truth]))
+        acc = combiner.add_input(combiner.create_accumulator(), element)
+        out = combiner.extract_output(combiner.merge_accumulators([acc]))
+        assert out[keys[0]] == pytest.approx(1.0) and out[keys[1]] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="choose from"):
+        DetectionMetrics(labels=CLASSES, values=["dice"])

@@ -33,15 +33,18 @@ def _first(value):
 class _DetectionCombiner(beam.CombineFn):
     """Collects (truth, predictions) per image of a slice; COCO metrics at the end."""
 
-    def __init__(self, keys, labels: list[str]):
+    def __init__(self, keys, labels: list[str], model_name: str = ""):
         self._keys = keys
         self._labels = list(labels)
+        self._model_name = model_name
 
     def create_accumulator(self):
         return ([], [])
 
     def add_input(self, acc, element):
         pred = element.prediction
+        if self._model_name in pred:  # candidate and baseline: outputs keyed by model name
+            pred = pred[self._model_name]
         feats = element.features or {}
         scale = float(_first(feats[features.RESAMPLE_SCALE])[0])
         pad = _first(feats[features.RESAMPLE_PAD])[:2]
@@ -101,7 +104,7 @@ def _computations(
                 metric_types.MetricComputation(
                     keys=keys,
                     preprocessors=[metric_types.FeaturePreprocessor(list(GEOMETRY))],
-                    combiner=_DetectionCombiner(keys, list(labels)),
+                    combiner=_DetectionCombiner(keys, list(labels), model_name),
                 )
             )
     return computations
