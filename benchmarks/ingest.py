@@ -156,7 +156,7 @@ def file_sets(tmp: Path, per_split: int) -> dict[str, Path]:
 
 
 def _row(name: str, workers: int, files: list[Path], mb: float, bare: float, took: dict) -> str:
-    cells = "".join(f"{len(files) / took[v]:>9.1f}{bare / took[v]:>7.2f}" for v in VARIANTS)
+    cells = "".join(f"{len(files) / took[v]:>12.1f}{bare / took[v]:>7.2f}" for v in VARIANTS)
     return f"{name:<26}{workers:>4}{len(files):>7}{mb:>8.1f}{len(files) / bare:>10.1f}{cells}"
 
 
@@ -193,11 +193,11 @@ def main() -> None:
                 }
                 print(
                     "fixed cost (one file, s): "
-                    + ", ".join(f"{v} {t:.2f}" for v, t in fixed.items())
+                    + ", ".join(f"{v} {t:.3f}" for v, t in fixed.items())
                 )
                 print(
                     f"{'set':<26}{'wk':>4}{'files':>7}{'MB':>8}{'bare f/s':>10}"
-                    + "".join(f"{v + ' f/s':>9}{'ratio':>7}" for v in VARIANTS)
+                    + "".join(f"{v + ' f/s':>12}{'ratio':>7}" for v in VARIANTS)
                 )
             mb = sum(f.stat().st_size for f in files) / 1e6
             bare_loop(files[:20], 1)  # warm the page cache and imports

@@ -7,6 +7,10 @@ data as an earlier file in path order). A patient's files all go to one split: t
 its pseudonym, or the manifest's ``split`` column; a file the manifest puts in another split
 than an earlier file of the same patient is quarantined as ``split_conflict``. Outputs are built in a staging folder and moved
 into place whole; the report is written last.
+
+The work runs as one Apache Beam pipeline (:mod:`.beam_pipeline`; the rules above in
+:mod:`.plan`) on the runner ``IngestOptions.beam_args`` names (default: DirectRunner in this
+process). The key goes to the workers as an owner-only temporary file, never as an option.
 """
 
 from __future__ import annotations
