@@ -248,10 +248,14 @@ def test_tfma_combiner_maps_predictions_to_source_pixels_for_candidate_and_basel
         "num_detections": np.array([1], np.int32),
     }
     feats = {"resample_scale": np.array([0.5]), "resample_pad": np.array([8, 0])}
-    for name, prediction in (("", served), ("candidate", {"candidate": served, "baseline": {}})):
+    label = np.array([truth])
+    for name, prediction, labels in (
+        ("", served, label),
+        ("candidate", {"candidate": served, "baseline": {}}, {"candidate": label, "baseline": 0}),
+    ):
         keys = [metric_types.MetricKey(name="map50"), metric_types.MetricKey(name="ap50_WBC")]
         combiner = _DetectionCombiner(keys, CLASSES, name)
-        element = SimpleNamespace(prediction=prediction, features=feats, label=np.array([truth]))
+        element = SimpleNamespace(prediction=prediction, features=feats, label=labels)
         acc = combiner.add_input(combiner.create_accumulator(), element)
         out = combiner.extract_output(combiner.merge_accumulators([acc]))
         assert out[keys[0]] == pytest.approx(1.0) and out[keys[1]] == pytest.approx(1.0)

@@ -50,7 +50,10 @@ class _DetectionCombiner(beam.CombineFn):
         pad = _first(feats[features.RESAMPLE_PAD])[:2]
         n = int(_first(pred["num_detections"])[0])
         xyxy = np.asarray(pred["boxes"], np.float32).reshape(-1, 4)[:n]
-        cell = _first(element.label)[0]
+        label = element.label
+        if isinstance(label, dict):  # candidate and baseline: labels keyed by model name too
+            label = label[self._model_name]
+        cell = _first(label)[0]
         cell = cell.decode() if isinstance(cell, bytes) else str(cell)
         truth = boxes_array(parse_boxes(cell, "label boxes", tuple(self._labels)), self._labels)
         # Source size is not needed for the COCO match: clip to a large bound.
