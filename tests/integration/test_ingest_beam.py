@@ -119,3 +119,22 @@ def test_a_bad_beam_arg_is_one_clear_error(tmp_path, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--beam-arg 'runner=X': a Beam argument starts with --" in err
+
+
+def test_cli_runs_the_pipeline_on_the_runner_its_beam_args_name(src, golden, tmp_path):
+    """`medflow ingest ... --beam-arg=...` (the issue's interface) on DirectRunner
+    multi-processing with 2 workers: the same output as the worker pool."""
+    from medflow.cli import main
+    from tests.golden.ingest_pydicom_digest import KEY, output_digest
+
+    key = tmp_path / "deid.key"
+    key.write_bytes(KEY.secret)
+    key.chmod(0o600)
+    out = tmp_path / "out"
+    argv = ["ingest", str(src), "--out", str(out), "--deid-key-file", str(key)]
+    argv.append("--allow-burned-in")
+    argv += [f"--beam-arg={a}" for a in RUNNERS["multi-processing-2"]]
+    assert main(argv) == 0
+    got = output_digest(out)
+    assert got["counts"] == golden["counts"]
+    assert got["quarantine_reasons"] == golden["quarantine_reasons"]
