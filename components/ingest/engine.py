@@ -205,21 +205,13 @@ def ingest(
         manifest.check_splits([name for name, _ in options.splits])
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
-    cfg = WorkerConfig(
-        None,
-        options.pixel,
-        options.limits,
-        manifest,
-        options.allow_burned_in,
-        options.scan_burned_in,
-    )
+    # no key in the config: it travels as a file (see _write_key_file)
+    burned_in = (options.allow_burned_in, options.scan_burned_in)
+    cfg = WorkerConfig(None, options.pixel, options.limits, manifest, *burned_in)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     secret_dir = Path(tempfile.mkdtemp(prefix="medflow-key-"))  # owner-only (0700)
     try:
-        key_file = secret_dir / "deid.key"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.secret)
+        key_file = _write_key_file(secret_dir / "deid.key", key)
         finish = functools.partial(
             _finish_report,
             staging=str(staging),
@@ -246,6 +238,14 @@ def ingest(
     c = report.counts
     assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"] == len(inputs), c
     return report
+
+
+def _write_key_file(path: Path, key: DeidKey) -> Path:
+    """The key as an owner-only file the workers read in ``setup()`` (never an option)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.secret)
+    return path
 
 
 def _options_dict(options: IngestOptions) -> dict:
