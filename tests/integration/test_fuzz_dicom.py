@@ -176,6 +176,8 @@ def _still_present(defect: F.KnownDefect, root: Path) -> bool:
     )
 
 
+# 150 ingest() calls, each a Beam pipeline (~1 s of fixed cost): minutes on 2 busy cores.
+@pytest.mark.timeout(900)
 def test_mutated_dicom_is_written_or_quarantined_without_phi_or_memory_blowup(capsys, tmp_path):
     seed_names = sorted(F.seeds())
     # Defects found by this suite (xfail tests below) are counted apart while their reproducer
