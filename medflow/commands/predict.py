@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --record: where per-image review files such as mask PNGs (named by "
         "mask_ref) go (default: masks/ beside a SQLite review store, else .medflow/masks)",
     )
+    parser.add_argument(
+        "--overlay-out",
+        metavar="DIR",
+        help="write a PNG overlay per image, the model's result drawn over the image (a mask, "
+        "boxes): <SOPInstanceUID>_f<frame>.png; for tasks that list overlay_out",
+    )
     for task in all_tasks():  # each task's own output options, in a group of its own
         task.add_predict_arguments(parser.add_argument_group(f"{task.name} models"))
     parser.set_defaults(func=_run)

@@ -71,7 +71,9 @@ class Task(abc.ABC):
         default_pipeline_name / default_model_name: used when the user names neither.
         manifest_columns: label-manifest columns the task trains on (any one suffices).
         output_filter: outputs to ask TF Serving for (empty: all).
-        file_outputs: ``medflow predict`` options that write files for this task.
+        file_outputs: ``medflow predict`` options that write files for this task (the
+            task adds them in :meth:`add_predict_arguments`, except the platform's shared
+            ``--overlay-out``, whose dest ``overlay_out`` a task lists to take it).
         output_settings: ``medflow predict`` options that shape those outputs.
     """
 

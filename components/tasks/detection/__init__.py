@@ -5,7 +5,6 @@ task with one box per image."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,15 +107,6 @@ class DetectionTask(Task):
             help="write a DICOM SR measurement report (TID 1500, one planar ROI per box) "
             "per image: sr-<SOPInstanceUID>.dcm",
         )
-        try:
-            group.add_argument(
-                "--overlay-out",
-                metavar="DIR",
-                help="write a PNG overlay per image (the model's result drawn over the image; "
-                "boxes for detection models): <SOPInstanceUID>_f<frame>.png",
-            )
-        except argparse.ArgumentError:  # another task's --overlay-out (same dest) serves both
-            pass
 
     def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
         from medflow.components.tasks.detection.outputs import write_files

@@ -3,7 +3,6 @@ TFMA, per-pixel probabilities served, masks out as DICOM SEG, PNG overlays and r
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,15 +127,6 @@ class SegmentationTask(Task):
             help="SEG of the thresholded mask (binary, probability >= 0.5; default) or of the "
             "probabilities (fractional)",
         )
-        try:
-            group.add_argument(
-                "--overlay-out",
-                metavar="DIR",
-                help="write a PNG overlay (image + coloured mask and outline) per image: "
-                "<SOPInstanceUID>_f<frame>.png",
-            )
-        except argparse.ArgumentError:  # another task's --overlay-out (same dest) serves both
-            pass
 
     def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
         from medflow.components.tasks.segmentation.outputs import write_files
