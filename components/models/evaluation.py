@@ -25,3 +25,27 @@ def sliced_eval_config(label_key: str, prediction_key: str, metrics: list):
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICES],
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
     )
+
+
+def per_model_and_output(
+    values, model_names, output_names, example_weighted: bool, computation
+) -> list:
+    """One TFMA ``MetricComputation`` per (model, output) pair, as a custom metric's
+    ``create_computations`` returns them: ``computation(keys, model_name)`` builds it for the
+    ``MetricKey`` s of ``values`` (metric names) of that pair."""
+    from tensorflow_model_analysis.metrics import metric_types
+
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            keys = [
+                metric_types.MetricKey(
+                    name=v,
+                    model_name=model_name,
+                    output_name=output_name,
+                    example_weighted=example_weighted,
+                )
+                for v in values
+            ]
+            computations.append(computation(keys, model_name))
+    return computations

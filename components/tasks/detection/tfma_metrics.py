@@ -14,6 +14,7 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
 from medflow.components.ingest.voc_import import parse_boxes
+from medflow.components.models.evaluation import per_model_and_output
 from medflow.components.tasks.detection.boxes import boxes_array, to_source_grid
 from medflow.core import features
 
@@ -91,26 +92,15 @@ def _computations(
     example_weighted: bool = False,
 ):
     del name, eval_config
-    computations = []
-    for model_name in model_names or [""]:
-        for output_name in output_names or [""]:
-            keys = [
-                metric_types.MetricKey(
-                    name=v,
-                    model_name=model_name,
-                    output_name=output_name,
-                    example_weighted=example_weighted,
-                )
-                for v in values
-            ]
-            computations.append(
-                metric_types.MetricComputation(
-                    keys=keys,
-                    preprocessors=[metric_types.FeaturePreprocessor(list(GEOMETRY))],
-                    combiner=_DetectionCombiner(keys, list(labels), model_name),
-                )
-            )
-    return computations
+
+    def computation(keys, model_name):
+        return metric_types.MetricComputation(
+            keys=keys,
+            preprocessors=[metric_types.FeaturePreprocessor(list(GEOMETRY))],
+            combiner=_DetectionCombiner(keys, list(labels), model_name),
+        )
+
+    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
 
 
 class DetectionMetrics(metric_types.Metric):

@@ -13,6 +13,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
+from medflow.components.models.evaluation import per_model_and_output
 from medflow.components.tasks.segmentation.metrics import (
     DICE,
     HD95,
@@ -77,26 +78,16 @@ def _computations(
     example_weighted: bool = False,
 ):
     del name, eval_config
-    computations = []
-    for model_name in model_names or [""]:
-        for output_name in output_names or [""]:
-            keys = [
-                metric_types.MetricKey(
-                    name=n,
-                    model_name=model_name,
-                    output_name=output_name,
-                    example_weighted=example_weighted,
-                )
-                for n in values
-            ]
-            computations.append(
-                metric_types.MetricComputation(
-                    keys=keys,
-                    preprocessors=[metric_types.FeaturePreprocessor([spacing_feature])],
-                    combiner=_SegmentationCombiner(keys, threshold, spacing_feature),
-                )
-            )
-    return computations
+
+    def computation(keys, model_name):
+        del model_name
+        return metric_types.MetricComputation(
+            keys=keys,
+            preprocessors=[metric_types.FeaturePreprocessor([spacing_feature])],
+            combiner=_SegmentationCombiner(keys, threshold, spacing_feature),
+        )
+
+    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
 
 
 class SegmentationMetrics(metric_types.Metric):
