@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from medflow.components.ingest.import_output import grey8_image, publish
-from medflow.components.ingest.npz_import import SC_STORAGE
+from medflow.components.ingest.import_output import grey8_image, publish, secondary_capture
 from medflow.core.errors import ConfigError, InputError
 
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
@@ -131,43 +129,14 @@ def _import_one(path: Path, ref: tuple[float, float], staging: Path, eval_fracti
     return (ds.SOPInstanceUID, f"{MASK_DIR}/{path.stem}.png", ref[1], split, path.name)
 
 
-def _uid(kind: str, name: str) -> str:
-    h = hashlib.sha256(f"hc18|{kind}|{name}".encode()).digest()[:16]
-    return f"2.25.{int.from_bytes(h, 'big')}"
-
-
 def _instance(pixels: np.ndarray, stem: str, fetus: str, spacing_mm: float) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SC_STORAGE
-    meta.MediaStorageSOPInstanceUID = _uid("sop", stem)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.SOPClassUID = SC_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20180101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.AccessionNumber = ""
+    ds = secondary_capture("hc18", stem, "20180101", fetus)
     ds.Modality = "US"
     ds.ConversionType = "WSD"
     ds.Manufacturer = "medflow import-hc18"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "HC18 fetal head biometry"
     ds.SeriesDescription = f"HC18 {stem}"
     ds.BodyPartExamined = "HEAD"
-    ds.PatientName = f"HC18^{fetus}"
-    ds.PatientID = f"HC18-{fetus}"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyInstanceUID = _uid("study", stem)
-    ds.SeriesInstanceUID = _uid("series", stem)
-    ds.StudyID = stem[:16]
-    ds.SeriesNumber = ds.InstanceNumber = 1
-    ds.PatientOrientation = ""
-    ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.PixelSpacing = [f"{spacing_mm:.10g}", f"{spacing_mm:.10g}"]
     grey8_image(ds, *pixels.shape[:2])

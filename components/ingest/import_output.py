@@ -5,6 +5,7 @@ interrupted import never leaves a manifest describing files that are not there."
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from medflow.core.files import atomic_write, swap_in_folders
 
 MANIFEST_NAME = "labels.csv"
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 
 
 def progress_bar(total: int, enabled: bool, desc: str):
@@ -54,3 +56,43 @@ def grey8_image(ds, rows: int, cols: int) -> None:
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+
+
+def name_uid(namespace: str, kind: str, name: str) -> str:
+    """A stable ``2.25`` UID for ``name``'s ``kind`` (sop, study, series) in an importer's
+    ``namespace``: the same source file gets the same UIDs on every import."""
+    h = hashlib.sha256(f"{namespace}|{kind}|{name}".encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(h, 'big')}"
+
+
+def secondary_capture(namespace: str, stem: str, date: str, patient: str):
+    """A Secondary Capture instance for source file ``stem``, one study and series of its own
+    (UIDs from :func:`name_uid`), patient ``<NAMESPACE>^patient`` / ``<NAMESPACE>-patient``, no
+    burned-in text; the caller adds the modality, descriptions and the pixel modules."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SC_STORAGE
+    meta.MediaStorageSOPInstanceUID = name_uid(namespace, "sop", stem)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = SC_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.AccessionNumber = ds.ReferringPhysicianName = ""
+    ds.PatientName = f"{namespace.upper()}^{patient}"
+    ds.PatientID = f"{namespace.upper()}-{patient}"[:64]
+    ds.PatientBirthDate = ds.PatientSex = ""
+    ds.StudyInstanceUID = name_uid(namespace, "study", stem)
+    ds.SeriesInstanceUID = name_uid(namespace, "series", stem)
+    ds.StudyID = stem[:16]
+    ds.SeriesNumber = ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.BurnedInAnnotation = "NO"
+    return ds

@@ -32,11 +32,15 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from medflow.components.ingest.import_output import grey8_image, progress_bar, publish
+from medflow.components.ingest.import_output import (
+    SC_STORAGE,
+    grey8_image,
+    progress_bar,
+    publish,
+)
 from medflow.core.errors import ConfigError, InputError
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 SPLIT_NAMES = {"val": "eval"}  # npz split -> ingestion split
 DICOM_DIR = "dicom"
 _STUDY_DATE = dt.date(2020, 1, 1)

@@ -22,7 +22,6 @@ derive from the image name, so re-importing gives the same UIDs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -33,12 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from medflow.components.ingest.import_output import publish
-from medflow.components.ingest.npz_import import SC_STORAGE
+from medflow.components.ingest.import_output import publish, secondary_capture
 from medflow.core.errors import ConfigError, InputError
 from medflow.core.files import atomic_write
 
@@ -301,41 +298,14 @@ def _import_one(src: Path, image: Path, split: str, classes, staging: Path, repo
     return (ds.SOPInstanceUID, boxes_to_json(kept), split, image.name)
 
 
-def _uid(kind: str, name: str) -> str:
-    h = hashlib.sha256(f"voc|{kind}|{name}".encode()).digest()[:16]
-    return f"2.25.{int.from_bytes(h, 'big')}"
-
-
 def _instance(pixels: np.ndarray, stem: str) -> Dataset:
     """A Secondary Capture instance (Modality GM, general microscopy) holding RGB ``pixels``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SC_STORAGE
-    meta.MediaStorageSOPInstanceUID = _uid("sop", stem)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.SOPClassUID = SC_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20200101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.AccessionNumber = ds.ReferringPhysicianName = ""
+    ds = secondary_capture("voc", stem, "20200101", stem)
     ds.Modality = "GM"
     ds.ConversionType = "DI"
     ds.Manufacturer = "medflow import-voc"
     ds.StudyDescription = "Pascal VOC import"
     ds.SeriesDescription = f"VOC {stem}"
-    ds.PatientName = f"VOC^{stem}"
-    ds.PatientID = f"VOC-{stem}"[:64]
-    ds.PatientBirthDate = ds.PatientSex = ""
-    ds.StudyInstanceUID = _uid("study", stem)
-    ds.SeriesInstanceUID = _uid("series", stem)
-    ds.StudyID = stem[:16]
-    ds.SeriesNumber = ds.InstanceNumber = 1
-    ds.PatientOrientation = ""
-    ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "01"  # the source JPEG was lossy; stored here uncompressed
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     ds.SamplesPerPixel = 3
