@@ -17,31 +17,11 @@ from medflow.components.dicom.pixels import load_model_input
 from medflow.components.ingest.voc_import import import_voc
 from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import start_server
+from tests.support.fixed_transform import FixedTransform
 
 SIZE = (64, 64)
 LABELS = ["RBC", "WBC", "Platelets"]
 SPEC = PixelSpec(size=SIZE, channels=3, window=None)
-
-
-class _FixedTransform:
-    """The two methods of ``tft.TFTransformOutput`` that the export uses."""
-
-    def raw_feature_spec(self):
-        import tensorflow as tf
-
-        return {"image": tf.io.FixedLenFeature([], tf.string)}
-
-    def transform_features_layer(self):
-        import tensorflow as tf
-
-        from medflow.components.models.preprocessing import decode_image
-
-        class ZScore(tf.Module):
-            def __call__(self, inputs):
-                image = decode_image(inputs["image"], (*SIZE, 3))
-                return {"image": (image - 128.0) / 64.0}
-
-        return ZScore()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +35,9 @@ def model_base(tmp_path_factory):
     keras.utils.set_random_seed(5)
     model = build_centernet((*SIZE, 3), len(LABELS), width=4)
     export = tmp_path_factory.mktemp("export") / "serving"
-    export_detection_model(model, _FixedTransform(), str(export), (*SIZE, 3), len(LABELS), {})
+    export_detection_model(
+        model, FixedTransform((*SIZE, 3), 128.0, 64.0), str(export), (*SIZE, 3), len(LABELS), {}
+    )
     base = tmp_path_factory.mktemp("models")
     contract = {
         "model_name": "det",

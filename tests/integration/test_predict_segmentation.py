@@ -26,44 +26,26 @@ from medflow.cli import main
 from medflow.components.dicom.pixels import load_model_input
 from medflow.core.pixel_spec import PixelSpec
 from tests.integration.test_serving_helpers import start_server
+from tests.support.fixed_transform import FixedTransform
 
 SIZE = (32, 32)
 LABELS = ["background", "structure"]
-
-
-class _FixedTransform:
-    """The two methods of ``tft.TFTransformOutput`` that the export uses."""
-
-    def raw_feature_spec(self):
-        import tensorflow as tf
-
-        return {"image": tf.io.FixedLenFeature([], tf.string)}
-
-    def transform_features_layer(self):
-        import tensorflow as tf
-
-        from medflow.components.models.preprocessing import decode_image
-
-        class ZScore(tf.Module):
-            def __call__(self, inputs):
-                image = decode_image(inputs["image"], (*SIZE, 1))
-                return {"image": (image - 0.5) / 0.25}
-
-        return ZScore()
 
 
 @pytest.fixture(scope="module")
 def model_base(tmp_path_factory):
     import keras
 
+    from medflow.components.pusher.publish import publish
     from medflow.components.tasks.segmentation.export import export_segmentation_model
     from medflow.components.tasks.segmentation.unet import build_unet
-    from medflow.components.pusher.publish import publish
 
     keras.utils.set_random_seed(3)
     model = build_unet((*SIZE, 1), depth=2, width=4)
     export = tmp_path_factory.mktemp("export") / "serving"
-    export_segmentation_model(model, _FixedTransform(), str(export), (*SIZE, 1), {})
+    export_segmentation_model(
+        model, FixedTransform((*SIZE, 1), 0.5, 0.25), str(export), (*SIZE, 1), {}
+    )
     base = tmp_path_factory.mktemp("models")
     contract = {
         "model_name": "seg",
