@@ -49,3 +49,17 @@ def per_model_and_output(
             ]
             computations.append(computation(keys, model_name))
     return computations
+
+
+def floor_and_drop(floor: float, max_drop: float):
+    """A TFMA threshold for a higher-is-better metric: at least ``floor``, and at most
+    ``max_drop`` below the baseline model's value."""
+    import tensorflow_model_analysis as tfma
+
+    return tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -max_drop},
+        ),
+    )

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from medflow.components.models.evaluation import sliced_eval_config
+from medflow.components.models.evaluation import floor_and_drop, sliced_eval_config
 from medflow.core import features
 from medflow.core.errors import ConfigError
 
@@ -68,13 +68,7 @@ def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
             f"{n_classes} labels: the Evaluator is configured for binary classification "
             "only; give exactly 2 labels"
         )
-    auc_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_auc}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -thresholds.max_auc_drop},
-        ),
-    )
+    auc_threshold = floor_and_drop(thresholds.min_auc, thresholds.max_auc_drop)
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_accuracy})
     )

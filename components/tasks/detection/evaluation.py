@@ -146,17 +146,11 @@ def build_detection_eval_config(thresholds: DetectionThresholds, labels: Sequenc
     FROC sensitivity, per slice, from the ``serve_examples`` outputs and the ``boxes`` label."""
     import tensorflow_model_analysis as tfma
 
-    from medflow.components.models.evaluation import sliced_eval_config
+    from medflow.components.models.evaluation import floor_and_drop, sliced_eval_config
     from medflow.components.tasks.detection.tfma_metrics import FROC_MEAN, MAP, MAP50
     from medflow.components.tasks.detection.transform import BOXES
 
-    map_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_map50}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -thresholds.max_map50_drop},
-        ),
-    )
+    map_threshold = floor_and_drop(thresholds.min_map50, thresholds.max_map50_drop)
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
         _metric(labels, "map50", [MAP50], threshold=map_threshold),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from medflow.components.models.evaluation import sliced_eval_config
+from medflow.components.models.evaluation import floor_and_drop, sliced_eval_config
 from medflow.components.tasks.segmentation.metrics import DICE, HD95, IOU
 from medflow.core import features
 from medflow.core.errors import ConfigError
@@ -56,13 +56,7 @@ def build_segmentation_eval_config(thresholds: SegmentationThresholds):
     """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice."""
     import tensorflow_model_analysis as tfma
 
-    dice_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": thresholds.min_dice}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -thresholds.max_dice_drop},
-        ),
-    )
+    dice_threshold = floor_and_drop(thresholds.min_dice, thresholds.max_dice_drop)
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
         # TFMA keys MetricsSpec.thresholds for in-graph metrics only; a Python metric's
