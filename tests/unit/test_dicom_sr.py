@@ -9,8 +9,8 @@ import pydicom
 import pytest
 
 from medflow.components.dicom.sr import build_prediction_sr, sr_bytes
-from medflow.core.errors import InputError
 from medflow.components.tasks.classification.results import ImagePrediction
+from medflow.core.errors import InputError
 from tests.phantoms import phantom
 
 LABELS = ["benign", "malignant"]

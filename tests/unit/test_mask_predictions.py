@@ -11,8 +11,8 @@ import pytest
 
 from medflow.components.dicom.pixels import resample_mask
 from medflow.components.ingest.hc18_import import _instance
-from medflow.core.pixel_spec import PixelSpec
 from medflow.components.tasks.segmentation.results import decode as _mask_predictions
+from medflow.core.pixel_spec import PixelSpec
 from medflow.serving.client import ModelInfo, Prediction
 from medflow.serving.dicom_input import load_inputs
 
