@@ -80,7 +80,7 @@ def test_round_trip_through_dict_json_and_file(tmp_path):
             lambda d: d["pixel_spec"].update(channels=2),
             r"\$\.pixel_spec\.channels: 2 is not one of",
         ),
-        (lambda d: d.update(task="registration"), r"\$\.task: 'registration' is not one of"),
+        (lambda d: d.update(task="tractography"), r"\$\.task: 'tractography' is not one of"),
         (lambda d: d.pop("labels"), r"top level: 'labels' is a required property"),
         (lambda d: d.update(colour="red"), r"top level: Additional properties .*'colour'"),
         (lambda d: d["inputs"][0].update(shape=[-2]), r"\$\.inputs\[0\]\.shape\[0\]: -2"),

@@ -216,8 +216,8 @@ def test_recorded_predictions_carry_a_known_task(store):
         image_ref="/data/y.dcm", model_name="m", model_version="1", labels=LABELS,
         scores=[0.4, 0.6],
     )  # fmt: skip
-    with pytest.raises(ReviewError, match="task 'registration' is not installed"):
-        store.record_prediction(**common, task="registration")
+    with pytest.raises(ReviewError, match="task 'tractography' is not installed"):
+        store.record_prediction(**common, task="tractography")
     with pytest.raises(ReviewError, match="reviewed by its mask; pass the mask file"):
         store.record_prediction(**common, task="segmentation")
     assert store.count() == 2

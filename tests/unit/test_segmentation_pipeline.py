@@ -35,10 +35,10 @@ def test_task_chooses_the_trainer_module():
     assert Path(trainer).parent.name == "segmentation" and Path(trainer).is_file()
     assert Path(get_task("classification").module_files()[1]).parent.name == "classification"
     assert Path(transform).name == "preprocessing.py"
-    with pytest.raises(ConfigError, match="registration"):
-        get_task("registration")
-    with pytest.raises(ConfigError, match="task 'registration' is not installed"):
-        PipelineConfig(task="registration")
+    with pytest.raises(ConfigError, match="tractography"):
+        get_task("tractography")
+    with pytest.raises(ConfigError, match="task 'tractography' is not installed"):
+        PipelineConfig(task="tractography")
 
 
 def test_eval_config_computes_dice_iou_hd95_in_tfma_and_blesses_on_dice():
