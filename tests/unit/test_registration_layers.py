@@ -1,0 +1,114 @@
+"""Registration layers, one at a time: spatial transformer, scaling and squaring, Jacobian
+and folding, losses, and the U-Net's shapes (issue 18)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from medflow.components.tasks.registration import layers, losses  # noqa: E402
+from medflow.components.tasks.registration.model import (  # noqa: E402
+    build_registration_model,
+    normalise,
+)
+
+
+def _image(rows=16, cols=20, seed=0):
+    return np.random.default_rng(seed).random((1, rows, cols, 1)).astype(np.float32)
+
+
+def _constant_field(rows, cols, dy, dx):
+    flow = np.zeros((1, rows, cols, 2), np.float32)
+    flow[..., 0], flow[..., 1] = dy, dx
+    return flow
+
+
+def test_identity_field_returns_the_input_exactly():
+    image = _image()
+    out = layers.warp(image, np.zeros((1, 16, 20, 2), np.float32)).numpy()
+    np.testing.assert_array_equal(out, image)
+
+
+def test_integer_shift_warps_exactly_and_clamps_at_the_border():
+    image = _image()
+    out = layers.warp(image, _constant_field(16, 20, -1, 2)).numpy()
+    # warped[y, x] = moving[y - 1, x + 2]
+    np.testing.assert_array_equal(out[0, 1:, :-2], image[0, :-1, 2:])
+    np.testing.assert_array_equal(out[0, 0, :-2], image[0, 0, 2:])  # row -1 -> border row 0
+    np.testing.assert_array_equal(out[0, 1:, -1], image[0, :-1, -1])  # col 21 -> border col
+
+
+def test_half_pixel_shift_is_the_mean_of_neighbours():
+    image = _image()
+    out = layers.warp(image, _constant_field(16, 20, 0, 0.5)).numpy()
+    np.testing.assert_allclose(out[0, :, :-1], (image[0, :, :-1] + image[0, :, 1:]) / 2, rtol=1e-6)
+
+
+def test_warp_has_gradients_for_the_field():
+    image = tf.constant(_image())
+    flow = tf.Variable(_constant_field(16, 20, 0.3, 0.2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layers.warp(image, flow))
+    grad = tape.gradient(loss, flow).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+def test_scaling_and_squaring_of_a_constant_velocity_is_that_translation():
+    velocity = _constant_field(16, 16, 1.5, -2.0)
+    np.testing.assert_allclose(layers.integrate(velocity, 7).numpy(), velocity, atol=1e-5)
+    np.testing.assert_array_equal(layers.integrate(np.zeros_like(velocity)).numpy(), 0.0)
+
+
+def test_integrated_smooth_field_does_not_fold_where_the_raw_field_does():
+    yy, xx = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    bump = 6.0 * np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 20.0)
+    velocity = np.stack([np.zeros_like(bump), bump], axis=-1)[None].astype(np.float32)
+    assert layers.folding_fraction(velocity).numpy()[0] > 0.0
+    assert layers.folding_fraction(layers.integrate(velocity, 7)).numpy()[0] == 0.0
+
+
+def test_jacobian_determinant_matches_numpy_gradient():
+    flow = np.random.default_rng(1).normal(0, 0.7, (1, 12, 14, 2)).astype(np.float32)
+    dy_y, dx_y = np.gradient(flow[0, ..., 0])
+    dy_x, dx_x = np.gradient(flow[0, ..., 1])
+    expected = (1 + dy_y) * (1 + dx_x) - dx_y * dy_x
+    np.testing.assert_allclose(layers.jacobian_determinant(flow).numpy()[0], expected, atol=1e-5)
+    det = layers.jacobian_determinant(flow).numpy()
+    assert layers.folding_fraction(flow).numpy()[0] == pytest.approx((det <= 0).mean())
+
+
+def test_a_mirroring_field_folds_everywhere():
+    xx = np.tile(np.arange(10, dtype=np.float32), (10, 1))
+    flow = np.stack([np.zeros_like(xx), -2 * xx], axis=-1)[None]  # x -> -x
+    assert layers.folding_fraction(flow).numpy()[0] == 1.0
+    assert layers.folding_fraction(np.zeros_like(flow)).numpy()[0] == 0.0
+
+
+def test_losses():
+    image = _image(24, 24)
+    np.testing.assert_allclose(losses.local_ncc(image, image).numpy(), 1.0, atol=5e-3)
+    np.testing.assert_allclose(losses.local_ncc(image, 3 * image + 2).numpy(), 1.0, atol=5e-3)
+    assert losses.local_ncc(image, _image(24, 24, seed=5)).numpy()[0] < 0.3
+    assert losses.mse(image, image + 0.5).numpy()[0] == pytest.approx(0.25)
+    assert losses.smoothness(_constant_field(8, 8, 3, -1)).numpy()[0] == 0.0
+    assert losses.smoothness(np.random.rand(1, 8, 8, 2).astype(np.float32)).numpy()[0] > 0
+    with pytest.raises(ValueError, match="similarity 'ssd'"):
+        losses.similarity_loss("ssd", image, image)
+    mask = np.zeros((1, 8, 8, 1), np.float32)
+    mask[0, 2:6, 2:6] = 1
+    assert losses.soft_dice(mask, mask).numpy()[0] == pytest.approx(1.0)
+    assert losses.dice(mask, np.zeros_like(mask)) == 0.0
+    assert losses.dice(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_unet_predicts_a_field_on_the_input_grid_and_starts_near_identity():
+    model = build_registration_model((32, 48), width=4, depth=2, integration_steps=3)
+    fixed, moving = normalise(_image(32, 48)), normalise(_image(32, 48, seed=2))
+    warped, flow = model([fixed, moving])
+    assert tuple(warped.shape) == (1, 32, 48, 1) and tuple(flow.shape) == (1, 32, 48, 2)
+    assert float(tf.reduce_max(tf.abs(flow))) < 1e-2
+    np.testing.assert_allclose(warped.numpy(), moving.numpy(), atol=1e-2)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth=8"):
+        build_registration_model((30, 48), width=4, depth=3)
