@@ -22,7 +22,8 @@ from medflow.core import features
 IMAGE_XF = features.IMAGE
 LABEL_XF = features.LABEL
 MASK_XF = features.MASK
-PASSTHROUGH = features.SLICE_FEATURES
+# The patient id passes through too: the Trainer's bootstrap intervals resample patients.
+PASSTHROUGH = (*features.SLICE_FEATURES, features.PATIENT_ID)
 
 
 def image_shape(custom_config: dict[str, Any] | None) -> tuple[int, int, int]:

@@ -29,8 +29,10 @@ class ClassificationTask(Task):
 
     def check_hyperparameters(self, values: Mapping[str, Any], image_size: int, labels) -> None:
         from medflow.components.models.hparams import HParams
+        from medflow.components.tasks.classification.trust import TrustSettings
 
         HParams.from_config({**values, "image_size": image_size, "labels": list(labels)})
+        TrustSettings.from_config(dict(values), len(labels))
 
     def thresholds(self, values: Mapping[str, Any] | None):
         from medflow.components.tasks.classification.evaluation import BlessingThresholds

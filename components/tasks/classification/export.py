@@ -17,15 +17,28 @@ from medflow.components.models.export import save_with_transform
 NAME_OUTPUTS = ("class_name", "classes")
 
 
-def classification_head(labels: Sequence[str]) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def classification_head(
+    labels: Sequence[str], calibration=None, threshold: float | None = None
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """probabilities [None, n_classes] -> ``probabilities``, ``class_id``, ``score``,
-    ``class_name`` and ``classes`` (``labels`` are the class names in output order)."""
+    ``class_name`` and ``classes`` (``labels`` are the class names in output order).
+
+    ``calibration`` (a :class:`components.models.calibration.Calibration`) maps the model's
+    probabilities first, so every output is calibrated. ``threshold`` (binary models: the
+    operating point) makes ``class_id`` 1 where ``score >= threshold`` and adds the
+    ``threshold`` output [None] so clients show the cut-off they were given; without it the
+    most probable class wins."""
     names = [str(x) for x in labels]
     n_classes = len(names)
     if n_classes < 2 or len(set(names)) != n_classes:
         raise ValueError(f"class names {names}: need at least 2, all different")
 
+    if threshold is not None and n_classes != 2:
+        raise ValueError(f"an operating point needs 2 classes, not {n_classes}")
+
     def head(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        if calibration is not None:
+            probabilities = calibration.apply_tf(probabilities)
         table = tf.constant(names)
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         if n_classes == 2:
@@ -33,7 +46,13 @@ def classification_head(labels: Sequence[str]) -> Callable[[tf.Tensor], dict[str
         else:
             score = tf.reduce_max(probabilities, axis=-1)
         batch = tf.shape(probabilities)[0]
+        extra = {}
+        if threshold is not None:
+            cut = tf.constant(threshold, tf.float32)
+            class_id = tf.cast(score >= cut, tf.int64)
+            extra["threshold"] = tf.fill(tf.expand_dims(batch, 0), cut)
         return {
+            **extra,
             "probabilities": probabilities,
             "class_id": class_id,
             "score": score,
@@ -45,7 +64,16 @@ def classification_head(labels: Sequence[str]) -> Callable[[tf.Tensor], dict[str
 
 
 def export_serving_model(
-    model, tft_output, path: str, input_shape, labels: Sequence[str], info: dict[str, Any]
+    model,
+    tft_output,
+    path: str,
+    input_shape,
+    labels: Sequence[str],
+    info: dict[str, Any],
+    calibration=None,
+    threshold: float | None = None,
 ) -> None:
-    """:func:`save_with_transform` with :func:`classification_head` of ``labels``."""
-    save_with_transform(model, tft_output, path, input_shape, classification_head(labels), info)
+    """:func:`save_with_transform` with :func:`classification_head` of ``labels`` (and the
+    fitted ``calibration`` and operating-point ``threshold``)."""
+    head = classification_head(labels, calibration, threshold)
+    save_with_transform(model, tft_output, path, input_shape, head, info)

@@ -11,7 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from medflow.components.models.hparams import HParams
+from medflow.components.tasks.classification.trust import (
+    TrustSettings,
+    check_eval_split,
+    fit_outputs,
+)
 from medflow.core import features
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,40 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: HParams):
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def eval_cases(model, eval_files, tft_output, hp: HParams):
+    """(probabilities [N, C], labels [N], patient ids [N]) of the trained ``model`` on the
+    transformed eval split (patients are the example index where the split has no
+    ``patient_id``, e.g. TFRecords transformed before it was passed through)."""
+    import tensorflow as tf
+
+    spec = tft_output.transformed_feature_spec()
+    has_patient = features.PATIENT_ID in spec
+    keys = (features.IMAGE, features.LABEL) + ((features.PATIENT_ID,) if has_patient else ())
+    files = [f for pattern in _patterns(eval_files) for f in tf.io.gfile.glob(pattern)]
+    ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").batch(256)
+    ds = ds.map(lambda r: tf.io.parse_example(r, {k: spec[k] for k in keys}))
+    probs, labels, groups = [], [], []
+    for batch in ds:
+        images = tf.reshape(batch[features.IMAGE], [-1, *hp.input_shape])
+        probs.append(tf.cast(model(images, training=False), tf.float32).numpy())
+        labels.append(tf.reshape(batch[features.LABEL], [-1]).numpy())
+        if has_patient:
+            groups.append(tf.reshape(batch[features.PATIENT_ID], [-1]).numpy().astype(str))
+    probs_a, labels_a = np.concatenate(probs), np.concatenate(labels)
+    groups_a = np.concatenate(groups) if has_patient else np.arange(len(labels_a)).astype(str)
+    return probs_a, labels_a, groups_a
+
+
+def _patterns(files) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _calibrate_tf(cal, probs):
+    import tensorflow as tf
+
+    return cal.apply_tf(tf.constant(probs, tf.float32)).numpy()
+
+
 def train_and_export(
     hp: HParams,
     train_files,
@@ -47,15 +88,22 @@ def train_and_export(
     transform_dir: str,
     serving_model_dir: str,
     log_dir: str | None = None,
+    trust: TrustSettings | None = None,
 ) -> dict[str, Any]:
-    """Train on the transformed splits and export the serving model; returns its summary."""
-    from medflow.components.models.training import fit, transformed_splits
+    """Train on the transformed splits, fit calibration and the operating point on the eval
+    split (:mod:`.trust`) and export the serving model; returns its summary."""
+    from medflow.components.models.training import count_labels, fit, transformed_splits
     from medflow.components.tasks.classification.export import export_serving_model
 
+    trust = trust or TrustSettings()
     tft_output, train, validation, validation_source = transformed_splits(
         hp, train_files, eval_files, transform_dir, transformed_dataset
     )
+    eval_counts = count_labels(transformed_dataset(eval_files, tft_output, hp))
+    check_eval_split(trust, eval_counts, hp.n_classes)  # before training, not after
     model, history, counts = fit(hp, train, validation, log_dir)
+    probs, labels, groups = eval_cases(model, eval_files, tft_output, hp)
+    calibration, point, report = fit_outputs(trust, probs, labels, groups, _calibrate_tf)
     info = {
         "hparams": hp.to_dict(),
         "backbone": hp.resolved_backbone(),
@@ -64,8 +112,19 @@ def train_and_export(
         "epochs_run": len(history.get("loss", [])),
         "history": history,
         "parameters": int(model.count_params()),
+        "trust": report,
     }
-    export_serving_model(model, tft_output, serving_model_dir, hp.input_shape, hp.labels, info)
+    threshold = point.threshold if point is not None else None
+    export_serving_model(
+        model,
+        tft_output,
+        serving_model_dir,
+        hp.input_shape,
+        hp.labels,
+        info,
+        calibration,
+        threshold,
+    )
     log.info("exported %s model to %s", info["backbone"], serving_model_dir)
     return info
 
@@ -73,6 +132,7 @@ def train_and_export(
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``tfx.components.FnArgs``)."""
     hp = HParams.from_config(fn_args.custom_config)
+    trust = TrustSettings.from_config(fn_args.custom_config, hp.n_classes)
     train_and_export(
         hp,
         fn_args.train_files,
@@ -80,4 +140,5 @@ def run_fn(fn_args) -> None:
         fn_args.transform_output,
         fn_args.serving_model_dir,
         fn_args.model_run_dir,
+        trust,
     )

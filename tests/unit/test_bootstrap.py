@@ -1,0 +1,78 @@
+"""Bootstrap intervals (issue 21, item 3): close to the analytic interval of a known case,
+shrinking as the sample grows, covering the true value in a simulation, and resampling
+patients rather than cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medflow.components.models import bootstrap
+
+
+def test_proportion_interval_matches_the_analytic_wald_interval():
+    # 400 cases, 300 hits: Wald 95% interval 0.75 +- 1.96 * sqrt(0.75 * 0.25 / 400)
+    values = np.array([1.0] * 300 + [0.0] * 100)
+    out = bootstrap.mean_interval(values, np.arange(400), replicates=4000, seed=1)
+    half = 1.96 * np.sqrt(0.75 * 0.25 / 400)
+    assert out["value"] == 0.75
+    assert out["lower"] == pytest.approx(0.75 - half, abs=0.006)
+    assert out["upper"] == pytest.approx(0.75 + half, abs=0.006)
+
+
+def test_interval_shrinks_as_the_sample_grows():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (50, 200, 800):
+        values = rng.normal(0.8, 0.1, n)
+        out = bootstrap.mean_interval(values, np.arange(n), replicates=500)
+        widths.append(out["upper"] - out["lower"])
+    assert widths[0] > 1.6 * widths[1] > 1.6**2 * widths[2]
+
+
+def test_auc_interval_covers_the_true_auc_in_a_simulation():
+    # scores N(0,1) for negatives, N(1,1) for positives: true AUC = Phi(1 / sqrt 2)
+    from scipy.stats import norm
+
+    true_auc = norm.cdf(1 / np.sqrt(2))
+    rng = np.random.default_rng(7)
+    covered, runs = 0, 60
+    for run in range(runs):
+        labels = rng.random(120) < 0.5
+        scores = rng.normal(labels.astype(float), 1.0)
+        out = bootstrap.binary_intervals(
+            labels, scores, np.arange(120), 0.5, 0.5, replicates=300, seed=run
+        )["auc"]
+        covered += out["lower"] <= true_auc <= out["upper"]
+    # 95% nominal; 60 runs: a coverage below 0.85 would be a real fault (binomial p < 0.01)
+    assert covered / runs >= 0.85
+
+
+def test_patient_resampling_widens_the_interval_of_correlated_cases():
+    # 40 patients, 10 identical cases each: the data hold 40 independent values, not 400
+    rng = np.random.default_rng(3)
+    per_patient = rng.normal(0.8, 0.1, 40)
+    values = np.repeat(per_patient, 10)
+    by_case = bootstrap.mean_interval(values, np.arange(400), replicates=1000)
+    by_patient = bootstrap.mean_interval(values, np.repeat(np.arange(40), 10), replicates=1000)
+    width = by_patient["upper"] - by_patient["lower"]
+    assert width > 2.5 * (by_case["upper"] - by_case["lower"])
+    assert width == pytest.approx(2 * 1.96 * per_patient.std() / np.sqrt(40), rel=0.2)
+
+
+def test_binary_intervals_of_a_known_case():
+    labels = np.array([1] * 50 + [0] * 50)
+    scores = np.array([0.9] * 45 + [0.1] * 5 + [0.1] * 40 + [0.9] * 10)
+    out = bootstrap.binary_intervals(labels, scores, np.arange(100), 0.5, 0.1, replicates=500)
+    assert out["sensitivity"]["value"] == 0.9 and out["specificity"]["value"] == 0.8
+    ppv, npv = bootstrap.predictive_values(0.9, 0.8, 0.1)
+    assert ppv == pytest.approx(0.09 / (0.09 + 0.18)) and npv == pytest.approx(0.72 / 0.73)
+    assert out["ppv"]["value"] == pytest.approx(ppv)
+    assert bootstrap.auc(labels, scores) == pytest.approx(out["auc"]["value"])
+    for m in out.values():
+        assert m["lower"] <= m["value"] <= m["upper"]
+
+
+def test_auc_handles_ties_and_one_class():
+    assert bootstrap.auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    assert np.isnan(bootstrap.auc(np.array([1, 1]), np.array([0.2, 0.4])))
