@@ -2,22 +2,30 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.medflow-installed
-# python3.10 from PATH, else pyenv's install (the pyenv shim refuses when 3.10 is not the selected version).
-PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 /usr/local/bin/python3.10 /usr/bin/python3.10; do \
-	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+# Two stacks (README "Stacks"): next = Python 3.13/3.12 + TFX 1.21 (requirements-next.lock) where
+# glibc >= 2.39 allows it, else default = Python 3.10 + TFX 1.16 (requirements.lock).
+# `make setup` picks (scripts/next-stack/pick-stack); STACK=next or STACK=default forces one.
+STACK ?= auto
+PICKED := $(shell PYTHON310='$(PYTHON310)' NEXT_PYTHON='$(NEXT_PYTHON)' scripts/next-stack/pick-stack $(STACK))
+STACK_NAME := $(word 1,$(PICKED))
+STACK_PYTHON := $(word 2,$(PICKED))
+LOCK := $(if $(filter next,$(STACK_NAME)),requirements-next.lock,requirements.lock)
+STAMP := $(VENV)/.medflow-installed$(if $(filter next,$(STACK_NAME)),-next)
 WORKDIR ?= .medflow
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all check lint format lock bench clean
+.PHONY: setup run test test-all check lint format lock bench clean test-next-stack test-next-stack-inside
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
-	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found (install it, e.g. 'pyenv install 3.10'), or pass PYTHON310=/path/to/python3.10"; exit 1; }
-	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
-	$(PY) -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
-	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip sync --python $(PY) --compile-bytecode requirements.lock
+$(STAMP): $(LOCK) pyproject.toml
+	@case "$(STACK_NAME)" in next|default) echo "medflow setup: $(STACK_NAME) stack, $(STACK_PYTHON), $(LOCK)";; *) echo "$(PICKED)"; exit 1;; esac
+	@# A venv of the other stack's Python is replaced, not mixed.
+	@if test -x $(PY) && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" != "$$($(STACK_PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+		echo "medflow setup: replacing $(VENV) (another Python)"; rm -rf $(VENV); fi
+	@test -x $(PY) || $(STACK_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' $(LOCK))"
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip sync --python $(PY) --compile-bytecode $(LOCK)
 	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
@@ -42,7 +50,19 @@ format: setup
 check: lint test
 
 lock:
-	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in --python $(PYTHON310) -o requirements.lock
+	@py=$$(PYTHON310='$(PYTHON310)' scripts/next-stack/pick-stack default); [ "$${py%% *}" = default ] || { echo "$$py"; exit 1; }; \
+	set -x; UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in --python $${py#default } -o requirements.lock
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in requirements-next.in --override requirements-next.in \
+		--python-version 3.12 --python-platform x86_64-manylinux_2_39 -o requirements-next.lock
+
+# The next stack verified on any Linux with debootstrap (root): a cached Debian 13 root runs
+# `make setup`, `make test` and `make run` on a copy of the committed checkout.
+test-next-stack:
+	scripts/next-stack/build-root.sh
+
+# What test-next-stack runs inside the root (timed; the setup step shows whether it was cached).
+test-next-stack-inside:
+	scripts/next-stack/inside.sh
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
