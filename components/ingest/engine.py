@@ -198,6 +198,14 @@ def ingest(
             iterator to wrap; the runner logs its own progress).
     """
     del progress
+    if hasattr(manifest, "pairs"):  # a registration pairs manifest: one example per pair
+        from medflow.components.ingest.pairs import ingest_pairs  # imports this module
+
+        return ingest_pairs(source, out, key, manifest, options)
+    if Path(source, "volume_spec.json").is_file():  # volumes (medflow import-nifti wrote it)
+        from medflow.components.ingest.volume_ingest import ingest_volumes  # imports this module
+
+        return ingest_volumes(source, out, key, manifest, options)
     source, out = Path(source), Path(out)
     if options.scan_burned_in:
         tesseract()  # a missing OCR program is a setup error, not a reason per file

@@ -6,6 +6,8 @@ Layout written under ``out_dir``::
                              PixelSpacing from the CSV and BurnedInAnnotation NO
     masks/<NNN_xHC>.png      the annotation as a 0/255 grey PNG on the image grid
     labels.csv               SOPInstanceUID,mask,hc_mm,split,_source
+    pairs.csv                registration pairs (fixed, moving, fixed_mask, moving_mask,
+                             split) when the folder has intra_subject_pairs.csv
 
 A fetus (the ``NNN`` prefix; ``010_HC`` and ``010_2HC`` are the same fetus) is one patient:
 all its images share PatientID and split, and the split is a hash of the fetus id, so the
@@ -27,9 +29,11 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
 from medflow.components.ingest.import_output import grey8_image, publish, secondary_capture
+from medflow.components.ingest.pairs_manifest import write_import_pairs
 from medflow.core.errors import ConfigError, InputError
 
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
+PAIRS_SOURCE = "intra_subject_pairs.csv"  # same-fetus frame pairs -> OUT/pairs.csv
 IMAGE_DIR = "training_set"
 DICOM_DIR = "dicom"
 MASK_DIR = "masks"
@@ -106,6 +110,8 @@ def import_hc18(
         for path in images:
             rows.append(_import_one(path, reference[path.name], staging, eval_fraction))
         manifest = publish(staging, out_dir, (DICOM_DIR, MASK_DIR), HEADER, rows)
+        pair_of = lambda row: (row["fixed"].strip(), row["moving"].strip())  # noqa: E731
+        write_import_pairs(out_dir, HEADER, rows, src / PAIRS_SOURCE, pair_of)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

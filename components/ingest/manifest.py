@@ -75,6 +75,10 @@ def read_manifest(path: str | Path) -> LabelManifest:
     """
     path = Path(path)
     header, raw_rows = _read_csv(path)
+    from medflow.components.ingest import pairs_manifest  # imports this module
+
+    if pairs_manifest.is_pairs_header(header):  # fixed/moving: a registration pairs manifest
+        return pairs_manifest.read_pairs_manifest(path, header, raw_rows)
     key_col, labels = _columns(path, header)
     manifest = LabelManifest(str(path), key_col, labels, {}, {}, {}, {}, {})
     errors = [

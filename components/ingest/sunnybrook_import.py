@@ -18,6 +18,8 @@ Layout written under ``out_dir``::
     labels.csv                          SOPInstanceUID, mask (the i-contour), site, split,
                                         phase, slice_location_mm, trigger_time_ms,
                                         _patient, _o_contour, _source
+    pairs.csv                           registration pairs from ed_es_pairs.csv (frame_a
+                                        fixed, frame_b moving, their i-contours as masks)
 
 ``mask`` names the i-contour file: ingestion fills it on the instance's grid
 (:mod:`components.dicom.contours`), so the mask is the LV blood pool. ``phase`` is ``ED`` or
@@ -40,9 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medflow.components.ingest.import_output import progress_bar, publish
+from medflow.components.ingest.pairs_manifest import write_import_pairs
 from medflow.core.errors import ConfigError, InputError
 
 LINK_NAME = "link.csv"
+PAIRS_SOURCE = "ed_es_pairs.csv"  # slice positions contoured at two phases -> OUT/pairs.csv
 DICOM_SRC = "dicoms"
 CONTOUR_SRC = "contourfiles"
 DICOM_DIR = "dicom"
@@ -251,9 +255,16 @@ def import_sunnybrook(
             bar.update(1)
         bar.close()
         manifest = publish(staging, out_dir, (DICOM_DIR, CONTOUR_DIR), HEADER, rows)
+        write_import_pairs(out_dir, HEADER, rows, src / PAIRS_SOURCE, _pair_sources)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _pair_sources(row: dict) -> tuple[str, str]:
+    """An ``ed_es_pairs.csv`` row -> (fixed, moving) ``_source`` paths: frame_a, frame_b."""
+    patient = row["patient_id"].strip()
+    return tuple(f"{DICOM_SRC}/{patient}/{int(row[k])}.dcm" for k in ("frame_a", "frame_b"))
 
 
 def _copy_one(frame: Frame, staging: Path, split: str) -> tuple:
