@@ -78,10 +78,14 @@ def save_corrected_mask(folder: Path, case_id: int, mask: np.ndarray) -> Path:
     return path
 
 
-def _background(study: display.Study, frame: int, mask: np.ndarray, size) -> Image.Image:
+def frame_pixels(study: display.Study, frame: int) -> np.ndarray:
+    """The frame's display pixels at the study's first window preset (colour as stored)."""
     center, width = study.preset_window(study.presets()[0]) if not study.is_color else (0, 1)
-    pixels = display.render(study, frame, center, width)
-    shown = display.blend_mask(pixels, mask, 0.35, "fill")
+    return display.render(study, frame, center, width)
+
+
+def _background(study: display.Study, frame: int, mask: np.ndarray, size) -> Image.Image:
+    shown = display.blend_mask(frame_pixels(study, frame), mask, 0.35, "fill")
     return Image.fromarray(shown).resize(size, Image.Resampling.NEAREST)
 
 
@@ -144,8 +148,6 @@ def show(
 
 
 def _save(settings, store, user, pred, mask, result, seen_review_id, after) -> None:
-    from medflow.dashboard.views.review import CASE_KEY
-
     rgba = result.image_data if result.json_data and result.json_data.get("objects") else None
     if rgba is None or not (rgba[..., 3] >= 128).any():
         st.session_state["review_error"] = (
@@ -154,6 +156,16 @@ def _save(settings, store, user, pred, mask, result, seen_review_id, after) -> N
         return
     new = corrected_mask(mask, rgba, max(len(pred.labels), 2))
     path = save_corrected_mask(Path(settings.workdir) / CORRECTED_DIR, pred.id, new)
+    changed = int((new != mask).sum())
+    done = f"Case {pred.id}: corrected mask saved ({changed} pixel(s) changed)."
+    record_correction(store, user, pred, path, seen_review_id, after, done)
+
+
+def record_correction(store, user, pred, path: Path, seen_review_id, after, done: str) -> None:
+    """Records a "correct" review with the corrected file ``path`` and says ``done`` (or, when
+    refused, removes the file and says why), then opens the case ``after``."""
+    from medflow.dashboard.views.review import CASE_KEY
+
     try:
         store.review(
             pred.id,
@@ -169,9 +181,6 @@ def _save(settings, store, user, pred, mask, result, seen_review_id, after) -> N
             exc, ReviewConflict) else str(exc)  # fmt: skip
         st.session_state["review_error"] = said
         return
-    changed = int((new != mask).sum())
-    st.session_state["review_done"] = (
-        f"Case {pred.id}: corrected mask saved ({changed} pixel(s) changed)."
-    )
+    st.session_state["review_done"] = done
     st.session_state["review_comment"] = ""
     st.session_state[CASE_KEY] = after

@@ -9,7 +9,8 @@ What a reviewer may do with a case, and what the page shows besides the image (s
 overlays such as a mask or heatmap, a label picker), is the case's task's review plug-in
 (:class:`medflow.core.tasks.TaskReview`, found by the prediction's ``task``); this page names
 no task. A task whose review judges mask files and takes "correct" gets the mask editor
-(:mod:`.mask_editor`: draw the right mask, save it).
+(:mod:`.mask_editor`: draw the right mask, save it), or its own editor of the judged file
+(:meth:`~medflow.core.tasks.TaskReview.editor`, e.g. boxes).
 
 Keyboard: each action's key (e.g. A accept, X reject, L correct label, S save a corrected
 mask), N next case, P previous case (Streamlit button shortcuts; C and R are reserved by
@@ -158,7 +159,7 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
         review = _review(pred)
         # A task that reviews masks and takes "correct" gets the drawing canvas.
         drawing = bool(review.reviews_mask_file and review.action("correct")) and st.toggle(
-            "Correct mask (draw)", key=f"edit_mask_{pred.id}"
+            f"Correct {review.judged_file} (draw)", key=f"edit_mask_{pred.id}"
         )
     with image_col:
         problem = _image(settings, store, user, pred, head, seen, ids, drawing)
@@ -271,13 +272,15 @@ def _image(
     spacing = head.spacing if head else None
     if drawing and frame == pred.frame_index:
         with slot:
-            mask_editor.show(
+            (review.editor() or mask_editor.show)(
                 settings, store, user, pred, study, frame,
                 seen_review_id=seen.id if seen else None, after=_next_after(ids, pred.id),
             )  # fmt: skip
         return None
     if drawing:
-        st.caption(f"The mask belongs to frame {pred.frame_index + 1}; draw on that frame.")
+        st.caption(
+            f"The {review.judged_file} belongs to frame {pred.frame_index + 1}; draw on that frame."
+        )
     layer, problem = _layer(review, pred, study, frame)
     caption = f"frame {frame + 1}/{study.n_frames} · {study.photometric}"
     if spacing:

@@ -240,6 +240,8 @@ class TaskReview(abc.ABC):
         actions: what a reviewer may do, in button order (the first is the primary button).
         reviews_mask_file: the review judges the prediction's mask file (``mask_ref``): the
             store records the file's SHA-256 with each review, and the export checks it.
+        judged_file: what that file holds: "mask" (drawn with the page's mask editor) or
+            another kind with the task's own :meth:`editor` (e.g. "boxes").
         export_kind: what one manifest row carries, in messages ("labels", "masks").
         export_columns: manifest columns after ``SOPInstanceUID`` (what the task trains on).
         export_extra_columns: provenance columns after the common ones.
@@ -247,6 +249,7 @@ class TaskReview(abc.ABC):
 
     actions: tuple[ReviewAction, ...] = ()
     reviews_mask_file: bool = False
+    judged_file: str = "mask"
     export_kind: str = "labels"
     export_columns: tuple[str, ...] = ()
     export_extra_columns: tuple[str, ...] = ()
@@ -302,6 +305,11 @@ class TaskReview(abc.ABC):
         """Why ``action`` cannot be taken while the overlay has ``problem`` (None: it can)."""
         return None
 
+    def editor(self) -> Callable[..., None] | None:
+        """The task's own editor of the judged file for "correct", called like the page's
+        mask editor (``medflow.dashboard.views.mask_editor.show``); None: that editor."""
+        return None
+
     # --- labels export --------------------------------------------------------------------
     @abc.abstractmethod
     def manifest_cells(self, item: Any) -> dict[str, str]:
@@ -321,6 +329,7 @@ def mask_review_task() -> str | None:
 
 def _reviews_masks(task: Task) -> bool:
     try:
-        return task.review().reviews_mask_file
+        review = task.review()
+        return review.reviews_mask_file and review.judged_file == "mask"
     except ConfigError:  # a task without a review plug-in
         return False

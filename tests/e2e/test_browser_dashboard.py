@@ -16,10 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +24,7 @@ import pytest
 from medflow.components.dicom import display
 from medflow.dashboard.store import ReviewStore
 from medflow.workflows.review_samples import seed_masks, seed_store
+from tests.support.dashboard_app import served_dashboard
 from tests.support.sample_runs import write_pushed_version
 from tests.support.waiting import wait_until
 
@@ -68,12 +65,6 @@ def _chromium() -> str:
     _missing("chromium is not installed (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def served_app(tmp_path):
     url = f"sqlite:///{tmp_path}/review.db"
@@ -85,36 +76,10 @@ def served_app(tmp_path):
     workdir = tmp_path / "workdir"
     contract = write_pushed_version(workdir / "models", 3) / "contract.json"
     _with_metrics(contract, DEMO_METRICS)
-    port = _free_port()
-    env = {**os.environ, "MEDFLOW_STORE_URL": url, "MEDFLOW_WORKDIR": str(workdir),
-           "MEDFLOW_MLMD_DB": "", "MEDFLOW_MLMD_CONFIG": "", "MEDFLOW_MODELS_DIR": ""}  # fmt: skip
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-        "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
-    ]  # fmt: skip
-    log = (tmp_path / "streamlit.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def healthy():
-        assert proc.poll() is None, f"streamlit exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                return r.read() == b"ok"
-        except OSError:
-            return False
-
     try:
-        wait_until(healthy, timeout=60, interval=0.2, message="the Streamlit server")
-        yield f"http://127.0.0.1:{port}", store, cls, seg
+        with served_dashboard(url, workdir, tmp_path, tmp_path / "streamlit.log") as base:
+            yield base, store, cls, seg
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         store.close()
 
 

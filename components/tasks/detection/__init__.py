@@ -119,7 +119,17 @@ class DetectionTask(Task):
         return push_reports(results, source, settings)
 
     def review_record(self, result) -> dict[str, Any]:
-        return {"labels": result.labels, "scores": result.scores, "task": self.name}
+        return {
+            "labels": result.labels,
+            "scores": result.scores,
+            "task": self.name,
+            "mask_ref": result.boxes_ref,
+        }
+
+    def review(self):
+        from medflow.components.tasks.detection.review import REVIEW
+
+        return REVIEW
 
 
 TASK = DetectionTask()

@@ -4,6 +4,7 @@ source image), written to files or stored in the PACS (STOW-RS)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,9 +101,34 @@ def write_srs(results: Sequence, out_dir: str | Path) -> list[WrittenSR]:
     return written
 
 
+def save_boxes_files(results: list, review_dir: str | Path) -> list:
+    """One boxes file per result for review (``medflow predict --record``); the results
+    with their ``boxes_ref``."""
+    from medflow.components.tasks.detection.review import boxes_file_for, write_boxes_file
+
+    return [
+        dataclasses.replace(
+            r,
+            boxes_ref=str(
+                write_boxes_file(
+                    boxes_file_for(review_dir, r),
+                    r.boxes,
+                    r.labels,
+                    (r.rows, r.columns),
+                    source="model",
+                )
+            ),
+        )  # fmt: skip
+        for r in results
+    ]
+
+
 def write_files(results: list, options: OutputOptions) -> tuple[list, OutputReport]:
-    """SR files (``sr_out``) and overlays (``overlay_out``)."""
+    """SR files (``sr_out``), overlays (``overlay_out``) and, with ``review_dir``, the boxes
+    files the review store judges (each result's ``boxes_ref``)."""
     report = OutputReport()
+    if options.review_dir:
+        results = save_boxes_files(results, options.review_dir)
     if options.files.get("sr_out"):
         written = write_srs(results, options.files["sr_out"])
         report.json["reports"] = written

@@ -20,11 +20,13 @@ class BoxPrediction(FramePrediction):
         boxes: ``[{label, score, x0, y0, x1, y1}]`` in source pixels (pixel-edge corners,
             clipped to the image), highest score first.
         rows / columns: the source image's size.
+        boxes_ref: where the boxes file for review was saved (``medflow predict --record``).
     """
 
     boxes: list[dict]
     rows: int
     columns: int
+    boxes_ref: str | None = None
 
     task = TASK_NAME
 
