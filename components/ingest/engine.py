@@ -198,6 +198,10 @@ def ingest(
             iterator to wrap; the runner logs its own progress).
     """
     del progress
+    if hasattr(manifest, "pairs"):  # a registration pairs manifest: one example per pair
+        from medflow.components.ingest.pairs import ingest_pairs  # imports this module
+
+        return ingest_pairs(source, out, key, manifest, options)
     if Path(source, "volume_spec.json").is_file():  # volumes (medflow import-nifti wrote it)
         from medflow.components.ingest.volume_ingest import ingest_volumes  # imports this module
 

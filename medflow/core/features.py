@@ -60,3 +60,21 @@ LABEL = "label"
 MASK = "mask"
 
 UNKNOWN = "UNKNOWN"
+
+# Volume examples (components.ingest.volume_ingest): IMAGE is float32 [slices, rows, cols, 1]
+# on the VolumeSpec grid, MASK uint8 [slices, rows, cols] (class per voxel). The grid maps
+# back to the source volume through these (present only in volume examples).
+VOLUME_AFFINE = "volume_affine"  # float [16]: grid index (k, i, j, 1) -> LPS mm, row-major
+VOLUME_SPACING = "volume_spacing"  # float [3]: the source volume's voxel spacing (mm)
+VOLUME_SOURCE_SHAPE = "volume_source_shape"  # int [3]: the source volume's shape
+VOLUME_RESAMPLED_SHAPE = "volume_resampled_shape"  # int [3]: after resampling, before padding
+VOLUME_OFFSET = "volume_offset"  # int [3]: where the resampled volume sits in the grid
+VOLUME_ORIENTATION = "volume_orientation"  # str: axis codes of the source, e.g. "LPS", "RAS"
+VOLUME_FEATURES = (
+    VOLUME_AFFINE,
+    VOLUME_SPACING,
+    VOLUME_SOURCE_SHAPE,
+    VOLUME_RESAMPLED_SHAPE,
+    VOLUME_OFFSET,
+    VOLUME_ORIENTATION,
+)
