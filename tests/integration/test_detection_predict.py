@@ -152,3 +152,29 @@ def test_compile_for_kubeflow_names_the_detection_modules(tmp_path, capsys):
     assert "medflow.components.tasks.detection.trainer.run_fn" in text
     assert "medflow.components.tasks.detection.transform.preprocessing_fn" in text
     assert "medflow.components.tasks.detection.tfma_metrics" in text
+
+
+def test_predict_record_queues_boxes_files_for_review(server, model_base, dicoms, tmp_path):
+    from medflow.components.tasks.detection.review import read_boxes_file
+    from medflow.dashboard.store import ReviewStore
+
+    url = f"sqlite:///{tmp_path}/review.db"
+    contract = next((model_base / "det").iterdir()) / "contract.json"
+    code = main(
+        ["predict", str(dicoms[0]), "--server", f"127.0.0.1:{server.grpc_port}", "--model",
+         "det", "--contract", str(contract), "--record", "--store-url", url]
+    )  # fmt: skip
+    assert code == 0
+    store = ReviewStore(url)
+    try:
+        [pred] = store.list_queue()
+        ds = pydicom.dcmread(dicoms[0], stop_before_pixels=True)
+        assert pred.task == "detection" and pred.sop_instance_uid == ds.SOPInstanceUID
+        boxes = read_boxes_file(pred.mask_ref)  # beside the store: masks/<uid>_f0.boxes.json
+        assert pred.mask_ref.startswith(str(tmp_path / "masks"))
+        assert (boxes.rows, boxes.columns, boxes.labels) == (ds.Rows, ds.Columns, LABELS)
+        assert boxes.boxes and boxes.source == "model"
+        assert pred.scores == [max((b["score"] for b in boxes.boxes if b["label"] == k),
+                                   default=0.0) for k in LABELS]  # fmt: skip
+    finally:
+        store.close()
