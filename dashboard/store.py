@@ -113,13 +113,15 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
         mask_ref: str | None = None,
         heatmap_ref: str | None = None,
         task: str | None = None,
+        predicted_index: int | None = None,
     ) -> int:
         """Adds one model prediction to the review queue; returns its id.
 
         UIDs are the original ones of the file; ``image_ref`` is a path or DICOMweb URL;
         ``scores[i]`` is the probability of ``labels[i]``; ``task`` names the task plug-in
         that reviews it (None: the task whose review judges mask files when ``mask_ref`` is
-        given, else the default task).
+        given, else the default task). ``predicted_index`` is the label the model decided
+        (e.g. at its operating point's cut-off); None: the highest score.
 
         Raises:
             ReviewError: labels/scores are empty, of different lengths or not finite, a
@@ -130,6 +132,12 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
         task = _task_of(task, mask_ref, sop_instance_uid)
         scores = [float(s) for s in scores]
         best = max(range(len(scores)), key=scores.__getitem__)
+        if predicted_index is not None:
+            if not 0 <= int(predicted_index) < len(scores):
+                raise ReviewError(
+                    f"predicted_index {predicted_index} is not one of the {len(scores)} labels"
+                )
+            best = int(predicted_index)
         row = dict(
             sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_instance_uid,

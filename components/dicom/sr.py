@@ -2,7 +2,8 @@
 
 One measurement group per predicted image (frame): the algorithm (model name and version),
 the predicted label as a qualitative evaluation, the score and every class probability as
-measurements, and a reference to the source instance (and frame). The SR goes into the
+measurements (and the operating point's score cut-off that decided the label, when the model
+has one), and a reference to the source instance (and frame). The SR goes into the
 source study, so a PACS shows it next to the images.
 """
 
@@ -28,6 +29,7 @@ def _codes():
         "finding": concept("AI-CLASS", CODING_SCHEME, "AI classification"),
         "label": concept("AI-LABEL", CODING_SCHEME, "Predicted label"),
         "score": concept("AI-SCORE", CODING_SCHEME, "Model score of the predicted label"),
+        "threshold": concept("AI-CUTOFF", CODING_SCHEME, "Operating point score cut-off"),
         "no_units": concept("1", "UCUM", "no units"),
     }
 
@@ -113,6 +115,10 @@ def _group(pred, source: pydicom.Dataset, index: int, codes: dict):
     for class_id, (label, prob) in enumerate(zip(pred.labels, pred.probabilities, strict=True)):
         name = hd.sr.CodedConcept(f"AI-P{class_id}", CODING_SCHEME, f"Probability of {label}"[:64])
         measurements.append(hd.sr.Measurement(name=name, value=float(prob), unit=unit))
+    threshold = getattr(pred, "threshold", None)  # the cut-off that decided the label
+    if threshold is not None:
+        cut = hd.sr.Measurement(name=codes["threshold"], value=float(threshold), unit=unit)
+        measurements.append(cut)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=hd.UID(), identifier=f"{pred.model_name} finding {index + 1}"

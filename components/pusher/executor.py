@@ -87,6 +87,7 @@ def _training_summary(model_dir: str) -> dict[str, Any]:
         "class_counts": info.get("train_class_counts", {}),
         "backbone": info.get("backbone"),
         "epochs_run": info.get("epochs_run"),
+        "trust": info.get("trust") or {},
     }
 
 
@@ -113,6 +114,7 @@ def build_contract(
 
     contract = static_fields(static)
     training = _training_summary(model_dir)
+    trust = training.pop("trust", {})  # calibration, operating point, intervals (Trainer, on eval)
     inputs = contract.inputs
     expected: dict[str, Any] = {}
     if statistics_uri:
@@ -126,8 +128,12 @@ def build_contract(
     metrics = {}
     if evaluation_uri:
         metrics = {"eval": load_metrics(evaluation_uri).get("overall", {})}
+    if trust.get("intervals"):
+        metrics["eval_intervals"] = trust["intervals"]
     return replace(
         contract,
+        calibration=trust.get("calibration") or {},
+        operating_point=trust.get("operating_point") or {},
         model_name=model_name,
         inputs=inputs,
         training_data=training,

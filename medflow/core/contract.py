@@ -93,6 +93,10 @@ class ModelContract:
             (:mod:`medflow.core.expected_input`): header values seen and the model-input
             pixel spacing range; empty: unknown.
         metrics: evaluation metrics, ``{"eval": {metric: value}}``.
+        calibration: the calibration map in the exported graph (``method``, ``params``,
+            quality before/after); empty: none recorded.
+        operating_point: the cut-off the graph's ``class_id`` applies (``rule``,
+            ``threshold``, ``sensitivity``, ``specificity``); empty: the most probable class.
         evaluation_uri: the ModelEvaluation artifact's URI, when known.
         lineage: ML Metadata ids (``execution_id``, ``model_artifact_id``, ...), may be empty.
         created_by: ``medflow <version>`` that wrote it.
@@ -112,6 +116,8 @@ class ModelContract:
     training_data: Mapping[str, Any] = field(default_factory=dict)
     expected_input: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+    operating_point: Mapping[str, Any] = field(default_factory=dict)
     evaluation_uri: str = ""
     lineage: Mapping[str, int | str] = field(default_factory=dict)
     created_by: str = ""
@@ -145,6 +151,8 @@ class ModelContract:
             "training_data": dict(self.training_data),
             "expected_input": dict(self.expected_input),
             "metrics": dict(self.metrics),
+            **({"calibration": dict(self.calibration)} if self.calibration else {}),
+            **({"operating_point": dict(self.operating_point)} if self.operating_point else {}),
             "evaluation_uri": self.evaluation_uri,
             "lineage": dict(self.lineage),
             "model_sha256": self.model_sha256,
@@ -211,6 +219,8 @@ class ModelContract:
             training_data=dict(d.get("training_data") or {}),
             expected_input=dict(d.get("expected_input") or {}),
             metrics=dict(d.get("metrics") or {}),
+            calibration=dict(d.get("calibration") or {}),
+            operating_point=dict(d.get("operating_point") or {}),
             evaluation_uri=d.get("evaluation_uri", ""),
             lineage=dict(d.get("lineage") or {}),
             created_by=d.get("created_by", ""),

@@ -68,7 +68,9 @@ class ClassificationTask(Task):
         return decode(inputs, prediction, info)
 
     def format_table(self, results) -> str:
-        rows = [("file", "frame", "label", "probability", "model")]
+        # the cut-off column only where a model decided at an operating point
+        cut = any(r.threshold is not None for r in results)
+        rows = [("file", "frame", "label", "probability", "model") + (("cut-off",) if cut else ())]
         rows += [
             (
                 r.path,
@@ -77,6 +79,7 @@ class ClassificationTask(Task):
                 f"{r.probabilities[r.class_id]:.4f}",
                 f"{r.model_name}:{r.model_version}",
             )
+            + ((cut_off_text(r.labels, r.threshold),) if cut else ())
             for r in results
         ]
         return text_table(rows)
@@ -92,12 +95,22 @@ class ClassificationTask(Task):
             "scores": result.probabilities,
             "mask_ref": None,
             "task": self.name,
+            # the model's decision (its operating point), not the highest probability
+            "predicted_index": result.class_id,
         }
 
     def review(self):
         from medflow.components.tasks.classification.review import REVIEW
 
         return REVIEW
+
+
+def cut_off_text(labels, threshold: float | None) -> str:
+    """How the label was decided: ``p(<class 1>) >= 0.4123`` (the operating point the
+    model applied) or ``argmax`` (the most probable class)."""
+    if threshold is None:
+        return "argmax"
+    return f"p({labels[1]})>={threshold:.4f}"
 
 
 TASK = ClassificationTask()

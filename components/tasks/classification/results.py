@@ -16,6 +16,8 @@ class ImagePrediction(FramePrediction):
     probabilities: list[float]
     class_id: int
     score: float
+    # the operating point the exported graph applied to decide class_id (None: argmax)
+    threshold: float | None = None
 
     task = TASK_NAME
 
@@ -37,6 +39,7 @@ def decode(chunk, pred: Prediction, info: ModelInfo) -> list[ImagePrediction]:
     probs = pred.outputs["probabilities"]
     class_ids = pred.outputs.get("class_id", probs.argmax(axis=1))
     scores = pred.outputs.get("score", probs.max(axis=1))
+    cuts = pred.outputs.get("threshold")
     return [
         ImagePrediction(
             **origin(item, pred),
@@ -44,6 +47,7 @@ def decode(chunk, pred: Prediction, info: ModelInfo) -> list[ImagePrediction]:
             probabilities=[float(p) for p in probs[i]],
             class_id=int(class_ids[i]),
             score=float(scores[i]),
+            threshold=float(cuts[i]) if cuts is not None else None,
         )
         for i, item in enumerate(chunk)
     ]
