@@ -47,6 +47,19 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="maximum training epochs")
     parser.add_argument("--backbone", help="auto, small_cnn, resnet18, resnet50, densenet121, ...")
     parser.add_argument(
+        "--operating-point",
+        metavar="RULE",
+        help="binary classifiers: the cut-off chosen on the eval split after training and "
+        "applied by the exported model: youden (default), sensitivity=0.95, specificity=0.90 "
+        "or threshold=0.4",
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=("temperature", "platt", "isotonic", "none"),
+        help="probability calibration fitted on the eval split and built into the exported "
+        "model (default temperature)",
+    )
+    parser.add_argument(
         "--hparam",
         action="append",
         metavar="KEY=VALUE",
@@ -63,6 +76,9 @@ def pipeline_config(args: argparse.Namespace, **values: Any) -> PipelineConfig:
         hp["epochs"] = args.epochs
     if args.backbone:
         hp["backbone"] = args.backbone
+    for key in ("operating_point", "calibration"):
+        if getattr(args, key, None):
+            hp[key] = getattr(args, key)
     return PipelineConfig(
         task=args.task,
         image_size=args.image_size,
