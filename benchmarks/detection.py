@@ -1,4 +1,7 @@
-"""BCCD detection: the detection Trainer's steps in one process, val-split quality and time.
+"""Detection and localization: the detection Trainer's steps in one process, eval-split
+quality and time. ``--dataset bccd`` (default): BCCD blood smears, three classes;
+``--dataset hc18`` / ``sunnybrook``: localization, one box per image around the human mask
+(``medflow labels boxes-from-masks``), one class, with the top-1 box's IoU (mean, spread).
 
 BCCD (Pascal VOC) -> ``import_voc`` (colour DICOM, boxes cleaned) -> each instance through
 ``to_model_input`` with the pipeline's PixelSpec -> arrays z-scored with the training
@@ -11,7 +14,7 @@ inference images/s (model + decoding + NMS, batch 16).
 The TFX pipeline (ingestion's TFRecords, Transform, Evaluator) is not in the loop here;
 ``tests/e2e/test_detection_e2e.py`` runs that path.
 
-    .venv/bin/python benchmarks/detection.py [--size 256] [--epochs 30] [--width 16] [--limit N]
+    .venv/bin/python benchmarks/detection.py [--dataset hc18] [--size 256] [--epochs 30] [--limit N]
 """
 
 from __future__ import annotations
@@ -28,79 +31,113 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-BCCD = REPO.parent / "shared" / "data" / "bccd"
-CLASSES = ("RBC", "WBC", "Platelets")
+DATA = REPO.parent / "shared" / "data"
+# dataset -> (class names, channels): BCCD detection; HC18 / Sunnybrook localization (one box
+# per image around the human mask, ``medflow labels boxes-from-masks``).
+DATASETS = {"bccd": (("RBC", "WBC", "Platelets"), 3), "hc18": (("head",), 1),
+            "sunnybrook": (("lv",), 1)}  # fmt: skip
 
 
-def load(out: Path, size: int, channels: int, limit: int | None):
+def boxes_manifest(dataset: str, out: Path, limit: int | None) -> Path:
+    """The dataset's ``boxes`` manifest under ``out`` (DICOM in ``out/**/dicom``)."""
+    from medflow.components.ingest.mask_boxes import boxes_from_masks
+
+    if dataset == "bccd":
+        from medflow.components.ingest.voc_import import import_voc
+
+        return import_voc(DATA / "bccd", out, classes=DATASETS["bccd"][0], limit=limit,
+                          splits=("train", "eval"))  # fmt: skip
+    if dataset == "hc18":
+        from medflow.components.ingest.hc18_import import import_hc18
+
+        masks = import_hc18(DATA / "hc18", out / "src", limit=limit)
+    else:
+        from medflow.components.ingest.sunnybrook_import import import_sunnybrook
+
+        masks = import_sunnybrook(DATA / "sunnybrook", out / "src")
+    boxes_from_masks(out / "src" / "dicom", masks, out / "boxes.csv", DATASETS[dataset][0][0])
+    return out / "boxes.csv"
+
+
+def load(dataset: str, out: Path, size: int, limit: int | None):
     """{split: (images [n, size, size, ch], source boxes, model-grid boxes, geometries)}."""
     import pydicom
 
-    from medflow.components.dicom.pixels import to_model_input
-    from medflow.components.ingest.voc_import import import_voc, parse_boxes
+    from medflow.components.dicom.pixels import pixel_spacing, to_model_input
+    from medflow.components.ingest.mask_boxes import dicom_index
+    from medflow.components.ingest.voc_import import parse_boxes
     from medflow.components.tasks.detection.boxes import boxes_array, to_model_grid
     from medflow.core.pixel_spec import PixelSpec
 
-    manifest = import_voc(BCCD, out, classes=CLASSES, limit=limit, splits=("train", "eval"))
+    classes, channels = DATASETS[dataset]
+    manifest = boxes_manifest(dataset, out, limit)
+    files = dicom_index(out)
     spec = PixelSpec(size=(size, size), channels=channels)
     data: dict[str, tuple[list, list, list, list]] = {}
     for row in csv.DictReader(manifest.open()):
-        ds = pydicom.dcmread(out / "dicom" / row["_source"].replace(".jpg", ".dcm"))
+        ds = pydicom.dcmread(files[row["SOPInstanceUID"]])
         ((arr, geom),) = to_model_input(ds, spec)
-        src = boxes_array(parse_boxes(row["boxes"], row["_source"], CLASSES), list(CLASSES))
-        model = (to_model_grid(src[0], geom.scale, geom.pad), src[1])
+        spacing = pixel_spacing(ds)  # None for BCCD; square pixels for HC18 and Sunnybrook
+        src = boxes_array(parse_boxes(row["boxes"], row["SOPInstanceUID"], classes), list(classes))
+        model = (to_model_grid(src[0], geom.scale, geom.pad, spacing), src[1])
         split = data.setdefault(row["split"], ([], [], [], []))
-        for part, value in zip(split, (arr, src, model, geom), strict=True):
+        for part, value in zip(split, (arr, src, model, (geom, spacing)), strict=True):
             part.append(value)
     return {k: (np.stack(v[0]), v[1], v[2], v[3]) for k, v in data.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="bccd")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="images per split (default: all)")
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args()
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
+
+def run(args) -> dict:
+    """Train on the train split, evaluate on the eval split; the results."""
     from medflow.components.tasks.detection.boxes import to_source_grid
-    from medflow.components.tasks.detection.evaluation import detection_metrics
+    from medflow.components.tasks.detection.evaluation import detection_metrics, localization_iou
     from medflow.components.tasks.detection.trainer import DetHParams, fit_arrays, predict_arrays
 
+    classes, channels = DATASETS[args.dataset]
     with tempfile.TemporaryDirectory() as tmp:
-        data = load(Path(tmp), args.size, args.channels, args.limit)
+        data = load(args.dataset, Path(tmp), args.size, args.limit)
     train_x, _, train_boxes, _ = data["train"]
     val_x, val_src, _, val_geom = data["eval"]
     mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
-    hp = DetHParams(
-        image_size=(args.size, args.size),
-        channels=args.channels,
-        labels=CLASSES,
-        width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-    )
+    hp = DetHParams(image_size=(args.size, args.size), channels=channels, labels=classes,
+                    width=args.width, epochs=args.epochs, batch_size=args.batch_size)  # fmt: skip
     start = time.perf_counter()
     model, history = fit_arrays(hp, (train_x - mean) / std, train_boxes)
     train_min = (time.perf_counter() - start) / 60
     val_z = ((val_x - mean) / std).astype(np.float32)
-    predict_arrays(model, val_z[:16], len(CLASSES))  # trace once
+    predict_arrays(model, val_z[:16], len(classes))  # trace once
     start = time.perf_counter()
-    preds = predict_arrays(model, val_z, len(CLASSES))
+    preds = predict_arrays(model, val_z, len(classes))
     images_per_s = len(val_z) / (time.perf_counter() - start)
     source_preds = [
-        (to_source_grid(b, g.scale, g.pad, g.orig_rows, g.orig_cols), s, c)
-        for (b, s, c), g in zip(preds, val_geom, strict=True)
+        (to_source_grid(b, g.scale, g.pad, g.orig_rows, g.orig_cols, spacing), s, c)
+        for (b, s, c), (g, spacing) in zip(preds, val_geom, strict=True)
     ]
-    metrics = detection_metrics(val_src, source_preds, list(CLASSES))
-    result = {
+    metrics = detection_metrics(val_src, source_preds, list(classes))
+    if len(classes) == 1:
+        metrics["localization"] = localization_iou(val_src, source_preds)
+    return {
+        "dataset": args.dataset,
         "train_images": len(train_x),
         "val_images": len(val_x),
         "size": args.size,
-        "channels": args.channels,
+        "channels": channels,
         "epochs": args.epochs,
         "width": args.width,
         "parameters": int(model.count_params()),
@@ -110,10 +147,6 @@ def main() -> int:
         **metrics,
         "froc": {str(k): v for k, v in metrics["froc"].items()},
     }
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ def mask_for_instance(ds, path: str | Path, spec: PixelSpec, name: str = "") -> 
         DicomRejected: ``mask_mismatch`` when the mask's size differs from the image's or
             the instance contributes several frames; ``mask_unreadable`` (see :func:`read_mask`).
     """
-    rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     frames = frame_indices(n_frames, spec.frames)
     if len(frames) != 1:
@@ -71,10 +70,22 @@ def mask_for_instance(ds, path: str | Path, spec: PixelSpec, name: str = "") -> 
             f"{name}: one mask file for {n_frames} frames; masks are per frame (ingest with "
             "frames=middle or first)",
         )
+    return resample_mask(source_mask(ds, path, frames[0], name), spec.size, pixel_spacing(ds))
+
+
+def source_mask(ds, path: str | Path, frame: int = 0, name: str = "") -> np.ndarray:
+    """The mask of ``frame`` of an instance on its own Rows x Columns grid (a mask file, a
+    contour filled on that grid, or a DICOM SEG's frame referencing it).
+
+    Raises:
+        DicomRejected: ``mask_mismatch`` when the mask's size differs from the image's;
+            ``mask_unreadable`` (see :func:`read_mask`).
+    """
+    rows, cols = int(ds.Rows), int(ds.Columns)
     if is_contour_file(path):  # polygon vertices (Sunnybrook contours): filled on this grid
         mask = contour_mask(path, rows, cols, name)
     elif is_dicom_mask(path):  # a DICOM SEG referencing this instance (seg.dcm or seg.dcm#N)
-        mask = seg_mask(ds, path, frames[0], name)
+        mask = seg_mask(ds, path, frame, name)
     else:
         mask = read_mask(path, name)
     if mask.shape != (rows, cols):
@@ -83,4 +94,4 @@ def mask_for_instance(ds, path: str | Path, spec: PixelSpec, name: str = "") -> 
             f"{name}: mask {path} is {mask.shape[0]}x{mask.shape[1]} but the image is "
             f"{rows}x{cols}; a mask must have the image's rows and columns",
         )
-    return resample_mask(mask, spec.size, pixel_spacing(ds))
+    return mask

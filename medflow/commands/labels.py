@@ -1,4 +1,5 @@
-"""``medflow labels export``: reviewed labels -> label manifest for the next training run."""
+"""``medflow labels export``: reviewed labels -> label manifest for the next training run;
+``medflow labels boxes-from-masks``: a mask manifest -> one box per image (localization)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="manifest CSV to write (atomically)")
     export.add_argument("--model", default=None, help="only reviews of this model's predictions")
     export.set_defaults(func=_export)
+    derive = sub.add_parser(
+        "boxes-from-masks",
+        help="localization labels: one box per image around its mask's foreground, as a "
+        "boxes manifest (e.g. HC18 heads, Sunnybrook LV) for --task detection",
+    )
+    derive.add_argument("dicom_dir", metavar="DICOM_DIR", help="the DICOM folder labelled")
+    derive.add_argument("--labels", required=True, help="the mask manifest (key SOPInstanceUID)")
+    derive.add_argument("--label", required=True, help="class name of the boxes (e.g. head)")
+    derive.add_argument("--out", required=True, help="boxes manifest CSV to write (atomically)")
+    derive.set_defaults(func=_boxes_from_masks)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -37,4 +48,15 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"wrote {count} label(s) to {args.out}")
+    return 0
+
+
+def _boxes_from_masks(args: argparse.Namespace) -> int:
+    from medflow.components.ingest.mask_boxes import boxes_from_masks
+
+    report = boxes_from_masks(args.dicom_dir, args.labels, args.out, args.label)
+    left = ", ".join(f"{n} {why}" for why, n in sorted(report.left_out.items()))
+    print(f"wrote {report.written} box(es) to {args.out}" + (f"; left out {left}" if left else ""))
+    for line in report.problems[:5]:
+        print(f"  {line}")
     return 0

@@ -157,3 +157,38 @@ def build_detection_eval_config(thresholds: DetectionThresholds, labels: Sequenc
         _metric(labels, "detection", [MAP, FROC_MEAN] + [f"ap50_{c}" for c in labels]),
     ]
     return sliced_eval_config(BOXES, "", metrics)
+
+
+def localization_iou(truth, predictions) -> dict:
+    """Localization quality (one object per image): IoU of each image's top-scoring box with
+    its one true box (0 when the model gives none), summarised.
+
+    Args: as :func:`detection_metrics` (one true box per image; the first is used).
+
+    Returns:
+        ``mean_iou``, ``std_iou``, ``median_iou``, ``min_iou``, ``share_iou_50`` and
+        ``share_iou_90`` (the share of images with IoU >= 0.5 / 0.9), ``images``.
+    """
+    ious = []
+    for (true_xyxy, _), (xyxy, scores, _) in zip(truth, predictions, strict=True):
+        t = np.asarray(true_xyxy, np.float64).reshape(-1, 4)[0]
+        boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        if not len(boxes):
+            ious.append(0.0)
+            continue
+        p = boxes[int(np.argmax(scores))]
+        w = min(t[2], p[2]) - max(t[0], p[0])
+        h = min(t[3], p[3]) - max(t[1], p[1])
+        inter = max(0.0, w) * max(0.0, h)
+        union = (t[2] - t[0]) * (t[3] - t[1]) + (p[2] - p[0]) * (p[3] - p[1]) - inter
+        ious.append(inter / union if union > 0 else 0.0)
+    v = np.asarray(ious)
+    return {
+        "mean_iou": float(v.mean()),
+        "std_iou": float(v.std()),
+        "median_iou": float(np.median(v)),
+        "min_iou": float(v.min()),
+        "share_iou_50": float((v >= 0.5).mean()),
+        "share_iou_90": float((v >= 0.9).mean()),
+        "images": len(v),
+    }
