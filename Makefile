@@ -14,7 +14,7 @@ STAMP := $(VENV)/.medflow-installed$(if $(filter next,$(STACK_NAME)),-next)
 WORKDIR ?= .medflow
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all check lint format lock bench clean test-next-stack test-next-stack-inside
+.PHONY: setup run test test-all check lint format lock bench clean test-next-stack
 
 setup: $(STAMP)
 
@@ -55,14 +55,10 @@ lock:
 	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in requirements-next.in --override requirements-next.in \
 		--python-version 3.12 --python-platform x86_64-manylinux_2_39 -o requirements-next.lock
 
-# The next stack verified on any Linux with debootstrap (root): a cached Debian 13 root runs
-# `make setup`, `make test` and `make run` on a copy of the committed checkout.
+# The next stack verified on any Linux with debootstrap (as root): a cached Debian 13 root runs
+# `make setup`, `make test` and `make run` (scripts/next-stack/inside.sh) on a clean clone of HEAD.
 test-next-stack:
 	scripts/next-stack/build-root.sh
-
-# What test-next-stack runs inside the root (timed; the setup step shows whether it was cached).
-test-next-stack-inside:
-	scripts/next-stack/inside.sh
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

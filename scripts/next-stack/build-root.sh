@@ -1,59 +1,83 @@
 #!/usr/bin/env bash
 # Build (once, cached) a Debian 13 "trixie" root with debootstrap and run a command in it on a
-# copy of this checkout: the next stack (Python 3.13, glibc 2.41, TFX 1.21) verified on a
-# Debian 12 machine. Root only (debootstrap, mount, chroot).
+# clean clone of this checkout: the next stack (Python 3.13, glibc 2.41, TFX 1.21) verified on
+# any Linux, e.g. Debian 12. Root only (debootstrap, mount, chroot).
 #
-#   scripts/next-stack/build-root.sh                 # build the root if needed, then `make test-next-stack-inside`
-#   scripts/next-stack/build-root.sh CMD...          # ... then run CMD in the copy (e.g. make run)
+#   scripts/next-stack/build-root.sh          # = make test-next-stack: setup, test, run inside
+#   scripts/next-stack/build-root.sh CMD...   # run CMD in the clone instead (e.g. make setup)
 #
-# MEDFLOW_NEXT_ROOT  where the root lives (default ~/.cache/medflow/trixie-root); delete it to rebuild.
-# MEDFLOW_SHARED_DATA  the real-data folder (default ../shared/data), bind-mounted read-only.
-# DEBIAN_MIRROR      default http://deb.debian.org/debian
+# MEDFLOW_NEXT_ROOT      where the root lives (default ~/.cache/medflow/trixie-root); rm -rf to rebuild
+# MEDFLOW_NEXT_WORKTREE  1: copy the working tree's uncommitted files over the clone of HEAD
+# MEDFLOW_SHARED_DATA    the real-data folder (default ../shared/data), bind-mounted read-only
+# DEBIAN_MIRROR          default http://deb.debian.org/debian
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 root=${MEDFLOW_NEXT_ROOT:-$HOME/.cache/medflow/trixie-root}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 data=${MEDFLOW_SHARED_DATA:-$repo/../shared/data}
-# The interpreter and build tools, plus what .ci/run installs for the tests (it installs any it
-# finds missing itself, inside the root, so this list only saves that step).
-packages=python3,python3-venv,python3-dev,build-essential,make,git,ca-certificates,procps,tzdata
-packages+=,orthanc,orthanc-dicomweb,chromium,chromium-driver,tesseract-ocr,tesseract-ocr-eng
+# debootstrap resolves only simple dependency sets: the base here, the rest with apt inside.
+base=python3,python3-venv,make,git,ca-certificates
+# Compilers for any sdist with C code, plus what .ci/run installs for the tests (.ci/run runs in
+# CI, not here: it would install what is missing itself).
+packages="build-essential python3-dev procps orthanc orthanc-dicomweb chromium chromium-driver
+  tesseract-ocr tesseract-ocr-eng"
 stamp=$root/.medflow-root-ready
+want_stamp="$base $packages"
 
 die() { echo "build-root: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot); run it with sudo"
 command -v debootstrap >/dev/null || die "debootstrap not found: apt-get install debootstrap"
 
-if [ "$(cat "$stamp" 2>/dev/null)" != "$packages" ]; then
-  echo "build-root: building Debian 13 root at $root (minutes; cached afterwards)"
-  rm -rf "$root" && mkdir -p "$(dirname "$root")"
-  debootstrap --variant=minbase --include="$packages" trixie "$root.partial" "$mirror" \
-    >"$root.debootstrap.log" 2>&1 || die "debootstrap failed; see $root.debootstrap.log"
+in_root() {  # in_root ROOT CMD: run CMD (a bash string) chrooted, in a private mount namespace
+  unshare --mount --propagation private bash -euo pipefail -c '
+    root=$1 data=$2
+    mount -t proc proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    mount -t sysfs sys "$root/sys"
+    mount -t tmpfs -o size=8g tmpfs "$root/tmp"
+    mount -t tmpfs tmpfs "$root/dev/shm"
+    if [ -d "$data" ] && [ -d "$root/work/shared/data" ]; then
+      mount --bind -o ro "$data" "$root/work/shared/data"
+    fi
+    exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb MEDFLOW_IN_NEXT_ROOT=1 \
+      DEBIAN_FRONTEND=noninteractive PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      /bin/bash -euo pipefail -c "$3"
+  ' in-root "$1" "$data" "$2"
+}
+
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
+  echo "build-root: building the Debian 13 root at $root (minutes; cached afterwards)"
+  log=$root.build.log
+  rm -rf "$root" "$root.partial" && mkdir -p "$(dirname "$root")"
+  debootstrap --variant=minbase --include="$base" trixie "$root.partial" "$mirror" >"$log" 2>&1 ||
+    die "debootstrap failed; see $log"
+  cp -L /etc/resolv.conf "$root.partial/etc/resolv.conf"
+  # No service starts inside the root (Orthanc's: the tests start their own on loopback).
+  printf '#!/bin/sh\nexit 101\n' >"$root.partial/usr/sbin/policy-rc.d"
+  chmod +x "$root.partial/usr/sbin/policy-rc.d"
+  # shellcheck disable=SC2086  # the package list is split on purpose
+  in_root "$root.partial" "apt-get update -qq && apt-get install -y -qq --no-install-recommends $(echo $packages) && apt-get clean" \
+    >>"$log" 2>&1 || die "apt-get install in the root failed; see $log"
+  printf '%s' "$want_stamp" >"$root.partial/.medflow-root-ready"
   mv "$root.partial" "$root"
-  printf '%s' "$packages" >"$stamp"
 else
-  echo "build-root: reusing cached Debian 13 root at $root"
+  echo "build-root: reusing the cached Debian 13 root at $root"
 fi
 
-# A copy of the checkout (tracked and untracked-not-ignored files) at /work/medflow, the data at
-# /work/shared/data (the tests look beside the checkout). The copy's .venv is kept between runs.
+# A clean clone of the checkout's HEAD at /work/medflow (MEDFLOW_NEXT_WORKTREE=1 adds the working
+# tree's tracked and untracked-not-ignored files on top), the data at /work/shared/data (the tests
+# look beside the checkout). Only the clone's .venv is kept between runs.
 dest=$root/work/medflow
-mkdir -p "$dest" "$root/work/shared/data"
-find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
-(cd "$repo" && git ls-files -z -co --exclude-standard | tar --null -T - -cf -) | tar -C "$dest" -xf -
+mkdir -p "$root/work/shared/data"
+[ -d "$dest/.git" ] || git clone -q --no-checkout "$repo" "$dest"
+git -C "$dest" fetch -q "$repo" HEAD
+git -C "$dest" checkout -q -f --detach FETCH_HEAD
+git -C "$dest" clean -q -fdx -e /.venv
+if [ -n "${MEDFLOW_NEXT_WORKTREE:-}" ]; then
+  (cd "$repo" && git ls-files -z -co --exclude-standard | tar --null -T - -cf -) | tar -C "$dest" -xf -
+fi
+echo "build-root: /work/medflow = $(git -C "$repo" rev-parse --short HEAD)${MEDFLOW_NEXT_WORKTREE:+ + working tree}"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 
-[ "$#" -gt 0 ] || set -- make test-next-stack-inside
-cmd=$(printf '%q ' "$@")
-# A private mount namespace: every mount below disappears when the command ends.
-exec unshare --mount --propagation private bash -euo pipefail -c '
-  root=$1 data=$2 cmd=$3
-  mount -t proc proc "$root/proc"
-  mount --rbind /dev "$root/dev"
-  mount -t sysfs sys "$root/sys"
-  mount -t tmpfs -o size=8g tmpfs "$root/tmp"
-  mount -t tmpfs tmpfs "$root/dev/shm"
-  if [ -d "$data" ]; then mount --bind -o ro "$data" "$root/work/shared/data"; fi
-  exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 TERM=dumb MEDFLOW_IN_NEXT_ROOT=1 /bin/bash -c "cd /work/medflow && $cmd"
-' build-root "$root" "$data" "$cmd"
+[ "$#" -gt 0 ] || set -- scripts/next-stack/inside.sh
+in_root "$root" "cd /work/medflow && $(printf '%q ' "$@")"
