@@ -40,7 +40,8 @@ in_root() {  # in_root ROOT CMD: run CMD (a bash string) chrooted, in a private 
       mount --bind -o ro "$data" "$root/work/shared/data"
     fi
     exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb MEDFLOW_IN_NEXT_ROOT=1 \
-      DEBIAN_FRONTEND=noninteractive PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      DEBIAN_FRONTEND=noninteractive SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+      REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       /bin/bash -euo pipefail -c "$3"
   ' in-root "$1" "$data" "$2"
 }
@@ -78,6 +79,11 @@ if [ -n "${MEDFLOW_NEXT_WORKTREE:-}" ]; then
 fi
 echo "build-root: /work/medflow = $(git -C "$repo" rev-parse --short HEAD)${MEDFLOW_NEXT_WORKTREE:+ + working tree}"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's own CAs (a TLS-inspecting proxy's, say) are trusted inside too.
+if [ -n "$(ls -A /usr/local/share/ca-certificates 2>/dev/null)" ]; then
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+  in_root "$root" "update-ca-certificates >/dev/null 2>&1"
+fi
 
 [ "$#" -gt 0 ] || set -- scripts/next-stack/inside.sh
 in_root "$root" "cd /work/medflow && $(printf '%q ' "$@")"
