@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medflow.core.trust import trust_lines
 from medflow.pipelines.progress import ProgressTracker
 
 REPORT_KEYS = ("inputs", "written", "quarantined", "duplicates", "examples")
@@ -82,6 +83,7 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
     trainer = outputs.get("Trainer", {})
     if trainer.get("model"):
         summary["trained_model_uri"] = trainer["model"][0].uri
+        summary["trust"] = trust_report(trainer["model"][0].uri)
     pusher = outputs.get("Pusher", {})
     if pusher.get("pushed_model"):
         pushed = pusher["pushed_model"][0]
@@ -99,6 +101,16 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
         }
         summary["ingest"]["uri"] = report[0].uri
     return summary
+
+
+def trust_report(model_uri: str) -> dict[str, Any]:
+    """The Trainer's calibration, operating point and intervals (``training.json``'s
+    ``trust``, written beside the SavedModel); empty if it wrote none."""
+    import json
+
+    for path in sorted(Path(model_uri).glob("*/assets.extra/training.json")):
+        return json.loads(path.read_text(encoding="utf-8")).get("trust") or {}
+    return {}
 
 
 def _anomalies(uri: str) -> list[str]:
@@ -236,6 +248,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if summary.get("metrics"):
         lines += metrics_table(summary["metrics"])
+    trust = summary.get("trust") or {}
+    lines += trust_lines(
+        trust.get("calibration"), trust.get("operating_point"), trust.get("intervals")
+    )
     for anomaly in summary.get("anomalies") or []:
         lines.append(f"data anomaly: {anomaly}")
     if summary.get("blessed"):

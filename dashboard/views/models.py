@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from medflow.core.errors import MedflowError
+from medflow.core.trust import trust_lines
 from medflow.dashboard import lineage, pushed_models
 from medflow.dashboard.config import Settings
 from medflow.dashboard.records import User
@@ -106,9 +107,13 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
         if version.overall_metrics:
             st.markdown("**Evaluation metrics (overall, from the contract)**")
             _tiles(version.overall_metrics)
-        trust = trust_lines(contract)
+        trust = trust_lines(
+            contract.get("calibration"),
+            contract.get("operating_point"),
+            (contract.get("metrics") or {}).get("eval_intervals"),
+        )
         if trust:
-            st.markdown("**Operating point, calibration, 95% intervals**  \n" + "  \n".join(trust))
+            st.markdown("**Operating point, calibration, intervals**  \n" + "  \n".join(trust))
         with st.expander("Contract (contract.json)"):
             st.json(contract)
     try:
@@ -119,35 +124,6 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
     _blessing(pushed)
     uri = pushed_models.contract_evaluation_uri(contract) or (pushed and pushed.evaluation_uri)
     _tfma(uri)
-
-
-def trust_lines(contract: dict) -> list[str]:
-    """Markdown lines for a contract's operating point, calibration and bootstrap intervals
-    (empty when it records none)."""
-    lines = []
-    point = contract.get("operating_point") or {}
-    if point:
-        lines.append(
-            f"cut-off {point['threshold']:.4f} ({point.get('rule', '?')} on "
-            f"{point.get('split', 'eval')}: sensitivity {point.get('sensitivity', float('nan')):.3f},"
-            f" specificity {point.get('specificity', float('nan')):.3f})"
-        )
-    cal = contract.get("calibration") or {}
-    if cal.get("method"):
-        text = f"calibration {cal['method']} {cal.get('params', {})}"
-        before, after = cal.get("before") or {}, cal.get("after") or {}
-        if "ece" in before and "ece" in after:
-            text += f": ECE {before['ece']:.3f} -> {after['ece']:.3f} ({cal.get('judged_on', '')})"
-        lines.append(text)
-    intervals = (contract.get("metrics") or {}).get("eval_intervals") or {}
-    for name, m in (intervals.get("metrics") or {}).items():
-        lines.append(f"{name} {m['value']:.3f} [{m['lower']:.3f}, {m['upper']:.3f}]")
-    if intervals.get("prevalence"):
-        lines.append(
-            f"PPV/NPV at prevalence {intervals['prevalence']:.3f}; "
-            f"{intervals.get('resampling', 'patient')}-level bootstrap"
-        )
-    return lines
 
 
 TILES_PER_ROW = 4  # wide enough for a full metric name and value at 1400 px

@@ -109,3 +109,45 @@ def test_the_exported_head_applies_calibration_and_the_cut_off():
     assert [x.decode() for x in out["class_name"].numpy()] == ["normal", "pneumonia", "pneumonia"]
     np.testing.assert_allclose(out["threshold"].numpy(), [0.3] * 3)
     assert "threshold" not in classification_head(("a", "b"))(tf.constant([[0.5, 0.5]]))
+
+
+TRUST = {
+    "calibration": {
+        "method": "temperature",
+        "params": {"temperature": 1.8},
+        "before": {"ece": 0.081, "brier": 0.12},
+        "after": {"ece": 0.021, "brier": 0.10},
+        "judged_on": "eval split, 2-fold patient cross-fit (out-of-fold)",
+    },
+    "operating_point": {
+        "rule": "sensitivity=0.95",
+        "threshold": 0.3125,
+        "sensitivity": 0.951,
+        "specificity": 0.702,
+        "split": "eval",
+    },
+    "intervals": {
+        "level": 0.95,
+        "resampling": "patient",
+        "prevalence": 0.3,
+        "split": "eval",
+        "metrics": {"auc": {"value": 0.93, "lower": 0.9, "upper": 0.955}},
+    },
+}
+
+
+def test_run_summary_shows_the_operating_point_calibration_and_intervals(tmp_path):
+    import json
+
+    from medflow.pipelines.run_summary import format_summary, trust_report
+
+    info = tmp_path / "Format-Serving" / "assets.extra" / "training.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"backbone": "small_cnn", "trust": TRUST}))
+    text = format_summary({"trust": trust_report(str(tmp_path)), "blessed": True})
+    assert "operating point sensitivity=0.95: cut-off 0.3125" in text
+    assert "sensitivity 0.951, specificity 0.702" in text
+    assert "calibration temperature (temperature=1.8): ECE 0.081 -> 0.021" in text
+    assert "95% intervals (patient-level bootstrap on eval; PPV/NPV at prevalence 0.300)" in text
+    assert "  auc 0.930 [0.900, 0.955]" in text.splitlines()
+    assert trust_report(str(tmp_path / "nothing")) == {}
