@@ -285,10 +285,7 @@ class PredictionClient:
             raise PredictionError(
                 f"model {model}: 'image' input shape {dims} is not [-1, rows, cols, channels]"
             )
-        if "probabilities" not in sig.outputs:
-            raise PredictionError(f"model {model}: serving_default has no 'probabilities' output")
-        out = [d.size for d in sig.outputs["probabilities"].tensor_shape.dim]
-        task, n_classes = _task_of_outputs(model, dims, out)
+        task, n_classes = _task_of_outputs(model, dims, sig.outputs)
         if contract is None:
             return ModelInfo(
                 PixelSpec(size=(dims[1], dims[2]), channels=dims[3]),
@@ -299,7 +296,7 @@ class PredictionClient:
         if doc.task != task.name:
             raise ServingConfigError(
                 f"contract {contract}: task {doc.task!r} but the served model's "
-                f"probabilities {out} are {task.name} outputs; pass the contract of the served "
+                f"outputs are {task.name} outputs; pass the contract of the served "
                 "model"
             )
         spec = doc.pixel_spec
@@ -319,14 +316,17 @@ class PredictionClient:
         return ModelInfo(spec, labels, task.name)
 
 
-def _task_of_outputs(model: str, image_dims: list[int], out: list[int]):
-    """(task plug-in, number of classes) whose outputs a ``probabilities`` of ``out`` are."""
+def _task_of_outputs(model: str, image_dims: list[int], outputs):
+    """(task plug-in, number of classes) whose outputs the served ``outputs`` are: a task is
+    recognised by the shape of its ``signature_output`` (default ``probabilities``)."""
+    shapes = {k: [d.size for d in v.tensor_shape.dim] for k, v in outputs.items()}
     for task in all_tasks():
-        n_classes = task.classes_from_signature(image_dims, out)
+        out = shapes.get(getattr(task, "signature_output", "probabilities"))
+        n_classes = None if out is None else task.classes_from_signature(image_dims, out)
         if n_classes is not None:
             return task, n_classes
     raise PredictionError(
-        f"model {model}: 'probabilities' shape {out} is the output of no installed task "
+        f"model {model}: serving_default outputs {shapes} are the outputs of no installed task "
         f"(for an 'image' input {image_dims}); pass a model served by medflow's pipeline"
     )
 

@@ -1,0 +1,87 @@
+"""TFMA metric of an autoencoder inside the Evaluator: the mean reconstruction error
+(``reconstruction_error``) and, for a VAE, the mean ELBO (``elbo``) per slice, from the
+``serve_examples`` signature's ``score`` and ``elbo`` outputs (no label is read). Configure it
+with ``MetricConfig(class_name="ReconstructionMetrics", module=__name__)``."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+
+from medflow.components.models.evaluation import per_model_and_output
+
+RECONSTRUCTION_ERROR = "reconstruction_error"
+ELBO = "elbo"
+# The serving output each value averages.
+OUTPUT_OF = {RECONSTRUCTION_ERROR: "score", ELBO: "elbo"}
+
+
+class _MeanOutputs(beam.CombineFn):
+    """Means of per-image outputs over a slice (an output the model lacks is NaN)."""
+
+    def __init__(self, keys):
+        self._keys = keys
+
+    def create_accumulator(self):
+        return {key.name: [0.0, 0] for key in self._keys}
+
+    def add_input(self, acc, element):
+        prediction = element.prediction
+        for name, (total, n) in acc.items():
+            output = OUTPUT_OF[name]
+            if isinstance(prediction, dict) and output in prediction:
+                acc[name] = [total + float(np.ravel(prediction[output])[0]), n + 1]
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            for name, (total, n) in acc.items():
+                out[name] = [out[name][0] + total, out[name][1] + n]
+        return out
+
+    def extract_output(self, acc):
+        return {
+            key: acc[key.name][0] / acc[key.name][1] if acc[key.name][1] else float("nan")
+            for key in self._keys
+        }
+
+
+def _computations(
+    name: str = "reconstruction",
+    values: tuple[str, ...] = (RECONSTRUCTION_ERROR,),
+    eval_config=None,
+    model_names=None,
+    output_names=None,
+    example_weighted: bool = False,
+):
+    del name, eval_config
+
+    def computation(keys, model_name):
+        del model_name
+        return metric_types.MetricComputation(
+            keys=keys, preprocessors=None, combiner=_MeanOutputs(keys)
+        )
+
+    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+
+
+class ReconstructionMetrics(metric_types.Metric):
+    """TFMA metric: mean ``reconstruction_error`` and/or ``elbo`` per slice.
+
+    Args:
+        name: metric name (the values keep their own names).
+        values: which of ``reconstruction_error``, ``elbo`` to report (a threshold applies
+            to every value its metric reports).
+    """
+
+    def __init__(
+        self,
+        name: str = "reconstruction",
+        values: tuple[str, ...] | list[str] = (RECONSTRUCTION_ERROR,),
+    ):
+        unknown = set(values) - set(OUTPUT_OF)
+        if unknown or not values:
+            raise ValueError(f"values={list(values)}: choose from {sorted(OUTPUT_OF)}")
+        super().__init__(_computations, name=name, values=tuple(values))
