@@ -76,3 +76,65 @@ def test_binary_intervals_of_a_known_case():
 def test_auc_handles_ties_and_one_class():
     assert bootstrap.auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
     assert np.isnan(bootstrap.auc(np.array([1, 1]), np.array([0.2, 0.4])))
+
+
+def _tfma_inputs(labels, scores, patients):
+    from tensorflow_model_analysis.metrics import metric_types
+
+    return [
+        metric_types.StandardMetricInputs(
+            labels=np.array([y]),
+            predictions=np.array([s], np.float32),
+            features={"patient_id": np.array([p.encode()])},
+        )
+        for y, s, p in zip(labels, scores, patients, strict=True)
+    ]
+
+
+def test_tfma_auc_interval_resamples_patients_in_beam():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from medflow.components.tasks.classification.tfma_metrics import AUCInterval
+
+    rng = np.random.default_rng(5)
+    labels = rng.random(300) < 0.5
+    scores = rng.normal(labels.astype(float), 1.0)
+    patients = [f"p{i // 3}" for i in range(300)]
+    (computation,) = AUCInterval(replicates=300).computations()
+    expected = bootstrap.bootstrap(
+        lambda idx: bootstrap.auc(labels[idx], scores[idx]), patients, 300
+    )
+
+    def check(got):
+        (values,) = got
+        by_name = {k.name: v for k, v in values.items()}
+        assert (by_name["auc_lower"], by_name["auc_upper"]) == pytest.approx(expected, abs=1e-6)
+        assert by_name["auc_lower"] < bootstrap.auc(labels, scores) < by_name["auc_upper"]
+
+    with beam.Pipeline() as p:
+        out = (
+            p
+            | beam.Create(_tfma_inputs(labels, scores, patients))
+            | beam.CombineGlobally(computation.combiner).without_defaults()
+        )
+        assert_that(out, check)
+    assert isinstance(computation, metric_types.MetricComputation)
+
+
+def test_blessing_on_the_auc_lower_bound():
+    from medflow.components.tasks.classification.evaluation import (
+        BlessingThresholds,
+        build_eval_config,
+    )
+    from medflow.pipelines.config import PipelineConfig
+
+    config = build_eval_config(BlessingThresholds(min_auc_lower=0.9))
+    (lower,) = [
+        m for s in config.metrics_specs for m in s.metrics if "auc_interval_auc_lower" in m.config
+    ]
+    assert lower.threshold.value_threshold.lower_bound.value == 0.9
+    PipelineConfig(data_root="/x", labels=("a", "b"), thresholds={"min_auc_lower": 0.9})
+    with pytest.raises(Exception, match="min_auc_lower=1.5"):
+        BlessingThresholds.from_dict({"min_auc_lower": 1.5})

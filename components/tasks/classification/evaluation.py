@@ -21,6 +21,8 @@ class BlessingThresholds:
         max_auc_drop: largest AUC decrease tolerated against the latest blessed model.
         specificity: operating point reported as ``sensitivity_at_specificity``.
         sensitivity: operating point reported as ``specificity_at_sensitivity``.
+        min_auc_lower: lower bound on the lower end of the AUC's 95% patient-level
+            bootstrap interval (``auc_lower``; 0: reported, not gated).
     """
 
     min_auc: float = 0.8
@@ -28,9 +30,10 @@ class BlessingThresholds:
     max_auc_drop: float = 0.01
     specificity: float = 0.9
     sensitivity: float = 0.9
+    min_auc_lower: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("min_auc", "min_accuracy", "specificity", "sensitivity"):
+        for name in ("min_auc", "min_accuracy", "specificity", "sensitivity", "min_auc_lower"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"threshold {name}={value}: must be within [0, 1]")
@@ -52,6 +55,28 @@ def _metric(name: str, threshold=None, **config: Any):
     return tfma.MetricConfig(
         class_name=name, config=json.dumps(config) if config else "", threshold=threshold
     )
+
+
+def _auc_interval(min_lower: float) -> list:
+    """``auc_lower`` (gated by ``min_lower``) and ``auc_upper``: the AUC's patient-level
+    bootstrap interval (:mod:`.tfma_metrics`), one metric instance each, since a threshold
+    applies to every value of its instance."""
+    import tensorflow_model_analysis as tfma
+
+    from medflow.components.tasks.classification.tfma_metrics import AUC_LOWER, AUC_UPPER
+
+    lower = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_lower})
+    )
+    return [
+        tfma.MetricConfig(
+            class_name="AUCInterval",
+            module="medflow.components.tasks.classification.tfma_metrics",
+            config=json.dumps({"name": f"auc_interval_{value}", "values": [value]}),
+            threshold=threshold,
+        )
+        for value, threshold in ((AUC_LOWER, lower), (AUC_UPPER, None))
+    ]
 
 
 def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
@@ -86,5 +111,6 @@ def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
         _metric("MeanLabel"),
         _metric("CalibrationPlot"),
         _metric("ConfusionMatrixPlot"),
+        *_auc_interval(thresholds.min_auc_lower),
     ]
     return sliced_eval_config(features.LABEL, "score", metrics)
