@@ -25,6 +25,8 @@ REASONS = {
     "unlabeled": "a label manifest was given but has no row for this instance",
     "mask_unreadable": "the manifest's mask file is missing or not a 2-D label image",
     "mask_mismatch": "the mask's rows x columns differ from the image's (or several frames share it)",
+    "label_invalid": "a manifest label cell the task cannot train on (e.g. a malformed boxes "
+    "cell, a box outside the image, an SR without planar ROIs or of another image)",
     "split_conflict": "the manifest puts this instance in another split than earlier files of its patient",
     "io_error": "the file could not be read from disk",
     "worker_crashed": "processing the file killed its worker process (a native decoder fault)",

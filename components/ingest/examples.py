@@ -10,6 +10,7 @@ import struct
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from medflow.components.dicom.reader import HeaderView, ReadLimits, parse
 from medflow.components.ingest.manifest import LabelManifest
 from medflow.components.ingest.tfrecord import gzip_record
 from medflow.core import features as F
+from medflow.core.errors import InputError
 from medflow.core.pixel_spec import PixelSpec
+from medflow.core.tasks import task_for_columns
 
 # Modalities where text burned into the pixels (names, dates) is common.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM"})
@@ -188,6 +191,8 @@ def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> F
         raw_pixels.value if raw_pixels is not None else b"", digest_size=16
     ).hexdigest()
     frames = to_model_input(h, cfg.pixel, relpath)
+    if labels:  # the task that trains on them checks them (and reads referenced files)
+        labels = _task_labels(labels, ds, cfg.manifest, key, relpath)
     if mask_path is not None:  # before de-identification: needs the original geometry
         labels = {**labels, F.MASK: mask_for_instance(ds, mask_path, cfg.pixel, relpath).tobytes()}
     identity = deid.derive_identity(h, cfg.key, site)
@@ -202,6 +207,21 @@ def _process(path: str | os.PathLike[str], relpath: str, cfg: WorkerConfig) -> F
     )
     result.burned_in_check = checked
     return result
+
+
+def _task_labels(labels: dict, ds, manifest, key: str, relpath: str) -> dict:
+    """``labels`` as the task training on their columns takes them at ingestion
+    (:meth:`medflow.core.tasks.Task.ingest_labels`); a cell it refuses quarantines the file."""
+    task = task_for_columns(list(labels))
+    if task is None:
+        return labels
+    line = getattr(manifest, "lines", {}).get(key, "?")
+    where = f"{relpath} (label manifest {manifest.source} line {line})"
+    base = str(Path(manifest.source).resolve().parent)
+    try:
+        return dict(task.ingest_labels(labels, ds, base, where))
+    except InputError as exc:
+        raise DicomRejected("label_invalid", str(exc)) from None
 
 
 def _text(ds, keyword: str) -> str:

@@ -113,6 +113,22 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def box_problem(box: Box, rows: int, cols: int) -> str:
+    """Why ``box`` cannot be on a ``rows`` x ``cols`` image ("zero_area", "out_of_image": a
+    corner more than :data:`EDGE_TOLERANCE` pixels outside); "" when it can."""
+    t = EDGE_TOLERANCE
+    if box.x1 <= box.x0 or box.y1 <= box.y0:
+        return "zero_area"
+    if box.x0 < -t or box.y0 < -t or box.x1 > cols + t or box.y1 > rows + t:
+        return "out_of_image"
+    return ""
+
+
+def clip_box(box: Box, rows: int, cols: int) -> Box:
+    """``box`` with its corners clipped to the image."""
+    return Box(box.label, max(box.x0, 0.0), max(box.y0, 0.0), min(box.x1, cols), min(box.y1, rows))
+
+
 def clean_boxes(boxes: list[Box], rows: int, cols: int) -> tuple[list[Box], list[dict]]:
     """Boxes fit to train on, and the dropped ones with a reason each.
 
@@ -122,16 +138,10 @@ def clean_boxes(boxes: list[Box], rows: int, cols: int) -> tuple[list[Box], list
     """
     kept: list[Box] = []
     dropped: list[dict] = []
-    t = EDGE_TOLERANCE
     for box in boxes:
-        if box.x1 <= box.x0 or box.y1 <= box.y0:
-            reason = "zero_area"
-        elif box.x0 < -t or box.y0 < -t or box.x1 > cols + t or box.y1 > rows + t:
-            reason = "out_of_image"
-        else:
-            box = Box(
-                box.label, max(box.x0, 0.0), max(box.y0, 0.0), min(box.x1, cols), min(box.y1, rows)
-            )
+        reason = box_problem(box, rows, cols)
+        if not reason:
+            box = clip_box(box, rows, cols)
             same = (k for k in kept if k.label == box.label)
             reason = "duplicate" if any(iou(k, box) >= DUPLICATE_IOU for k in same) else ""
         if reason:

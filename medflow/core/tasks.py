@@ -94,6 +94,20 @@ class Task(abc.ABC):
     def check_hyperparameters(self, values: Mapping[str, Any], image_size: int, labels) -> None:
         """Raise ``ValueError``/``TypeError`` when the Trainer would refuse ``values``."""
 
+    def ingest_labels(
+        self, labels: Mapping[str, Any], image: Any, base: str, where: str
+    ) -> Mapping[str, Any]:
+        """An instance's manifest ``labels`` checked at ingestion, as its examples carry them
+        (e.g. a file reference read into the cell). ``image``: the instance's data set
+        (original geometry); ``base``: the manifest's folder (relative file references);
+        ``where``: the file and manifest line, for messages.
+
+        Raises:
+            InputError: a cell this task cannot train on; ingestion quarantines the file with
+                reason ``label_invalid`` and this message.
+        """
+        return labels
+
     @abc.abstractmethod
     def thresholds(self, values: Mapping[str, Any] | None) -> Any:
         """Blessing thresholds from ``--threshold NAME=VALUE`` pairs (defaults for None)."""

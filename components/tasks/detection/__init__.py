@@ -38,6 +38,11 @@ class DetectionTask(Task):
 
         DetHParams.from_config({**values, "image_size": image_size, "labels": list(labels)})
 
+    def ingest_labels(self, labels, image, base: str, where: str):
+        from medflow.components.tasks.detection.ingest import ingest_boxes
+
+        return ingest_boxes(labels, image, base, where)
+
     def thresholds(self, values: Mapping[str, Any] | None):
         from medflow.components.tasks.detection.evaluation import DetectionThresholds
 
