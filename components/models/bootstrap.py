@@ -127,6 +127,7 @@ def _binary_values(labels, scores, threshold: float, prevalence: float) -> dict[
     ppv, npv = predictive_values(sens, spec, prevalence)
     return {
         "auc": auc(labels, scores),
+        "accuracy": float(np.mean((scores >= threshold) == labels)),
         "sensitivity": float(sens),
         "specificity": float(spec),
         "ppv": ppv,
@@ -143,13 +144,13 @@ def binary_intervals(
     replicates: int = REPLICATES,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """AUC, sensitivity, specificity, PPV and NPV (at ``prevalence``) of calling
+    """AUC, accuracy, sensitivity, specificity, PPV and NPV (at ``prevalence``) of calling
     ``scores >= threshold`` positive, each with its 95% patient-level interval."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, np.float32)
     if not 0 < prevalence < 1:
         raise InputError(f"prevalence={prevalence}: must be strictly between 0 and 1")
-    names = ("auc", "sensitivity", "specificity", "ppv", "npv")
+    names = ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv")
 
     def values(idx: np.ndarray) -> list[float]:
         v = _binary_values(labels[idx], scores[idx], threshold, prevalence)

@@ -65,6 +65,7 @@ def test_binary_intervals_of_a_known_case():
     scores = np.array([0.9] * 45 + [0.1] * 5 + [0.1] * 40 + [0.9] * 10)
     out = bootstrap.binary_intervals(labels, scores, np.arange(100), 0.5, 0.1, replicates=500)
     assert out["sensitivity"]["value"] == 0.9 and out["specificity"]["value"] == 0.8
+    assert out["accuracy"]["value"] == pytest.approx(0.85)
     ppv, npv = bootstrap.predictive_values(0.9, 0.8, 0.1)
     assert ppv == pytest.approx(0.09 / (0.09 + 0.18)) and npv == pytest.approx(0.72 / 0.73)
     assert out["ppv"]["value"] == pytest.approx(ppv)
