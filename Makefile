@@ -52,8 +52,10 @@ check: lint test
 lock:
 	@py=$$(PYTHON310='$(PYTHON310)' scripts/next-stack/pick-stack default); [ "$${py%% *}" = default ] || { echo "$$py"; exit 1; }; \
 	set -x; UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in --python $${py#default } -o requirements.lock
+	@# One lock for Python 3.12 and 3.13 (apache-beam pins google-apitools differently on each),
+	@# markers pick; installable where glibc >= 2.39 (TFDV/ml-metadata are manylinux_2_39 wheels).
 	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements.in requirements-next.in --override requirements-next.in \
-		--python-version 3.12 --python-platform x86_64-manylinux_2_39 -o requirements-next.lock
+		--universal --python-version 3.12 -o requirements-next.lock
 
 # The next stack verified on any Linux with debootstrap (as root): a cached Debian 13 root runs
 # `make setup`, `make test` and `make run` (scripts/next-stack/inside.sh) on a clean clone of HEAD.
