@@ -86,6 +86,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     """
     import tensorflow_transform as tft  # heavy; only the Transform executor needs it
 
+    if features.VOLUME_AFFINE in inputs:  # volume examples: see volume_passthrough
+        return volume_passthrough(inputs)
     shape = image_shape(custom_config)
     image = decode_image(inputs[features.IMAGE], shape)
     # One mean/std over every training pixel: per-image scaling would erase contrast
@@ -95,6 +97,30 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         outputs[LABEL_XF] = tf.reshape(tf.cast(inputs[features.LABEL], tf.int64), [-1])
     if features.MASK in inputs:
         outputs[MASK_XF] = decode_mask(inputs[features.MASK], shape[0], shape[1])
+    for name in PASSTHROUGH:
+        if name in inputs:
+            outputs[name] = _dense_strings(inputs[name])
+    return outputs
+
+
+def _dense(value: tf.Tensor | tf.SparseTensor, width: int, dtype) -> tf.Tensor:
+    if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value)
+    return tf.reshape(tf.cast(value, dtype), [-1, width])
+
+
+def volume_passthrough(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Volume examples (:mod:`components.ingest.volume_ingest`) are normalised per volume
+    at ingestion (intensity scales differ between MR volumes, so training-set constants
+    would not fit) and differ in grid between datasets: the voxels, the mask and the grid
+    shape pass through as raw bytes; the 3D Trainer decodes them with the grid it reads
+    from the data and bakes that grid into the serving model."""
+    outputs: dict[str, Any] = {
+        IMAGE_XF: tf.reshape(inputs[features.IMAGE], [-1]),
+        features.IMAGE_SHAPE: _dense(inputs[features.IMAGE_SHAPE], 4, tf.int64),
+    }
+    if features.MASK in inputs:
+        outputs[MASK_XF] = tf.reshape(inputs[features.MASK], [-1])
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[name] = _dense_strings(inputs[name])

@@ -87,7 +87,7 @@ def check_contract(contract: ModelContract | Mapping[str, Any]) -> None:
         raise ContractMismatch(f"serving_default needs a float32 'image' input, got {image}")
     spec = contract.pixel_spec
     size = spec.size
-    if size is not None:
+    if size is not None and len(image["shape"]) == 4:  # a volume model's grid is in its 5-D shape
         expected = [-1, int(size[0]), int(size[1]), int(spec.channels)]
         if image["shape"] != expected:
             raise ContractMismatch(

@@ -38,6 +38,9 @@ class SegmentationTask(Task):
         from medflow.components.tasks.segmentation.trainer import SegHParams
 
         SegHParams.from_config({**values, "image_size": image_size})
+        from medflow.components.tasks.segmentation.volumes import Seg3DHParams
+
+        Seg3DHParams.from_config(values)  # the seg3d_* keys of volume training
 
     def thresholds(self, values: Mapping[str, Any] | None):
         from medflow.components.tasks.segmentation.evaluation import SegmentationThresholds
@@ -55,21 +58,27 @@ class SegmentationTask(Task):
             build_segmentation_eval_config,
         )
 
-        return build_segmentation_eval_config(thresholds)
+        return build_segmentation_eval_config(thresholds, labels)
 
     def contract_labels(self, labels: Sequence[str]) -> list[str]:
-        return list(BINARY_LABELS)
+        # several labels (background first): a multi-label model (the 3D volume mode)
+        return list(labels) if len(labels) > 2 else list(BINARY_LABELS)
 
     def check_serving_outputs(self, outputs, size, labels) -> str | None:
         missing = [k for k in SERVING_OUTPUTS if k not in outputs]
         if missing:
             return f"serving_default lacks outputs {missing}"
         shape = outputs["probabilities"]["shape"]
+        if len(shape) == 5:  # a volume model: [-1, slices, rows, cols, classes]
+            return None if outputs["mask"]["shape"] == shape[:4] else "mask grid != probabilities"
         if size is not None and shape != [-1, int(size[0]), int(size[1])]:
             return f"per-pixel probabilities {shape} != the input grid {list(size)}"
         return None
 
     def classes_from_signature(self, image_dims, output_dims) -> int | None:
+        if len(image_dims) == 5:  # a volume model
+            same_grid = len(output_dims) == 5 and list(output_dims[1:4]) == list(image_dims[1:4])
+            return int(output_dims[4]) if same_grid else None
         per_pixel = len(output_dims) in (3, 4) and list(output_dims[1:3]) == list(image_dims[1:3])
         if not per_pixel:
             return None

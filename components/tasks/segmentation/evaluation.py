@@ -52,8 +52,9 @@ def _segmentation_metric(name: str, values: list[str], threshold=None):
     )
 
 
-def build_segmentation_eval_config(thresholds: SegmentationThresholds):
-    """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice."""
+def build_segmentation_eval_config(thresholds: SegmentationThresholds, labels=None):
+    """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice (for a multi-label
+    model the mean over its foreground labels), and per label when there are several."""
     import tensorflow_model_analysis as tfma
 
     dice_threshold = floor_and_drop(thresholds.min_dice, thresholds.max_dice_drop)
@@ -64,4 +65,9 @@ def build_segmentation_eval_config(thresholds: SegmentationThresholds):
         _segmentation_metric("dice", [DICE], threshold=dice_threshold),
         _segmentation_metric("segmentation", [IOU, HD95]),
     ]
+    if labels is not None and len(labels) > 2:  # multi-label (volume) models: per label too
+        per_label = [
+            f"{name}_{c}" for c in range(1, len(labels)) for name in (DICE, HD95, "volume_error_ml")
+        ]
+        metrics.append(_segmentation_metric("per_label", per_label))
     return sliced_eval_config(features.MASK, "probabilities", metrics)

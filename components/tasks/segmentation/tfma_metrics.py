@@ -24,13 +24,19 @@ from medflow.components.tasks.segmentation.metrics import (
     mask_from_label,
     spacing_of,
 )
+from medflow.components.tasks.segmentation.metrics3d import (
+    PER_LABEL,
+    spacing_from_affine,
+    volume_values,
+)
 from medflow.core import features
 
 PREDICTION_KEY = "probabilities"
 
 
 class _SegmentationCombiner(beam.CombineFn):
-    """Mean of per-image Dice, IoU and HD95 (mm) over a slice."""
+    """Mean of per-image (per-volume) values over a slice: Dice, IoU and HD95 (mm), and for
+    volume examples (:mod:`.metrics3d`) the same per label and the volume error in mL."""
 
     def __init__(self, keys, threshold: float, spacing_feature: str):
         self._keys = keys
@@ -38,33 +44,47 @@ class _SegmentationCombiner(beam.CombineFn):
         self._spacing_feature = spacing_feature
 
     def create_accumulator(self):
-        return [0.0, 0.0, 0.0, 0]
+        return {"n": 0}
 
-    def add_input(self, acc, element):
+    def _values(self, element) -> dict[str, float]:
         prediction = element.prediction
         if isinstance(prediction, dict):  # all signature outputs; prediction_key not applied
             prediction = prediction[PREDICTION_KEY]
         probabilities = np.asarray(prediction, dtype=np.float32)
+        feats = element.features or {}
+        if feats.get(features.VOLUME_AFFINE) is not None:
+            probabilities = probabilities.reshape(probabilities.shape[-4:])
+            true = np.frombuffer(np.asarray(element.label).reshape(-1)[0], np.uint8).reshape(
+                probabilities.shape[:3]
+            )
+            spacing = spacing_from_affine(feats[features.VOLUME_AFFINE])
+            return volume_values(probabilities, true, spacing)
         probabilities = probabilities.reshape(probabilities.shape[-2:])
         true = mask_from_label(element.label, probabilities.shape)
         pred = probabilities >= self._threshold
-        spacing = spacing_of((element.features or {}).get(self._spacing_feature))
-        acc[0] += dice(pred, true)
-        acc[1] += iou(pred, true)
-        acc[2] += hausdorff95_mm(pred, true, spacing)
-        acc[3] += 1
+        spacing = spacing_of(feats.get(self._spacing_feature))
+        return {
+            DICE: dice(pred, true),
+            IOU: iou(pred, true),
+            HD95: hausdorff95_mm(pred, true, spacing),
+        }
+
+    def add_input(self, acc, element):
+        for name, value in self._values(element).items():
+            acc[name] = acc.get(name, 0.0) + value
+        acc["n"] += 1
         return acc
 
     def merge_accumulators(self, accumulators):
         out = self.create_accumulator()
         for acc in accumulators:
-            out = [a + b for a, b in zip(out, acc, strict=True)]
+            for name, value in acc.items():
+                out[name] = out.get(name, 0) + value
         return out
 
     def extract_output(self, acc):
-        n = max(acc[3], 1)
-        means = dict(zip((DICE, IOU, HD95), acc[:3], strict=True))
-        return {key: means[key.name] / n for key in self._keys}
+        n = max(acc["n"], 1)
+        return {key: acc.get(key.name, 0.0) / n for key in self._keys}
 
 
 def _computations(
@@ -83,7 +103,9 @@ def _computations(
         del model_name
         return metric_types.MetricComputation(
             keys=keys,
-            preprocessors=[metric_types.FeaturePreprocessor([spacing_feature])],
+            preprocessors=[
+                metric_types.FeaturePreprocessor([spacing_feature, features.VOLUME_AFFINE])
+            ],
             combiner=_SegmentationCombiner(keys, threshold, spacing_feature),
         )
 
@@ -109,9 +131,12 @@ class SegmentationMetrics(metric_types.Metric):
         name: str = "segmentation",
         values: tuple[str, ...] | list[str] = (DICE, IOU, HD95),
     ):
-        unknown = set(values) - {DICE, IOU, HD95}
+        unknown = {v for v in values if v not in (DICE, IOU, HD95) and not PER_LABEL.fullmatch(v)}
         if unknown or not values:
-            raise ValueError(f"values={list(values)}: choose from {[DICE, IOU, HD95]}")
+            raise ValueError(
+                f"values={list(values)}: choose from {[DICE, IOU, HD95]} or per label "
+                "dice_N, hausdorff95_mm_N, volume_error_ml_N"
+            )
         super().__init__(
             _computations,
             threshold=threshold,

@@ -204,7 +204,16 @@ def train_and_export(
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``tfx.components.FnArgs``)."""
+    """TFX Trainer entry point (``tfx.components.FnArgs``); volume examples train the 3D
+    U-Net (:mod:`.trainer3d`)."""
+    import tensorflow_transform as tft
+
+    from medflow.components.tasks.segmentation import trainer3d
+
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    if trainer3d.is_volume_transform(tft_output):
+        trainer3d.train_volumes_and_export(fn_args, tft_output)
+        return
     hp = SegHParams.from_config(fn_args.custom_config)
     train_and_export(
         hp,

@@ -1,0 +1,160 @@
+"""3D volume benchmarks (issue 19).
+
+``--part dice``: the hippocampus NIfTI volumes prepared as ``medflow import-nifti`` +
+ingestion prepare them (``VolumeSpec``: 1 mm, 48x64x48 grid, per-volume percentile
+normalisation), split 80/20 by the hash of each volume's pseudonym (benchmark key), the
+3D U-Net trained on patches (``fit_volumes``, what the Trainer runs) and the eval split
+predicted with the sliding window of the serving graph; Dice per label on the source grid.
+
+``--part windows``: seconds per volume of the batched sliding window (``sliding_window_tf``,
+the serving graph's) vs a bare Python loop calling the model on each patch
+(``sliding_window_numpy``), same model, same volumes, and their largest difference.
+
+``--part assembly``: series -> volume (``components.dicom.volume.assemble_series``) on the
+brain-tumour and hippocampus DICOM series, seconds per series (SimpleITK is not installed
+here, so its ImageSeriesReader is not timed).
+
+    .venv/bin/python benchmarks/volumes.py --part dice --steps 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(
+    os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+KEY = b"medflow-benchmark-key-volumes-19"
+
+
+def load_hippocampus(limit: int | None = None):
+    """(names, prepared volumes, splits) of the labelled hippocampus volumes."""
+    from medflow.components.dicom.keys import DeidKey
+    from medflow.components.ingest.nifti import load_nifti, stem
+    from medflow.components.ingest.nifti_import import volume_id
+    from medflow.components.ingest.plan import assign_split
+    from medflow.components.ingest.volume_spec import VolumeSpec, prepare
+
+    key = DeidKey(KEY)
+    spec = VolumeSpec((1.0, 1.0, 1.0), (48, 64, 48))
+    files = sorted((DATA / "hippocampus" / "imagesTr").glob("*.nii.gz"))[:limit]
+    out = []
+    for f in files:
+        image = load_nifti(f)
+        mask = load_nifti(DATA / "hippocampus" / "labelsTr" / f.name, mask=True)
+        split = assign_split(volume_id(key, stem(f.name)), (("train", 0.8), ("eval", 0.2)))
+        out.append(
+            (f.name, prepare(image.voxels, image.affine, spec, mask.voxels), mask.voxels, split)
+        )
+    return out
+
+
+def part_dice(args) -> dict:
+    from medflow.components.ingest.volume_spec import restore
+    from medflow.components.tasks.segmentation.volumes import (
+        Seg3DHParams,
+        dice_per_label,
+        fit_volumes,
+        predict_volumes,
+    )
+
+    data = load_hippocampus(args.limit)
+    train = [d for d in data if d[3] == "train"]
+    evals = [d for d in data if d[3] == "eval"]
+    hp = Seg3DHParams(steps=args.steps, width=args.width, batch_size=args.batch)
+    images = np.stack([d[1].image[..., None] for d in train])
+    masks = np.stack([d[1].mask for d in train])
+    model, summary = fit_volumes(images, masks, 3, hp)
+    started = time.monotonic()
+    probs = predict_volumes(model, np.stack([d[1].image[..., None] for d in evals]), hp)
+    infer = (time.monotonic() - started) / len(evals)
+    scores = []
+    for (_, prep, source_mask, _), p in zip(evals, probs, strict=True):
+        label = restore(
+            np.argmax(p, -1).astype(np.uint8), prep.offset, prep.resampled_shape, prep.source_shape
+        )
+        scores.append(dice_per_label(label, source_mask, 3))
+    mean = np.mean(scores, axis=0)
+    return {
+        "train_volumes": len(train),
+        "eval_volumes": len(evals),
+        "hparams": hp.to_dict(),
+        "train_minutes": round(summary["train_seconds"] / 60, 2),
+        "infer_seconds_per_volume": round(infer, 3),
+        "dice_anterior": round(float(mean[0]), 4),
+        "dice_posterior": round(float(mean[1]), 4),
+        "dice_mean": round(float(mean.mean()), 4),
+    }
+
+
+def part_windows(args) -> dict:
+    import tensorflow as tf
+
+    from medflow.components.models.unet3d import build_unet3d
+    from medflow.components.tasks.segmentation.windows import (
+        sliding_window_numpy,
+        sliding_window_tf,
+    )
+
+    data = load_hippocampus(args.limit or 8)
+    volumes = np.stack([d[1].image[..., None] for d in data])
+    model = build_unet3d(3, 3, args.width)
+    patch = (32, 32, 32)
+    graph = tf.function(lambda v: sliding_window_tf(model, v, patch))
+    graph(tf.constant(volumes[:1]))  # trace
+    predict = tf.function(lambda x: model(x, training=False))
+    predict(tf.constant(volumes[:1, :32, :32, :32]))
+    t0 = time.monotonic()
+    batched = np.concatenate([graph(tf.constant(v[None])).numpy() for v in volumes])
+    t1 = time.monotonic()
+    looped = np.stack(
+        [sliding_window_numpy(lambda x: predict(tf.constant(x)).numpy(), v, patch) for v in volumes]
+    )
+    t2 = time.monotonic()
+    return {
+        "volumes": len(volumes),
+        "grid": list(volumes.shape[1:4]),
+        "graph_seconds_per_volume": round((t1 - t0) / len(volumes), 3),
+        "loop_seconds_per_volume": round((t2 - t1) / len(volumes), 3),
+        "max_abs_difference": float(np.max(np.abs(batched - looped))),
+    }
+
+
+def part_assembly(args) -> dict:
+    from medflow.components.dicom.volume import assemble_series
+
+    folders = sorted(p for p in (DATA / "brain_tumor_progression").glob("*/*/*") if p.is_dir())
+    folders += sorted(p for p in (DATA / "hippocampus" / "dicom_unlabeled").iterdir() if p.is_dir())
+    times = {}
+    for folder in folders:
+        files = sorted(folder.glob("*.dcm"))
+        t0 = time.monotonic()
+        for _ in range(args.repeat):
+            assemble_series(files)
+        times[folder.name] = round((time.monotonic() - t0) / args.repeat, 3)
+    return {"seconds_per_series": times, "simpleitk": "not installed: not timed"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("dice", "windows", "assembly"), default="assembly")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=None, help="first N volumes only")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    result = {"part": args.part, "load": os.getloadavg(), **globals()[f"part_{args.part}"](args)}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The segmentation Trainer on volume examples: read the transformed volumes into memory,
+train the 3D U-Net on patches (:func:`.volumes.fit_volumes`), measure eval-split Dice per
+label with the sliding window, export the SavedModel with the window inside.
+
+``serving_default`` takes ``image`` float32 [None, d, h, w, 1] (the normalised grid written
+at ingestion) and returns ``probabilities`` [None, d, h, w, n_classes] and ``mask`` uint8
+[None, d, h, w] (the most probable class per voxel).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from medflow.components.tasks.segmentation.volumes import (
+    Seg3DHParams,
+    dice_per_label,
+    fit_volumes,
+    predict_volumes,
+)
+from medflow.core import features
+
+log = logging.getLogger(__name__)
+
+
+def is_volume_transform(tft_output) -> bool:
+    """True when the Transform passed volume examples through (preprocessing.volume_passthrough)."""
+    return features.VOLUME_AFFINE in tft_output.raw_feature_spec()
+
+
+def read_volumes(file_pattern, tft_output) -> tuple[np.ndarray, np.ndarray | None]:
+    """Transformed volume examples -> (images [n, d, h, w, 1], masks [n, d, h, w] or None)."""
+    import tensorflow as tf
+
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    spec = tft_output.transformed_feature_spec()
+    keys = [k for k in (features.IMAGE, features.MASK, features.IMAGE_SHAPE) if k in spec]
+    images, masks = [], []
+    for raw in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        ex = tf.io.parse_single_example(raw, {k: spec[k] for k in keys})
+        shape = [int(v) for v in ex[features.IMAGE_SHAPE].numpy().reshape(-1)]
+        images.append(
+            np.frombuffer(ex[features.IMAGE].numpy().reshape(-1)[0], "<f4").reshape(shape)
+        )
+        if features.MASK in ex:
+            masks.append(
+                np.frombuffer(ex[features.MASK].numpy().reshape(-1)[0], np.uint8).reshape(shape[:3])
+            )
+    if not images:
+        raise ValueError(f"no transformed volume examples match {file_pattern!r}")
+    grids = {im.shape for im in images}
+    if len(grids) != 1:
+        raise ValueError(
+            f"volume examples on several grids {sorted(grids)}: ingest with one volume_spec.json"
+        )
+    return np.stack(images), (np.stack(masks) if len(masks) == len(images) else None)
+
+
+class VolumeModel:
+    """The serving model of a volume: raw grid bytes -> decoded grid -> sliding-window
+    probabilities (what :class:`components.models.export.ServingModule` calls)."""
+
+    def __init__(self, net, grid: tuple[int, ...], hp: Seg3DHParams):
+        self.net = net
+        self.grid = tuple(int(v) for v in grid)
+        self.hp = hp
+        self.variables = net.variables
+        self.name = net.name
+
+    def __call__(self, image_bytes, training: bool = False):
+        from medflow.components.models.preprocessing import decode_image
+        from medflow.components.tasks.segmentation.windows import sliding_window_tf
+
+        volumes = decode_image(image_bytes, self.grid)
+        return sliding_window_tf(self.net, volumes, self.hp.patch, self.hp.overlap)
+
+
+def volume_head(probabilities) -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {"probabilities": probabilities, "mask": tf.cast(tf.argmax(probabilities, -1), tf.uint8)}
+
+
+def train_volumes_and_export(fn_args, tft_output) -> dict[str, Any]:
+    """The Trainer's work on volume examples; returns the training summary."""
+    from medflow.components.models.export import save_with_transform
+
+    hp = Seg3DHParams.from_config(fn_args.custom_config)
+    images, masks = read_volumes(fn_args.train_files, tft_output)
+    if masks is None:
+        raise ValueError("the volume examples hold no 'mask': import with --masks")
+    labels = list((fn_args.custom_config or {}).get("labels") or [])
+    n_classes = max(int(masks.max()) + 1, 2)
+    if n_classes > 2 and len(labels) != n_classes:
+        raise ValueError(
+            f"the masks hold labels 0..{n_classes - 1} but --class-names gives {labels}: pass "
+            f"{n_classes} names, background first (e.g. background,anterior,posterior)"
+        )
+    net, summary = fit_volumes(images, masks, n_classes, hp)
+    eval_images, eval_masks = read_volumes(fn_args.eval_files, tft_output)
+    probs = predict_volumes(net, eval_images, hp)
+    scores = [
+        dice_per_label(np.argmax(p, -1), m, n_classes)
+        for p, m in zip(probs, eval_masks, strict=True)
+    ]
+    info = {
+        "task": "segmentation",
+        "mode": "volume",
+        "hparams": hp.to_dict(),
+        "architecture": net.name,
+        "grid": list(images.shape[1:4]),
+        "eval_dice_per_label_on_grid": [round(float(v), 4) for v in np.mean(scores, axis=0)],
+        **summary,
+    }
+    log.info("3D segmentation: eval Dice per label %s", info["eval_dice_per_label_on_grid"])
+    model = VolumeModel(net, images.shape[1:], hp)
+    save_with_transform(
+        model, tft_output, fn_args.serving_model_dir, images.shape[1:], volume_head, info
+    )
+    return info
