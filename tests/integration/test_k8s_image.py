@@ -11,9 +11,14 @@ import fnmatch
 import os
 import re
 import shlex
+import sys
 
 import pytest
-import tomli as tomllib  # Python 3.10: pytest brings tomli
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest brings tomli
+    import tomli as tomllib
 
 from medflow.core.errors import ConfigError
 from medflow.pipelines import config as pconfig

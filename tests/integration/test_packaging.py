@@ -19,7 +19,11 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-import tomli as tomllib  # Python 3.10: pytest brings tomli
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest brings tomli
+    import tomli as tomllib
 
 from tests.conftest import REPO
 
