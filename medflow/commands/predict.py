@@ -27,6 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders")
     parser.add_argument(
+        "--pairs",
+        metavar="CSV",
+        help="register image pairs: a CSV with fixed, moving (DICOM paths relative to it, or "
+        "SOPInstanceUIDs of files under PATHs) and optional fixed_mask, moving_mask (Dice "
+        "before/after is printed); for models with a two-input signature",
+    )
+    parser.add_argument(
         "--server", default="localhost:8500", help="gRPC HOST:PORT (default localhost:8500)"
     )
     parser.add_argument("--model", required=True, help="model name on the server")
@@ -120,7 +127,12 @@ def _run(args: argparse.Namespace) -> int:
         from medflow.commands.ingest import dicomweb_source
 
         source = dicomweb_source(args)
-    outcome = run_predict(job, source)
+    if args.pairs:  # two-input models (image pairs); the task decides what a result is
+        from medflow.workflows.predict_pairs import run_predict_pairs
+
+        outcome = run_predict_pairs(job, args.pairs)
+    else:
+        outcome = run_predict(job, source)
     print(_json(outcome, bool(args.dicomweb)) if args.json else _text(outcome))
     for warning in outcome.warnings:
         print(f"medflow predict: warning: {warning}", file=sys.stderr)
