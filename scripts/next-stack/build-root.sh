@@ -8,6 +8,7 @@
 #
 # MEDFLOW_NEXT_ROOT      where the root lives (default ~/.cache/medflow/trixie-root); rm -rf to rebuild
 # MEDFLOW_NEXT_WORKTREE  1: copy the working tree's uncommitted files over the clone of HEAD
+# MEDFLOW_NEXT_KEEP      1: run in the clone as it is (debugging one test while another run goes on)
 # MEDFLOW_SHARED_DATA    the real-data folder (default ../shared/data), bind-mounted read-only
 # DEBIAN_MIRROR          default http://deb.debian.org/debian
 set -euo pipefail
@@ -70,14 +71,18 @@ fi
 # look beside the checkout). Only the clone's .venv is kept between runs.
 dest=$root/work/medflow
 mkdir -p "$root/work/shared/data"
-[ -d "$dest/.git" ] || git clone -q --no-checkout "$repo" "$dest"
-git -C "$dest" fetch -q "$repo" HEAD
-git -C "$dest" checkout -q -f --detach FETCH_HEAD
-git -C "$dest" clean -q -fdx -e /.venv
-if [ -n "${MEDFLOW_NEXT_WORKTREE:-}" ]; then
-  (cd "$repo" && git ls-files -z -co --exclude-standard | tar --null -T - -cf -) | tar -C "$dest" -xf -
+if [ -n "${MEDFLOW_NEXT_KEEP:-}" ] && [ -d "$dest/.git" ]; then
+  echo "build-root: MEDFLOW_NEXT_KEEP: /work/medflow as it is"
+else
+  [ -d "$dest/.git" ] || git clone -q --no-checkout "$repo" "$dest"
+  git -C "$dest" fetch -q "$repo" HEAD
+  git -C "$dest" checkout -q -f --detach FETCH_HEAD
+  git -C "$dest" clean -q -fdx -e /.venv
+  if [ -n "${MEDFLOW_NEXT_WORKTREE:-}" ]; then
+    (cd "$repo" && git ls-files -z -co --exclude-standard | tar --null -T - -cf -) | tar -C "$dest" -xf -
+  fi
+  echo "build-root: /work/medflow = $(git -C "$repo" rev-parse --short HEAD)${MEDFLOW_NEXT_WORKTREE:+ + working tree}"
 fi
-echo "build-root: /work/medflow = $(git -C "$repo" rev-parse --short HEAD)${MEDFLOW_NEXT_WORKTREE:+ + working tree}"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 # This machine's own CAs (a TLS-inspecting proxy's, say) are trusted inside too.
 if [ -n "$(ls -A /usr/local/share/ca-certificates 2>/dev/null)" ]; then
