@@ -86,3 +86,33 @@ def test_localization_iou_takes_the_top_scoring_box():
     got = localization_iou(truth, preds)
     assert got["mean_iou"] == pytest.approx(1 / 3) and got["share_iou_50"] == pytest.approx(1 / 3)
     assert got["min_iou"] == 0 and got["images"] == 3 and got["std_iou"] > 0.4
+
+
+def test_tfma_metric_reports_localization_iou_for_one_class():
+    from types import SimpleNamespace
+
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from medflow.components.tasks.detection.evaluation import (
+        DetectionThresholds,
+        build_detection_eval_config,
+    )
+    from medflow.components.tasks.detection.tfma_metrics import _DetectionCombiner, value_names
+
+    assert value_names(["head"])[-2:] == ["mean_iou", "share_iou_50"]
+    assert "mean_iou" not in value_names(["a", "b"])
+    config = build_detection_eval_config(DetectionThresholds(), ["head"])
+    assert "mean_iou" in str(config.metrics_specs)
+    keys = [metric_types.MetricKey(name=n) for n in ("mean_iou", "share_iou_50")]
+    combiner = _DetectionCombiner(keys, ["head"])
+    acc = combiner.create_accumulator()
+    feats = {"resample_scale": np.array([1.0]), "resample_pad": np.array([0, 0])}
+    for x1 in (10.0, 20.0):  # IoU 1 and 0.5 with the true box [0, 0, 10, 10]
+        served = {"boxes": np.array([[0.0, 0.0, x1, 10.0]], np.float32),
+                  "scores": np.array([0.9], np.float32), "classes": np.array([0], np.int32),
+                  "num_detections": np.array([1], np.int32)}  # fmt: skip
+        label = np.array(['[{"label":"head","x0":0,"y0":0,"x1":10,"y1":10}]'])
+        element = SimpleNamespace(prediction=served, features=feats, label=label)
+        acc = combiner.add_input(acc, element)
+    out = combiner.extract_output(acc)
+    assert out[keys[0]] == pytest.approx(0.75) and out[keys[1]] == pytest.approx(1.0)

@@ -143,18 +143,19 @@ def _metric(labels, name: str, values: list[str], threshold=None):
 
 def build_detection_eval_config(thresholds: DetectionThresholds, labels: Sequence[str]):
     """TFMA EvalConfig: COCO mAP@0.5 (blessing), mAP@[.5:.95], per-class AP@0.5 and mean
-    FROC sensitivity, per slice, from the ``serve_examples`` outputs and the ``boxes`` label."""
+    FROC sensitivity (one class: also the localization IoU), per slice, from the
+    ``serve_examples`` outputs and the ``boxes`` label."""
     import tensorflow_model_analysis as tfma
 
     from medflow.components.models.evaluation import floor_and_drop, sliced_eval_config
-    from medflow.components.tasks.detection.tfma_metrics import FROC_MEAN, MAP, MAP50
+    from medflow.components.tasks.detection.tfma_metrics import MAP50, value_names
     from medflow.components.tasks.detection.transform import BOXES
 
     map_threshold = floor_and_drop(thresholds.min_map50, thresholds.max_map50_drop)
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
         _metric(labels, "map50", [MAP50], threshold=map_threshold),
-        _metric(labels, "detection", [MAP, FROC_MEAN] + [f"ap50_{c}" for c in labels]),
+        _metric(labels, "detection", [v for v in value_names(labels) if v != MAP50]),
     ]
     return sliced_eval_config(BOXES, "", metrics)
 
@@ -163,7 +164,8 @@ def localization_iou(truth, predictions) -> dict:
     """Localization quality (one object per image): IoU of each image's top-scoring box with
     its one true box (0 when the model gives none), summarised.
 
-    Args: as :func:`detection_metrics` (one true box per image; the first is used).
+    Args: as :func:`detection_metrics` (the first true box of an image; images without one
+        are left out).
 
     Returns:
         ``mean_iou``, ``std_iou``, ``median_iou``, ``min_iou``, ``share_iou_50`` and
@@ -171,6 +173,8 @@ def localization_iou(truth, predictions) -> dict:
     """
     ious = []
     for (true_xyxy, _), (xyxy, scores, _) in zip(truth, predictions, strict=True):
+        if not len(np.asarray(true_xyxy).reshape(-1, 4)):
+            continue
         t = np.asarray(true_xyxy, np.float64).reshape(-1, 4)[0]
         boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
         if not len(boxes):
@@ -182,7 +186,7 @@ def localization_iou(truth, predictions) -> dict:
         inter = max(0.0, w) * max(0.0, h)
         union = (t[2] - t[0]) * (t[3] - t[1]) + (p[2] - p[0]) * (p[3] - p[1]) - inter
         ious.append(inter / union if union > 0 else 0.0)
-    v = np.asarray(ious)
+    v = np.asarray(ious or [0.0])
     return {
         "mean_iou": float(v.mean()),
         "std_iou": float(v.std()),

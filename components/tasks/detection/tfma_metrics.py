@@ -4,7 +4,8 @@ Reads the ``serve_examples`` signature's ``boxes``, ``scores``, ``classes`` and
 ``num_detections`` (model-input grid), the label ``boxes`` (the manifest's JSON text, source
 pixels) and the example's ``resample_scale`` / ``resample_pad``; maps the predictions back
 to source pixels and computes, per slice, ``map50``, ``map`` (IoU .5:.95), ``ap50_<class>``
-and ``froc_mean`` with pycocotools (:func:`.evaluation.detection_metrics`).
+and ``froc_mean`` with pycocotools (:func:`.evaluation.detection_metrics`); with one class
+(localization) also ``mean_iou`` and ``share_iou_50`` (:func:`.evaluation.localization_iou`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from medflow.components.tasks.detection.boxes import boxes_array, to_source_grid
 from medflow.core import features
 
 MAP50, MAP, FROC_MEAN = "map50", "map", "froc_mean"
+# Localization (one class, one box per image): the top-scoring box's IoU with the true box.
+MEAN_IOU, SHARE_IOU_50 = "mean_iou", "share_iou_50"
 GEOMETRY = (features.RESAMPLE_SCALE, features.RESAMPLE_PAD)
 
 
 def value_names(labels) -> list[str]:
-    """Every value the metric can report for ``labels``."""
-    return [MAP50, MAP, FROC_MEAN] + [f"ap50_{c}" for c in labels]
+    """Every value the metric can report for ``labels`` (one label: localization too)."""
+    local = [MEAN_IOU, SHARE_IOU_50] if len(labels) == 1 else []
+    return [MAP50, MAP, FROC_MEAN] + [f"ap50_{c}" for c in labels] + local
 
 
 def _first(value):
@@ -73,12 +77,18 @@ class _DetectionCombiner(beam.CombineFn):
         return (truth, preds)
 
     def extract_output(self, acc):
-        from medflow.components.tasks.detection.evaluation import detection_metrics
+        from medflow.components.tasks.detection.evaluation import (
+            detection_metrics,
+            localization_iou,
+        )
 
         m = detection_metrics(acc[0], acc[1], self._labels)
         values = {MAP50: m["map50"], MAP: m["map"], FROC_MEAN: m["froc_mean"]}
         for c, ap in m["ap50_per_class"].items():
             values[f"ap50_{c}"] = float("nan") if ap is None else ap
+        if {MEAN_IOU, SHARE_IOU_50} & {k.name for k in self._keys}:
+            local = localization_iou(acc[0], acc[1])
+            values[MEAN_IOU], values[SHARE_IOU_50] = local["mean_iou"], local["share_iou_50"]
         return {key: values[key.name] for key in self._keys}
 
 
