@@ -224,8 +224,10 @@ class PredictionClient:
         contract: str | Path | None = None,
         batch_size: int = 32,
         screen: Screen | None = None,
+        signature: str = "serving_default",
     ) -> tuple[list, list[Rejected]]:
-        """Predict DICOM files (or folders of them) with the model's ``serving_default``.
+        """Predict DICOM files (or folders of them) with the model's ``serving_default`` (or
+        ``signature``, one with the same input and more outputs, e.g. ``explain``).
 
         The results are those of the model's task plug-in (the contract's ``task``, or the
         task whose outputs the served signature has), e.g. class probabilities per image, or
@@ -247,6 +249,7 @@ class PredictionClient:
                 {"image": batch},
                 version=version,
                 label=label,
+                signature=signature,
                 output_filter=task.output_filter,
             )
             results += task.decode(chunk, pred, named_classes(info, pred))

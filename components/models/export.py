@@ -52,20 +52,35 @@ class ServingModule(tf.Module):
         # The raw `image` spec of the Transform graph ([] or [1], as SchemaGen inferred).
         self._image_spec = image_feature_spec or tf.io.FixedLenFeature([1], tf.string)
         image_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=features.IMAGE)
+        self._image_input = image_spec
         self.serving_default = tf.function(self._serve_images, input_signature=[image_spec])
         self.serve_examples = tf.function(
             self._serve_examples,
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
         )
 
+    def signatures(self) -> dict:
+        """The concrete functions to save, by signature name (subclasses add their own)."""
+        return {
+            "serving_default": self.serving_default.get_concrete_function(),
+            "serve_examples": self.serve_examples.get_concrete_function(),
+        }
+
     def _predict(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer({features.IMAGE: image_bytes})
         probabilities = tf.cast(self.model(transformed[features.IMAGE], training=False), tf.float32)
         return self._head(probabilities)
 
+    def _image_bytes(self, image: tf.Tensor) -> tf.Tensor:
+        """Image tensors -> the raw ``image`` feature the Transform graph reads."""
+        return tf.reshape(encode_image(image), [-1, *self._image_spec.shape])
+
+    def _transformed(self, image: tf.Tensor) -> tf.Tensor:
+        """Image tensors -> the model's input (the Transform graph applied)."""
+        return self.tft_layer({features.IMAGE: self._image_bytes(image)})[features.IMAGE]
+
     def _serve_images(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        shape = [-1, *self._image_spec.shape]
-        return self._predict(tf.reshape(encode_image(image), shape))
+        return self._predict(self._image_bytes(image))
 
     def _serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(examples, {features.IMAGE: self._image_spec})
@@ -79,6 +94,7 @@ def save_with_transform(
     input_shape,
     head: Callable[[tf.Tensor], dict[str, tf.Tensor]],
     info: dict[str, Any],
+    module_type: type[ServingModule] = ServingModule,
 ) -> None:
     """Save ``model`` with the Transform graph of ``tft_output`` to ``path``.
 
@@ -89,16 +105,13 @@ def save_with_transform(
         input_shape: (rows, cols, channels).
         head: the task's outputs from the model's probabilities.
         info: JSON-serialisable training summary stored as ``assets.extra/training.json``.
+        module_type: :class:`ServingModule` or a subclass adding signatures.
     """
     image_spec = tft_output.raw_feature_spec()[features.IMAGE]
-    module = ServingModule(
+    module = module_type(
         model, tft_output.transform_features_layer(), input_shape, head, image_spec
     )
-    signatures = {
-        "serving_default": module.serving_default.get_concrete_function(),
-        "serve_examples": module.serve_examples.get_concrete_function(),
-    }
-    tf.saved_model.save(module, path, signatures=signatures)
+    tf.saved_model.save(module, path, signatures=module.signatures())
     extra = os.path.join(path, TRAINING_INFO)
     tf.io.gfile.makedirs(os.path.dirname(extra))
     with tf.io.gfile.GFile(extra, "w") as f:

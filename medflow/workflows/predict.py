@@ -21,6 +21,9 @@ from medflow.dashboard.config import store_url_from_env
 from medflow.serving.client import PredictionClient
 from medflow.workflows.input_check import input_screen, served_contract
 
+# A signature with serving_default's input and outputs plus ``heatmap`` (e.g. Grad-CAM).
+EXPLAIN = "explain"
+
 
 @dataclass(frozen=True)
 class PredictJob:
@@ -94,6 +97,7 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
     warnings: list[str] = []
     with PredictionClient(job.server, timeout_s=job.timeout_s) as client:
         args = _model_args(job)
+        args["signature"] = _signature(client, job, options)
         contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
         if contract is not None and contract.expected_input:
             args["screen"] = input_screen(contract.expected_input, job.model, job.strict, warnings)
@@ -107,6 +111,16 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
     if job.record:
         outcome.recorded = record(outcome.results, job.store_url)
     return outcome
+
+
+def _signature(client, job: PredictJob, options: OutputOptions) -> str:
+    """``explain`` (the outputs plus a heat map) when overlays or review records are asked
+    for and the served model has that signature; else ``serving_default``."""
+    if options.files.get("overlay_out") or job.record:
+        defs = client.signature_defs(job.model, version=job.version, label=job.label)
+        if EXPLAIN in defs:
+            return EXPLAIN
+    return "serving_default"
 
 
 def _model_args(job: PredictJob) -> dict:

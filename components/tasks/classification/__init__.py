@@ -23,6 +23,8 @@ class ClassificationTask(Task):
     default_pipeline_name = "medflow-classification"
     default_model_name = "medflow-classifier"
     manifest_columns = ("label",)
+    # --overlay-out: Grad-CAM heat maps over the source image (the model's explain signature)
+    file_outputs = ("overlay_out",)
 
     def module_files(self) -> tuple[str, str]:
         return TRANSFORM_MODULE, str(HERE / "trainer.py")
@@ -84,6 +86,11 @@ class ClassificationTask(Task):
         ]
         return text_table(rows)
 
+    def write_files(self, results: list, options):
+        from medflow.components.tasks.classification.heatmaps import write_files
+
+        return write_files(results, options)
+
     def push(self, results, source, settings) -> list:
         from medflow.components.tasks.classification.outputs import push_reports
 
@@ -94,6 +101,7 @@ class ClassificationTask(Task):
             "labels": result.labels,
             "scores": result.probabilities,
             "mask_ref": None,
+            "heatmap_ref": result.heatmap_ref,
             "task": self.name,
             # the model's decision (its operating point), not the highest probability
             "predicted_index": result.class_id,

@@ -11,7 +11,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from medflow.components.models.export import save_with_transform
+from medflow.components.models.export import ServingModule, save_with_transform
+from medflow.components.models.gradcam import gradcam, gradcam_model
 
 # The string outputs that carry the class names (the platform's client reads ``classes``).
 NAME_OUTPUTS = ("class_name", "classes")
@@ -63,6 +64,27 @@ def classification_head(
     return head
 
 
+class ExplainingModule(ServingModule):
+    """The serving module plus the ``explain`` signature: the ``serving_default`` outputs and
+    ``heatmap`` float32 [None, rows, cols], the Grad-CAM map (model-input grid, [0, 1]) of
+    the class the head decides (:mod:`components.models.gradcam`)."""
+
+    def __init__(self, model, *args, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self._gradcam = gradcam_model(model)
+        self.explain = tf.function(self._explain, input_signature=[self._image_input])
+
+    def signatures(self) -> dict:
+        return {**super().signatures(), "explain": self.explain.get_concrete_function()}
+
+    def _explain(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        def decided(probabilities):
+            return self._head(probabilities)["class_id"]
+
+        heatmap, probabilities = gradcam(self._gradcam, self._transformed(image), decided)
+        return {**self._head(probabilities), "heatmap": heatmap}
+
+
 def export_serving_model(
     model,
     tft_output,
@@ -76,4 +98,4 @@ def export_serving_model(
     """:func:`save_with_transform` with :func:`classification_head` of ``labels`` (and the
     fitted ``calibration`` and operating-point ``threshold``)."""
     head = classification_head(labels, calibration, threshold)
-    save_with_transform(model, tft_output, path, input_shape, head, info)
+    save_with_transform(model, tft_output, path, input_shape, head, info, ExplainingModule)
