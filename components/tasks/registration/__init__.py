@@ -11,7 +11,7 @@ from typing import Any
 
 from medflow.core.errors import ConfigError
 from medflow.core.table import text_table
-from medflow.core.tasks import Task
+from medflow.core.tasks import OutputOptions, OutputReport, Task
 
 HERE = Path(__file__).resolve().parent
 # The exported serving_default outputs (export.SERVING_OUTPUTS; not imported: no TensorFlow).
@@ -31,6 +31,9 @@ class RegistrationTask(Task):
     default_model_name = "medflow-registration"
     manifest_columns = ("fixed", "moving")
     output_filter = SERVING_OUTPUTS
+    file_outputs = ("warp_out", "overlay_out")
+    # the served output by which the serving client recognises a registration model
+    signature_output = "displacement"
 
     def module_files(self) -> tuple[str, str]:
         return str(HERE / "transform.py"), str(HERE / "trainer.py")
@@ -72,7 +75,9 @@ class RegistrationTask(Task):
         return None
 
     def classes_from_signature(self, image_dims, output_dims) -> int | None:
-        return None  # a registration model has no class output: it needs its contract
+        # displacement [-1, rows, cols, 2] on the input grid: the masks' 2 classes
+        field = len(output_dims) == 4 and output_dims[3] == 2
+        return 2 if field and list(output_dims[1:3]) == list(image_dims[1:3]) else None
 
     def default_labels(self, n_classes: int) -> list[str]:
         return list(MASK_LABELS)
@@ -97,6 +102,20 @@ class RegistrationTask(Task):
             for r in results
         ]
         return text_table(rows)
+
+    def add_predict_arguments(self, group) -> None:
+        group.add_argument(
+            "--warp-out",
+            metavar="DIR",
+            help="with --pairs: write each pair's warped moving image as a derived DICOM "
+            "image on the fixed image's grid (warped-<SOPInstanceUID>.dcm, referencing both "
+            "sources) and its displacement field (field-<SOPInstanceUID>.npy)",
+        )
+
+    def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
+        from medflow.components.tasks.registration.outputs import write_files
+
+        return write_files(results, options)
 
     def push(self, results, source, settings) -> list:
         raise ConfigError(

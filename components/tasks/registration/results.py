@@ -28,32 +28,62 @@ class PairResult:
     dice_before: float | None = None
     dice_after: float | None = None
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    task: str = "registration"
+    source: Any = None  # the PairInput (images on the model grid, source geometry)
+    warped_mask: np.ndarray | None = None
+    fixed_mask: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("warped", "displacement")
+        skip = ("warped", "displacement", "source", "warped_mask", "fixed_mask")
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }
 
 
+def _masks(pair) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pair's (fixed, moving) masks on the model grid, resampled as their images were."""
+    if not (pair.fixed_mask and pair.moving_mask):
+        return None
+    from medflow.components.dicom.masks import mask_for_instance
+    from medflow.components.dicom.reader import read_dicom
+
+    out = []
+    for image, mask in ((pair.fixed, pair.fixed_mask), (pair.moving, pair.moving_mask)):
+        ds = read_dicom(image.path)
+        out.append(mask_for_instance(ds, mask, pair.spec, image.path) > 0)
+    return out[0], out[1]
+
+
 def decode(inputs, prediction, info) -> list[PairResult]:
-    """``prediction`` (output name -> array, batch first) for ``inputs`` (pairs with
-    ``fixed`` and ``moving`` names) -> one :class:`PairResult` each."""
-    outputs = prediction if isinstance(prediction, dict) else prediction.outputs
-    name = getattr(info, "name", "") or ""
-    version = str(getattr(info, "version", "") or "")
+    """``prediction`` (a ``Prediction``: output name -> array, batch first) for ``inputs``
+    (pairs: ``fixed``/``moving`` model inputs, optional mask files) -> one
+    :class:`PairResult` each, with Dice before/after when the pair has masks."""
+    import tensorflow as tf
+
+    from medflow.components.tasks.registration.layers import warp
+    from medflow.components.tasks.registration.losses import dice
+
+    outputs = prediction.outputs
     results = []
     for i, pair in enumerate(inputs):
-        results.append(
-            PairResult(
-                fixed=str(getattr(pair, "fixed", pair)),
-                moving=str(getattr(pair, "moving", "")),
-                folding_fraction=float(np.asarray(outputs["folding_fraction"])[i]),
-                ncc=float(np.asarray(outputs["ncc"])[i]),
-                model_name=name,
-                model_version=version,
-                warped=np.asarray(outputs["warped"])[i],
-                displacement=np.asarray(outputs["displacement"])[i],
-            )
+        result = PairResult(
+            fixed=pair.fixed.path,
+            moving=pair.moving.path,
+            folding_fraction=float(np.asarray(outputs["folding_fraction"])[i]),
+            ncc=float(np.asarray(outputs["ncc"])[i]),
+            model_name=prediction.model_name,
+            model_version=str(prediction.model_version),
+            warped=np.asarray(outputs["warped"])[i],
+            displacement=np.asarray(outputs["displacement"])[i],
+            source=pair,
         )
+        masks = _masks(pair)
+        if masks is not None:
+            moving = tf.constant(masks[1][None, ..., None].astype(np.float32))
+            warped = warp(moving, result.displacement[None]).numpy()[0, ..., 0]
+            result.dice_before = dice(masks[1], masks[0])
+            result.dice_after = dice(warped >= 0.5, masks[0])
+            result.warped_mask = warped >= 0.5
+            result.fixed_mask = masks[0]
+        results.append(result)
     return results
