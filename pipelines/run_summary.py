@@ -134,6 +134,10 @@ METRIC_COLUMNS = (
     "dice",
     "iou",
     "hausdorff95_mm",
+    "dice_before",
+    "dice_after",
+    "folding_fraction",
+    "ncc",
 )
 OVERALL = "overall"
 
