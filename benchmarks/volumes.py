@@ -151,7 +151,9 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N volumes only")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    result = {"part": args.part, "load": os.getloadavg(), **globals()[f"part_{args.part}"](args)}
+    load_before = os.getloadavg()
+    result = {"part": args.part, **globals()[f"part_{args.part}"](args)}
+    result["load_1_5_15_before_after"] = [load_before, os.getloadavg()]
     print(json.dumps(result, indent=2))
     return 0
 

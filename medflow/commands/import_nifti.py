@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "affine), then write OUT/images/<id>.nii.gz, OUT/masks/<id>.nii.gz (<id> a "
             "pseudonym keyed by the de-identification key), OUT/labels.csv (path, mask, split) "
             "and OUT/volume_spec.json (target spacing, the fixed grid). Nothing is written when "
-            "a pair is bad. Then: medflow run OUT --labels OUT/labels.csv --task segmentation."
+            "a pair is bad. Then: medflow run OUT --labels OUT/labels.csv with the 3D task (README)."
         ),
     )
     parser.add_argument("images", metavar="IMAGES_DIR", help="folder of .nii / .nii.gz volumes")

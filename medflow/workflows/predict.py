@@ -20,6 +20,7 @@ from medflow.core.tasks import OutputOptions, OutputReport, get_task
 from medflow.dashboard.config import store_url_from_env
 from medflow.serving.client import PredictionClient
 from medflow.workflows.input_check import input_screen, served_contract
+from medflow.workflows.predict_volumes import predict_volume_job, volume_model
 
 # A signature with serving_default's input and outputs plus ``heatmap`` (e.g. Grad-CAM).
 EXPLAIN = "explain"
@@ -96,6 +97,8 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
         options = dataclasses.replace(options, review_dir=review_dir)
     warnings: list[str] = []
     with PredictionClient(job.server, timeout_s=job.timeout_s) as client:
+        if job.paths and (volume := volume_model(client, job.model, job.version, job.label)):
+            return predict_volume_job(client, job, volume)  # [-1, slices, rows, cols, ch] input
         args = _model_args(job)
         args["signature"] = _signature(client, job, options)
         contract = served_contract(client, job.model, job.version, job.contract, job.model_base)

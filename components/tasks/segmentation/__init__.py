@@ -28,7 +28,7 @@ class SegmentationTask(Task):
     default_model_name = "medflow-segmenter"
     manifest_columns = ("mask",)
     output_filter = ("probabilities",)
-    file_outputs = ("seg_out", "overlay_out")
+    file_outputs = ("seg_out", "overlay_out", "nifti_out")
     output_settings = ("seg_type",)
 
     def module_files(self) -> tuple[str, str]:
@@ -36,11 +36,12 @@ class SegmentationTask(Task):
 
     def check_hyperparameters(self, values: Mapping[str, Any], image_size: int, labels) -> None:
         from medflow.components.tasks.segmentation.trainer import SegHParams
-
-        SegHParams.from_config({**values, "image_size": image_size})
         from medflow.components.tasks.segmentation.volumes import Seg3DHParams
 
         Seg3DHParams.from_config(values)  # the seg3d_* keys of volume training
+        volume_mode = len(labels) > 2 or any(str(k).startswith("seg3d_") for k in values)
+        if not volume_mode:  # a volume model's grid comes from the data, not image_size
+            SegHParams.from_config({**values, "image_size": image_size})
 
     def thresholds(self, values: Mapping[str, Any] | None):
         from medflow.components.tasks.segmentation.evaluation import SegmentationThresholds
@@ -103,6 +104,14 @@ class SegmentationTask(Task):
         return decode(inputs, prediction, info)
 
     def format_table(self, results) -> str:
+        if results and hasattr(results[0], "volume_ml"):  # volume models (predict_volumes)
+            rows = [("file", "label", "voxels", "volume_ml", "model")]
+            rows += [
+                (r.path, label, str(n), f"{ml:.3f}", f"{r.model_name}:{r.model_version}")
+                for r in results
+                for label, n, ml in zip(r.labels[1:], r.voxels, r.volume_ml, strict=True)
+            ]
+            return text_table(rows)
         rows = [("file", "frame", "label", "pixels", "area_mm2", "mean_prob", "model")]
         rows += [
             (
@@ -127,6 +136,12 @@ class SegmentationTask(Task):
             "(seg-<SOPInstanceUID>.dcm)",
         )
         group.add_argument(
+            "--nifti-out",
+            metavar="DIR",
+            help="volume models: write DIR/<input name>.nii.gz, the label map on the source "
+            "grid with the source affine (inputs: .nii/.nii.gz files or DICOM series folders)",
+        )
+        group.add_argument(
             "--seg-type",
             choices=(
                 "binary",
@@ -138,6 +153,8 @@ class SegmentationTask(Task):
         )
 
     def write_files(self, results: list, options: OutputOptions) -> tuple[list, OutputReport]:
+        if options.files.get("nifti_out"):
+            raise ConfigError("--nifti-out writes label maps of a volume model; this one is 2D")
         from medflow.components.tasks.segmentation.outputs import write_files
 
         return write_files(results, options)

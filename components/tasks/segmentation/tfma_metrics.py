@@ -54,9 +54,10 @@ class _SegmentationCombiner(beam.CombineFn):
         feats = element.features or {}
         if feats.get(features.VOLUME_AFFINE) is not None:
             probabilities = probabilities.reshape(probabilities.shape[-4:])
-            true = np.frombuffer(np.asarray(element.label).reshape(-1)[0], np.uint8).reshape(
-                probabilities.shape[:3]
-            )
+            size = int(np.prod(probabilities.shape[:3]))
+            raw = np.asarray(element.label).reshape(-1).tolist()[0]  # numpy strips end zeros
+            true = np.frombuffer(bytes(raw).ljust(size, b"\0"), np.uint8)
+            true = true.reshape(probabilities.shape[:3])
             spacing = spacing_from_affine(feats[features.VOLUME_AFFINE])
             return volume_values(probabilities, true, spacing)
         probabilities = probabilities.reshape(probabilities.shape[-2:])

@@ -42,13 +42,9 @@ def read_volumes(file_pattern, tft_output) -> tuple[np.ndarray, np.ndarray | Non
     for raw in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         ex = tf.io.parse_single_example(raw, {k: spec[k] for k in keys})
         shape = [int(v) for v in ex[features.IMAGE_SHAPE].numpy().reshape(-1)]
-        images.append(
-            np.frombuffer(ex[features.IMAGE].numpy().reshape(-1)[0], "<f4").reshape(shape)
-        )
+        images.append(np.frombuffer(_bytes(ex[features.IMAGE]), "<f4").reshape(shape))
         if features.MASK in ex:
-            masks.append(
-                np.frombuffer(ex[features.MASK].numpy().reshape(-1)[0], np.uint8).reshape(shape[:3])
-            )
+            masks.append(np.frombuffer(_bytes(ex[features.MASK]), np.uint8).reshape(shape[:3]))
     if not images:
         raise ValueError(f"no transformed volume examples match {file_pattern!r}")
     grids = {im.shape for im in images}
@@ -57,6 +53,13 @@ def read_volumes(file_pattern, tft_output) -> tuple[np.ndarray, np.ndarray | Non
             f"volume examples on several grids {sorted(grids)}: ingest with one volume_spec.json"
         )
     return np.stack(images), (np.stack(masks) if len(masks) == len(images) else None)
+
+
+def _bytes(tensor) -> bytes:
+    """The one bytes value of a string tensor (never through numpy's fixed-width strings,
+    which drop trailing zero bytes: float zeros at the end of a volume)."""
+    value = tensor.numpy()
+    return value if isinstance(value, bytes) else value.reshape(-1).tolist()[0]
 
 
 class VolumeModel:

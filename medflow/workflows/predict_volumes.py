@@ -1,0 +1,179 @@
+"""Predicting with a volume model (a served ``image`` input [-1, slices, rows, cols, ch]):
+NIfTI files or DICOM series folders in, one label map per volume out.
+
+Each input volume is normalised and centred on the model's grid as ingestion does
+(:func:`components.ingest.volume_spec.prepare`, at the volume's own spacing), predicted
+(the sliding window runs in the served graph), and the most probable class per voxel is
+mapped back onto the source grid. ``--nifti-out DIR`` writes ``DIR/<input name>.nii.gz``
+with the source affine; ``--seg-out DIR`` writes one multi-frame DICOM SEG per source
+series (``seg-<SeriesInstanceUID>.dcm``), referencing every source instance, its frames on
+the source slices. The task is the one whose outputs the signature has; nothing here
+names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medflow.core.errors import InputError
+from medflow.core.tasks import all_tasks
+
+
+@dataclass
+class VolumePrediction:
+    """One predicted volume: foreground voxels and mL per label, and the files written."""
+
+    path: str
+    task: str
+    labels: list[str]
+    voxels: list[int]
+    volume_ml: list[float]
+    model_name: str
+    model_version: int
+    series_instance_uid: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SourceVolume:
+    """A volume to predict: voxels, LPS affine, and the DICOM series it came from, if any."""
+
+    name: str
+    path: str
+    voxels: np.ndarray
+    affine: np.ndarray
+    series: object = None  # components.dicom.volume.SeriesVolume
+
+
+def volume_model(client, model: str, version=None, label=None):
+    """(grid [slices, rows, cols], task, n_classes) of a served volume model, else None."""
+    sig = client.signature_defs(model, version=version, label=label).get("serving_default")
+    if sig is None or "image" not in sig.inputs:
+        return None
+    dims = [d.size for d in sig.inputs["image"].tensor_shape.dim]
+    if len(dims) != 5:
+        return None
+    shapes = {k: [d.size for d in v.tensor_shape.dim] for k, v in sig.outputs.items()}
+    for task in all_tasks():
+        out = shapes.get(getattr(task, "signature_output", "probabilities"))
+        n = None if out is None else task.classes_from_signature(dims, out)
+        if n is not None:
+            return dims[1:4], task, n
+    raise InputError(f"model {model}: a volume input {dims} but outputs {shapes} of no task")
+
+
+def read_volumes(paths) -> tuple[list[SourceVolume], list[tuple[str, str]]]:
+    """NIfTI files and DICOM series (folders) under ``paths``; (volumes, rejected)."""
+    from medflow.components.dicom.volume import assemble_folder
+    from medflow.components.ingest.nifti import is_nifti, load_nifti, stem
+
+    volumes, rejected, dicom = [], [], []
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if not is_nifti(f.name):
+                dicom.append(f)
+                continue
+            try:
+                vol = load_nifti(f)
+            except InputError as exc:
+                rejected.append((str(f), str(exc)))
+                continue
+            volumes.append(SourceVolume(stem(f.name), str(f), vol.voxels, vol.affine))
+    if dicom:
+        result = assemble_folder(dicom)
+        rejected += [(uid, msg) for uid, _, msg in result.rejected]
+        for v in result.volumes:
+            name = Path(v.source_files[0]).parent.name or v.series_uid
+            volumes.append(
+                SourceVolume(name, str(Path(v.source_files[0]).parent), v.voxels, v.affine, v)
+            )
+    return volumes, rejected
+
+
+def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray, object]:
+    """The label map of ``volume`` on its own grid, and the Prediction."""
+    from medflow.components.ingest.volume_spec import VolumeSpec, prepare, restore
+
+    spacing = tuple(float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0))
+    prepared = prepare(volume.voxels, volume.affine, VolumeSpec(spacing, tuple(grid)))
+    pred = client.predict(
+        job.model,
+        {"image": prepared.image[None, ..., None].astype(np.float32)},
+        version=job.version,
+        label=job.label,
+        output_filter=("mask",),
+    )
+    grid_labels = np.asarray(pred.outputs["mask"])[0].astype(np.uint8)
+    back = restore(grid_labels, prepared.offset, prepared.resampled_shape, prepared.source_shape)
+    return back, pred
+
+
+def run_volume_predict(client, job, grid, task, n_classes: int, labels=None):
+    """Predict every volume of ``job.paths``; returns (results, rejected, report lines)."""
+    labels = list(labels or task.default_labels(n_classes))
+    volumes, rejected = read_volumes(job.paths)
+    results, lines = [], []
+    for vol in volumes:
+        label_map, pred = predict_volume(client, job, grid, vol)
+        voxel_ml = float(np.prod(np.linalg.norm(vol.affine[:3, :3], axis=0))) / 1000.0
+        counts = [int((label_map == c).sum()) for c in range(1, n_classes)]
+        result = VolumePrediction(
+            path=vol.path,
+            task=task.name,
+            labels=labels,
+            voxels=counts,
+            volume_ml=[round(c * voxel_ml, 3) for c in counts],
+            model_name=pred.model_name,
+            model_version=int(pred.model_version),
+            series_instance_uid=getattr(vol.series, "series_uid", ""),
+        )
+        result.files = write_outputs(job.outputs.files, vol, label_map, result)
+        lines += [f"wrote {f}" for f in result.files]
+        results.append(result)
+    return results, rejected, lines
+
+
+def write_outputs(files: dict, vol: SourceVolume, label_map: np.ndarray, result) -> list[str]:
+    """``nifti_out`` and ``seg_out`` files of one volume (atomic writes)."""
+    from medflow.components.ingest.nifti import save_nifti
+
+    written = []
+    if files.get("nifti_out"):
+        out = Path(files["nifti_out"])
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{vol.name}.nii.gz"
+        save_nifti(path, label_map.astype(np.uint8), vol.affine)
+        written.append(str(path))
+    if files.get("seg_out") and vol.series is not None:
+        from medflow.components.dicom.volume_seg import write_series_seg
+
+        written.append(write_series_seg(Path(files["seg_out"]), vol.series, label_map, result))
+    return written
+
+
+def predict_volume_job(client, job, volume):
+    """``medflow predict`` on a volume model (``volume`` from :func:`volume_model`)."""
+    from medflow.core.errors import ConfigError
+    from medflow.core.tasks import OutputReport
+    from medflow.serving.dicom_input import Rejected
+    from medflow.workflows.input_check import served_contract
+    from medflow.workflows.predict import PredictOutcome
+
+    if job.record or job.push or job.study_uids:
+        raise ConfigError(
+            "a volume model: --record, --push and PACS studies are not supported yet; give "
+            "NIfTI files or DICOM series folders with --nifti-out / --seg-out"
+        )
+    contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
+    labels = contract.labels if contract is not None else None
+    results, rejected, lines = run_volume_predict(client, job, *volume, labels=labels)
+    rejects = [Rejected(path, "volume_rejected", message) for path, message in rejected]
+    return PredictOutcome(results, rejects, report=OutputReport(lines=lines))
