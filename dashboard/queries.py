@@ -101,7 +101,8 @@ class StoreQueries:
         column = {"confidence": t.c.confidence, "disagreement": t.c.disagreement}.get(
             sort, t.c.created_at
         )
-        order = [column.desc() if descending else column.asc(), t.c.id.asc()]
+        flagged_first = sa.case((t.c.in_distribution.is_(False), 0), else_=1)  # out of distribution
+        order = [flagged_first, column.desc() if descending else column.asc(), t.c.id.asc()]
         query = self._filtered(sa.select(t), status, model_name).order_by(*order)
         query = query.offset(offset).limit(limit)
         with self.engine.connect() as conn:

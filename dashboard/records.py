@@ -86,6 +86,8 @@ class Prediction:
     status: str
     created_at: datetime
     task: str  # the task plug-in that reviews it (medflow.core.tasks.get_task)
+    ood_score: float | None = None  # the model's guard score (None: no guard)
+    in_distribution: bool | None = None  # the guard's decision at its threshold
 
     @property
     def predicted_label(self) -> str:

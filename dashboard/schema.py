@@ -45,6 +45,9 @@ predictions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # The task plug-in that reviews it (version 5; medflow.core.tasks.get_task).
     sa.Column("task", sa.String(64), nullable=False),
+    # The model's out-of-distribution guard (version 7): its score and decision (None: no guard).
+    sa.Column("ood_score", sa.Float),
+    sa.Column("in_distribution", sa.Boolean),
     sa.Index("ix_predictions_instance", "sop_instance_uid", "frame_index"),
     sa.Index("ix_predictions_status_confidence", "status", "confidence"),
     sa.Index("ix_predictions_status_disagreement", "status", "disagreement"),
@@ -135,7 +138,7 @@ _POSTGRES_AUDIT_GUARDS = [
 
 
 # Columns of `predictions` that later migrations add: version 1 creates the table without them.
-_ADDED_LATER = ("task",)
+_ADDED_LATER = ("task", "ood_score", "in_distribution")
 
 
 def _as_first_created(table: sa.Table, added_later: tuple[str, ...]) -> sa.Table:
@@ -197,6 +200,12 @@ def _v6_browser_sessions(conn: sa.Connection) -> None:
     browser_sessions.create(conn)
 
 
+def _v7_prediction_guard(conn: sa.Connection) -> None:
+    """Adds ``predictions.ood_score`` and ``in_distribution`` (NULL: recorded without a guard)."""
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN ood_score FLOAT")
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN in_distribution BOOLEAN")
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1_predictions_and_reviews,
     _v2_audit_log,
@@ -204,6 +213,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v4_review_masks,
     _v5_prediction_task,
     _v6_browser_sessions,
+    _v7_prediction_guard,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -114,6 +114,8 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
         heatmap_ref: str | None = None,
         task: str | None = None,
         predicted_index: int | None = None,
+        ood_score: float | None = None,
+        in_distribution: bool | None = None,
     ) -> int:
         """Adds one model prediction to the review queue; returns its id.
 
@@ -121,7 +123,8 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
         ``scores[i]`` is the probability of ``labels[i]``; ``task`` names the task plug-in
         that reviews it (None: the task whose review judges mask files when ``mask_ref`` is
         given, else the default task). ``predicted_index`` is the label the model decided
-        (e.g. at its operating point's cut-off); None: the highest score.
+        (e.g. at its operating point's cut-off); None: the highest score. ``ood_score`` and
+        ``in_distribution`` are the model's out-of-distribution guard's (None: no guard).
 
         Raises:
             ReviewError: labels/scores are empty, of different lengths or not finite, a
@@ -156,6 +159,8 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
             status="pending",
             created_at=utcnow(),
             task=task,
+            ood_score=None if ood_score is None else float(ood_score),
+            in_distribution=None if in_distribution is None else bool(in_distribution),
         )
         with self.engine.begin() as conn:
             new_id = conn.execute(schema.predictions.insert().values(**row)).inserted_primary_key[0]

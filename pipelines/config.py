@@ -77,6 +77,11 @@ class PipelineConfig:
         schema_path: curated schema folder imported instead of inferring one.
         intended_use: copied into each pushed model's contract.
         enable_cache: reuse outputs of unchanged component executions.
+        guard: also train an out-of-distribution guard on the same Transform output and push
+            it beside the model (``<model>-guard``, same versions; components.models.guard).
+        guard_hyperparameters: the guard Trainer's custom_config overrides (its task checks
+            them), e.g. ``guard_quantile`` (default 0.99) or ``kind``.
+        require_guard: the Pusher refuses to push a model without a guard.
     """
 
     data_root: str = ""
@@ -98,6 +103,9 @@ class PipelineConfig:
     schema_path: str = ""
     intended_use: str = INTENDED_USE
     enable_cache: bool = True
+    guard: bool = False
+    guard_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    require_guard: bool = False
 
     def __post_init__(self) -> None:
         if self.input_format not in INPUT_FORMATS:
@@ -121,6 +129,20 @@ class PipelineConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"hyperparameters: {exc}") from None
         task.thresholds(self.thresholds)
+        self._check_guard()
+
+    def _check_guard(self) -> None:
+        object.__setattr__(self, "guard_hyperparameters", dict(self.guard_hyperparameters))
+        if self.require_guard and not self.guard:
+            raise ConfigError("--require-guard: the model would have no guard; add --guard")
+        if not self.guard:
+            return
+        from medflow.components.models.guard import guard_task
+
+        try:
+            guard_task().check_hyperparameters(self.guard_config(), self.image_size, ())
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"guard hyperparameters: {exc}") from None
 
     def replace(self, **changes: Any) -> PipelineConfig:
         """A copy with ``changes`` (validated again)."""
@@ -142,6 +164,10 @@ class PipelineConfig:
     def trainer_config(self) -> dict[str, Any]:
         """The Trainer's ``custom_config``: the input shape, labels and hyperparameters."""
         return {**self.transform_config(), "labels": list(self.labels), **self.hyperparameters}
+
+    def guard_config(self) -> dict[str, Any]:
+        """The guard Trainer's ``custom_config``: the input shape and its hyperparameters."""
+        return {**self.transform_config(), **self.guard_hyperparameters}
 
     def blessing_thresholds(self):
         """The task's blessing thresholds from :attr:`thresholds`."""

@@ -17,6 +17,10 @@ from pathlib import Path
 from medflow.pipelines.config import PipelineConfig
 
 RESOLVER_ID = "latest_blessed_model_resolver"
+# With PipelineConfig.guard: the out-of-distribution guard's Trainer (after the Trainer).
+GUARD_TRAINER_ID = "GuardTrainer"
+# With --hparam init=PATH: the Importer of the encoder's model (the Trainer's base_model).
+INIT_IMPORTER_ID = "InitImporter"
 # In execution order; the first is "DicomExampleGen" or "ImportExampleGen" by input_format.
 COMPONENT_IDS = (
     "ExampleGen",
@@ -120,11 +124,11 @@ def create_pipeline(
 def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> list:
     """StatisticsGen ... Pusher on ``example_gen``'s examples, in :data:`COMPONENT_IDS` order."""
     from tfx import components as tfx_components
+    from tfx.dsl.components.common.importer import SOURCE_URI_KEY
     from tfx.dsl.components.common.resolver import Resolver
     from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
         LatestBlessedModelStrategy,
     )
-    from tfx.proto import trainer_pb2
     from tfx.types import Channel, standard_artifacts
 
     from medflow.components.pusher.component import ContractPusher
@@ -152,15 +156,17 @@ def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> 
         disable_statistics=True,
         **user_code(transform_module, "preprocessing_fn"),
     )
-    trainer = tfx_components.Trainer(
-        **user_code(trainer_module, "run_fn"),
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema,
-        train_args=trainer_pb2.TrainArgs(splits=["train"]),
-        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
-        custom_config=config.trainer_config(),
-    )
+    trainer_config, init = config.trainer_config(), _init_importer(config)
+    if init is not None:  # the Trainer reads exactly the imported version; MLMD links them
+        trainer_config["init"] = init.exec_properties[SOURCE_URI_KEY]
+    trainer = _trainer(trainer_module, transform, schema, trainer_config, init)
+    guard_trainer = None
+    if config.guard:  # a second Trainer on the same Transform output (labels unused)
+        from medflow.components.models.guard import guard_task
+
+        guard_module = guard_task().module_files()[1]
+        guard_trainer = _trainer(guard_module, transform, schema, config.guard_config())
+        guard_trainer = guard_trainer.with_id(GUARD_TRAINER_ID)
     resolver = Resolver(
         strategy_class=LatestBlessedModelStrategy,
         model=Channel(type=standard_artifacts.Model),
@@ -180,17 +186,56 @@ def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> 
         base_directory=serving_model_dir,
         model_name=config.model_name,
         contract=json.dumps(config.contract(), sort_keys=True),
+        guard_model=guard_trainer.outputs["model"] if guard_trainer else None,
+        require_guard=config.require_guard,
     ).with_id("Pusher")
     return [
         statistics_gen,
         schema_gen,
         example_validator,
         transform,
+        *([init] if init is not None else []),
         trainer,
+        *([guard_trainer] if guard_trainer else []),
         resolver,
         evaluator,
         pusher,
     ]
+
+
+def _init_importer(config: PipelineConfig):
+    """With ``--hparam init=PATH``: an Importer of the pushed version whose encoder initialises
+    the backbone, the Trainer's ``base_model`` (ML Metadata records which model initialised
+    which); None without ``init``."""
+    path = config.hyperparameters.get("init")
+    if not path:
+        return None
+    from tfx.dsl.components.common.importer import Importer
+    from tfx.types import standard_artifacts
+
+    from medflow.components.models.encoder_init import resolve
+
+    version = resolve(str(path)).parent.parent.resolve()
+    return Importer(source_uri=str(version), artifact_type=standard_artifacts.Model).with_id(
+        INIT_IMPORTER_ID
+    )
+
+
+def _trainer(module: str, transform, schema, custom_config: dict, base_model=None):
+    """A Trainer of ``module``'s ``run_fn`` on the Transform's train split (eval: eval)."""
+    from tfx import components as tfx_components
+    from tfx.proto import trainer_pb2
+
+    return tfx_components.Trainer(
+        base_model=base_model.outputs["result"] if base_model is not None else None,
+        **user_code(module, "run_fn"),
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=trainer_pb2.TrainArgs(splits=["train"]),
+        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
+        custom_config=custom_config,
+    )
 
 
 def user_code(module_path: str, fn_name: str) -> dict[str, str]:

@@ -90,6 +90,7 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
         summary["pushed"] = bool(_property(pushed, "pushed"))
         summary["model_path"] = _property(pushed, "pushed_destination")
         summary["model_version"] = _property(pushed, "pushed_version")
+    _guard_and_init(summary, outputs)
     validator = outputs.get("ExampleValidator", {})
     if validator.get("anomalies"):
         summary["anomalies"] = _anomalies(validator["anomalies"][0].uri)
@@ -106,11 +107,50 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
 def trust_report(model_uri: str) -> dict[str, Any]:
     """The Trainer's calibration, operating point and intervals (``training.json``'s
     ``trust``, written beside the SavedModel); empty if it wrote none."""
+    return training_info(model_uri).get("trust") or {}
+
+
+def training_info(model_uri: str) -> dict[str, Any]:
+    """A Trainer Model artifact's ``training.json`` (empty if none)."""
     import json
 
     for path in sorted(Path(model_uri).glob("*/assets.extra/training.json")):
-        return json.loads(path.read_text(encoding="utf-8")).get("trust") or {}
+        return json.loads(path.read_text(encoding="utf-8"))
     return {}
+
+
+def _guard_and_init(summary: dict[str, Any], outputs: dict[str, dict]) -> None:
+    """The guard Trainer's calibration (``guard``) and the Model that initialised the
+    Trainer's backbone (``init``: its URI and ML Metadata artifact id), when the run had them."""
+    from medflow.pipelines.pipeline import GUARD_TRAINER_ID, INIT_IMPORTER_ID
+
+    guard = outputs.get(GUARD_TRAINER_ID, {}).get("model")
+    if guard:
+        summary["guard"] = training_info(guard[0].uri).get("guard") or {}
+    init = outputs.get(INIT_IMPORTER_ID, {}).get("result")
+    if init:
+        summary["init"] = {"uri": init[0].uri, "artifact_id": init[0].id}
+
+
+def guard_and_init_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary's lines on the guard and the backbone's initialisation."""
+    lines = []
+    guard = summary.get("guard")
+    if guard:
+        line = (
+            f"guard: out-of-distribution threshold {guard['threshold']:.4g} ("
+            f"{guard.get('quantile', 0):.0%} quantile of eval), false alarms on eval "
+            f"{guard.get('false_alarm_rate', 0):.1%}"
+        )
+        if "false_alarm_rate_holdout" in guard:
+            line += f", on a train holdout {guard['false_alarm_rate_holdout']:.1%}"
+        lines.append(line)
+    init = summary.get("init")
+    if init:
+        lines.append(
+            f"backbone initialised from: {init['uri']} (ML Metadata artifact {init['artifact_id']})"
+        )
+    return lines
 
 
 def _anomalies(uri: str) -> list[str]:
@@ -256,6 +296,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += trust_lines(
         trust.get("calibration"), trust.get("operating_point"), trust.get("intervals")
     )
+    lines += guard_and_init_lines(summary)
     for anomaly in summary.get("anomalies") or []:
         lines.append(f"data anomaly: {anomaly}")
     if summary.get("blessed"):

@@ -66,6 +66,11 @@ class HParams:
             0 uses the eval split instead.
         mixed_precision: mixed_float16 compute when a GPU is visible.
         seed: random seed for weights, shuffling and augmentation.
+        init: a pushed model's encoder weights initialise the backbone (a version folder,
+            its model folder or a Trainer's Model artifact; components.models.encoder_init);
+            empty: random initialisation.
+        init_frozen_epochs: with ``init``, epochs with the backbone frozen before all layers
+            train.
     """
 
     image_size: tuple[int, int] = (28, 28)
@@ -85,6 +90,8 @@ class HParams:
     validation_fraction: float = 0.1
     mixed_precision: bool = False
     seed: int = 42
+    init: str = ""
+    init_frozen_epochs: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -130,6 +137,10 @@ class HParams:
             raise ValueError(f"validation_fraction={self.validation_fraction}: use 0..0.5")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.init and self.resolved_backbone() not in ("small_cnn", "resnet18"):
+            raise ValueError(
+                f"init is set but backbone={self.backbone!r}: use small_cnn or resnet18"
+            )
         if self.pretrained_weights and self.backbone not in APPLICATIONS:
             raise ValueError(
                 f"pretrained_weights is set but backbone={self.backbone!r}; use one of "

@@ -108,6 +108,12 @@ def compile_model(model, hp: HParams, steps_per_epoch: int) -> None:
     )
 
 
+def compile_in(strategy, model, hp: HParams, steps_per_epoch: int) -> None:
+    """:func:`compile_model` inside ``strategy``'s scope (optimizer variables on its devices)."""
+    with strategy.scope():
+        compile_model(model, hp, steps_per_epoch)
+
+
 def _binary_auc():
     import keras
 
@@ -150,7 +156,10 @@ def fit(hp: HParams, train, validation, log_dir: str | None = None):
     val_b = validation.cache().batch(batch).prefetch(tf.data.AUTOTUNE)
     with strategy.scope():
         model = build_model(hp)
-        compile_model(model, hp, steps)
+        if hp.init:  # transfer from a pushed encoder (components.models.encoder_init)
+            from medflow.components.models.encoder_init import initialise
+
+            log.info("backbone initialised from %s", initialise(model, hp.init))
     monitor = "val_auc" if hp.n_classes == 2 else "val_loss"
     callbacks = [epoch_progress(hp.epochs)]
     if hp.patience > 0:
@@ -164,12 +173,16 @@ def fit(hp: HParams, train, validation, log_dir: str | None = None):
         )
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-    history = model.fit(
+    from medflow.components.models.encoder_init import fit_in_phases
+
+    history = fit_in_phases(
+        model,
+        hp,
+        lambda: compile_in(strategy, model, hp, steps),
         train_b,
         validation_data=val_b,
-        epochs=hp.epochs,
         class_weight=class_weights(counts, hp.n_classes, hp.class_weight),
         callbacks=callbacks,
         verbose=2,
     )
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, counts
+    return model, history, counts

@@ -24,6 +24,8 @@ class ContractPusherSpec(component_spec.ComponentSpec):
         # JSON: {"task", "labels", "intended_use", "pixel_spec"}; "preprocessing" ({size,
         # channels}) stands in for a missing "pixel_spec" (see executor.static_fields).
         "contract": component_spec.ExecutionParameter(type=str),
+        # 1: refuse to push a model without an out-of-distribution guard.
+        "require_guard": component_spec.ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
@@ -33,6 +35,10 @@ class ContractPusherSpec(component_spec.ComponentSpec):
         ),
         "statistics": component_spec.ChannelParameter(
             type=standard_artifacts.ExampleStatistics, optional=True
+        ),
+        # The guard Trainer's Model, published beside the model (components.models.guard).
+        "guard_model": component_spec.ChannelParameter(
+            type=standard_artifacts.Model, optional=True
         ),
     }
     OUTPUTS = {
@@ -55,6 +61,8 @@ class ContractPusher(base_component.BaseComponent):
         contract: str,
         evaluation: channel.BaseChannel | None = None,
         statistics: channel.BaseChannel | None = None,
+        guard_model: channel.BaseChannel | None = None,
+        require_guard: bool = False,
     ):
         """Create the component.
 
@@ -67,12 +75,17 @@ class ContractPusher(base_component.BaseComponent):
                 pixel_spec, or preprocessing ``{size, channels}`` instead of pixel_spec).
             evaluation: Evaluator's ModelEvaluation (metrics copied into the contract).
             statistics: StatisticsGen output (training counts and input value range).
+            guard_model: the guard Trainer's Model, published as ``<model_name>-guard`` with
+                the model's version numbers, its calibration in the contract's ``guard``.
+            require_guard: refuse to push without ``guard_model``.
         """
         spec = ContractPusherSpec(
             model=model,
             model_blessing=model_blessing,
             evaluation=evaluation,
             statistics=statistics,
+            guard_model=guard_model,
+            require_guard=int(require_guard),
             base_directory=base_directory,
             model_name=model_name,
             contract=contract,

@@ -185,6 +185,20 @@ def lineage_ids(
     return ids
 
 
+def _publish_guarded(model_dir, base_directory, model_name, contract, guard):
+    """Publish the guard Trainer's model beside the model (components.models.guard)."""
+    from medflow.components.models import guard as guards
+    from medflow.components.pusher.guarded import publish_guarded
+
+    guard_dir = _serving_dir(guard)
+    contract = replace(contract, guard=guards.contract_field(guard_dir, model_name))
+    guard_base = os.path.join(base_directory, guards.guard_name(model_name))
+    own = guards.guard_contract(contract, model_name, guard_dir, _artifact_id(guard))
+    return publish_guarded(
+        model_dir, os.path.join(base_directory, model_name), contract, guard_dir, guard_base, own
+    )
+
+
 class Executor(base_executor.BaseExecutor):
     """Pushes the model if blessed; records pushed / pushed_version / pushed_destination."""
 
@@ -224,7 +238,18 @@ class Executor(base_executor.BaseExecutor):
             statistics[0].uri if statistics else None,
             lineage,
         )
-        version, destination, new = publish.publish(model_dir, model_base, contract)
+        guard = input_dict.get("guard_model") or []
+        if guard:
+            version, destination, new = _publish_guarded(
+                model_dir, exec_properties["base_directory"], model_name, contract, guard[0]
+            )
+        elif exec_properties.get("require_guard"):
+            raise ConfigError(
+                f"not pushing {model_name}: it has no out-of-distribution guard and the "
+                "pipeline requires one (--require-guard); train one with --guard"
+            )
+        else:
+            version, destination, new = publish.publish(model_dir, model_base, contract)
         if new:
             log.info("pushed model version %s to %s", version, destination)
         else:

@@ -167,7 +167,10 @@ def next_version(model_base: str) -> int:
 
 
 def publish(
-    model_dir: str, model_base: str, contract: ModelContract | Mapping[str, Any]
+    model_dir: str,
+    model_base: str,
+    contract: ModelContract | Mapping[str, Any],
+    version: int | None = None,
 ) -> tuple[int, str, bool]:
     """Publish ``model_dir`` as a new version unless its content is already published.
 
@@ -177,6 +180,8 @@ def publish(
         contract: the contract (or its JSON form, migrated when older); ``version``,
             ``signatures`` (with ``inputs``/``outputs``) and ``model_sha256`` are filled in
             here and the result is checked with :func:`check_contract`.
+        version: publish as this version, even when the content is already published
+            (a guard published beside its model's version); None: the next free number.
 
     Returns:
         (version, destination directory, whether a new version was written).
@@ -188,10 +193,10 @@ def publish(
     gfile = _gfile()
     contract = _as_contract(contract)
     sha = content_sha256(model_dir)
-    same = find_same_content(model_base, sha)
+    same = find_same_content(model_base, sha) if version is None else None
     if same:
         return same[0], same[1], False
-    version = next_version(model_base)
+    version = next_version(model_base) if version is None else version
     contract = replace(
         contract.with_signatures(read_signatures(model_dir)),
         version=str(version),

@@ -54,10 +54,16 @@ def _review(pred: Prediction) -> TaskReview:
     return get_task(pred.task).review()
 
 
+def ood_flag(pred: Prediction) -> str:
+    """A prefix for a case the model's guard flagged (the queue sorts those first), else ""."""
+    return "OUT OF DISTRIBUTION · " if pred.in_distribution is False else ""
+
+
 def _queue_table(queue: list[Prediction]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "case": [p.id for p in queue],
+            "guard": [ood_flag(p).rstrip(" ·") or "-" for p in queue],
             "prediction": [_review(p).queue_label(p) for p in queue],
             "model": [f"{p.model_name} v{p.model_version}" for p in queue],
             "task": [p.task for p in queue],
@@ -145,7 +151,9 @@ def show(settings: Settings, store: ReviewStore, user: User) -> None:
             "Case",
             ids,
             key=CASE_KEY,
-            format_func=lambda i: f"#{i} · {_review(by_id[i]).queue_label(by_id[i])}",
+            format_func=lambda i: (
+                f"#{i} · {ood_flag(by_id[i])}{_review(by_id[i]).queue_label(by_id[i])}"
+            ),
         )
     pred = by_id[st.session_state[CASE_KEY]]
     st.query_params["case"] = str(pred.id)
@@ -192,6 +200,11 @@ def _case_panel(
         f"**Status** {pred.status} · **disagreement** {pred.disagreement:.3f}  \n"
         f"**Last review** {_said(seen)}"
     )
+    if pred.in_distribution is False:
+        st.warning(
+            f"Out of distribution: the model's guard scored this image {pred.ood_score:.3g}, "
+            "above its threshold; the model was not trained on images like it"
+        )
     review.render_details(pred)
     st.text_input("Comment", key="review_comment", placeholder="optional, kept in the audit log")
     blocked = {a.name: review.blocked(a, problem) for a in review.actions}

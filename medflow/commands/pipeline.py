@@ -66,6 +66,24 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
         help="any Trainer hyperparameter (see components/models/hparams.py); repeatable",
     )
     parser.add_argument("--model-name", help="TF Serving model name (default: the task's)")
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="also train an out-of-distribution guard on the same images (labels unused), "
+        "calibrated on the eval split, pushed beside the model as <model>-guard",
+    )
+    parser.add_argument(
+        "--guard-hparam",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a guard Trainer hyperparameter, e.g. guard_quantile=0.995 (default 0.99) or "
+        "kind=vae; repeatable",
+    )
+    parser.add_argument(
+        "--require-guard",
+        action="store_true",
+        help="refuse to push a model without an out-of-distribution guard",
+    )
     parser.add_argument("--pipeline-name", help="pipeline name (default: the task's)")
 
 
@@ -86,6 +104,9 @@ def pipeline_config(args: argparse.Namespace, **values: Any) -> PipelineConfig:
         hyperparameters=hp,
         pipeline_name=args.pipeline_name or "",
         model_name=args.model_name or "",
+        guard=args.guard,
+        guard_hyperparameters=parse_assignments(args.guard_hparam, "--guard-hparam"),
+        require_guard=args.require_guard,
         **values,
     )
 

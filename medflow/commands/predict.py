@@ -152,7 +152,7 @@ def _json(outcome, dicomweb: bool) -> str:
     predictions = []
     for i, (r, rid) in enumerate(zip(outcome.results, recorded, strict=True)):
         item = {**r.to_dict(), **({"review_id": rid} if outcome.recorded else {})}
-        item.update({k: v[i] for k, v in extra.items() if v[i]})
+        item.update({k: v[i] for k, v in extra.items() if v[i] is not None})
         predictions.append(item)
     doc = {
         "predictions": predictions,

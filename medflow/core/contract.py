@@ -99,6 +99,10 @@ class ModelContract:
             ``threshold``, ``sensitivity``, ``specificity``); empty: the most probable class.
         evaluation_uri: the ModelEvaluation artifact's URI, when known.
         lineage: ML Metadata ids (``execution_id``, ``model_artifact_id``, ...), may be empty.
+        guard: the out-of-distribution guard served beside the model (same versions):
+            ``model_name``, the score ``threshold`` calibrated on the eval split (a score
+            above it is out of distribution), its ``quantile`` and ``false_alarm_rate``;
+            empty: the model has none.
         created_by: ``medflow <version>`` that wrote it.
         schema_version: schema of the file; always :data:`SCHEMA_VERSION` once loaded.
     """
@@ -120,6 +124,7 @@ class ModelContract:
     operating_point: Mapping[str, Any] = field(default_factory=dict)
     evaluation_uri: str = ""
     lineage: Mapping[str, int | str] = field(default_factory=dict)
+    guard: Mapping[str, Any] = field(default_factory=dict)
     created_by: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -155,6 +160,7 @@ class ModelContract:
             **({"operating_point": dict(self.operating_point)} if self.operating_point else {}),
             "evaluation_uri": self.evaluation_uri,
             "lineage": dict(self.lineage),
+            **({"guard": dict(self.guard)} if self.guard else {}),
             "model_sha256": self.model_sha256,
             "signatures": dict(self.signatures),
             "created_by": self.created_by,
@@ -223,6 +229,7 @@ class ModelContract:
             operating_point=dict(d.get("operating_point") or {}),
             evaluation_uri=d.get("evaluation_uri", ""),
             lineage=dict(d.get("lineage") or {}),
+            guard=dict(d.get("guard") or {}),
             created_by=d.get("created_by", ""),
             schema_version=SCHEMA_VERSION,
         )

@@ -52,6 +52,7 @@ def run_demo(
         labels=DEMO_CLASSES,
         ingest_workers=workers,
         hyperparameters={"epochs": epochs} if epochs else {},
+        guard=True,  # pushed beside the model as <model>-guard (components.models.guard)
     )
     summary = run_local(config, workdir=workdir)
     print(format_summary(summary))

@@ -19,6 +19,7 @@ from medflow.core.errors import ConfigError
 from medflow.core.tasks import OutputOptions, OutputReport, get_task
 from medflow.dashboard.config import store_url_from_env
 from medflow.serving.client import PredictionClient
+from medflow.workflows.guard import GUARD_KEYS, GuardCheck
 from medflow.workflows.input_check import input_screen, served_contract
 from medflow.workflows.predict_volumes import predict_volume_job, volume_model
 
@@ -104,16 +105,28 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
         contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
         if contract is not None and contract.expected_input:
             args["screen"] = input_screen(contract.expected_input, job.model, job.strict, warnings)
+        guard = GuardCheck.of(contract, job.batch_size)  # None: the model has no guard
+        if guard is not None:
+            args["screen"] = guard.screen(args.get("screen"))
         if source is not None:
             outcome = _predict_studies(client, source, job, options, args)
         else:
             results, rejected = client.predict_dicom(job.paths, job.model, **args)
             results, report = _write_files(results, options)
             outcome = PredictOutcome(results, rejected, report=report)
+        if guard is not None:
+            _mark_in_distribution(outcome, guard, client, warnings)
     outcome.warnings = warnings
     if job.record:
-        outcome.recorded = record(outcome.results, job.store_url)
+        outcome.recorded = record(outcome.results, job.store_url, outcome.report.per_result)
     return outcome
+
+
+def _mark_in_distribution(outcome: PredictOutcome, guard: GuardCheck, client, warnings) -> None:
+    """Each result's ``ood_score`` and ``in_distribution`` (JSON) and the guard's table."""
+    scores = guard.scores(client, outcome.results, warnings)
+    outcome.report.per_result.update(guard.verdicts(scores))
+    outcome.report.lines += guard.lines(outcome.results, scores)
 
 
 def _signature(client, job: PredictJob, options: OutputOptions) -> str:
@@ -178,12 +191,15 @@ def default_mask_dir(store_url: str | None) -> str:
     return ".medflow/masks"
 
 
-def record(results, store_url: str | None) -> list[int]:
+def record(results, store_url: str | None, per_result: dict | None = None) -> list[int]:
     """Write predictions into the dashboard's review store; returns their ids.
 
     What is recorded for each result (labels, scores, and e.g. a mask file's path as
-    ``mask_ref``) is its task's :meth:`~medflow.core.tasks.Task.review_record`.
+    ``mask_ref``) is its task's :meth:`~medflow.core.tasks.Task.review_record`, with the
+    guard's ``ood_score`` and ``in_distribution`` from ``per_result`` when the model has one.
     """
+    extra = per_result or {}
+    guard = [{k: extra[k][i] for k in GUARD_KEYS if k in extra} for i in range(len(results))]
     from medflow.dashboard.store import ReviewStore
 
     store = ReviewStore(store_url or store_url_from_env())
@@ -198,8 +214,9 @@ def record(results, store_url: str | None) -> list[int]:
                 model_version=str(r.model_version),
                 frame_index=r.frame_index,
                 **get_task(r.task).review_record(r),
+                **guard[i],
             )
-            for r in results
+            for i, r in enumerate(results)
         ]
     finally:
         store.close()

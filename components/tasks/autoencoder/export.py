@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from medflow.components.models.encoder_init import ENCODER_WEIGHTS, weight_layers
 from medflow.components.models.export import save_with_transform
 from medflow.core.files import atomic_open
-
-ENCODER_WEIGHTS = os.path.join("assets.extra", "encoder.weights.npz")
 
 
 def autoencoder_head(channels: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
@@ -49,8 +48,9 @@ def autoencoder_head(channels: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor
 
 
 def encoder_weights(encoder) -> dict[str, np.ndarray]:
-    """``{"<layer index>_<weight index>": array}`` of the encoder's layers that have weights."""
-    layers = [layer for layer in encoder.layers if layer.weights]
+    """``{"<layer index>_<weight index>": array}`` of the encoder's conv/BN layers, in build
+    order (what :func:`components.models.encoder_init.initialise` reads)."""
+    layers = weight_layers(encoder)
     return {
         f"{i:03d}_{j:02d}": np.asarray(w)
         for i, layer in enumerate(layers)

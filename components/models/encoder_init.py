@@ -1,0 +1,103 @@
+"""Transfer from self-supervised pretraining: a classifier's backbone initialised from the
+encoder of a pushed model that saved one (``assets.extra/encoder.weights.npz``: the models
+that guard others save the backbone they encode with, built by the same functions), then
+fine-tuned frozen for ``init_frozen_epochs`` and with all layers after.
+
+``--hparam init=PATH`` names a pushed version folder, its model folder (the newest version is
+taken) or a Trainer's Model artifact (``Format-Serving`` inside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENCODER_WEIGHTS = os.path.join("assets.extra", "encoder.weights.npz")
+# The layers an encoder's weights go into, in build order (the backbones' conv/BN stack).
+WEIGHT_LAYERS = ("Conv2D", "BatchNormalization")
+
+
+def resolve(path: str) -> Path:
+    """The encoder weights file of ``path`` (see the module docstring).
+
+    Raises:
+        ValueError: none there (the message says what to pass).
+    """
+    root = Path(path)
+    candidates = [root, root / "Format-Serving"]
+    versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) \
+        if root.is_dir() else []  # fmt: skip
+    candidates += versions[-1:]
+    for folder in candidates:
+        if (folder / ENCODER_WEIGHTS).is_file():
+            return folder / ENCODER_WEIGHTS
+    raise ValueError(
+        f"init={path}: no {ENCODER_WEIGHTS} there; pass a pushed version folder (or its model "
+        "folder) of a model trained to reconstruct images, e.g. a guard (<model>-guard)"
+    )
+
+
+def weight_layers(model) -> list:
+    """The backbone's conv/BN layers of a classifier (or an encoder), in build order."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if type(layer).__name__ in WEIGHT_LAYERS
+    ]
+
+
+def initialise(model, path: str) -> dict[str, Any]:
+    """Copy the encoder weights of ``path`` into ``model``'s backbone; returns the lineage
+    (``init``: the weights file, its SHA-256, layers copied).
+
+    Raises:
+        ValueError: the encoder does not fit the backbone (other backbone or width).
+    """
+    source = resolve(path)
+    with np.load(source) as npz:
+        groups: dict[int, list[np.ndarray]] = {}
+        for key in sorted(npz.files):
+            groups.setdefault(int(key.split("_")[0]), []).append(npz[key])
+    weights = [groups[i] for i in sorted(groups)]
+    layers = weight_layers(model)[: len(weights)]
+    shapes = [[w.shape for w in ws] for ws in weights]
+    if len(layers) < len(weights) or shapes != [
+        [tuple(v.shape) for v in lay.weights] for lay in layers
+    ]:
+        raise ValueError(
+            f"init={path}: its encoder ({len(weights)} layers) does not fit this backbone; "
+            "train the classifier with the encoder's backbone and width (--hparam backbone=... "
+            "width=...)"
+        )
+    for layer, ws in zip(layers, weights, strict=True):
+        layer.set_weights(ws)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    return {"path": str(source.parent.parent), "encoder_sha256": digest, "layers": len(layers)}
+
+
+def set_encoder_trainable(model, n_layers: int, trainable: bool) -> None:
+    """(Un)freeze the first ``n_layers`` backbone layers (BN in inference mode when frozen)."""
+    for layer in weight_layers(model)[:n_layers]:
+        layer.trainable = trainable
+
+
+def fit_in_phases(model, hp, recompile, train, **fit_args):
+    """``model.fit`` for ``hp.epochs``: with an initialised encoder first ``init_frozen_epochs``
+    with it frozen, then all layers (``recompile()`` after each change); returns the history
+    dict of both phases."""
+    frozen = min(hp.init_frozen_epochs, hp.epochs) if hp.init else 0
+    n_layers = len(weight_layers(model))
+    history: dict[str, list[float]] = {}
+    for trainable, epochs, first in ((False, frozen, 0), (True, hp.epochs, frozen)):
+        if epochs <= first:
+            continue
+        set_encoder_trainable(model, n_layers, trainable)
+        recompile()
+        done = model.fit(train, epochs=epochs, initial_epoch=first, **fit_args)
+        for k, values in done.history.items():
+            history.setdefault(k, []).extend(float(v) for v in values)
+    return history
