@@ -12,6 +12,7 @@ command's PATHs; a mask path is relative to the CSV's folder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from medflow.core.errors import InputError
 from medflow.core.tasks import get_task
 from medflow.serving.client import PredictionClient
 from medflow.serving.dicom_input import ModelInput, Rejected, dicom_files, load_inputs
-from medflow.workflows.predict import PredictJob, PredictOutcome
+from medflow.workflows.predict import PredictJob, PredictOutcome, default_mask_dir, record
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,13 @@ def run_predict_pairs(job: PredictJob, pairs_csv: str) -> PredictOutcome:
                 output_filter=task.output_filter,
             )
             results += task.decode(chunk, pred, info)
-    results, report = task.write_files(results, job.outputs) if results else (results, None)
+    options = job.outputs
+    if job.record:
+        review_dir = job.mask_dir or default_mask_dir(job.store_url)
+        options = dataclasses.replace(options, review_dir=review_dir)
     outcome = PredictOutcome(results, rejected)
-    if report is not None:
-        outcome.report = report
+    if results:
+        outcome.results, outcome.report = task.write_files(results, options)
+    if job.record and outcome.results:
+        outcome.recorded = record(outcome.results, job.store_url)
     return outcome

@@ -116,3 +116,37 @@ def test_predict_pairs_table_and_a_missing_image_is_reported(server, tmp_path, c
     assert code == 1
     assert "dice_before" in captured.out and "folding" in captured.out
     assert "line 3: moving image 'gone.dcm' is no readable DICOM file" in captured.err
+
+
+def test_record_puts_the_pair_in_the_review_queue_with_the_warped_image(server, tmp_path, capsys):
+    from medflow.components.tasks.registration.review import REVIEW, checkerboard
+    from medflow.dashboard.store import ReviewStore
+
+    sources = _pair_folder(tmp_path)
+    url = f"sqlite:///{tmp_path}/review.db"
+    code = main(
+        ["predict", "--pairs", str(tmp_path / "pairs.csv"), "--server",
+         f"127.0.0.1:{server.grpc_port}", "--model", "reg", "--json", "--record",
+         "--store-url", url, "--mask-dir", str(tmp_path / "review")]
+    )  # fmt: skip
+    assert code == 0
+    (pred,) = json.loads(capsys.readouterr().out)["predictions"]
+    store = ReviewStore(url)
+    try:
+        review_id = store.review(pred["review_id"], action="accept", reviewer="ana")
+        with pytest.raises(Exception, match="accept or reject it, not 'correct'"):
+            store.review(pred["review_id"], action="correct", reviewer="ana", label=0)
+    finally:
+        store.close()
+    assert review_id > 0
+    warped = sorted((tmp_path / "review").glob("warped-*.png"))
+    assert len(warped) == 1
+    image = np.asarray(Image.open(warped[0]))
+    assert image.shape == (sources["fixed"].Rows, sources["fixed"].Columns)
+    fixed = sources["fixed"].pixel_array.astype(np.uint8)
+    board = checkerboard(fixed, image, tile=8)
+    assert board.shape == (*image.shape, 3)
+    assert (board[:8, :8, 0] == fixed[:8, :8]).all() and (
+        board[:8, 8:16, 0] == image[:8, 8:16]
+    ).all()
+    assert REVIEW.action("accept") and REVIEW.action("correct") is None

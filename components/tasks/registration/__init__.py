@@ -124,11 +124,18 @@ class RegistrationTask(Task):
         )
 
     def review_record(self, result) -> dict[str, Any]:
+        score = result.dice_after if result.dice_after is not None else max(result.ncc or 0, 0)
         return {
-            "labels": [],
-            "scores": {"dice_after": result.dice_after, "folding": result.folding_fraction},
+            "labels": ["registered"],
+            "scores": [float(score)],
+            "mask_ref": result.review_ref,  # the warped image (PNG on the fixed grid)
             "task": self.name,
         }
+
+    def review(self):
+        from medflow.components.tasks.registration.review import REVIEW
+
+        return REVIEW
 
 
 TASK = RegistrationTask()

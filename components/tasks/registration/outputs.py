@@ -168,4 +168,19 @@ def write_files(results: list, options: OutputOptions) -> tuple[list, OutputRepo
             paths.append(str(path))
         report.per_result["overlay"] = paths
         report.lines.append(f"wrote {len(paths)} before/after overlay(s) to {overlay_dir}")
+    if options.review_dir:
+        results = [save_review_image(r, Path(options.review_dir)) for r in results]
     return results, report
+
+
+def save_review_image(result, out_dir: Path):
+    """The warped image on the fixed image's grid as an 8-bit PNG for the review page
+    (``review_ref``); the same display scaling as the fixed image is not assumed."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"warped-{result.sop_instance_uid}-{result.source.line}.png"
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(_grey(warped_on_fixed_grid(result))).save(fh, format="PNG")
+    result.review_ref = str(path)
+    return result

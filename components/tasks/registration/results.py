@@ -33,8 +33,31 @@ class PairResult:
     warped_mask: np.ndarray | None = None
     fixed_mask: np.ndarray | None = None
 
+    review_ref: str | None = None  # the warped image as a PNG on the fixed grid (--record)
+
+    # The fixed image is the case a review is about (the review store's image and UIDs).
+    @property
+    def path(self) -> str:
+        return self.source.fixed.path
+
+    @property
+    def frame_index(self) -> int:
+        return self.source.fixed.frame_index
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.source.fixed.sop_instance_uid
+
+    @property
+    def study_instance_uid(self) -> str:
+        return self.source.fixed.study_instance_uid
+
+    @property
+    def series_instance_uid(self) -> str:
+        return self.source.fixed.series_instance_uid
+
     def to_dict(self) -> dict[str, Any]:
-        skip = ("warped", "displacement", "source", "warped_mask", "fixed_mask")
+        skip = ("warped", "displacement", "source", "warped_mask", "fixed_mask", "review_ref")
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }
