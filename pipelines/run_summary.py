@@ -178,6 +178,8 @@ METRIC_COLUMNS = (
     "dice_after",
     "folding_fraction",
     "ncc",
+    "reconstruction_error",
+    "elbo",
 )
 OVERALL = "overall"
 
