@@ -62,7 +62,7 @@ def run_once(npz: Path, workdir: Path, hparams: dict) -> dict:
         "tfma": {
             k: v
             for k, v in contract.metrics.get("eval", {}).items()
-            if k in ("auc", "binary_accuracy", "example_count")
+            if k in ("auc", "auc_lower", "auc_upper", "binary_accuracy", "example_count")
         },
     }
 
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--calibration", default="temperature")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--workdir", help="keep the runs' work folders under this folder")
     args = parser.parse_args()
     from medflow.commands.pipeline import parse_assignments
 
@@ -109,8 +110,11 @@ def main() -> None:
                 "calibration": args.calibration,
                 **extra,
             }
-            with tempfile.TemporaryDirectory(prefix="medflow-trust-") as tmp:
-                r = run_once(npz, Path(tmp), hparams)
+            if args.workdir:
+                r = run_once(npz, Path(args.workdir) / f"{npz.stem}-{seed}", hparams)
+            else:
+                with tempfile.TemporaryDirectory(prefix="medflow-trust-") as tmp:
+                    r = run_once(npz, Path(tmp), hparams)
             results[f"{npz.stem}/{seed}"] = r
             show(npz.stem, seed, r)
     if args.json:

@@ -85,7 +85,12 @@ def _tfma_inputs(labels, scores, patients):
     return [
         metric_types.StandardMetricInputs(
             labels=np.array([y]),
-            predictions=np.array([s], np.float32),
+            # every output of the serve_examples signature, as the Evaluator passes them
+            predictions={
+                "score": np.array([s], np.float32),
+                "class_id": np.array([int(s > 0.5)]),
+                "probabilities": np.array([[1 - s, s]], np.float32),
+            },
             features={"patient_id": np.array([p.encode()])},
         )
         for y, s, p in zip(labels, scores, patients, strict=True)
@@ -97,13 +102,18 @@ def test_tfma_auc_interval_resamples_patients_in_beam():
     from apache_beam.testing.util import assert_that
     from tensorflow_model_analysis.metrics import metric_types
 
+    from medflow.components.tasks.classification.evaluation import (
+        BlessingThresholds,
+        build_eval_config,
+    )
     from medflow.components.tasks.classification.tfma_metrics import AUCInterval
 
     rng = np.random.default_rng(5)
     labels = rng.random(300) < 0.5
     scores = rng.normal(labels.astype(float), 1.0)
     patients = [f"p{i // 3}" for i in range(300)]
-    (computation,) = AUCInterval(replicates=300).computations()
+    eval_config = build_eval_config(BlessingThresholds())  # prediction_key "score"
+    (computation,) = AUCInterval(replicates=300).computations(eval_config=eval_config)
     expected = bootstrap.bootstrap(
         lambda idx: bootstrap.auc(labels[idx], scores[idx]), patients, 300
     )

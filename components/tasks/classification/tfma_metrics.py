@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import numpy as np
-from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 from medflow.components.models import bootstrap
 from medflow.components.models.evaluation import per_model_and_output
@@ -24,31 +24,31 @@ def _flat(value) -> np.ndarray:
     return np.asarray(value).reshape(-1)
 
 
-def _keyed(value, model_name: str):
-    """Candidate and baseline runs key labels and predictions by model name."""
-    return value[model_name] if isinstance(value, dict) and model_name in value else value
-
-
 class _AUCIntervalCombiner(beam.CombineFn):
     """Collects (label, score, patient) of a slice; the bootstrap interval at the end."""
 
-    def __init__(self, keys, model_name: str, replicates: int):
+    def __init__(self, keys, eval_config, model_name: str, output_name: str, replicates: int):
         self._keys = keys
+        self._eval_config = eval_config
         self._model_name = model_name
+        self._output_name = output_name
         self._replicates = replicates
 
     def create_accumulator(self):
         return ([], [], [])
 
     def add_input(self, acc, element):
-        labels = _flat(_keyed(element.label, self._model_name))
-        scores = _flat(_keyed(element.prediction, self._model_name))
+        # the model spec's label and prediction keys, baseline keying, as TFMA's own metrics
+        label, score, _ = next(
+            metric_util.to_label_prediction_example_weight(
+                element, self._eval_config, self._model_name, self._output_name
+            )
+        )
         patient = _flat((element.features or {}).get(features.PATIENT_ID, [b""]))
         patient = patient[0].decode() if isinstance(patient[0], bytes) else str(patient[0])
-        for label, score in zip(labels, scores, strict=True):
-            acc[0].append(int(label))
-            acc[1].append(float(score))
-            acc[2].append(patient or f"case-{len(acc[2])}")
+        acc[0].append(int(_flat(label)[0]))
+        acc[1].append(float(_flat(score)[0]))
+        acc[2].append(patient or f"case-{len(acc[2])}")
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -81,13 +81,16 @@ def _computations(
     output_names=None,
     example_weighted: bool = False,
 ):
-    del name, eval_config
+    del name
 
     def computation(keys, model_name):
         return metric_types.MetricComputation(
             keys=keys,
+            # the patient id beside the default inputs (labels, predictions)
             preprocessors=[metric_types.FeaturePreprocessor([features.PATIENT_ID])],
-            combiner=_AUCIntervalCombiner(keys, model_name, replicates),
+            combiner=_AUCIntervalCombiner(
+                keys, eval_config, model_name, keys[0].output_name, replicates
+            ),
         )
 
     return per_model_and_output(values, model_names, output_names, example_weighted, computation)
