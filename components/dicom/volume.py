@@ -32,6 +32,7 @@ VOLUME_REASONS = {
     "missing_slices": "a gap of whole slices along the slice normal",
     "uneven_spacing": "slice positions are not evenly spaced",
     "too_few_slices": "fewer than two slices: not a volume",
+    "not_dicom": "a file among the series that is not readable DICOM (left out)",
 }
 # Relative tolerance on slice steps, and absolute tolerance on orientation cosines.
 STEP_RTOL = 0.05
@@ -94,11 +95,21 @@ def _floats(ds, keyword: str, n: int, name: str) -> np.ndarray:
     return np.array([float(v) for v in value])
 
 
-def group_series(paths: Iterable[str | Path]) -> dict[str, list[tuple[str, pydicom.Dataset]]]:
-    """Headers (no pixels) of ``paths`` grouped by SeriesInstanceUID."""
+def group_series(
+    paths: Iterable[str | Path], unreadable: list[tuple[str, str, str]] | None = None
+) -> dict[str, list[tuple[str, pydicom.Dataset]]]:
+    """Headers (no pixels) of ``paths`` grouped by SeriesInstanceUID; a file that is not
+    DICOM goes to ``unreadable`` as (path, reason, message) when given, else raises."""
     groups: dict[str, list[tuple[str, pydicom.Dataset]]] = defaultdict(list)
     for p in paths:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad files
+            if unreadable is None:
+                raise
+            message = f"{p}: not a readable DICOM file ({type(exc).__name__}); left out"
+            unreadable.append((str(p), "not_dicom", message))
+            continue
         groups[str(ds.get("SeriesInstanceUID", ""))].append((str(p), ds))
     return dict(groups)
 
@@ -204,7 +215,12 @@ def check_stack(headers: Sequence[tuple[str, pydicom.Dataset]], series: str) -> 
 
 def assemble_series(paths: Sequence[str | Path], *, dtype=np.float32) -> SeriesVolume:
     """One volume from the single-frame instances of one series (any order)."""
-    headers = [(str(p), pydicom.dcmread(p, stop_before_pixels=True)) for p in paths]
+    return _assemble_headers(
+        [(str(p), pydicom.dcmread(p, stop_before_pixels=True)) for p in paths], dtype
+    )
+
+
+def _assemble_headers(headers: list[tuple[str, pydicom.Dataset]], dtype) -> SeriesVolume:
     series = str(headers[0][1].get("SeriesInstanceUID", "?"))
     _one_value(
         [str(ds.get("SeriesInstanceUID", "")) for _, ds in headers],
@@ -315,22 +331,16 @@ def assemble_folder(paths: Iterable[str | Path], *, stacks: bool = False) -> Ass
     Enhanced multi-frame instance; inconsistent series are quarantined, not raised."""
     paths = [str(p) for p in paths]
     volumes, rejected = [], []
-    for series, headers in sorted(group_series(paths).items()):
+    for series, headers in sorted(group_series(paths, rejected).items()):
         multi = [p for p, ds in headers if "PerFrameFunctionalGroupsSequence" in ds]
-        groups = [[p] for p in multi]
         single = [(p, ds) for p, ds in headers if p not in multi]
-        if single:
-            groups += (
-                [[p for p, _ in s] for s in split_stacks(single)]
-                if stacks
-                else [[p for p, _ in single]]
-            )
-        for group in groups:
+        stacks_of = split_stacks(single) if stacks else [single]
+        for group in [[p] for p in multi] + [s for s in stacks_of if s]:
             try:
-                is_multi = len(group) == 1 and group[0] in multi
-                volumes.append(
-                    assemble_multiframe(group[0]) if is_multi else assemble_series(group)
-                )
+                if isinstance(group[0], str):
+                    volumes.append(assemble_multiframe(group[0]))
+                else:
+                    volumes.append(_assemble_headers(group, np.float32))
             except VolumeRejected as exc:
                 rejected.append((series, exc.reason, exc.message))
     return AssemblyResult(volumes, rejected, len(paths))

@@ -101,10 +101,11 @@ def test_uneven_step_and_mixed_orientation_are_refused(t1_files, tmp_path):
     assert e.value.reason == "mixed_orientation"
 
 
-def test_folder_of_two_series_gives_two_volumes(shared_data, t1_files):
+def test_folder_of_two_series_gives_two_volumes(shared_data, t1_files, tmp_path):
     masks = sorted((shared_data / STUDY / "5388-MaskTumor-63335").glob("*.dcm"))
-    result = assemble_folder([*masks, *t1_files])
-    assert result.rejected == [] and len(result.volumes) == 2
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    result = assemble_folder([*masks, tmp_path / "notes.txt", *t1_files])
+    assert [r[1] for r in result.rejected] == ["not_dicom"] and len(result.volumes) == 2
     image, mask = sorted(result.volumes, key=lambda v: v.voxels.max(), reverse=True)
     assert np.allclose(image.affine, mask.affine, atol=1e-3)  # the mask is on the image grid
     assert int(mask.voxels.sum()) == 6809  # series.csv: mask_fg_voxels
