@@ -41,6 +41,26 @@ def shape_fields(config: dict[str, Any] | None) -> dict[str, Any]:
     return {"image_size": (rows, cols), "channels": channels}
 
 
+class ImageInput:
+    """What a task's hyperparameter dataclass with ``image_size`` (rows, cols) and
+    ``channels`` shares: the input shape, the JSON form and the known keys of a config."""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["image_size"] = list(self.image_size)
+        return out
+
+    @classmethod
+    def known_values(cls, config: dict[str, Any] | None) -> dict[str, Any]:
+        """The dataclass's fields found in a Trainer custom_config, and the input shape."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in dict(config or {}).items() if k in known} | shape_fields(config)
+
+
 @dataclasses.dataclass(frozen=True)
 class HParams:
     """What the classification Trainer needs besides the data.

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from medflow.components.models.hparams import shape_fields
+from medflow.components.models.hparams import ImageInput
 from medflow.core import features
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class AEHParams:
+class AEHParams(ImageInput):
     """What the autoencoder Trainer needs besides the images.
 
     Attributes:
@@ -58,23 +58,12 @@ class AEHParams:
     guard_quantile: float = 0.99
     seed: int = 42
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (*self.image_size, self.channels)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["image_size"] = list(self.image_size)
-        return out
-
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> AEHParams:
         """Build from a Trainer custom_config; unknown keys are ignored, bad values raise."""
         from medflow.components.tasks.autoencoder.model import ENCODER_BACKBONES, KINDS
 
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in dict(config or {}).items() if k in known}
-        hp = cls(**(kwargs | shape_fields(config)))
+        hp = cls(**cls.known_values(config))
         if hp.kind not in KINDS:
             raise ValueError(f"kind={hp.kind!r}: choose one of {KINDS}")
         if hp.backbone not in ENCODER_BACKBONES:
