@@ -31,6 +31,7 @@ class Seg3DHParams:
         learning_rate: peak AdamW learning rate (cosine decay over ``steps``).
         foreground: share of patches centred on a foreground voxel.
         overlap: sliding-window overlap (share of a patch).
+        mixed_precision: mixed_float16 compute when a GPU is visible (as for 2D).
         seed: weights and patch sampling.
     """
 
@@ -43,6 +44,7 @@ class Seg3DHParams:
     weight_decay: float = 1e-4
     foreground: float = 0.67
     overlap: float = 0.5
+    mixed_precision: bool = False
     seed: int = 42
 
     @classmethod
@@ -86,6 +88,7 @@ def fit_volumes(images: np.ndarray, masks: np.ndarray, n_classes: int, hp: Seg3D
     import keras
     import tensorflow as tf
 
+    from medflow.components.models.training import choose_strategy, set_precision
     from medflow.components.models.unet3d import build_unet3d, dice_ce_loss_3d, foreground_dice
 
     if len(images) == 0:
@@ -98,14 +101,17 @@ def fit_volumes(images: np.ndarray, masks: np.ndarray, n_classes: int, hp: Seg3D
     data = tf.data.Dataset.from_generator(
         lambda: _patches(images, masks, hp), output_signature=spec
     )
-    data = data.batch(hp.batch_size).prefetch(2)
-    model = build_unet3d(n_classes, hp.depth, hp.width, int(images.shape[-1]))
-    schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, hp.steps, alpha=0.01)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=hp.weight_decay),
-        loss=dice_ce_loss_3d,
-        metrics=[keras.metrics.MeanMetricWrapper(foreground_dice, name="dice")],
-    )
+    set_precision(hp)
+    strategy = choose_strategy()  # several GPUs: MirroredStrategy, as for 2D
+    data = data.batch(hp.batch_size * strategy.num_replicas_in_sync).prefetch(2)
+    with strategy.scope():
+        model = build_unet3d(n_classes, hp.depth, hp.width, int(images.shape[-1]))
+        schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, hp.steps, alpha=0.01)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=hp.weight_decay),
+            loss=dice_ce_loss_3d,
+            metrics=[keras.metrics.MeanMetricWrapper(foreground_dice, name="dice")],
+        )
     epochs = max(1, min(20, hp.steps // 20))
     started = time.monotonic()
     history = model.fit(data, epochs=epochs, steps_per_epoch=hp.steps // epochs, verbose=2)
