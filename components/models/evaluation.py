@@ -11,7 +11,7 @@ SLICES = features.SLICE_FEATURES
 def sliced_eval_config(label_key: str, prediction_key: str, metrics: list):
     """The EvalConfig of every task: the ``serve_examples`` signature (raw examples in, the
     Transform graph inside), ``metrics`` overall and per value of each :data:`SLICES` feature."""
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     return tfma.EvalConfig(
         model_specs=[
@@ -54,7 +54,7 @@ def per_model_and_output(
 def floor_and_drop(floor: float, max_drop: float):
     """A TFMA threshold for a higher-is-better metric: at least ``floor``, and at most
     ``max_drop`` below the baseline model's value."""
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     return tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}),

@@ -36,7 +36,7 @@ class ReconstructionThresholds:
 
 
 def _metric(name: str, values: list[str], threshold=None):
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     config = json.dumps({"name": name, "values": values})
     return tfma.MetricConfig(
@@ -46,7 +46,7 @@ def _metric(name: str, values: list[str], threshold=None):
 
 def build_autoencoder_eval_config(thresholds: ReconstructionThresholds):
     """TFMA EvalConfig: mean reconstruction error (blessing) and mean ELBO per slice."""
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     error_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(upper_bound={"value": thresholds.max_error}),

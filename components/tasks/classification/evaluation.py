@@ -50,7 +50,7 @@ class BlessingThresholds:
 
 
 def _metric(name: str, threshold=None, **config: Any):
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     return tfma.MetricConfig(
         class_name=name, config=json.dumps(config) if config else "", threshold=threshold
@@ -61,8 +61,7 @@ def _auc_interval(min_lower: float) -> list:
     """``auc_lower`` (gated by ``min_lower``) and ``auc_upper``: the AUC's patient-level
     bootstrap interval (:mod:`.tfma_metrics`), one metric instance each, since a threshold
     applies to every value of its instance."""
-    import tensorflow_model_analysis as tfma
-
+    from medflow.components.models.compat import tfma
     from medflow.components.tasks.classification.tfma_metrics import AUC_LOWER, AUC_UPPER
 
     lower = tfma.MetricThreshold(
@@ -86,7 +85,7 @@ def build_eval_config(thresholds: BlessingThresholds, n_classes: int = 2):
     slice, and an AUC no lower than the baseline's minus ``max_auc_drop`` when a blessed
     baseline exists (TFMA ignores change thresholds on a first run).
     """
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     if n_classes != 2:
         raise ConfigError(

@@ -131,7 +131,7 @@ def _froc(ev, n_images: int, n_truth: int) -> dict[float, float]:
 def _metric(labels, name: str, values: list[str], threshold=None):
     import json
 
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     return tfma.MetricConfig(
         class_name="DetectionMetrics",
@@ -145,8 +145,7 @@ def build_detection_eval_config(thresholds: DetectionThresholds, labels: Sequenc
     """TFMA EvalConfig: COCO mAP@0.5 (blessing), mAP@[.5:.95], per-class AP@0.5 and mean
     FROC sensitivity (one class: also the localization IoU), per slice, from the
     ``serve_examples`` outputs and the ``boxes`` label."""
-    import tensorflow_model_analysis as tfma
-
+    from medflow.components.models.compat import tfma
     from medflow.components.models.evaluation import floor_and_drop, sliced_eval_config
     from medflow.components.tasks.detection.tfma_metrics import MAP50, value_names
     from medflow.components.tasks.detection.transform import BOXES

@@ -41,7 +41,7 @@ class RegistrationThresholds:
 
 
 def _metric(name: str, values: list[str], threshold=None):
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     return tfma.MetricConfig(
         class_name="RegistrationMetrics",
@@ -54,7 +54,7 @@ def _metric(name: str, values: list[str], threshold=None):
 def build_registration_eval_config(thresholds: RegistrationThresholds):
     """TFMA EvalConfig: Dice before/after, folding and NCC per slice; blessing on Dice after
     registration (floor and allowed drop) and on folding (ceiling)."""
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     folding = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(upper_bound={"value": thresholds.max_folding})

@@ -36,7 +36,7 @@ class SegmentationThresholds:
 
 
 def _segmentation_metric(name: str, values: list[str], threshold=None):
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     config = {
         "threshold": 0.5,
@@ -55,7 +55,7 @@ def _segmentation_metric(name: str, values: list[str], threshold=None):
 def build_segmentation_eval_config(thresholds: SegmentationThresholds, labels=None):
     """TFMA EvalConfig: mean Dice/IoU/HD95 per slice, blessing on Dice (for a multi-label
     model the mean over its foreground labels), and per label when there are several."""
-    import tensorflow_model_analysis as tfma
+    from medflow.components.models.compat import tfma
 
     dice_threshold = floor_and_drop(thresholds.min_dice, thresholds.max_dice_drop)
     metrics = [
