@@ -15,7 +15,8 @@ import pytest
 from medflow.cli import main
 from tests.integration.test_serving_helpers import start_server
 
-pytestmark = pytest.mark.timeout(900)
+# A guard trained on real X-rays, five modalities imported: ~4 min on the shared 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 MODEL = "xray"
 VERSION_LIMIT = 40  # DICOM files per modality sent to predict
 

@@ -41,6 +41,7 @@ def test_hyperparameters_are_checked_before_the_pipeline_starts():
         task.thresholds({"min_auc": 0.9})
 
 
+@pytest.mark.slow  # trains 30 epochs: ~45 s on the shared 2 cores
 def test_vae_trains_and_its_serving_model_carries_input_and_kl():
     import keras
 
@@ -73,6 +74,7 @@ def test_plain_autoencoder_has_no_kl_and_fits_any_grid():
         assert odd.output.shape[1:] == (*shape, 1)
 
 
+@pytest.mark.slow  # a SavedModel export and load: ~25 s on the shared 2 cores
 def test_export_serves_reconstruction_score_and_elbo(tmp_path):
     import keras
     import tensorflow as tf

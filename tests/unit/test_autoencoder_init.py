@@ -11,6 +11,9 @@ import pytest
 
 from medflow.core.errors import ConfigError
 
+# An autoencoder export, three backbones and a pipeline built: ~2-4 min on the shared 2 cores.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pushed_autoencoder(tmp_path_factory):
