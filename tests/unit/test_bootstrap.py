@@ -4,6 +4,8 @@ patients rather than cases."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -142,10 +144,16 @@ def test_blessing_on_the_auc_lower_bound():
     from medflow.pipelines.config import PipelineConfig
 
     config = build_eval_config(BlessingThresholds(min_auc_lower=0.9))
-    (lower,) = [
-        m for s in config.metrics_specs for m in s.metrics if "auc_interval_auc_lower" in m.config
-    ]
+    (lower,) = [m for s in config.metrics_specs for m in s.metrics if '"auc_lower"' in m.config]
+    assert json.loads(lower.config)["name"] == "auc_lower"  # TFMA keys thresholds by it
     assert lower.threshold.value_threshold.lower_bound.value == 0.9
+    (unset,) = [
+        m
+        for s in build_eval_config(BlessingThresholds()).metrics_specs
+        for m in s.metrics
+        if '"auc_lower"' in m.config
+    ]
+    assert not unset.HasField("threshold")  # reported, not gated
     PipelineConfig(data_root="/x", labels=("a", "b"), thresholds={"min_auc_lower": 0.9})
     with pytest.raises(Exception, match="min_auc_lower=1.5"):
         BlessingThresholds.from_dict({"min_auc_lower": 1.5})

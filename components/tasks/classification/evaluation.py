@@ -67,14 +67,15 @@ def _auc_interval(min_lower: float) -> list:
     lower = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_lower})
     )
+    # TFMA matches a threshold to the value named like its metric instance
     return [
         tfma.MetricConfig(
             class_name="AUCInterval",
             module="medflow.components.tasks.classification.tfma_metrics",
-            config=json.dumps({"name": f"auc_interval_{value}", "values": [value]}),
+            config=json.dumps({"name": value, "values": [value]}),
             threshold=threshold,
         )
-        for value, threshold in ((AUC_LOWER, lower), (AUC_UPPER, None))
+        for value, threshold in ((AUC_LOWER, lower if min_lower > 0 else None), (AUC_UPPER, None))
     ]
 
 
