@@ -63,7 +63,7 @@ def numbers(x):  # every number in a prediction, in a fixed order
 def load(name):
     doc = json.loads((out / f"{name}.json").read_text())
     preds = doc["predictions"]["predictions"]
-    return doc, [(p.get("path"), numbers(p)) for p in preds]
+    return doc, [(Path(p["path"]).name, numbers(p)) for p in preds]
 
 ok = True
 for models in ("default", "next"):

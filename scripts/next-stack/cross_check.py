@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write(args.out, json.dumps(result, indent=1, default=str))
     print(f"cross_check: spec {result['spec']['name']} ({len(result['spec']['tasks'])} tasks) "
-          f"parsed; {len(result['predictions'])} predictions from {args.model_base} on "
+          f"parsed; {len(result['predictions']['predictions'])} predictions from {args.model_base} on "
           f"TF {tf.__version__} / Python {result['python']}")  # fmt: skip
     return 0
 
