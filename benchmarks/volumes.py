@@ -83,7 +83,11 @@ def part_dice(args) -> dict:
     scores = []
     for (_, prep, source_mask, _), p in zip(evals, probs, strict=True):
         label = restore(
-            np.argmax(p, -1).astype(np.uint8), prep.offset, prep.resampled_shape, prep.source_shape
+            np.argmax(p, -1).astype(np.uint8),
+            prep.offset,
+            prep.resampled_shape,
+            prep.source_shape,
+            prep.orientation,
         )
         scores.append(dice_per_label(label, source_mask, 3))
     mean = np.mean(scores, axis=0)

@@ -59,8 +59,6 @@ def read_spec(source: str | Path) -> VolumeSpec:
 
 def volume_features(prepared, patient: str, source_affine: np.ndarray) -> dict:
     """The tf.Example features of one prepared volume (see :mod:`medflow.core.features`)."""
-    import nibabel as nib
-
     from medflow.components.dicom.pixels import image_stats
 
     image = np.ascontiguousarray(prepared.image[..., None], dtype="<f4")
@@ -79,9 +77,7 @@ def volume_features(prepared, patient: str, source_affine: np.ndarray) -> dict:
             F.VOLUME_SOURCE_SHAPE: list(prepared.source_shape),
             F.VOLUME_RESAMPLED_SHAPE: list(prepared.resampled_shape),
             F.VOLUME_OFFSET: list(prepared.offset),
-            F.VOLUME_ORIENTATION: "".join(
-                nib.aff2axcodes(source_affine, (("R", "L"), ("A", "P"), ("I", "S")))
-            ),
+            F.VOLUME_ORIENTATION: prepared.orientation,
         }
     )
     if prepared.mask is not None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 SPEC_NAME = "volume_spec.json"
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # LPS <-> RAS (its own inverse)
 GRID_MULTIPLE = 16  # a 3D U-Net of depth <= 4 divides every side
 
 
@@ -107,11 +108,30 @@ class PreparedVolume:
     offset: tuple[int, int, int]
     source_shape: tuple[int, int, int]
     resampled_shape: tuple[int, int, int]
+    orientation: str = "RAS"  # axis codes of the source array (before canonical order)
+
+
+def canonical(voxels: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """``voxels`` in the canonical (RAS) axis order, its LPS affine, and the source's axis
+    codes: a DICOM series (slice, row, column) and a NIfTI (i, j, k) of the same anatomy
+    reach the model the same way round (nibabel's orientation tools)."""
+    from nibabel import orientations as orient
+
+    ras = _LPS_RAS @ affine
+    ornt = orient.io_orientation(ras)
+    codes = "".join(orient.aff2axcodes(ras))
+    turned = orient.apply_orientation(voxels, ornt)
+    return turned, affine @ orient.inv_ornt_aff(ornt, voxels.shape), codes
 
 
 def prepare(voxels: np.ndarray, affine: np.ndarray, spec: VolumeSpec, mask=None) -> PreparedVolume:
-    """Resample to ``spec.spacing`` (linear; masks nearest), normalise, and centre on
-    ``spec.size``; the returned affine maps the new grid's indices to the same LPS points."""
+    """Turn to the canonical axis order, resample to ``spec.spacing`` (linear; masks
+    nearest), normalise, and centre on ``spec.size``; the returned affine maps the new
+    grid's indices to the same LPS points."""
+    source_shape = tuple(int(s) for s in voxels.shape)
+    voxels, affine, codes = canonical(voxels, affine)
+    if mask is not None:
+        mask = _turn(mask, codes)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     factors = spacing / np.asarray(spec.spacing)
     image = normalise(voxels, spec)
@@ -130,15 +150,31 @@ def prepare(voxels: np.ndarray, affine: np.ndarray, spec: VolumeSpec, mask=None)
         mask=None if mask is None else _pad_crop(mask.astype(np.uint8), spec.size, offset),
         affine=new_affine,
         offset=offset,
-        source_shape=tuple(int(s) for s in voxels.shape),
+        source_shape=source_shape,
         resampled_shape=tuple(int(s) for s in image.shape),
+        orientation=codes,
     )
 
 
-def restore(grid: np.ndarray, offset, resampled_shape, source_shape) -> np.ndarray:
-    """A label map on the spec's grid back onto the source grid (nearest neighbour)."""
+def _turn(arr: np.ndarray, codes: str) -> np.ndarray:
+    """``arr`` (source axis order ``codes``) in the canonical order."""
+    from nibabel import orientations as orient
+
+    return orient.apply_orientation(arr, orient.axcodes2ornt(tuple(codes)))
+
+
+def restore(grid: np.ndarray, offset, resampled_shape, source_shape, orientation="RAS"):
+    """A label map on the spec's grid back onto the source grid (nearest neighbour, then
+    the source's own axis order ``orientation``)."""
+    from nibabel import orientations as orient
+
+    ornt = orient.axcodes2ornt(tuple(orientation))
+    canonical_shape = [0, 0, 0]
+    for axis, (target, _) in enumerate(ornt):
+        canonical_shape[int(target)] = int(source_shape[axis])
     back = _pad_crop(grid, resampled_shape, tuple(-o for o in offset))
-    if tuple(back.shape) != tuple(source_shape):
-        factors = np.asarray(source_shape, float) / np.asarray(back.shape, float)
+    if list(back.shape) != canonical_shape:
+        factors = np.asarray(canonical_shape, float) / np.asarray(back.shape, float)
         back = _resample(back, factors, 0)
-    return back
+    identity = orient.axcodes2ornt(("R", "A", "S"))
+    return orient.apply_orientation(back, orient.ornt_transform(identity, ornt))

@@ -112,7 +112,13 @@ def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray,
         output_filter=("mask",),
     )
     grid_labels = np.asarray(pred.outputs["mask"])[0].astype(np.uint8)
-    back = restore(grid_labels, prepared.offset, prepared.resampled_shape, prepared.source_shape)
+    back = restore(
+        grid_labels,
+        prepared.offset,
+        prepared.resampled_shape,
+        prepared.source_shape,
+        prepared.orientation,
+    )
     return back, pred
 
 

@@ -101,6 +101,7 @@ def test_ingest_writes_volume_examples_that_map_back(imported, tmp_path):
             list(ex[F.VOLUME_OFFSET].int64_list.value),
             list(ex[F.VOLUME_RESAMPLED_SHAPE].int64_list.value),
             list(ex[F.VOLUME_SOURCE_SHAPE].int64_list.value),
+            ex[F.VOLUME_ORIENTATION].bytes_list.value[0].decode(),
         )
         assert np.array_equal(back, source)
         # the grid's affine puts the source's first voxel where the source affine does
@@ -148,3 +149,29 @@ def test_a_mask_edited_after_import_is_quarantined_not_written(imported, tmp_pat
     assert bad["path"] == row["path"] and "resample the mask onto the image grid" in bad["message"]
     assert len(_examples(tmp_path / "ex")) == N - 1  # the other volumes are there
     assert (tmp_path / "ex" / bad["copy"]).is_file()  # the quarantined image, for a look
+
+
+def test_a_volume_reaches_the_grid_the_same_way_round_in_any_axis_order():
+    from medflow.components.ingest.volume_spec import VolumeSpec, prepare
+
+    rng = np.random.default_rng(0)
+    ras = rng.random((12, 14, 10)).astype(np.float32)  # (i, j, k) along R, A, S, 1 mm
+    mask = (ras > 0.8).astype(np.uint8)
+    lps_affine = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS index axes in LPS coordinates
+    # the same voxels as a DICOM series stores them: (slice along S, row along P, column
+    # along L), i.e. reversed axes with the first two flipped
+    dicom = np.ascontiguousarray(np.flip(ras, (0, 1)).transpose(2, 1, 0))
+    dicom_affine = np.zeros((4, 4))
+    dicom_affine[:3, 0], dicom_affine[:3, 1], dicom_affine[:3, 2] = [0, 0, 1], [0, 1, 0], [1, 0, 0]
+    dicom_affine[:3, 3] = [-11.0, -13.0, 0.0]  # the last R/A voxel is the first L/P one
+    dicom_affine[3, 3] = 1.0
+    spec = VolumeSpec((1.0, 1.0, 1.0), (16, 16, 16))
+    a = prepare(ras, lps_affine, spec, mask)
+    b = prepare(
+        dicom, dicom_affine, spec, np.ascontiguousarray(np.flip(mask, (0, 1)).transpose(2, 1, 0))
+    )
+    assert (a.orientation, b.orientation) == ("RAS", "SPL")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert np.allclose(a.affine, b.affine)
+    back = restore(b.mask, b.offset, b.resampled_shape, b.source_shape, b.orientation)
+    assert np.array_equal(back, np.flip(mask, (0, 1)).transpose(2, 1, 0))
