@@ -84,6 +84,8 @@ def test_a_mirroring_field_folds_everywhere():
     flow = np.stack([np.zeros_like(xx), -2 * xx], axis=-1)[None]  # x -> -x
     assert layers.folding_fraction(flow).numpy()[0] == 1.0
     assert layers.folding_fraction(np.zeros_like(flow)).numpy()[0] == 0.0
+    diverged = np.full_like(flow, np.nan)
+    assert layers.folding_fraction(diverged).numpy()[0] == 1.0  # never reported as smooth
 
 
 def test_losses():

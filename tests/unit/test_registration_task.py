@@ -102,6 +102,14 @@ def test_training_learns_a_known_shift(trained):
     assert metrics["folding_fraction"] < 0.005
 
 
+def test_a_diverging_training_stops_with_a_clear_error():
+    pairs, _ = _blob_pairs(4)
+    pairs.moving[0, 3, 3, 0] = np.nan  # a non-finite pixel makes the loss NaN
+    hp = RegHParams.from_config({"image_size": SIZE, "width": 4, "depth": 2, "epochs": 2})
+    with pytest.raises(ValueError, match="training diverged: loss nan at epoch 1"):
+        fit_arrays(hp, pairs)
+
+
 def _pair_example(fixed: np.ndarray, moving: np.ndarray, fixed_mask, moving_mask) -> bytes:
     return serialize_example(
         {

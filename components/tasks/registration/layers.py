@@ -24,6 +24,7 @@ def warp(image: tf.Tensor, flow: tf.Tensor) -> tf.Tensor:
     grid_y, grid_x = tf.meshgrid(tf.range(rows), tf.range(cols), indexing="ij")
     max_y = tf.cast(rows - 1, image.dtype)
     max_x = tf.cast(cols - 1, image.dtype)
+    flow = tf.where(tf.math.is_finite(flow), flow, tf.zeros_like(flow))  # never index with NaN
     y = tf.clip_by_value(tf.cast(grid_y, image.dtype)[None] + flow[..., 0], 0.0, max_y)
     x = tf.clip_by_value(tf.cast(grid_x, image.dtype)[None] + flow[..., 1], 0.0, max_x)
     y0f, x0f = tf.floor(y), tf.floor(x)
@@ -72,9 +73,10 @@ def jacobian_determinant(flow: tf.Tensor) -> tf.Tensor:
 
 
 def folding_fraction(flow: tf.Tensor) -> tf.Tensor:
-    """Share of pixels per image [batch] whose Jacobian determinant is <= 0 (folding)."""
+    """Share of pixels per image [batch] whose Jacobian determinant is <= 0 (folding); a
+    non-finite determinant (a diverged field) counts as folding too."""
     det = jacobian_determinant(flow)
-    return tf.reduce_mean(tf.cast(det <= 0.0, tf.float32), axis=[1, 2])
+    return tf.reduce_mean(tf.cast(tf.logical_not(det > 0.0), tf.float32), axis=[1, 2])
 
 
 class SpatialTransformer(keras.layers.Layer):

@@ -171,6 +171,12 @@ def fit_arrays(hp: RegHParams, pairs: Pairs):
                 batch = _augment(batch, tf.constant([hp.seed + epoch, i]))
             total.append(float(step(*batch)))
         history.append(float(np.mean(total)))
+        if not np.isfinite(history[-1]):
+            raise ValueError(
+                f"registration training diverged: loss {history[-1]} at epoch {epoch + 1}; "
+                "check the images for non-finite pixels, or lower learning_rate / raise "
+                "smoothness (--hparam)"
+            )
         log.info(
             "epoch %d/%d loss %.4f (%.1f s)",
             epoch + 1,
