@@ -33,17 +33,16 @@ def _property(artifact, name: str):
     return None
 
 
-def execution_outputs(store, execution_id: int) -> dict[str, list]:
-    """Output artifacts of one execution keyed by output name."""
+def execution_outputs(store, execution_id: int, inputs: bool = False) -> dict[str, list]:
+    """Output artifacts (``inputs``: input artifacts) of one execution keyed by name."""
     from ml_metadata.proto import metadata_store_pb2
 
+    Event = metadata_store_pb2.Event
+    kinds = (Event.INPUT, Event.DECLARED_INPUT) if inputs else (Event.OUTPUT, Event.DECLARED_OUTPUT)
     events = store.get_events_by_execution_ids([execution_id])
     outputs: dict[str, list[int]] = {}
     for event in events:
-        if event.type in (
-            metadata_store_pb2.Event.OUTPUT,
-            metadata_store_pb2.Event.DECLARED_OUTPUT,
-        ):
+        if event.type in kinds:
             key = event.path.steps[0].key if event.path.steps else ""
             outputs.setdefault(key, []).append(event.artifact_id)
     return {key: store.get_artifacts_by_id(ids) for key, ids in outputs.items()}
@@ -90,7 +89,9 @@ def summarize(metadata_path: Path, tracker: ProgressTracker) -> dict[str, Any]:
         summary["pushed"] = bool(_property(pushed, "pushed"))
         summary["model_path"] = _property(pushed, "pushed_destination")
         summary["model_version"] = _property(pushed, "pushed_version")
-    _guard_and_init(summary, outputs)
+    trainer_id = tracker.components.get("Trainer", {}).get("execution_id")
+    trainer_inputs = execution_outputs(store, trainer_id, inputs=True) if trainer_id else {}
+    _guard_and_init(summary, outputs, trainer_inputs)
     validator = outputs.get("ExampleValidator", {})
     if validator.get("anomalies"):
         summary["anomalies"] = _anomalies(validator["anomalies"][0].uri)
@@ -119,15 +120,16 @@ def training_info(model_uri: str) -> dict[str, Any]:
     return {}
 
 
-def _guard_and_init(summary: dict[str, Any], outputs: dict[str, dict]) -> None:
+def _guard_and_init(summary: dict[str, Any], outputs: dict[str, dict], trainer_inputs) -> None:
     """The guard Trainer's calibration (``guard``) and the Model that initialised the
-    Trainer's backbone (``init``: its URI and ML Metadata artifact id), when the run had them."""
-    from medflow.pipelines.pipeline import GUARD_TRAINER_ID, INIT_IMPORTER_ID
+    Trainer's backbone (``init``: the Trainer's ``base_model`` input, its URI and ML Metadata
+    artifact id), when the run had them."""
+    from medflow.pipelines.pipeline import GUARD_TRAINER_ID
 
     guard = outputs.get(GUARD_TRAINER_ID, {}).get("model")
     if guard:
         summary["guard"] = training_info(guard[0].uri).get("guard") or {}
-    init = outputs.get(INIT_IMPORTER_ID, {}).get("result")
+    init = trainer_inputs.get("base_model")
     if init:
         summary["init"] = {"uri": init[0].uri, "artifact_id": init[0].id}
 

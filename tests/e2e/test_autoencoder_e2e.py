@@ -85,7 +85,7 @@ def test_classifier_is_pushed_with_its_guard_and_its_lineage(runs):
 
     from medflow.pipelines.run_summary import metadata_store
 
-    store = metadata_store(runs["workdir"] / "metadata.sqlite")
+    store = metadata_store(runs["workdir"] / "metadata" / "medflow-classification.sqlite")
     trainer = cls["components"]["Trainer"]
     assert trainer["status"] == "executed"
     artifact = store.get_artifacts_by_id([cls["init"]["artifact_id"]])[0]
