@@ -102,6 +102,7 @@ def test_training_learns_a_known_shift(trained):
     assert metrics["folding_fraction"] < 0.005
 
 
+@pytest.mark.slow  # ~20 s of graph tracing for one step; the default tier keeps ~60 s in all
 def test_a_diverging_training_stops_with_a_clear_error():
     pairs, _ = _blob_pairs(4)
     pairs.moving[0, 3, 3, 0] = np.nan  # a non-finite pixel makes the loss NaN
