@@ -23,8 +23,11 @@ rm -rf "$out" "$shared" && mkdir -p "$out" "$shared"
 cp -a "$default_wd/models" "$shared/default-models"
 cp -a "$next_wd/models" "$shared/next-models"
 mkdir -p "$shared/dicom"
-find "$default_wd/demo-data" -name '*.dcm' | sort | head -64 | xargs -I{} cp {} "$shared/dicom/"
-model=$(basename "$(find "$shared/default-models" -mindepth 1 -maxdepth 1 -type d | sort | head -1)")
+mapfile -t dicoms < <(find "$default_wd/demo-data" -name '*.dcm' | sort)
+[ "${#dicoms[@]}" -gt 0 ] || die "no DICOM files under $default_wd/demo-data"
+cp "${dicoms[@]:0:64}" "$shared/dicom/"
+mapfile -t names < <(find "$shared/default-models" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+model=${names[0]}
 
 "$repo/.venv/bin/medflow" compile --out "$shared/default-spec.yaml" --pipeline-root "$shared/root-default" >/dev/null
 MEDFLOW_NEXT_KEEP=1 "$repo/scripts/next-stack/build-root.sh" .venv/bin/medflow compile \
