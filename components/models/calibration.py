@@ -23,6 +23,7 @@ from medflow.core.errors import ConfigError, InputError
 
 METHODS = ("temperature", "platt", "isotonic", "none")
 BINS = 10
+TEMPERATURE_RANGE = (0.05, 20.0)  # searched; a fit at either end is reported as degenerate
 _EPS = 1e-7
 
 
@@ -140,7 +141,7 @@ def _fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     def loss(log_t: float) -> float:
         return _nll(Calibration("temperature", {"temperature": np.exp(log_t)}).apply(probs), labels)
 
-    best = minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    best = minimize_scalar(loss, bounds=np.log(TEMPERATURE_RANGE), method="bounded")
     return float(np.exp(best.x))
 
 

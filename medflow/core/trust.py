@@ -45,6 +45,8 @@ def trust_lines(
                 f"({cal.get('judged_on', 'out of sample')})"
             )
         lines.append(text)
+        if cal.get("note"):
+            lines.append(f"  note: {cal['note']}")
     found = intervals or {}
     metrics = found.get("metrics") or {}
     if metrics:

@@ -92,3 +92,18 @@ def test_bad_settings_are_one_line_errors():
         TrustSettings(calibration="platt").validate(3)
     with pytest.raises(ConfigError, match="prevalence"):
         TrustSettings(prevalence=1.5).validate(2)
+
+
+def test_a_degenerate_temperature_is_reported_with_what_to_do():
+    from medflow.core.trust import trust_lines
+
+    # every probability 0.55 for class 1 while 70% are class 0: only T -> infinity helps
+    probs = np.tile([[0.45, 0.55]], (100, 1)) + np.linspace(0, 1e-3, 100)[:, None] * [-1, 1]
+    labels = (np.arange(100) < 30).astype(np.int64)
+    _, _, report = fit_outputs(TrustSettings(bootstrap=0), probs, labels, np.arange(100))
+    assert "search bound" in report["calibration"]["note"]
+    lines = trust_lines(report["calibration"], report.get("operating_point"), None)
+    assert any(line.startswith("  note: the temperature is at its search bound") for line in lines)
+    overconfident_probs, y = overconfident(300, seed=9)
+    _, _, fine = fit_outputs(TrustSettings(bootstrap=0), overconfident_probs, y, np.arange(300))
+    assert "note" not in fine["calibration"]

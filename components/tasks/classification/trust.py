@@ -120,6 +120,12 @@ def fit_outputs(settings: TrustSettings, probs, labels, groups, calibrate_tf=Non
             "after": calibration.quality(oof, labels) if oof is not None else None,
         }
     }
+    low, high = calibration.TEMPERATURE_RANGE
+    if cal.method == "temperature" and not low * 1.01 < cal.params["temperature"] < high * 0.99:
+        report["calibration"]["note"] = (
+            f"the temperature is at its search bound {list(calibration.TEMPERATURE_RANGE)}: "
+            "the model's probabilities carry little on eval; try calibration=platt or none"
+        )
     if probs.shape[1] != 2:
         return cal, None, report
     point = choose(settings.rule(), np.asarray(served)[:, 1], labels)
