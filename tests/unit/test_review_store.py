@@ -184,7 +184,7 @@ def test_version_4_database_gets_the_task_of_each_prediction(tmp_path):
     engine.dispose()
     store = ReviewStore(f"sqlite:///{tmp_path}/v4.db")
     try:
-        assert store.schema_version == schema.LATEST_VERSION == 6
+        assert store.schema_version == schema.LATEST_VERSION == 7  # 7: the guard's columns
         tasks = {p.sop_instance_uid: p.task for p in store.list_queue(status="all")}
         assert tasks == {
             "1.2.3.1": DEFAULT_TASK,
@@ -198,7 +198,8 @@ def test_version_4_database_gets_the_task_of_each_prediction(tmp_path):
         with pytest.raises(ReviewError, match="needs the corrected mask file"):
             store.review(masked, action="correct", reviewer="a", label="a")
         with store.engine.connect() as conn:
-            assert sa.inspect(conn).get_columns("predictions")[-1]["name"] == "task"
+            added = [c["name"] for c in sa.inspect(conn).get_columns("predictions")][-3:]
+            assert added == ["task", "ood_score", "in_distribution"]
     finally:
         store.close()
 
