@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     derive = sub.add_parser(
         "boxes-from-masks",
         help="localization labels: one box per image around its mask's foreground, as a "
-        "boxes manifest (e.g. HC18 heads, Sunnybrook LV) for --task detection",
+        "boxes manifest (e.g. HC18 heads, Sunnybrook LV) for a box-detecting task",
     )
     derive.add_argument("dicom_dir", metavar="DICOM_DIR", help="the DICOM folder labelled")
     derive.add_argument("--labels", required=True, help="the mask manifest (key SOPInstanceUID)")
