@@ -51,6 +51,26 @@ def per_model_and_output(
     return computations
 
 
+def combiner_computations(
+    values, model_names, output_names, example_weighted: bool, combiner, feature_names=()
+) -> list:
+    """:func:`per_model_and_output` for the usual custom metric: one ``MetricComputation``
+    whose ``combiner(keys, model_name)`` sees the default inputs (labels, predictions) plus
+    the transformed features ``feature_names`` (none: no preprocessor)."""
+    from tensorflow_model_analysis.metrics import metric_types
+
+    preprocessors = (
+        [metric_types.FeaturePreprocessor(list(feature_names))] if feature_names else None
+    )
+
+    def computation(keys, model_name):
+        return metric_types.MetricComputation(
+            keys=keys, preprocessors=preprocessors, combiner=combiner(keys, model_name)
+        )
+
+    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+
+
 def floor_and_drop(floor: float, max_drop: float):
     """A TFMA threshold for a higher-is-better metric: at least ``floor``, and at most
     ``max_drop`` below the baseline model's value."""

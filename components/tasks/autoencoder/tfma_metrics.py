@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
-from medflow.components.models.evaluation import per_model_and_output
+from medflow.components.models.evaluation import combiner_computations
 
 RECONSTRUCTION_ERROR = "reconstruction_error"
 ELBO = "elbo"
@@ -58,13 +58,9 @@ def _computations(
 ):
     del name, eval_config
 
-    def computation(keys, model_name):
-        del model_name
-        return metric_types.MetricComputation(
-            keys=keys, preprocessors=None, combiner=_MeanOutputs(keys)
-        )
-
-    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+    return combiner_computations(
+        values, model_names, output_names, example_weighted, lambda keys, _: _MeanOutputs(keys)
+    )
 
 
 class ReconstructionMetrics(metric_types.Metric):

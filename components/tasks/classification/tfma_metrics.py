@@ -13,7 +13,7 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 from medflow.components.models import bootstrap
-from medflow.components.models.evaluation import per_model_and_output
+from medflow.components.models.evaluation import combiner_computations
 from medflow.core import features
 
 AUC_LOWER, AUC_UPPER = "auc_lower", "auc_upper"
@@ -83,17 +83,13 @@ def _computations(
 ):
     del name
 
-    def computation(keys, model_name):
-        return metric_types.MetricComputation(
-            keys=keys,
-            # the patient id beside the default inputs (labels, predictions)
-            preprocessors=[metric_types.FeaturePreprocessor([features.PATIENT_ID])],
-            combiner=_AUCIntervalCombiner(
-                keys, eval_config, model_name, keys[0].output_name, replicates
-            ),
-        )
+    def combiner(keys, model_name):
+        return _AUCIntervalCombiner(keys, eval_config, model_name, keys[0].output_name, replicates)
 
-    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+    # the patient id beside the default inputs (labels, predictions)
+    return combiner_computations(
+        values, model_names, output_names, example_weighted, combiner, [features.PATIENT_ID]
+    )
 
 
 class AUCInterval(metric_types.Metric):

@@ -15,7 +15,7 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
 from medflow.components.ingest.voc_import import parse_boxes
-from medflow.components.models.evaluation import per_model_and_output
+from medflow.components.models.evaluation import combiner_computations
 from medflow.components.tasks.detection.boxes import boxes_array, to_source_grid
 from medflow.core import features
 
@@ -103,14 +103,14 @@ def _computations(
 ):
     del name, eval_config
 
-    def computation(keys, model_name):
-        return metric_types.MetricComputation(
-            keys=keys,
-            preprocessors=[metric_types.FeaturePreprocessor(list(GEOMETRY))],
-            combiner=_DetectionCombiner(keys, list(labels), model_name),
-        )
-
-    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+    return combiner_computations(
+        values,
+        model_names,
+        output_names,
+        example_weighted,
+        lambda keys, model_name: _DetectionCombiner(keys, list(labels), model_name),
+        GEOMETRY,
+    )
 
 
 class DetectionMetrics(metric_types.Metric):

@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
-from medflow.components.models.evaluation import per_model_and_output
+from medflow.components.models.evaluation import combiner_computations
 from medflow.components.tasks.registration.evaluation import (
     DICE_AFTER,
     DICE_BEFORE,
@@ -91,14 +91,9 @@ def _computations(
 ):
     del name, eval_config
 
-    def computation(keys, model_name):
-        return metric_types.MetricComputation(
-            keys=keys,
-            preprocessors=[metric_types.FeaturePreprocessor([HAS_MASKS])],
-            combiner=_RegistrationCombiner(keys, model_name),
-        )
-
-    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+    return combiner_computations(
+        values, model_names, output_names, example_weighted, _RegistrationCombiner, [HAS_MASKS]
+    )
 
 
 class RegistrationMetrics(metric_types.Metric):

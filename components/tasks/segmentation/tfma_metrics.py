@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
-from medflow.components.models.evaluation import per_model_and_output
+from medflow.components.models.evaluation import combiner_computations
 from medflow.components.tasks.segmentation.metrics import (
     DICE,
     HD95,
@@ -100,17 +100,14 @@ def _computations(
 ):
     del name, eval_config
 
-    def computation(keys, model_name):
-        del model_name
-        return metric_types.MetricComputation(
-            keys=keys,
-            preprocessors=[
-                metric_types.FeaturePreprocessor([spacing_feature, features.VOLUME_AFFINE])
-            ],
-            combiner=_SegmentationCombiner(keys, threshold, spacing_feature),
-        )
-
-    return per_model_and_output(values, model_names, output_names, example_weighted, computation)
+    return combiner_computations(
+        values,
+        model_names,
+        output_names,
+        example_weighted,
+        lambda keys, _: _SegmentationCombiner(keys, threshold, spacing_feature),
+        [spacing_feature, features.VOLUME_AFFINE],
+    )
 
 
 class SegmentationMetrics(metric_types.Metric):
