@@ -18,6 +18,21 @@ from medflow.components.models.progress import epoch_progress
 log = logging.getLogger(__name__)
 
 
+def transformed_files(file_pattern: list[str] | str) -> list[str]:
+    """The sorted files of a Trainer's ``file_pattern`` (one glob or a list of globs).
+
+    Raises:
+        ValueError: no file matches.
+    """
+    import tensorflow as tf
+
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise ValueError(f"no transformed examples match {file_pattern!r}")
+    return files
+
+
 def choose_strategy():
     """MirroredStrategy over several GPUs, OneDeviceStrategy on one, else the default."""
     import tensorflow as tf

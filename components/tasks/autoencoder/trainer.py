@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medflow.components.models.hparams import ImageInput
+from medflow.components.models.training import transformed_files
 from medflow.core import features
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,7 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: AEHParams
     """Unbatched ``(image, image)`` from transformed GZIP TFRecords (labels not read)."""
     import tensorflow as tf
 
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
-    if not files:
-        raise ValueError(f"no transformed examples match {file_pattern!r}")
+    files = transformed_files(file_pattern)
     spec = {features.IMAGE: tft_output.transformed_feature_spec()[features.IMAGE]}
 
     def parse(record):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from medflow.components.models.hparams import HParams
+from medflow.components.models.training import transformed_files
 from medflow.components.tasks.classification.trust import (
     TrustSettings,
     check_eval_split,
@@ -28,12 +29,7 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: HParams):
     """Unbatched ``(image, label)`` dataset from transformed GZIP TFRecords."""
     import tensorflow as tf
 
-    files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else []
-    if not isinstance(file_pattern, str):
-        for pattern in file_pattern:
-            files.extend(tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"no transformed examples match {file_pattern!r}")
+    files = transformed_files(file_pattern)
     spec = tft_output.transformed_feature_spec()
     spec = {k: spec[k] for k in (features.IMAGE, features.LABEL)}
     shape = hp.input_shape

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medflow.components.models.hparams import shape_fields
+from medflow.components.models.training import transformed_files
 from medflow.components.tasks.detection.boxes import cell_to_model_grid, centernet_targets
 from medflow.components.tasks.detection.model import STRIDE
 from medflow.core import features
@@ -166,9 +167,7 @@ def read_transformed(files, tft_output, hp: DetHParams):
 
     from medflow.components.tasks.detection.transform import BOXES
 
-    paths = sorted(
-        f for p in ([files] if isinstance(files, str) else files) for f in tf.io.gfile.glob(p)
-    )
+    paths = transformed_files(files)
     spec = tft_output.transformed_feature_spec()
     if BOXES not in spec:
         raise ValueError("the transformed examples hold no 'boxes': ingest with a boxes manifest")

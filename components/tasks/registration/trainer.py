@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medflow.components.models.hparams import shape_fields
+from medflow.components.models.training import transformed_files
 from medflow.components.tasks.registration.losses import SIMILARITIES
 
 log = logging.getLogger(__name__)
@@ -234,9 +235,7 @@ def read_transformed(files, tft_output, hp: RegHParams) -> Pairs:
 
     from medflow.components.tasks.registration import transform as T
 
-    paths = sorted(
-        f for p in ([files] if isinstance(files, str) else files) for f in tf.io.gfile.glob(p)
-    )
+    paths = transformed_files(files)
     spec = tft_output.transformed_feature_spec()
     keys = [T.FIXED, T.MOVING] + (
         [T.FIXED_MASK, T.MOVING_MASK, T.HAS_MASKS] if T.FIXED_MASK in spec else []

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from medflow.components.models.hparams import shape_fields
+from medflow.components.models.training import transformed_files
 from medflow.core import features
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,7 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: SegHParam
     """Unbatched ``(image, mask)`` from transformed GZIP TFRecords (mask as float 0/1)."""
     import tensorflow as tf
 
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
-    if not files:
-        raise ValueError(f"no transformed examples match {file_pattern!r}")
+    files = transformed_files(file_pattern)
     spec = tft_output.transformed_feature_spec()
     if features.MASK not in spec:
         raise ValueError(

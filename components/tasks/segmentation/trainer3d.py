@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from medflow.components.models.training import transformed_files
 from medflow.components.tasks.segmentation.volumes import (
     Seg3DHParams,
     dice_per_label,
@@ -34,8 +35,7 @@ def read_volumes(file_pattern, tft_output) -> tuple[np.ndarray, np.ndarray | Non
     """Transformed volume examples -> (images [n, d, h, w, 1], masks [n, d, h, w] or None)."""
     import tensorflow as tf
 
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    files = transformed_files(file_pattern)
     spec = tft_output.transformed_feature_spec()
     keys = [k for k in (features.IMAGE, features.MASK, features.IMAGE_SHAPE) if k in spec]
     images, masks = [], []
