@@ -13,7 +13,7 @@ import logging
 import math
 from typing import Any
 
-from medflow.components.models.hparams import shape_fields
+from medflow.components.models.hparams import ImageInput
 from medflow.components.models.training import transformed_files
 from medflow.core import features
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class SegHParams:
+class SegHParams(ImageInput):
     """What the segmentation Trainer needs besides the data.
 
     Attributes:
@@ -56,22 +56,10 @@ class SegHParams:
     mixed_precision: bool = False
     seed: int = 42
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (*self.image_size, self.channels)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["image_size"] = list(self.image_size)
-        return out
-
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> SegHParams:
         """Build from a Trainer custom_config; unknown keys are ignored, bad values raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in dict(config or {}).items() if k in known}
-        kwargs |= shape_fields(config)
-        hp = cls(**kwargs)
+        hp = cls(**cls.known_values(config))
         rows, cols = hp.image_size
         if hp.depth < 1 or rows % 2**hp.depth or cols % 2**hp.depth:
             raise ValueError(f"image_size {rows}x{cols} is not divisible by 2**depth={2**hp.depth}")
