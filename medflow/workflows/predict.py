@@ -151,7 +151,12 @@ def _model_args(job: PredictJob) -> dict:
 def _write_files(results: list, options: OutputOptions) -> tuple[list, OutputReport]:
     if not results:
         return results, OutputReport()
-    return get_task(results[0].task).write_files(results, options)
+    task = get_task(results[0].task)
+    other = [k for k in options.files if k not in task.file_outputs]
+    if other:
+        flags = ", ".join("--" + k.replace("_", "-") for k in other)
+        raise ConfigError(f"{flags}: not an output of a {task.name} model")
+    return task.write_files(results, options)
 
 
 def _predict_studies(

@@ -16,7 +16,6 @@ from medflow.cli import main
 from medflow.components.dicom.pixels import load_model_input
 from medflow.components.ingest.voc_import import import_voc
 from medflow.core.pixel_spec import PixelSpec
-from tests.integration.test_serving_helpers import start_server
 from tests.support.fixed_transform import FixedTransform
 
 SIZE = (64, 64)
@@ -47,13 +46,6 @@ def model_base(tmp_path_factory):
     }
     publish(str(export), str(base / "det"), contract)
     return base
-
-
-@pytest.fixture(scope="module")
-def server(model_base):
-    srv = start_server(model_base)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from medflow.cli import main
-from tests.integration.test_serving_helpers import start_server
 
 # A guard trained on real X-rays, five modalities imported: ~4 min on the shared 2 cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -78,13 +77,6 @@ def model_base(shared_data, tmp_path_factory):
         str(base / guard_name(MODEL)), guard_contract(contract, MODEL, str(guard_dir), None),
     )  # fmt: skip
     return base
-
-
-@pytest.fixture(scope="module")
-def server(model_base):
-    srv = start_server(model_base)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

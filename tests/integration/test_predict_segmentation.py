@@ -57,13 +57,6 @@ def model_base(tmp_path_factory):
     return base
 
 
-@pytest.fixture(scope="module")
-def server(model_base):
-    srv = start_server(model_base)
-    yield srv
-    srv.stop()
-
-
 def _sc(path, rows=48, cols=90, spacing=(0.5, 0.25)):
     """An ultrasound still as Secondary Capture: non-square, anisotropic, no position."""
     from medflow.components.ingest.hc18_import import _instance

@@ -14,7 +14,6 @@ from PIL import Image
 
 from medflow.cli import main
 from medflow.core.pixel_spec import PixelSpec
-from tests.integration.test_serving_helpers import start_server
 
 SIZE = (32, 32)
 
@@ -40,13 +39,6 @@ def model_base(tmp_path_factory):
     }
     publish(str(export), str(base / "reg"), contract)
     return base
-
-
-@pytest.fixture(scope="module")
-def server(model_base):
-    srv = start_server(model_base)
-    yield srv
-    srv.stop()
 
 
 def _pair_folder(tmp_path):
