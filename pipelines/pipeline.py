@@ -124,14 +124,6 @@ def create_pipeline(
 def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> list:
     """StatisticsGen ... Pusher on ``example_gen``'s examples, in :data:`COMPONENT_IDS` order."""
     from tfx import components as tfx_components
-    from tfx.dsl.components.common.importer import SOURCE_URI_KEY
-    from tfx.dsl.components.common.resolver import Resolver
-    from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
-        LatestBlessedModelStrategy,
-    )
-    from tfx.types import Channel, standard_artifacts
-
-    from medflow.components.pusher.component import ContractPusher
 
     task = config.task_plugin
     transform_module, trainer_module = task.module_files()
@@ -156,39 +148,10 @@ def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> 
         disable_statistics=True,
         **user_code(transform_module, "preprocessing_fn"),
     )
-    trainer_config, init = config.trainer_config(), _init_importer(config)
-    if init is not None:  # the Trainer reads exactly the imported version; MLMD links them
-        trainer_config["init"] = init.exec_properties[SOURCE_URI_KEY]
-    trainer = _trainer(trainer_module, transform, schema, trainer_config, init)
-    guard_trainer = None
-    if config.guard:  # a second Trainer on the same Transform output (labels unused)
-        from medflow.components.models.guard import guard_task
-
-        guard_module = guard_task().module_files()[1]
-        guard_trainer = _trainer(guard_module, transform, schema, config.guard_config())
-        guard_trainer = guard_trainer.with_id(GUARD_TRAINER_ID)
-    resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id(RESOLVER_ID)
-    evaluator = tfx_components.Evaluator(
-        examples=examples,
-        model=trainer.outputs["model"],
-        baseline_model=resolver.outputs["model"],
-        eval_config=task.eval_config(config.blessing_thresholds(), config.labels),
+    init, trainer, guard_trainer = _trainers(config, trainer_module, transform, schema)
+    resolver, evaluator, pusher = _evaluate_and_push(
+        config, examples, trainer, guard_trainer, statistics_gen, serving_model_dir
     )
-    pusher = ContractPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        evaluation=evaluator.outputs["evaluation"],
-        statistics=statistics_gen.outputs["statistics"],
-        base_directory=serving_model_dir,
-        model_name=config.model_name,
-        contract=json.dumps(config.contract(), sort_keys=True),
-        guard_model=guard_trainer.outputs["model"] if guard_trainer else None,
-        require_guard=config.require_guard,
-    ).with_id("Pusher")
     return [
         statistics_gen,
         schema_gen,
@@ -201,6 +164,62 @@ def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> 
         evaluator,
         pusher,
     ]
+
+
+def _trainers(config: PipelineConfig, trainer_module: str, transform, schema) -> tuple:
+    """(the backbone's init importer or None, the Trainer, the guard's Trainer or None)."""
+    from tfx.dsl.components.common.importer import SOURCE_URI_KEY
+
+    trainer_config, init = config.trainer_config(), _init_importer(config)
+    if init is not None:  # the Trainer reads exactly the imported version; MLMD links them
+        trainer_config["init"] = init.exec_properties[SOURCE_URI_KEY]
+    trainer = _trainer(trainer_module, transform, schema, trainer_config, init)
+    guard_trainer = None
+    if config.guard:  # a second Trainer on the same Transform output (labels unused)
+        from medflow.components.models.guard import guard_task
+
+        guard_module = guard_task().module_files()[1]
+        guard_trainer = _trainer(guard_module, transform, schema, config.guard_config())
+        guard_trainer = guard_trainer.with_id(GUARD_TRAINER_ID)
+    return init, trainer, guard_trainer
+
+
+def _evaluate_and_push(
+    config: PipelineConfig, examples, trainer, guard_trainer, statistics_gen, serving_dir: str
+) -> tuple:
+    """(the latest blessed model's Resolver, the Evaluator, the contract Pusher)."""
+    from tfx import components as tfx_components
+    from tfx.dsl.components.common.resolver import Resolver
+    from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+        LatestBlessedModelStrategy,
+    )
+    from tfx.types import Channel, standard_artifacts
+
+    from medflow.components.pusher.component import ContractPusher
+
+    resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id(RESOLVER_ID)
+    evaluator = tfx_components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=resolver.outputs["model"],
+        eval_config=config.task_plugin.eval_config(config.blessing_thresholds(), config.labels),
+    )
+    pusher = ContractPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        evaluation=evaluator.outputs["evaluation"],
+        statistics=statistics_gen.outputs["statistics"],
+        base_directory=serving_dir,
+        model_name=config.model_name,
+        contract=json.dumps(config.contract(), sort_keys=True),
+        guard_model=guard_trainer.outputs["model"] if guard_trainer else None,
+        require_guard=config.require_guard,
+    ).with_id("Pusher")
+    return resolver, evaluator, pusher
 
 
 def _init_importer(config: PipelineConfig):
