@@ -216,6 +216,18 @@ def ingest(
     # no key in the config: it travels as a file (see _write_key_file)
     burned_in = (options.allow_burned_in, options.scan_burned_in)
     cfg = WorkerConfig(None, options.pixel, options.limits, manifest, *burned_in)
+    doc = _run_and_publish(inputs, cfg, key, source, out, options, manifest)
+    report = IngestReport(
+        doc["source"], doc["options"], doc["files"], doc["splits"], doc["manifest"]
+    )
+    c = report.counts
+    assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"] == len(inputs), c
+    return report
+
+
+def _run_and_publish(inputs, cfg, key, source: Path, out: Path, options, manifest) -> dict:
+    """Run the Beam pipeline into a staging folder beside ``out``, swap its folders in and
+    write the report (atomically); returns the report document."""
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     secret_dir = Path(tempfile.mkdtemp(prefix="medflow-key-"))  # owner-only (0700)
     try:
@@ -240,12 +252,7 @@ def ingest(
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
-    report = IngestReport(
-        doc["source"], doc["options"], doc["files"], doc["splits"], doc["manifest"]
-    )
-    c = report.counts
-    assert c["inputs"] == c["written"] + c["quarantined"] + c["duplicates"] == len(inputs), c
-    return report
+    return doc
 
 
 def _write_key_file(path: Path, key: DeidKey) -> Path:
