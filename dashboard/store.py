@@ -134,13 +134,7 @@ class ReviewStore(StoreQueries, StoreUsers, StoreSessions):
         _check_prediction(sop_instance_uid, study_instance_uid, series_instance_uid, labels, scores)
         task = _task_of(task, mask_ref, sop_instance_uid)
         scores = [float(s) for s in scores]
-        best = max(range(len(scores)), key=scores.__getitem__)
-        if predicted_index is not None:
-            if not 0 <= int(predicted_index) < len(scores):
-                raise ReviewError(
-                    f"predicted_index {predicted_index} is not one of the {len(scores)} labels"
-                )
-            best = int(predicted_index)
+        best = _decided_index(scores, predicted_index)
         row = dict(
             sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_instance_uid,
@@ -285,6 +279,17 @@ def _check_prediction(sop: str, study: str, series: str, labels: list, scores: l
         )
     if not all(math.isfinite(float(s)) for s in scores):
         raise ReviewError(f"prediction for {sop}: scores must be finite numbers, got {scores}")
+
+
+def _decided_index(scores: list[float], predicted_index: int | None) -> int:
+    """The label the model decided: ``predicted_index`` (checked), else the highest score."""
+    if predicted_index is None:
+        return max(range(len(scores)), key=scores.__getitem__)
+    if not 0 <= int(predicted_index) < len(scores):
+        raise ReviewError(
+            f"predicted_index {predicted_index} is not one of the {len(scores)} labels"
+        )
+    return int(predicted_index)
 
 
 def _task_of(task: str | None, mask_ref: str | None, sop: str) -> str:
