@@ -19,6 +19,8 @@ from medflow.pipelines.config import PipelineConfig
 RESOLVER_ID = "latest_blessed_model_resolver"
 # With PipelineConfig.guard: the out-of-distribution guard's Trainer (after the Trainer).
 GUARD_TRAINER_ID = "GuardTrainer"
+# With PipelineConfig.guard: the guard's Evaluator (its false-alarm rate on eval, in TFMA).
+GUARD_EVALUATOR_ID = "GuardEvaluator"
 # With --hparam init=PATH: the Importer of the encoder's model (the Trainer's base_model).
 INIT_IMPORTER_ID = "InitImporter"
 # In execution order; the first is "DicomExampleGen" or "ImportExampleGen" by input_format.
@@ -162,6 +164,7 @@ def _downstream(config: PipelineConfig, example_gen, serving_model_dir: str) -> 
         *([guard_trainer] if guard_trainer else []),
         resolver,
         evaluator,
+        *([_guard_evaluator(examples, guard_trainer)] if guard_trainer else []),
         pusher,
     ]
 
@@ -220,6 +223,20 @@ def _evaluate_and_push(
         require_guard=config.require_guard,
     ).with_id("Pusher")
     return resolver, evaluator, pusher
+
+
+def _guard_evaluator(examples, guard_trainer):
+    """The guard's Evaluator on the eval split: its false-alarm rate at the calibrated
+    threshold as a TFMA metric (the guard task's ``guard_eval_config``)."""
+    from tfx import components as tfx_components
+
+    from medflow.components.models.guard import guard_task
+
+    return tfx_components.Evaluator(
+        examples=examples,
+        model=guard_trainer.outputs["model"],
+        eval_config=guard_task().guard_eval_config(),
+    ).with_id(GUARD_EVALUATOR_ID)
 
 
 def _init_importer(config: PipelineConfig):

@@ -121,14 +121,20 @@ def training_info(model_uri: str) -> dict[str, Any]:
 
 
 def _guard_and_init(summary: dict[str, Any], outputs: dict[str, dict], trainer_inputs) -> None:
-    """The guard Trainer's calibration (``guard``) and the Model that initialised the
-    Trainer's backbone (``init``: the Trainer's ``base_model`` input, its URI and ML Metadata
-    artifact id), when the run had them."""
-    from medflow.pipelines.pipeline import GUARD_TRAINER_ID
+    """The guard Trainer's calibration (``guard``, with the guard Evaluator's TFMA metrics
+    overall as ``guard.evaluator``) and the Model that initialised the Trainer's backbone
+    (``init``: the Trainer's ``base_model`` input, its URI and ML Metadata artifact id), when
+    the run had them."""
+    from medflow.components.evaluation_results import load_metrics
+    from medflow.pipelines.pipeline import GUARD_EVALUATOR_ID, GUARD_TRAINER_ID
 
     guard = outputs.get(GUARD_TRAINER_ID, {}).get("model")
     if guard:
         summary["guard"] = training_info(guard[0].uri).get("guard") or {}
+        evaluation = outputs.get(GUARD_EVALUATOR_ID, {}).get("evaluation")
+        if evaluation:
+            overall = load_metrics(evaluation[0].uri).get("overall", {})
+            summary["guard"]["evaluator"] = {**overall, "evaluation_uri": evaluation[0].uri}
     init = trainer_inputs.get("base_model")
     if init:
         summary["init"] = {"uri": init[0].uri, "artifact_id": init[0].id}
@@ -147,6 +153,13 @@ def guard_and_init_lines(summary: dict[str, Any]) -> list[str]:
         if "false_alarm_rate_holdout" in guard:
             line += f", on a train holdout {guard['false_alarm_rate_holdout']:.1%}"
         lines.append(line)
+        tfma = guard.get("evaluator") or {}
+        if "false_alarm_rate" in tfma:
+            lines.append(
+                f"guard Evaluator (TFMA, eval split): false-alarm rate "
+                f"{tfma['false_alarm_rate']:.1%} of {_count(tfma.get('example_count', '?'))} "
+                f"examples, mean reconstruction error {tfma.get('reconstruction_error', 0):.4g}"
+            )
     init = summary.get("init")
     if init:
         lines.append(

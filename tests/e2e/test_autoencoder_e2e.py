@@ -79,6 +79,12 @@ def test_classifier_is_pushed_with_its_guard_and_its_lineage(runs):
     assert cls["init"]["uri"] == ae["model_path"]
     text = format_summary(cls)
     assert "guard: out-of-distribution threshold" in text
+    # the guard Evaluator's TFMA false-alarm rate on eval is the Trainer's calibration's
+    tfma = cls["guard"]["evaluator"]
+    assert tfma["false_alarm_rate"] == pytest.approx(cls["guard"]["false_alarm_rate"], abs=0.02)
+    assert tfma["example_count"] == cls["guard"]["eval_images"]
+    assert "guard Evaluator (TFMA, eval split): false-alarm rate" in text
+    assert cls["components"]["GuardEvaluator"]["status"] == "executed"
     assert f"backbone initialised from: {ae['model_path']}" in text
     # ML Metadata: the Trainer's base_model input is the imported autoencoder
     from ml_metadata.proto import metadata_store_pb2

@@ -99,7 +99,12 @@ def test_frozen_phase_keeps_the_encoder_and_trains_the_head(pushed_autoencoder):
 
 def test_pipeline_wires_the_init_importer_and_the_guard_trainer(pushed_autoencoder, tmp_path):
     from medflow.pipelines.config import PipelineConfig
-    from medflow.pipelines.pipeline import GUARD_TRAINER_ID, INIT_IMPORTER_ID, create_pipeline
+    from medflow.pipelines.pipeline import (
+        GUARD_EVALUATOR_ID,
+        GUARD_TRAINER_ID,
+        INIT_IMPORTER_ID,
+        create_pipeline,
+    )
 
     init = str(pushed_autoencoder["base"])
     config = PipelineConfig(
@@ -121,6 +126,9 @@ def test_pipeline_wires_the_init_importer_and_the_guard_trainer(pushed_autoencod
     pusher = nodes["Pusher"]
     assert pusher.inputs["guard_model"].producer_component_id == GUARD_TRAINER_ID
     assert pusher.exec_properties["require_guard"] == 1
+    guard_evaluator = nodes[GUARD_EVALUATOR_ID]  # the guard's false-alarm rate in TFMA
+    assert guard_evaluator.inputs["model"].producer_component_id == GUARD_TRAINER_ID
+    assert "false_alarm_rate" in guard_evaluator.exec_properties["eval_config"]
     with pytest.raises(ConfigError, match="--require-guard: the model would have no guard"):
         config.replace(guard=False)
     with pytest.raises(ConfigError, match="guard hyperparameters: kind='gan'"):

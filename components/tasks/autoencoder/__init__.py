@@ -59,6 +59,12 @@ class AutoencoderTask(Task):
 
         return build_autoencoder_eval_config(thresholds)
 
+    def guard_eval_config(self):
+        """The Evaluator's config for this task's model as a guard (models/guard.py)."""
+        from medflow.components.tasks.autoencoder.evaluation import build_guard_eval_config
+
+        return build_guard_eval_config()
+
     def contract_labels(self, labels: Sequence[str]) -> list[str]:
         return []  # an autoencoder has no classes
 

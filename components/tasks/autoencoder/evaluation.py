@@ -1,5 +1,5 @@
 """Evaluator settings for autoencoders: mean reconstruction error and ELBO in TFMA, blessing
-on the reconstruction error (lower is better)."""
+on the reconstruction error (lower is better); for a guard, its false-alarm rate on eval."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import dataclasses
 import json
 
 from medflow.components.models.evaluation import sliced_eval_config
-from medflow.components.tasks.autoencoder.tfma_metrics import ELBO, RECONSTRUCTION_ERROR
+from medflow.components.tasks.autoencoder.tfma_metrics import (
+    ELBO,
+    FALSE_ALARM_RATE,
+    RECONSTRUCTION_ERROR,
+)
 from medflow.core.errors import ConfigError
 
 MODULE = "medflow.components.tasks.autoencoder.tfma_metrics"
@@ -59,5 +63,18 @@ def build_autoencoder_eval_config(thresholds: ReconstructionThresholds):
         tfma.MetricConfig(class_name="ExampleCount"),
         _metric(RECONSTRUCTION_ERROR, [RECONSTRUCTION_ERROR], error_threshold),
         _metric(ELBO, [ELBO]),
+    ]
+    return sliced_eval_config("", "score", metrics)
+
+
+def build_guard_eval_config():
+    """TFMA EvalConfig of a guard on the eval split: its false-alarm rate at the calibrated
+    threshold (the share of eval examples flagged out of distribution) and mean
+    reconstruction error per slice; no blessing (the guarded model's Evaluator blesses)."""
+    from medflow.components.models.compat import tfma
+
+    metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        _metric("guard", [FALSE_ALARM_RATE, RECONSTRUCTION_ERROR]),
     ]
     return sliced_eval_config("", "score", metrics)

@@ -12,6 +12,11 @@
   a unit-variance Gaussian likelihood: ``-(0.5 * sum of squared errors + KL)``; a plain
   autoencoder is the point-mass case (KL = 0), so its ``elbo`` is the likelihood term alone.
 
+``serve_examples`` (what the Evaluator runs) also returns ``threshold`` float32 [None]: the
+guard's calibrated out-of-distribution threshold (``training.json``'s ``guard.threshold``),
+from which TFMA counts the eval split's false alarms (:mod:`tfma_metrics`). The served
+decision is the contract's threshold (the same number); ``serving_default`` does not carry it.
+
 Beside the SavedModel, ``assets.extra/encoder.weights.npz`` holds the encoder's weights
 (layer by layer) for initialising a classifier's backbone.
 """
@@ -26,8 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from medflow.components.models.encoder_init import ENCODER_WEIGHTS, weight_layers
-from medflow.components.models.export import save_with_transform
+from medflow.components.models.export import ServingModule, save_with_transform
 from medflow.core.files import atomic_open
+
+# The serve_examples output carrying the guard's threshold (read by tfma_metrics).
+THRESHOLD = "threshold"
 
 
 def autoencoder_head(channels: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
@@ -47,6 +55,18 @@ def autoencoder_head(channels: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor
     return head
 
 
+def with_threshold(threshold: float) -> type[ServingModule]:
+    """A :class:`ServingModule` whose ``serve_examples`` adds ``threshold`` per image."""
+
+    class GuardServingModule(ServingModule):
+        def _serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            out = super()._serve_examples(examples)
+            value = tf.constant(threshold, tf.float32)
+            return {**out, THRESHOLD: tf.fill(tf.shape(out["score"]), value)}
+
+    return GuardServingModule
+
+
 def encoder_weights(encoder) -> dict[str, np.ndarray]:
     """``{"<layer index>_<weight index>": array}`` of the encoder's conv/BN layers, in build
     order (what :func:`components.models.encoder_init.initialise` reads)."""
@@ -61,9 +81,12 @@ def encoder_weights(encoder) -> dict[str, np.ndarray]:
 def export_autoencoder(
     served, encoder, tft_output, path: str, input_shape, info: dict[str, Any]
 ) -> None:
-    """Save the serving model with the Transform graph to ``path``, and the encoder's
-    weights to ``assets.extra/encoder.weights.npz``."""
+    """Save the serving model with the Transform graph to ``path`` (with ``info``'s guard
+    threshold in ``serve_examples``), and the encoder's weights to
+    ``assets.extra/encoder.weights.npz``."""
     head = autoencoder_head(input_shape[-1])
-    save_with_transform(served, tft_output, path, input_shape, head, info)
+    threshold = (info.get("guard") or {}).get("threshold")
+    module = ServingModule if threshold is None else with_threshold(float(threshold))
+    save_with_transform(served, tft_output, path, input_shape, head, info, module)
     with atomic_open(os.path.join(path, ENCODER_WEIGHTS), "wb") as f:
         np.savez(f, **encoder_weights(encoder))

@@ -1,7 +1,10 @@
 """TFMA metric of an autoencoder inside the Evaluator: the mean reconstruction error
 (``reconstruction_error``) and, for a VAE, the mean ELBO (``elbo``) per slice, from the
-``serve_examples`` signature's ``score`` and ``elbo`` outputs (no label is read). Configure it
-with ``MetricConfig(class_name="ReconstructionMetrics", module=__name__)``."""
+``serve_examples`` signature's ``score`` and ``elbo`` outputs (no label is read); for a guard,
+its false-alarm rate (``false_alarm_rate``: the share of the evaluated, in-distribution
+examples whose ``score`` is above the calibrated ``threshold`` its ``serve_examples`` also
+returns). Configure it with ``MetricConfig(class_name="ReconstructionMetrics",
+module=__name__)``."""
 
 from __future__ import annotations
 
@@ -10,11 +13,17 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 
 from medflow.components.models.evaluation import combiner_computations
+from medflow.components.tasks.autoencoder.export import THRESHOLD
 
 RECONSTRUCTION_ERROR = "reconstruction_error"
 ELBO = "elbo"
-# The serving output each value averages.
-OUTPUT_OF = {RECONSTRUCTION_ERROR: "score", ELBO: "elbo"}
+FALSE_ALARM_RATE = "false_alarm_rate"
+# What each value averages over a slice: (the outputs it needs, its per-image value).
+VALUE_OF = {
+    RECONSTRUCTION_ERROR: (("score",), lambda p: p["score"]),
+    ELBO: (("elbo",), lambda p: p["elbo"]),
+    FALSE_ALARM_RATE: (("score", THRESHOLD), lambda p: float(p["score"] > p[THRESHOLD])),
+}
 
 
 class _MeanOutputs(beam.CombineFn):
@@ -28,10 +37,13 @@ class _MeanOutputs(beam.CombineFn):
 
     def add_input(self, acc, element):
         prediction = element.prediction
+        if not isinstance(prediction, dict):
+            return acc
         for name, (total, n) in acc.items():
-            output = OUTPUT_OF[name]
-            if isinstance(prediction, dict) and output in prediction:
-                acc[name] = [total + float(np.ravel(prediction[output])[0]), n + 1]
+            outputs, value = VALUE_OF[name]
+            if all(k in prediction for k in outputs):
+                scalars = {k: float(np.ravel(prediction[k])[0]) for k in outputs}
+                acc[name] = [total + float(value(scalars)), n + 1]
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -64,12 +76,13 @@ def _computations(
 
 
 class ReconstructionMetrics(metric_types.Metric):
-    """TFMA metric: mean ``reconstruction_error`` and/or ``elbo`` per slice.
+    """TFMA metric: mean ``reconstruction_error``, ``elbo`` and/or ``false_alarm_rate`` per
+    slice.
 
     Args:
         name: metric name (the values keep their own names).
-        values: which of ``reconstruction_error``, ``elbo`` to report (a threshold applies
-            to every value its metric reports).
+        values: which of ``reconstruction_error``, ``elbo``, ``false_alarm_rate`` to report
+            (a threshold applies to every value its metric reports).
     """
 
     def __init__(
@@ -77,7 +90,7 @@ class ReconstructionMetrics(metric_types.Metric):
         name: str = "reconstruction",
         values: tuple[str, ...] | list[str] = (RECONSTRUCTION_ERROR,),
     ):
-        unknown = set(values) - set(OUTPUT_OF)
+        unknown = set(values) - set(VALUE_OF)
         if unknown or not values:
-            raise ValueError(f"values={list(values)}: choose from {sorted(OUTPUT_OF)}")
+            raise ValueError(f"values={list(values)}: choose from {sorted(VALUE_OF)}")
         super().__init__(_computations, name=name, values=tuple(values))
