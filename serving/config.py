@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medflow.core.compat import message_class
 from medflow.serving.errors import ServingConfigError
 
 
@@ -159,7 +160,7 @@ def _batching_parameters_class():
     tensorflow-serving-api does not ship session_bundle_config_pb2, so the message is declared
     here (same field names, numbers and wrapper types) for text_format to parse against.
     """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
 
     fdp = descriptor_pb2.FileDescriptorProto(
         name="medflow/serving/batching_parameters.proto",
@@ -191,7 +192,7 @@ def _batching_parameters_class():
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(fdp)
     desc = pool.FindMessageTypeByName("tensorflow.serving.medflow.BatchingParameters")
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
+    return message_class(desc)
 
 
 def parse_batching_parameters(text: str, *, source: str = "batching parameters") -> BatchingConfig:
@@ -282,7 +283,7 @@ class MonitoringConfig:
 def _monitoring_config_class():
     """TF Serving's MonitoringConfig message (monitoring_config.proto: prometheus_config
     { enable, path }); tensorflow-serving-api does not ship it."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool
 
     f = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(
@@ -304,7 +305,7 @@ def _monitoring_config_class():
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     desc = pool.FindMessageTypeByName("tensorflow.serving.medflow.MonitoringConfig")
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
+    return message_class(desc)
 
 
 def read_monitoring_config(path: str | Path) -> MonitoringConfig:

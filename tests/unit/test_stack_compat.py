@@ -44,3 +44,21 @@ def test_tfma_proxy_is_the_module():
     assert compat.tfma.load_eval_result is tensorflow_model_analysis.load_eval_result
     assert compat.tfma.metrics is tensorflow_model_analysis.metrics
     assert compat.tfma_module() is tensorflow_model_analysis
+
+
+def test_message_class_from_a_runtime_descriptor_pool():
+    """protobuf 3.20 (default) builds it with MessageFactory.GetPrototype, protobuf 6 (next)
+    with GetMessageClass: the same class either way (medflow/core/compat.py)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    from medflow.core.compat import message_class
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="t.proto", package="t", syntax="proto3")
+    fdp.message_type.add(name="M").field.add(
+        name="n", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    cls = message_class(pool.FindMessageTypeByName("t.M"))
+    assert cls.FromString(cls(n=7).SerializeToString()).n == 7
+    assert cls.DESCRIPTOR.full_name == "t.M"
