@@ -1,5 +1,5 @@
 """Registration: no registration vs medflow's model on the HC18 and Sunnybrook 2D pairs,
-eval-split Dice (warped moving mask vs fixed mask), folding, NCC, training seconds and
+eval-split Dice and HD95 in mm (warped moving mask vs fixed mask), folding, NCC, training seconds and
 inference ms per pair, in one process.
 
 HC18 / Sunnybrook -> ``import_hc18`` / ``import_sunnybrook`` (DICOM + pairs.csv) ->
@@ -11,7 +11,7 @@ over-fitting). The TFX pipeline (Transform, TFMA Evaluator) is not in the loop h
 ``medflow run --task registration`` and ``tests/e2e/test_registration_e2e.py`` run that path.
 
 Not here yet (issue 18): a classical library baseline (SimpleITK / itk-elastix are not
-installed in this environment), HD95, and the 3D hippocampus pairs.
+installed in this environment) and the 3D hippocampus pairs.
 
     .venv/bin/python benchmarks/registration.py [--dataset hc18|sunnybrook|both] [--size 64]
         [--epochs 150] [--hparam KEY=VALUE ...]
@@ -51,7 +51,7 @@ def _pairs(split_dir: Path, size: int):
     from medflow.components.tasks.registration.trainer import Pairs
 
     rows: dict[str, list] = {k: [] for k in ("fixed", "moving", "fixed_mask", "moving_mask")}
-    has = []
+    has, spacing = [], []
     files = sorted(str(p) for p in split_dir.glob("*.gz"))
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         f = tf.train.Example.FromString(record).features.feature
@@ -62,8 +62,9 @@ def _pairs(split_dir: Path, size: int):
             m = np.frombuffer(f[k].bytes_list.value[0], np.uint8).reshape(size, size, 1)
             rows[k].append((m > 0).astype(np.float32))
         has.append(float(f["has_masks"].int64_list.value[0]))
+        spacing.append(list(f["pixel_spacing"].float_list.value) or [1.0, 1.0])
     arrays = [np.asarray(rows[k], np.float32) for k in rows]
-    return Pairs(*arrays, np.asarray(has, np.float32))
+    return Pairs(*arrays, np.asarray(has, np.float32), np.asarray(spacing, np.float64))
 
 
 def run(dataset: str, size: int, epochs: int, hparams: dict) -> dict:

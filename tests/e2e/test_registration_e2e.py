@@ -1,6 +1,6 @@
 """The whole pipeline with the registration task on real HC18 frame pairs, then serving
 and ``medflow predict --pairs``: import (pairs.csv) -> ingestion (one example per pair) ->
-Transform -> registration Trainer -> TFMA Evaluator (Dice before/after, folding) ->
+Transform -> registration Trainer -> TFMA Evaluator (Dice and HD95 before/after, folding) ->
 Pusher -> the embedded server -> predict, with the warped image read back as DICOM on the
 fixed image's grid (issue 18)."""
 
@@ -52,6 +52,8 @@ def test_every_component_ran_and_the_evaluator_measured_dice_and_folding(run):
     overall = summary["metrics"]["overall"]
     assert 0.3 < overall["dice_before"] < 1 and 0.3 < overall["dice_after"] <= 1
     assert 0 <= overall["folding_fraction"] < 0.05
+    # HD95 in mm from the examples' pixel spacing (HC18: ~0.1-0.2 mm pixels, ~3 mm at 64 px)
+    assert 0 < overall["hd95_before_mm"] < 100 and 0 <= overall["hd95_after_mm"] < 100
     assert summary["blessed"] and summary["pushed"]
     contract = json.loads((Path(summary["model_path"]) / "contract.json").read_text())
     assert contract["task"] == "registration"
@@ -76,6 +78,7 @@ def test_served_model_registers_pairs_and_writes_the_warped_dicom(run, tmp_path,
     predictions = json.loads(capsys.readouterr().out)["predictions"]
     assert len(predictions) >= 10
     assert all(p["dice_before"] is not None and p["dice_after"] is not None for p in predictions)
+    assert all(p["hd95_after_mm"] is not None for p in predictions)
     for p in predictions[:3]:
         derived = pydicom.dcmread(p["warped_dicom"])
         fixed = pydicom.dcmread(p["fixed"])

@@ -76,6 +76,9 @@ def test_predict_pairs_json_warped_dicom_field_and_overlay(server, tmp_path, cap
     # an untrained model is near the identity: Dice after ~ Dice before (< 1: the blobs differ)
     assert 0.5 < pred["dice_before"] < 0.95
     assert pred["dice_after"] == pytest.approx(pred["dice_before"], abs=0.05)
+    # 4 source columns of 0.5 mm apart: HD95 ~ 2 mm (on the 32x32 grid of 2-column pixels)
+    assert 1.0 <= pred["hd95_before_mm"] <= 3.0
+    assert pred["hd95_after_mm"] == pytest.approx(pred["hd95_before_mm"], abs=1.0)
     assert pred["folding_fraction"] == 0.0
     derived = pydicom.dcmread(pred["warped_dicom"])
     fixed, moving = sources["fixed"], sources["moving"]
@@ -107,6 +110,7 @@ def test_predict_pairs_table_and_a_missing_image_is_reported(server, tmp_path, c
     captured = capsys.readouterr()
     assert code == 1
     assert "dice_before" in captured.out and "folding" in captured.out
+    assert "hd95_after_mm" in captured.out
     assert "line 3: moving image 'gone.dcm' is no readable DICOM file" in captured.err
 
 

@@ -114,3 +114,14 @@ def test_unet_predicts_a_field_on_the_input_grid_and_starts_near_identity():
     np.testing.assert_allclose(warped.numpy(), moving.numpy(), atol=1e-2)
     with pytest.raises(ValueError, match="divisible by 2\\*\\*depth=8"):
         build_registration_model((30, 48), width=4, depth=3)
+
+
+def test_mask_scores_give_dice_and_hd95_in_mm_before_and_after():
+    fixed = np.zeros((20, 20), bool)
+    fixed[5:15, 5:15] = True
+    moving = np.roll(fixed, 2, axis=1)  # 2 columns to the right
+    warped = layers.warp(moving[None, ..., None].astype(np.float32), _constant_field(20, 20, 0, 2))
+    scores = losses.mask_scores(fixed, moving, warped.numpy()[0, ..., 0], spacing=(0.5, 0.25))
+    assert scores["dice_before"] == pytest.approx(0.8)
+    assert scores["hd95_before_mm"] == pytest.approx(2 * 0.25)  # 2 columns of 0.25 mm
+    assert scores["dice_after"] == 1.0 and scores["hd95_after_mm"] == 0.0

@@ -98,6 +98,7 @@ def test_training_learns_a_known_shift(trained):
     held_out, _ = _blob_pairs(8, seed=7)
     metrics = pair_metrics(held_out, register_arrays(model, held_out))
     assert metrics["dice_after"] > metrics["dice_before"] + 0.1, metrics
+    assert "hd95_after_mm" not in metrics  # the pixel spacing is unknown here
     assert metrics["ncc_after"] > metrics["ncc_before"]
     assert metrics["folding_fraction"] < 0.005
 
@@ -159,11 +160,15 @@ def test_export_serves_both_signatures_like_the_model_in_process(trained, tmp_pa
         element = _Element(
             {k: v.numpy()[i] for k, v in ex.items()},
             np.array([pairs.fixed_mask[i].astype(np.uint8).tobytes()], dtype=object),
-            {"has_masks": np.array([1])},
+            {"has_masks": np.array([1]), "pixel_spacing": np.array([0.5, 0.25])},
         )
         acc = combiner.add_input(acc, element)
     result = {k.name: v for k, v in combiner.extract_output(acc).items()}
+    pairs.spacing = np.tile([0.5, 0.25], (3, 1))
     reference = pair_metrics(pairs, expected)
+    for name in ("hd95_before_mm", "hd95_after_mm"):  # in mm of the examples' pixel spacing
+        assert result[name] == pytest.approx(reference[name], abs=1e-6)
+    assert result["hd95_before_mm"] > 0
     assert result["dice_after"] == pytest.approx(reference["dice_after"], abs=1e-6)
     assert result["dice_before"] == pytest.approx(reference["dice_before"], abs=1e-6)
     assert result["folding_fraction"] == pytest.approx(reference["folding_fraction"], abs=1e-6)
@@ -179,5 +184,12 @@ def _keys():
 
     return [
         metric_types.MetricKey(name=n)
-        for n in ("dice_before", "dice_after", "folding_fraction", "ncc")
+        for n in (
+            "dice_before",
+            "dice_after",
+            "hd95_before_mm",
+            "hd95_after_mm",
+            "folding_fraction",
+            "ncc",
+        )  # fmt: skip
     ]

@@ -88,13 +88,20 @@ class RegistrationTask(Task):
         return decode(inputs, prediction, info)
 
     def format_table(self, results) -> str:
-        rows = [("fixed", "moving", "dice_before", "dice_after", "folding", "ncc", "model")]
+        rows = [
+            (
+                "fixed", "moving", "dice_before", "dice_after", "hd95_before_mm",
+                "hd95_after_mm", "folding", "ncc", "model",
+            )
+        ]  # fmt: skip
         rows += [
             (
                 r.fixed,
                 r.moving,
                 _fmt(r.dice_before),
                 _fmt(r.dice_after),
+                _fmt(r.hd95_before_mm),
+                _fmt(r.hd95_after_mm),
                 f"{r.folding_fraction:.4%}",
                 _fmt(r.ncc),
                 f"{r.model_name}:{r.model_version}",

@@ -1,5 +1,5 @@
-"""Evaluator settings for registration: Dice of the warped moving mask against the fixed
-mask (before and after registration), folding and NCC, computed inside TFMA
+"""Evaluator settings for registration: Dice and HD95 (mm) of the warped moving mask against
+the fixed mask (before and after registration), folding and NCC, computed inside TFMA
 (:class:`.tfma_metrics.RegistrationMetrics` on the ``serve_examples`` outputs and the
 ingested ``fixed_mask``); blessing on the Dice after registration and a folding ceiling."""
 
@@ -12,8 +12,9 @@ from medflow.components.models.evaluation import floor_and_drop, sliced_eval_con
 from medflow.core.errors import ConfigError
 
 DICE_BEFORE, DICE_AFTER = "dice_before", "dice_after"
+HD95_BEFORE, HD95_AFTER = "hd95_before_mm", "hd95_after_mm"  # 95th pct Hausdorff, mm
 FOLDING, NCC = "folding_fraction", "ncc"
-VALUES = (DICE_BEFORE, DICE_AFTER, FOLDING, NCC)
+VALUES = (DICE_BEFORE, DICE_AFTER, HD95_BEFORE, HD95_AFTER, FOLDING, NCC)
 LABEL_KEY = "fixed_mask"
 
 
@@ -52,7 +53,7 @@ def _metric(name: str, values: list[str], threshold=None):
 
 
 def build_registration_eval_config(thresholds: RegistrationThresholds):
-    """TFMA EvalConfig: Dice before/after, folding and NCC per slice; blessing on Dice after
+    """TFMA EvalConfig: Dice and HD95 before/after, folding and NCC per slice; blessing on Dice after
     registration (floor and allowed drop) and on folding (ceiling)."""
     from medflow.components.models.compat import tfma
 
@@ -66,6 +67,6 @@ def build_registration_eval_config(thresholds: RegistrationThresholds):
             DICE_AFTER, [DICE_AFTER], floor_and_drop(thresholds.min_dice, thresholds.max_dice_drop)
         ),
         _metric(FOLDING, [FOLDING], folding),
-        _metric("registration", [DICE_BEFORE, NCC]),
+        _metric("registration", [DICE_BEFORE, HD95_BEFORE, HD95_AFTER, NCC]),
     ]
     return sliced_eval_config(LABEL_KEY, "", metrics)

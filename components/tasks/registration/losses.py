@@ -11,6 +11,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from medflow.components.tasks.registration.evaluation import (
+    DICE_AFTER,
+    DICE_BEFORE,
+    HD95_AFTER,
+    HD95_BEFORE,
+)
+from medflow.components.tasks.segmentation.metrics import dice, hausdorff95_mm
+
 NCC_WINDOW = 9
 SIMILARITIES = ("ncc", "mse")
 
@@ -62,8 +70,15 @@ def soft_dice(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return (2.0 * inter + 1.0) / (total + 1.0)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+def mask_scores(fixed_mask, moving_mask, warped_mask, spacing=(1.0, 1.0)) -> dict[str, float]:
+    """Dice and HD95 (mm, ``spacing`` (row_mm, col_mm) of a model-grid pixel) of the moving
+    mask (before) and of the warped moving mask (after, >= 0.5) against the fixed mask."""
+    fixed = np.asarray(fixed_mask) > 0
+    moving = np.asarray(moving_mask) >= 0.5
+    warped = np.asarray(warped_mask) >= 0.5
+    return {
+        DICE_BEFORE: dice(moving, fixed),
+        DICE_AFTER: dice(warped, fixed),
+        HD95_BEFORE: hausdorff95_mm(moving, fixed, spacing),
+        HD95_AFTER: hausdorff95_mm(warped, fixed, spacing),
+    }

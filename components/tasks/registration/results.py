@@ -14,7 +14,7 @@ class PairResult:
 
     ``warped`` [rows, cols] is the moving image warped onto the fixed image (model grid)
     and ``displacement`` [rows, cols, 2] the field (row, col offsets in model-grid pixels);
-    Dice values are None without masks.
+    Dice and HD95 (mm, from the fixed image's pixel spacing) are None without masks.
     """
 
     fixed: str
@@ -27,6 +27,8 @@ class PairResult:
     displacement: np.ndarray | None = None
     dice_before: float | None = None
     dice_after: float | None = None
+    hd95_before_mm: float | None = None  # 95th percentile Hausdorff distance of the masks
+    hd95_after_mm: float | None = None
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     task: str = "registration"
     source: Any = None  # the PairInput (images on the model grid, source geometry)
@@ -80,11 +82,11 @@ def _masks(pair) -> tuple[np.ndarray, np.ndarray] | None:
 def decode(inputs, prediction, info) -> list[PairResult]:
     """``prediction`` (a ``Prediction``: output name -> array, batch first) for ``inputs``
     (pairs: ``fixed``/``moving`` model inputs, optional mask files) -> one
-    :class:`PairResult` each, with Dice before/after when the pair has masks."""
+    :class:`PairResult` each, with Dice and HD95 before/after when the pair has masks."""
     import tensorflow as tf
 
     from medflow.components.tasks.registration.layers import warp
-    from medflow.components.tasks.registration.losses import dice
+    from medflow.components.tasks.registration.losses import mask_scores
 
     outputs = prediction.outputs
     results = []
@@ -104,8 +106,9 @@ def decode(inputs, prediction, info) -> list[PairResult]:
         if masks is not None:
             moving = tf.constant(masks[1][None, ..., None].astype(np.float32))
             warped = warp(moving, result.displacement[None]).numpy()[0, ..., 0]
-            result.dice_before = dice(masks[1], masks[0])
-            result.dice_after = dice(warped >= 0.5, masks[0])
+            spacing = pair.fixed.geometry.pixel_spacing or (1.0, 1.0)  # mm of a model pixel
+            for name, value in mask_scores(masks[0], masks[1], warped, spacing).items():
+                setattr(result, name, value)
             result.warped_mask = warped >= 0.5
             result.fixed_mask = masks[0]
         results.append(result)

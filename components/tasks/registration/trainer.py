@@ -90,13 +90,15 @@ class RegHParams:
 @dataclasses.dataclass
 class Pairs:
     """Transformed pairs in memory: images and masks [n, rows, cols, 1] float32, has_masks
-    [n] (1.0: the masks are real)."""
+    [n] (1.0: the masks are real), spacing [n, 2] (row, col mm of a model-grid pixel of the
+    fixed image; None when unknown: HD95 is then not reported)."""
 
     fixed: np.ndarray
     moving: np.ndarray
     fixed_mask: np.ndarray
     moving_mask: np.ndarray
     has_masks: np.ndarray
+    spacing: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.fixed)
@@ -205,24 +207,30 @@ def register_arrays(model, pairs: Pairs, batch_size: int = 16) -> dict[str, np.n
 
 
 def pair_metrics(pairs: Pairs, result: dict[str, np.ndarray]) -> dict[str, float]:
-    """Means over the pairs: ``dice_before``/``dice_after`` (pairs with masks),
+    """Means over the pairs: ``dice_before``/``dice_after`` and, when ``pairs.spacing`` is
+    known, ``hd95_before_mm``/``hd95_after_mm`` (pairs with masks; :func:`.losses.mask_scores`),
     ``folding_fraction``, ``ncc_before``/``ncc_after`` (local NCC, :mod:`.losses`)."""
     from medflow.components.tasks.registration import layers, losses
 
-    with_masks = pairs.has_masks > 0
-    before = [losses.dice(a, b) for a, b in zip(pairs.moving_mask, pairs.fixed_mask, strict=True)]
-    after = [
-        losses.dice(a >= 0.5, b)
-        for a, b in zip(result["warped_mask"], pairs.fixed_mask, strict=True)
+    with_masks = np.flatnonzero(pairs.has_masks > 0)
+    spacing = pairs.spacing if pairs.spacing is not None else np.ones((len(pairs), 2))
+    scores = [
+        losses.mask_scores(
+            pairs.fixed_mask[i, ..., 0],
+            pairs.moving_mask[i, ..., 0],
+            result["warped_mask"][i, ..., 0],
+            spacing[i],
+        )
+        for i in with_masks
     ]
-
-    def pick(values):
-        return float(np.mean(np.asarray(values)[with_masks])) if with_masks.any() else None
-
-    return {
-        "pairs": len(pairs),
-        "dice_before": pick(before),
-        "dice_after": pick(after),
+    names = list(scores[0]) if scores else []
+    if pairs.spacing is None:
+        names = [n for n in names if not n.startswith("hd95")]
+    out: dict[str, float | None] = {"pairs": len(pairs)}
+    out |= {n: float(np.mean([s[n] for s in scores])) for n in names}
+    out.setdefault("dice_before", None)
+    out.setdefault("dice_after", None)
+    return out | {
         "folding_fraction": float(np.mean(layers.folding_fraction(result["flow"]).numpy())),
         "ncc_before": float(np.mean(losses.local_ncc(pairs.fixed, pairs.moving).numpy())),
         "ncc_after": float(np.mean(losses.local_ncc(pairs.fixed, result["warped"]).numpy())),
