@@ -10,6 +10,7 @@ taken) or a Trainer's Model artifact (``Format-Serving`` inside).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,34 @@ def resolve(path: str) -> Path:
         f"init={path}: no {ENCODER_WEIGHTS} there; pass a pushed version folder (or its model "
         "folder) of a model trained to reconstruct images, e.g. a guard (<model>-guard)"
     )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def contract_lineage(training: dict[str, Any]) -> dict[str, Any]:
+    """The pushed contract's ``training_data`` entry on transfer: ``{"init": {...}}`` (the
+    initialising model's name, version and task from its own contract, the folder and the
+    encoder's SHA-256) when the Trainer's ``training.json`` has ``hparams.init``; else ``{}``.
+    """
+    path = ((training or {}).get("hparams") or {}).get("init")
+    if not path:
+        return {}
+    try:
+        source = resolve(str(path))
+    except ValueError:  # gone since training: the path alone (lineage never stops a push)
+        return {"init": {"path": str(path)}}
+    folder = source.parent.parent
+    init: dict[str, Any] = {
+        "path": str(folder),
+        "encoder_sha256": _sha256(source),
+    }
+    contract = folder / "contract.json"
+    if contract.is_file():  # a pushed version (a Trainer's Model artifact has none)
+        found = json.loads(contract.read_text(encoding="utf-8"))
+        init |= {k: found[k] for k in ("model_name", "version", "task") if k in found}
+    return {"init": init}
 
 
 def weight_layers(model) -> list:
@@ -75,8 +104,11 @@ def initialise(model, path: str) -> dict[str, Any]:
         )
     for layer, ws in zip(layers, weights, strict=True):
         layer.set_weights(ws)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    return {"path": str(source.parent.parent), "encoder_sha256": digest, "layers": len(layers)}
+    return {
+        "path": str(source.parent.parent),
+        "encoder_sha256": _sha256(source),
+        "layers": len(layers),
+    }
 
 
 def set_encoder_trainable(model, n_layers: int, trainable: bool) -> None:

@@ -17,6 +17,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from medflow.components.models.encoder_init import contract_lineage
 from medflow.components.pusher import publish
 from medflow.core.contract import ModelContract, image_input
 from medflow.core.errors import ConfigError
@@ -88,6 +89,7 @@ def _training_summary(model_dir: str) -> dict[str, Any]:
         "backbone": info.get("backbone"),
         "epochs_run": info.get("epochs_run"),
         "trust": info.get("trust") or {},
+        **contract_lineage(info),  # the pushed model whose encoder initialised the backbone
     }
 
 

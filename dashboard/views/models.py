@@ -114,6 +114,9 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
         )
         if trust:
             st.markdown("**Operating point, calibration, intervals**  \n" + "  \n".join(trust))
+        init = (contract.get("training_data") or {}).get("init")
+        if init:
+            st.markdown(init_text(init))
         with st.expander("Contract (contract.json)"):
             st.json(contract)
     try:
@@ -124,6 +127,15 @@ def _version_detail(settings: Settings, version: pushed_models.ModelVersion) -> 
     _blessing(pushed)
     uri = pushed_models.contract_evaluation_uri(contract) or (pushed and pushed.evaluation_uri)
     _tfma(uri)
+
+
+def init_text(init: dict) -> str:
+    """The contract's ``training_data.init``: which pushed model's encoder initialised it."""
+    name = init.get("model_name")
+    model = f"{name} v{init.get('version', '?')}" if name else "a Trainer's model"
+    task = f" ({init['task']})" if init.get("task") else ""
+    sha = f", encoder SHA-256 {init['encoder_sha256'][:12]}" if init.get("encoder_sha256") else ""
+    return f"**Backbone initialised from** {model}{task} at `{init.get('path', '?')}`{sha}"
 
 
 TILES_PER_ROW = 4  # wide enough for a full metric name and value at 1400 px

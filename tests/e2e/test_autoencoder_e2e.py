@@ -101,6 +101,12 @@ def test_classifier_is_pushed_with_its_guard_and_its_lineage(runs):
     training = json.loads((guard_dir.parent.parent / "medflow-classifier" / contract.version /
                            "assets.extra" / "training.json").read_text())  # fmt: skip
     assert training["hparams"]["init"] == ae["model_path"]
+    # the contract names the initialising version (what the dashboard's Models page shows)
+    init = contract.training_data["init"]
+    assert (init["model_name"], init["version"]) == (
+        "medflow-autoencoder",
+        str(ae["model_version"]),
+    )
 
 
 def test_predict_marks_results_with_the_guard(runs, data, capsys):
