@@ -137,12 +137,13 @@ class PipelineConfig:
             raise ConfigError("--require-guard: the model would have no guard; add --guard")
         if not self.guard:
             return
-        from medflow.components.models.guard import guard_task
+        from medflow.components.models.guard import check_pool, guard_task
 
         try:
             guard_task().check_hyperparameters(self.guard_config(), self.image_size, ())
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"guard hyperparameters: {exc}") from None
+        check_pool(self.guard_hyperparameters.get("pool"), "guard hyperparameters")
 
     def replace(self, **changes: Any) -> PipelineConfig:
         """A copy with ``changes`` (validated again)."""

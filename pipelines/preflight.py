@@ -48,6 +48,8 @@ def check_inputs(config: PipelineConfig, deid_key_file: str = "") -> None:
     if config.input_format == "tfrecord":
         _check_tfrecord_folders(Path(config.data_root))
         return
+    if not config.label_manifest and not config.task_plugin.manifest_columns:
+        return  # an unsupervised task without a manifest: every instance, split by patient
     manifest = _manifest(config)
     manifest.check_splits(names)
     if config.data_root.startswith(("http://", "https://")):

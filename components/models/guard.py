@@ -65,7 +65,21 @@ def calibration(guard_dir: str) -> dict[str, Any]:
             f"{path}: no guard calibration (guard.threshold); the guard must come from the "
             f"{guard_task().name} Trainer"
         )
+    check_pool(found.get("pool"), path)
     return found
+
+
+def check_pool(pool: str | None, where: str) -> None:
+    """Refuse a guard that trained on its calibration split (``pool=all``, pretraining).
+
+    Raises:
+        ConfigError: it did.
+    """
+    if pool == "all":
+        raise ConfigError(
+            f"{where}: pool=all trains on the eval split the guard's threshold is calibrated "
+            "on; a guard trains on the train split alone (drop pool=all from --guard-hparam)"
+        )
 
 
 def contract_field(guard_dir: str, model_name: str) -> dict[str, Any]:

@@ -100,7 +100,18 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[name] = _dense_strings(inputs[name])
+    if features.PIXEL_SPACING in inputs:  # the segmentation Trainer's HD95 in mm
+        outputs[features.PIXEL_SPACING] = _spacing_pair(inputs[features.PIXEL_SPACING])
     return outputs
+
+
+def _spacing_pair(value: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """``pixel_spacing`` ([row_mm, col_mm], or empty when unknown) -> float32 [batch, 2],
+    zeros where unknown."""
+    if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value)
+    value = tf.cast(value, tf.float32)
+    return tf.reshape(tf.pad(value, [[0, 0], [0, 2]])[:, :2], [-1, 2])
 
 
 def _dense(value: tf.Tensor | tf.SparseTensor, width: int, dtype) -> tf.Tensor:

@@ -26,10 +26,12 @@ def trust_lines(
     lines = []
     point = operating_point or {}
     if "threshold" in point:
+        gave = ("sensitivity", "specificity") if "sensitivity" in point else ("dice",)
         lines.append(
             f"operating point {point.get('rule', '?')}: cut-off {point['threshold']:.4f} "
-            f"(on {point.get('split', 'eval')}: sensitivity {_num(point.get('sensitivity'))}, "
-            f"specificity {_num(point.get('specificity'))})"
+            f"(on {point.get('split', 'eval')}: "
+            + ", ".join(f"{name} {_num(point.get(name))}" for name in gave)
+            + ")"
         )
     cal = calibration or {}
     if cal.get("method"):
@@ -50,10 +52,10 @@ def trust_lines(
     found = intervals or {}
     metrics = found.get("metrics") or {}
     if metrics:
+        at = f"; PPV/NPV at prevalence {_num(found['prevalence'])}" if "prevalence" in found else ""
         lines.append(
             f"{found.get('level', 0.95):.0%} intervals ({found.get('resampling', 'patient')}-level "
-            f"bootstrap on {found.get('split', 'eval')}; PPV/NPV at prevalence "
-            f"{_num(found.get('prevalence'))}):"
+            f"bootstrap on {found.get('split', 'eval')}{at}):"
         )
         lines += [
             f"  {name} {_num(m.get('value'))} [{_num(m.get('lower'))}, {_num(m.get('upper'))}]"

@@ -1,11 +1,13 @@
 """Autoencoders through the whole pipeline on real data (BreastMNIST ultrasound -> DICOM):
 
-1. ``--task autoencoder``: the same examples (labels present but unused), reconstruction
-   error and ELBO from the Evaluator, pushed and served like any model;
+1. ``--task autoencoder`` on the pretraining pool (``pool=all``: both splits, and the studies
+   the label manifest lacks: the run ingests without a manifest, labels are never read),
+   reconstruction error and ELBO from the Evaluator, pushed and served like any model;
 2. a classifier initialised from that autoencoder's encoder (``init``), trained with its
    out-of-distribution guard (a second Trainer) and ``--require-guard``: the guard is pushed
    beside it with the same version, the contract carries the calibrated threshold, the run
-   summary and ML Metadata record which autoencoder initialised the classifier;
+   summary and ML Metadata record which autoencoder initialised the classifier; the
+   unlabelled studies never reach the classifier (quarantined as unlabeled);
 3. ``medflow predict`` against the embedded server marks each result ``in_distribution``.
 """
 
@@ -16,6 +18,7 @@ import json
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+UNLABELLED = 30  # train images written as DICOM whose manifest rows are dropped
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,13 @@ def data(shared_data, tmp_path_factory):
     from medflow.components.ingest.npz_import import import_npz
 
     out = tmp_path_factory.mktemp("breast")
-    return import_npz(shared_data / "breastmnist.npz", out, limit=240, modality="US")
+    manifest = import_npz(
+        shared_data / "breastmnist.npz", out, limit=240 + UNLABELLED, modality="US"
+    )
+    lines = manifest.read_text().splitlines()  # the last train images lose their labels
+    dropped = [line for line in lines if ",train,train," in line][-UNLABELLED:]
+    manifest.write_text("\n".join(line for line in lines if line not in dropped) + "\n")
+    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +42,9 @@ def runs(data, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("work")
     common = {"data_root": str(data.parent / "dicom"), "label_manifest": str(data)}
+    pool = {**common, "label_manifest": ""}  # every study, labelled or not
     ae = run_local(
-        PipelineConfig(task="autoencoder", hyperparameters={"epochs": 4}, **common),
+        PipelineConfig(task="autoencoder", hyperparameters={"epochs": 4, "pool": "all"}, **pool),
         workdir=workdir,
         progress=None,
     )
@@ -63,6 +73,22 @@ def test_autoencoder_run_reports_reconstruction_metrics_and_is_pushed(runs):
     contract = ModelContract.load(ae["model_path"])
     assert contract.task == "autoencoder" and contract.labels == ()
     assert {t.name for t in contract.outputs} >= {"reconstruction", "score", "elbo"}
+
+
+def test_unlabelled_studies_reach_the_autoencoder_and_never_the_classifier(runs, data):
+    from medflow.pipelines.run_summary import training_info
+
+    ae, cls = runs["ae"], runs["cls"]
+    labelled = len(data.read_text().splitlines()) - 1
+    assert ae["ingest"]["examples"] == labelled + UNLABELLED  # no manifest: every study
+    info = training_info(ae["trained_model_uri"])
+    assert info["pool"] == "all" and ae["ingest"]["quarantined"] == 0
+    # both splits' examples train it, less the early-stopping holdout
+    assert info["train_images"] + info["guard"]["holdout_images"] == labelled + UNLABELLED
+    assert cls["ingest"]["quarantined"] == UNLABELLED  # no manifest row: unlabeled
+    assert cls["ingest"]["examples"] == labelled
+    counts = training_info(cls["trained_model_uri"])["train_class_counts"]
+    assert sum(counts.values()) <= labelled - 78  # the classifier: labelled train rows only
 
 
 def test_classifier_is_pushed_with_its_guard_and_its_lineage(runs):

@@ -60,6 +60,19 @@ def test_every_component_ran_and_the_model_was_blessed_on_dice(run):
     outputs = contract["signatures"]["serving_default"]["outputs"]
     assert outputs["probabilities"]["shape"] == [-1, SIZE, SIZE]
     assert outputs["mask"]["dtype"] == "uint8"
+    # issue 21: the mask threshold chosen on eval for Dice, and Dice / HD95 (mm, the pixel
+    # spacing passed through the Transform) with patient-level intervals, on the same split
+    # the Evaluator scores with the served threshold
+    point = contract["operating_point"]
+    assert point["rule"] == "dice" and 0 < point["threshold"] < 1
+    assert point["dice"] >= point["dice_at_0.5"] - 1e-9
+    assert point["dice"] == pytest.approx(overall["dice"], abs=2e-3)
+    intervals = contract["metrics"]["eval_intervals"]["metrics"]
+    assert intervals["dice"]["lower"] <= intervals["dice"]["value"] <= intervals["dice"]["upper"]
+    hd95 = intervals["hausdorff95_mm"]
+    assert hd95["value"] == pytest.approx(overall["hausdorff95_mm"], rel=2e-2)
+    assert hd95["lower"] <= hd95["value"] <= hd95["upper"]
+    assert "note" not in contract["metrics"]["eval_intervals"]  # every image had a spacing
 
 
 _FRESH = r"""
@@ -80,7 +93,7 @@ for r, pred in zip(records, out["mask"].numpy()):
 raw = model.signatures["serving_default"](image=tf.constant(np.stack(images)))
 same = float(np.abs(raw["probabilities"].numpy() - out["probabilities"].numpy()).max())
 print(json.dumps({"n": len(records), "dice": float(np.mean(dices)), "hd95": float(np.mean(hds)),
-                  "max_diff": same}))
+                  "max_diff": same, "threshold": float(out["threshold"].numpy()[0])}))
 """
 
 
@@ -103,3 +116,5 @@ def test_pushed_model_in_fresh_process_matches_evaluator(run):
     assert got["dice"] == pytest.approx(overall["dice"], abs=1e-6)
     assert got["hd95"] == pytest.approx(overall["hausdorff95_mm"], rel=1e-5)
     assert np.isfinite(got["hd95"])
+    contract = json.loads((Path(summary["model_path"]) / "contract.json").read_text())
+    assert got["threshold"] == pytest.approx(contract["operating_point"]["threshold"])

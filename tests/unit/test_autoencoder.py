@@ -165,3 +165,35 @@ def test_plugin_recognises_its_signature_and_formats_results():
     assert "reconstruction" not in result.to_dict() and result.to_dict()["score"] == 0.1234
     with pytest.raises(ConfigError, match="not reviewed"):
         task.review_record(result)
+
+
+def test_pretraining_pool_takes_both_splits_and_is_refused_as_a_guard(tmp_path):
+    import json
+
+    from medflow.components.models.guard import calibration
+    from medflow.components.tasks.autoencoder.trainer import pool_files
+    from medflow.pipelines.config import PipelineConfig
+
+    train, evals = ["t/Split-train/*.gz"], "t/Split-eval/*.gz"
+    assert pool_files(_hp(), train, evals) == train  # a guard: the train split alone
+    assert pool_files(_hp(pool="all"), train, evals) == [*train, evals]
+    with pytest.raises(ConfigError, match="pool='both'"):
+        PipelineConfig(task="autoencoder", hyperparameters={"pool": "both"})
+    from medflow.core.errors import InputError
+    from medflow.pipelines.preflight import check_inputs
+
+    # the pool needs no label manifest (every instance of --data-root); a classifier does
+    pool = PipelineConfig(task="autoencoder", hyperparameters={"pool": "all"}, data_root="d")
+    check_inputs(pool)
+    with pytest.raises(InputError, match="trains on labels: pass --labels"):
+        check_inputs(pool.replace(task="classification", hyperparameters={}))
+    with pytest.raises(ConfigError, match="pool=all trains on the eval split"):
+        PipelineConfig(guard=True, guard_hyperparameters={"pool": "all"})
+    # a guard trained on the pool is refused at push time too (its calibration is in sample)
+    info = tmp_path / "assets.extra" / "training.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({"guard": {"threshold": 0.5, "pool": "all"}}))
+    with pytest.raises(ConfigError, match="drop pool=all from --guard-hparam"):
+        calibration(str(tmp_path))
+    info.write_text(json.dumps({"guard": {"threshold": 0.5, "pool": "train"}}))
+    assert calibration(str(tmp_path))["threshold"] == 0.5

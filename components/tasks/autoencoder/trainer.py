@@ -20,6 +20,8 @@ from medflow.components.models.training import transformed_files
 from medflow.core import features
 
 log = logging.getLogger(__name__)
+# What AEHParams.pool may name: the splits the autoencoder trains on.
+POOLS = ("train", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,11 @@ class AEHParams(ImageInput):
             guard's false-alarm rate outside its calibration split); 0 uses eval.
         guard_quantile: quantile of the eval split's scores that becomes the
             out-of-distribution threshold (0.99: about 1 % of eval images flagged).
+        pool: the images it learns: ``train`` (the train split; what a guard needs, its
+            threshold is calibrated on eval) or ``all`` (train and eval splits: the
+            pretraining pool for ``--hparam init=``; labels are never read either way, so
+            studies ingested without a label manifest count too). A model trained on
+            ``all`` is no guard: its eval calibration is in sample.
         seed: weights and shuffling.
     """
 
@@ -57,6 +64,7 @@ class AEHParams(ImageInput):
     patience: int = 4
     validation_fraction: float = 0.1
     guard_quantile: float = 0.99
+    pool: str = "train"
     seed: int = 42
 
     @classmethod
@@ -75,6 +83,8 @@ class AEHParams(ImageInput):
             raise ValueError(f"guard_quantile={hp.guard_quantile}: use 0.5..1 (e.g. 0.99)")
         if not 0 <= hp.validation_fraction < 0.5:
             raise ValueError(f"validation_fraction={hp.validation_fraction}: use 0..0.5")
+        if hp.pool not in POOLS:
+            raise ValueError(f"pool={hp.pool!r}: choose one of {POOLS}")
         return hp
 
 
@@ -161,6 +171,15 @@ def calibrate(eval_scores: np.ndarray, quantile: float, holdout_scores=None) -> 
     return out
 
 
+def pool_files(hp: AEHParams, train_files, eval_files) -> list[str]:
+    """The transformed files the autoencoder trains on (:attr:`AEHParams.pool`)."""
+
+    def as_list(files) -> list[str]:
+        return [files] if isinstance(files, str) else list(files)
+
+    return as_list(train_files) + (as_list(eval_files) if hp.pool == "all" else [])
+
+
 def train_and_export(
     hp: AEHParams, train_files, eval_files, transform_dir: str, serving_model_dir: str, log_dir=None
 ) -> dict[str, Any]:
@@ -170,7 +189,7 @@ def train_and_export(
     from medflow.components.tasks.autoencoder.model import ENCODER
 
     tft_output, train, validation, source = transformed_splits(
-        hp, train_files, eval_files, transform_dir, transformed_dataset
+        hp, pool_files(hp, train_files, eval_files), eval_files, transform_dir, transformed_dataset
     )
     model, served, history, n_train = fit(hp, train, validation, log_dir)
     eval_scores = reconstruction_errors(model, transformed_dataset(eval_files, tft_output, hp))
@@ -185,7 +204,8 @@ def train_and_export(
         "epochs_run": len(history.get("loss", [])),
         "history": history,
         "parameters": int(model.count_params()),
-        "guard": calibrate(eval_scores, hp.guard_quantile, holdout),
+        "pool": hp.pool,
+        "guard": {**calibrate(eval_scores, hp.guard_quantile, holdout), "pool": hp.pool},
     }
     encoder = model.get_layer(ENCODER)
     export_autoencoder(served, encoder, tft_output, serving_model_dir, hp.input_shape, info)

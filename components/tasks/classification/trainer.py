@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-
 from medflow.components.models.hparams import HParams
 from medflow.components.models.training import transformed_files
 from medflow.components.tasks.classification.trust import (
@@ -45,30 +43,11 @@ def transformed_dataset(file_pattern: list[str] | str, tft_output, hp: HParams):
 
 def eval_cases(model, eval_files, tft_output, hp: HParams):
     """(probabilities [N, C], labels [N], patient ids [N]) of the trained ``model`` on the
-    transformed eval split (patients are the example index where the split has no
-    ``patient_id``, e.g. TFRecords transformed before it was passed through)."""
-    import tensorflow as tf
+    transformed eval split (:func:`components.models.eval_split.predict_split`)."""
+    from medflow.components.models.eval_split import predict_split
 
-    spec = tft_output.transformed_feature_spec()
-    has_patient = features.PATIENT_ID in spec
-    keys = (features.IMAGE, features.LABEL) + ((features.PATIENT_ID,) if has_patient else ())
-    files = [f for pattern in _patterns(eval_files) for f in tf.io.gfile.glob(pattern)]
-    ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").batch(256)
-    ds = ds.map(lambda r: tf.io.parse_example(r, {k: spec[k] for k in keys}))
-    probs, labels, groups = [], [], []
-    for batch in ds:
-        images = tf.reshape(batch[features.IMAGE], [-1, *hp.input_shape])
-        probs.append(tf.cast(model(images, training=False), tf.float32).numpy())
-        labels.append(tf.reshape(batch[features.LABEL], [-1]).numpy())
-        if has_patient:
-            groups.append(tf.reshape(batch[features.PATIENT_ID], [-1]).numpy().astype(str))
-    probs_a, labels_a = np.concatenate(probs), np.concatenate(labels)
-    groups_a = np.concatenate(groups) if has_patient else np.arange(len(labels_a)).astype(str)
-    return probs_a, labels_a, groups_a
-
-
-def _patterns(files) -> list[str]:
-    return [files] if isinstance(files, str) else list(files)
+    probs, found = predict_split(model, eval_files, tft_output, hp.input_shape, (features.LABEL,))
+    return probs, found[features.LABEL].reshape(-1), found[features.PATIENT_ID]
 
 
 def _calibrate_tf(cal, probs):

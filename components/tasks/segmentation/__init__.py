@@ -27,7 +27,7 @@ class SegmentationTask(Task):
     default_pipeline_name = "medflow-segmentation"
     default_model_name = "medflow-segmenter"
     manifest_columns = ("mask",)
-    output_filter = ("probabilities",)
+    output_filter = ()  # probabilities and the served mask threshold (older models lack it)
     file_outputs = ("seg_out", "overlay_out", "nifti_out")
     output_settings = ("seg_type",)
 
@@ -36,12 +36,19 @@ class SegmentationTask(Task):
 
     def check_hyperparameters(self, values: Mapping[str, Any], image_size: int, labels) -> None:
         from medflow.components.tasks.segmentation.trainer import SegHParams
+        from medflow.components.tasks.segmentation.trust import MaskSettings
         from medflow.components.tasks.segmentation.volumes import Seg3DHParams
 
         Seg3DHParams.from_config(values)  # the seg3d_* keys of volume training
         volume_mode = len(labels) > 2 or any(str(k).startswith("seg3d_") for k in values)
         if not volume_mode:  # a volume model's grid comes from the data, not image_size
             SegHParams.from_config({**values, "image_size": image_size})
+            MaskSettings.from_config(values)
+        if "calibration" in values:
+            raise ConfigError(
+                f"calibration={values['calibration']!r}: {self.name} does not calibrate; "
+                "leave --calibration out (the mask threshold is --operating-point)"
+            )
 
     def thresholds(self, values: Mapping[str, Any] | None):
         from medflow.components.tasks.segmentation.evaluation import SegmentationThresholds
@@ -148,7 +155,8 @@ class SegmentationTask(Task):
                 "fractional",
             ),  # dicom.seg.SEG_TYPES (not imported: --help stays fast)
             default="binary",
-            help="SEG of the thresholded mask (binary, probability >= 0.5; default) or of the "
+            help="SEG of the thresholded mask (binary, probability >= the model's mask "
+            "threshold, chosen on eval; default) or of the "
             "probabilities (fractional)",
         )
 

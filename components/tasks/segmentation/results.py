@@ -10,8 +10,8 @@ from medflow.serving.client import FramePrediction, ModelInfo, Prediction, origi
 from medflow.serving.source_grid import to_source_grid
 
 TASK_NAME = "segmentation"
-# Foreground threshold of binary segmentation (the exported ``mask`` output uses the same:
-# components.models.seg_export.THRESHOLD).
+# Foreground threshold of a binary model that does not serve its own (``threshold`` output,
+# the cut-off its Trainer chose on eval: components.tasks.segmentation.trust).
 MASK_THRESHOLD = 0.5
 
 
@@ -22,7 +22,8 @@ class MaskPrediction(FramePrediction):
     Attributes:
         labels: class names; index = the class index in ``mask`` (0 = background).
         mask: uint8 [rows, cols] of the source image: 0/1 for a binary model (probability
-            >= 0.5), class indices (argmax) for a multi-class one.
+            >= the model's served ``threshold``, else 0.5), class indices (argmax) for a
+            multi-class one.
         probabilities: float32 on the same grid: [rows, cols] foreground probability of a
             binary model, [rows, cols, n_classes] of a multi-class one (bilinear resampling
             of the model's output, with the preprocessing's padding cut off).
@@ -42,6 +43,7 @@ class MaskPrediction(FramePrediction):
     area_mm2: float | None
     mean_probability: float
     mask_ref: str | None = None
+    threshold: float = MASK_THRESHOLD
 
     task = TASK_NAME
 
@@ -106,12 +108,14 @@ class MaskPrediction(FramePrediction):
             "label": self.label,
             "scores": self.scores,
             "mask_ref": self.mask_ref,
+            "mask_threshold": self.threshold,
         }
 
 
 def decode(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPrediction]:
     """One :class:`MaskPrediction` per model input of ``chunk``, on its source image grid."""
     probs = pred.outputs["probabilities"]
+    cuts = pred.outputs.get("threshold")
     out = []
     for i, item in enumerate(chunk):
         geometry = item.geometry
@@ -119,8 +123,9 @@ def decode(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPrediction]:
         grid = to_source_grid(
             probs[i], geometry.orig_rows, geometry.orig_cols, spacing, info.spec.size
         )
+        cut = float(cuts[i]) if cuts is not None else MASK_THRESHOLD
         if grid.ndim == 2:
-            mask = (grid >= MASK_THRESHOLD).astype(np.uint8)
+            mask = (grid >= np.float32(cut)).astype(np.uint8)
             chosen = grid
         else:
             mask = grid.argmax(axis=-1).astype(np.uint8)
@@ -137,6 +142,7 @@ def decode(chunk, pred: Prediction, info: ModelInfo) -> list[MaskPrediction]:
                 foreground_pixels=n,
                 area_mm2=None if spacing is None else float(n * spacing[0] * spacing[1]),
                 mean_probability=float(chosen[foreground].mean()) if n else 0.0,
+                threshold=cut if grid.ndim == 2 else MASK_THRESHOLD,
             )
         )
     return out

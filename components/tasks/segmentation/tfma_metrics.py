@@ -47,8 +47,10 @@ class _SegmentationCombiner(beam.CombineFn):
         return {"n": 0}
 
     def _values(self, element) -> dict[str, float]:
-        prediction = element.prediction
+        prediction, threshold = element.prediction, self._threshold
         if isinstance(prediction, dict):  # all signature outputs; prediction_key not applied
+            if "threshold" in prediction:  # the mask threshold the exported graph applies
+                threshold = float(np.asarray(prediction["threshold"]).reshape(-1)[0])
             prediction = prediction[PREDICTION_KEY]
         probabilities = np.asarray(prediction, dtype=np.float32)
         feats = element.features or {}
@@ -62,7 +64,7 @@ class _SegmentationCombiner(beam.CombineFn):
             return volume_values(probabilities, true, spacing)
         probabilities = probabilities.reshape(probabilities.shape[-2:])
         true = mask_from_label(element.label, probabilities.shape)
-        pred = probabilities >= self._threshold
+        pred = probabilities >= threshold
         spacing = spacing_of(feats.get(self._spacing_feature))
         return {
             DICE: dice(pred, true),

@@ -2,8 +2,8 @@
 
 ``run_fn`` reads the Transform's ``image`` and ``mask``, trains the U-Net of
 :mod:`components.models.unet` with Dice + cross-entropy and paired augmentation, and
-exports a SavedModel returning per-pixel probabilities and the mask
-(:mod:`components.models.seg_export`).
+exports a SavedModel returning per-pixel probabilities and the mask cut at the threshold
+chosen on the eval split for Dice (:mod:`.trust`, :mod:`.export`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from medflow.components.models.hparams import ImageInput
 from medflow.components.models.training import transformed_files
+from medflow.components.tasks.segmentation.trust import MaskSettings, fit_mask_outputs
 from medflow.core import features
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,19 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, n_train
 
 
+def mask_outputs(model, eval_files, tft_output, hp: SegHParams, settings: MaskSettings):
+    """(mask threshold, report) of the trained ``model`` on the transformed eval split:
+    :func:`.trust.fit_mask_outputs` with the images' patients and pixel spacings."""
+    from medflow.components.models.eval_split import predict_split
+
+    keys = (features.MASK, features.PIXEL_SPACING)
+    probs, found = predict_split(model, eval_files, tft_output, hp.input_shape, keys, 16)
+    masks = found[features.MASK].reshape(probs.shape) > 0
+    return fit_mask_outputs(
+        settings, probs, masks, found[features.PATIENT_ID], found.get(features.PIXEL_SPACING)
+    )
+
+
 def train_and_export(
     hp: SegHParams,
     train_files,
@@ -165,8 +179,10 @@ def train_and_export(
     transform_dir: str,
     serving_model_dir: str,
     log_dir: str | None = None,
+    settings: MaskSettings | None = None,
 ) -> dict[str, Any]:
-    """Train on the transformed splits and export the serving model; returns its summary."""
+    """Train on the transformed splits, choose the mask threshold on the eval split
+    (:mod:`.trust`) and export the serving model; returns its summary."""
     from medflow.components.models.training import transformed_splits
     from medflow.components.tasks.segmentation.export import export_segmentation_model
 
@@ -174,6 +190,7 @@ def train_and_export(
         hp, train_files, eval_files, transform_dir, transformed_dataset
     )
     model, history, n_train = fit(hp, train, validation, log_dir)
+    threshold, report = mask_outputs(model, eval_files, tft_output, hp, settings or MaskSettings())
     info = {
         "task": "segmentation",
         "hparams": hp.to_dict(),
@@ -183,8 +200,11 @@ def train_and_export(
         "epochs_run": len(history.get("loss", [])),
         "history": history,
         "parameters": int(model.count_params()),
+        "trust": report,
     }
-    export_segmentation_model(model, tft_output, serving_model_dir, hp.input_shape, info)
+    export_segmentation_model(
+        model, tft_output, serving_model_dir, hp.input_shape, info, threshold
+    )
     log.info("exported %s to %s", model.name, serving_model_dir)
     return info
 
@@ -201,6 +221,7 @@ def run_fn(fn_args) -> None:
         trainer3d.train_volumes_and_export(fn_args, tft_output)
         return
     hp = SegHParams.from_config(fn_args.custom_config)
+    settings = MaskSettings.from_config(fn_args.custom_config)
     train_and_export(
         hp,
         fn_args.train_files,
@@ -208,4 +229,5 @@ def run_fn(fn_args) -> None:
         fn_args.transform_output,
         fn_args.serving_model_dir,
         fn_args.model_run_dir,
+        settings,
     )
