@@ -1,7 +1,11 @@
-"""Transfer from self-supervised pretraining: a classifier's backbone initialised from the
-encoder of a pushed model that saved one (``assets.extra/encoder.weights.npz``: the models
-that guard others save the backbone they encode with, built by the same functions), then
-fine-tuned frozen for ``init_frozen_epochs`` and with all layers after.
+"""Transfer from self-supervised pretraining: a classifier's backbone (or a U-Net's
+contracting path) initialised from the encoder of a pushed model that saved one
+(``assets.extra/encoder.weights.npz``: the models that guard others save the backbone they
+encode with, built by the same functions), then fine-tuned with the initialised layers frozen
+for ``init_frozen_epochs`` and with all layers after. The weights go into the model's first
+conv/BN layers in build order: a classifier's backbone of the same kind and width, or a
+U-Net's first three levels from a ``small_cnn`` encoder of the U-Net's width (the same
+two-conv VGG stages).
 
 ``--hparam init=PATH`` names a pushed version folder, its model folder (the newest version is
 taken) or a Trainer's Model artifact (``Format-Serving`` inside).
@@ -87,20 +91,16 @@ def initialise(model, path: str) -> dict[str, Any]:
         ValueError: the encoder does not fit the backbone (other backbone or width).
     """
     source = resolve(path)
-    with np.load(source) as npz:
-        groups: dict[int, list[np.ndarray]] = {}
-        for key in sorted(npz.files):
-            groups.setdefault(int(key.split("_")[0]), []).append(npz[key])
-    weights = [groups[i] for i in sorted(groups)]
+    weights = _layer_weights(source)
     layers = weight_layers(model)[: len(weights)]
     shapes = [[w.shape for w in ws] for ws in weights]
     if len(layers) < len(weights) or shapes != [
         [tuple(v.shape) for v in lay.weights] for lay in layers
     ]:
         raise ValueError(
-            f"init={path}: its encoder ({len(weights)} layers) does not fit this backbone; "
-            "train the classifier with the encoder's backbone and width (--hparam backbone=... "
-            "width=...)"
+            f"init={path}: its encoder ({len(weights)} layers) does not fit this model; train "
+            "it with the encoder's backbone and width (--hparam backbone=... width=...; a "
+            "U-Net takes a small_cnn encoder of its width)"
         )
     for layer, ws in zip(layers, weights, strict=True):
         layer.set_weights(ws)
@@ -111,6 +111,20 @@ def initialise(model, path: str) -> dict[str, Any]:
     }
 
 
+def _layer_weights(source: Path) -> list[list[np.ndarray]]:
+    """The encoder file's weights, one list per layer, in build order."""
+    with np.load(source) as npz:
+        groups: dict[int, list[np.ndarray]] = {}
+        for key in sorted(npz.files):
+            groups.setdefault(int(key.split("_")[0]), []).append(npz[key])
+    return [groups[i] for i in sorted(groups)]
+
+
+def encoder_layers(path: str) -> int:
+    """How many conv/BN layers the encoder of ``path`` initialises."""
+    return len(_layer_weights(resolve(path)))
+
+
 def set_encoder_trainable(model, n_layers: int, trainable: bool) -> None:
     """(Un)freeze the first ``n_layers`` backbone layers (BN in inference mode when frozen)."""
     for layer in weight_layers(model)[:n_layers]:
@@ -119,10 +133,10 @@ def set_encoder_trainable(model, n_layers: int, trainable: bool) -> None:
 
 def fit_in_phases(model, hp, recompile, train, **fit_args):
     """``model.fit`` for ``hp.epochs``: with an initialised encoder first ``init_frozen_epochs``
-    with it frozen, then all layers (``recompile()`` after each change); returns the history
-    dict of both phases."""
+    with its layers frozen (the rest trains), then all layers (``recompile()`` after each
+    change); returns the history dict of both phases."""
     frozen = min(hp.init_frozen_epochs, hp.epochs) if hp.init else 0
-    n_layers = len(weight_layers(model))
+    n_layers = encoder_layers(hp.init) if frozen else 0
     history: dict[str, list[float]] = {}
     for trainable, epochs, first in ((False, frozen, 0), (True, hp.epochs, frozen)):
         if epochs <= first:

@@ -41,6 +41,9 @@ class SegHParams(ImageInput):
             eval split instead.
         mixed_precision: mixed_float16 compute when a GPU is visible.
         seed: random seed for weights, shuffling and augmentation.
+        init: a pushed autoencoder's ``small_cnn`` encoder of this ``width`` initialises the
+            U-Net's first three levels (components.models.encoder_init); empty: random.
+        init_frozen_epochs: with ``init``, epochs with those levels frozen before all train.
     """
 
     image_size: tuple[int, int] = (128, 128)
@@ -56,6 +59,8 @@ class SegHParams(ImageInput):
     validation_fraction: float = 0.1
     mixed_precision: bool = False
     seed: int = 42
+    init: str = ""
+    init_frozen_epochs: int = 0
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> SegHParams:
@@ -143,7 +148,10 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
     val_b = validation.cache().batch(batch).prefetch(tf.data.AUTOTUNE)
     with strategy.scope():
         model = build_unet(hp.input_shape, hp.depth, hp.width)
-        compile_unet(model, hp, steps)
+        if hp.init:  # transfer from a pushed encoder (components.models.encoder_init)
+            from medflow.components.models.encoder_init import initialise
+
+            log.info("U-Net encoder initialised from %s", initialise(model, hp.init))
     callbacks = [epoch_progress(hp.epochs)]
     if hp.patience > 0:
         callbacks.append(
@@ -153,10 +161,16 @@ def fit(hp: SegHParams, train, validation, log_dir: str | None = None):
         )
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-    history = model.fit(
-        train_b, validation_data=val_b, epochs=hp.epochs, callbacks=callbacks, verbose=2
+    from medflow.components.models.encoder_init import fit_in_phases
+
+    def recompile():
+        with strategy.scope():
+            compile_unet(model, hp, steps)
+
+    history = fit_in_phases(
+        model, hp, recompile, train_b, validation_data=val_b, callbacks=callbacks, verbose=2
     )
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, n_train
+    return model, history, n_train
 
 
 def mask_outputs(model, eval_files, tft_output, hp: SegHParams, settings: MaskSettings):
