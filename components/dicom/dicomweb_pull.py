@@ -25,7 +25,8 @@ Progress = Callable[[Iterator, int], Iterator]
 
 @dataclass(frozen=True)
 class PullResult:
-    """What a pull found and did; ``instances == retrieved + cached``."""
+    """What a pull found and did; ``instances == retrieved + cached + failed`` (failed:
+    instances an ingest could not retrieve, quarantined as ``fetch_failed``)."""
 
     url: str
     query: dict
@@ -36,6 +37,7 @@ class PullResult:
     studies: int
     fingerprint: str
     cache: str
+    failed: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -29,6 +29,8 @@ REASONS = {
     "cell, a box outside the image, an SR without planar ROIs or of another image)",
     "split_conflict": "the manifest puts this instance in another split than earlier files of its patient",
     "io_error": "the file could not be read from disk",
+    "fetch_failed": "a DICOMweb instance listed by QIDO-RS could not be retrieved (WADO-RS) "
+    "after retries, e.g. deleted from the PACS since the search",
     "worker_crashed": "processing the file killed its worker process (a native decoder fault)",
     "internal_error": "a medflow bug while processing this file (please report it with the message)",
 }

@@ -35,6 +35,7 @@ Item = tuple[int, str, str]  # (input position, path, relpath)
 # Records arrive framed and compressed by the workers (``tfrecord.gzip_record``): a shard is
 # their bytes appended, no TensorFlow and no compression in the writing step.
 SHARD_PATTERN = "data_tfrecord-{index:05d}-of-{count:05d}.gz"
+FAILED = "failed"  # the tagged output of a fetch step: inputs it could not bring
 
 
 def default_beam_args() -> list[str]:
@@ -133,20 +134,30 @@ def run_pipeline(
     options,
     finish,
     beam_args: list[str],
+    fetch: beam.DoFn | None = None,
 ) -> None:
     """Runs the ingestion pipeline over ``inputs`` ((path, relpath) in input order);
     ``finish(plan, copies, shards)`` runs once at the end, in a worker, and writes the
-    report into ``staging``."""
-    items = [(i, path, rel) for i, (path, rel) in enumerate(inputs)]
+    report into ``staging``. With ``fetch`` the inputs are (path, relpath, reference) and
+    ``fetch`` brings each file to its path first (main output: (position, path, relpath);
+    ``FAILED`` output: (position, path, FileResult) of an input it could not bring)."""
+    items = [(i, *item) for i, item in enumerate(inputs)]
     for name, _ in options.splits:  # every split has its folder, even an empty one
         (staging / options.split_dir.format(split=name)).mkdir(parents=True, exist_ok=True)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-        processed = (
+        listed = (
             p
             | "ListInputs" >> beam.Create(items, reshuffle=False)
             | "Reshuffle" >> beam.Reshuffle()
-            | "ProcessFiles" >> beam.ParDo(ProcessFiles(cfg, key_file, options.workers))
         )
+        if fetch is not None:
+            fetched = listed | "Fetch" >> beam.ParDo(fetch).with_outputs(FAILED, main="files")
+            listed = fetched.files
+        processed = listed | "ProcessFiles" >> beam.ParDo(
+            ProcessFiles(cfg, key_file, options.workers)
+        )
+        if fetch is not None:
+            processed = (processed, fetched[FAILED]) | "WithFailed" >> beam.Flatten()
         plan = (
             processed
             | "Outcomes" >> beam.MapTuple(lambda i, path, res: outcome(i, path, res))

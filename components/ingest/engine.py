@@ -213,10 +213,19 @@ def ingest(
         manifest.check_splits([name for name, _ in options.splits])
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
+    return ingest_inputs(inputs, str(source), out, key, manifest, options)
+
+
+def ingest_inputs(
+    inputs: list[tuple], source: str, out: Path, key, manifest, options, fetch=None
+) -> IngestReport:
+    """Ingest listed ``inputs`` ((path, relpath[, reference]) in input order) into ``out``;
+    ``fetch`` (a DoFn, e.g. :class:`.beam_dicomweb.FetchInstances`) first brings each
+    input's file to its path inside the pipeline."""
     # no key in the config: it travels as a file (see _write_key_file)
     burned_in = (options.allow_burned_in, options.scan_burned_in)
     cfg = WorkerConfig(None, options.pixel, options.limits, manifest, *burned_in)
-    doc = _run_and_publish(inputs, cfg, key, source, out, options, manifest)
+    doc = _run_and_publish(inputs, cfg, key, source, out, options, manifest, fetch)
     report = IngestReport(
         doc["source"], doc["options"], doc["files"], doc["splits"], doc["manifest"]
     )
@@ -225,7 +234,7 @@ def ingest(
     return report
 
 
-def _run_and_publish(inputs, cfg, key, source: Path, out: Path, options, manifest) -> dict:
+def _run_and_publish(inputs, cfg, key, source: str, out, options, manifest, fetch) -> dict:
     """Run the Beam pipeline into a staging folder beside ``out``, swap its folders in and
     write the report (atomically); returns the report document."""
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
@@ -235,12 +244,12 @@ def _run_and_publish(inputs, cfg, key, source: Path, out: Path, options, manifes
         finish = functools.partial(
             _finish_report,
             staging=str(staging),
-            source=str(source),
+            source=source,
             options=_options_dict(options),
             manifest=manifest,
         )
         beam_args = list(options.beam_args) or default_beam_args()
-        run_pipeline(inputs, cfg, str(key_file), staging, options, finish, beam_args)
+        run_pipeline(inputs, cfg, str(key_file), staging, options, finish, beam_args, fetch)
         doc = orjson.loads((staging / REPORT_NAME).read_bytes())
         (staging / REPORT_NAME).unlink()
         swap_in_folders(

@@ -65,9 +65,11 @@ class FileResult:
     status: str  # "ok" | "quarantined"
     reason: str = ""
     message: str = ""
-    sop_uid: str = ""  # original, for duplicate detection only (never written out)
+    # original, for duplicate detection only (never written out, nor in repr: runners log
+    # elements at DEBUG)
+    sop_uid: str = field(default="", repr=False)
     pixel_hash: str = ""
-    manifest_key: str | None = None
+    manifest_key: str | None = field(default=None, repr=False)  # may be an identifier
     patient_key: str = ""
     split: str | None = None  # from the manifest's split column; None = hash of the patient
     examples: list[dict] = field(default_factory=list)

@@ -97,11 +97,11 @@ def test_the_key_is_never_a_pipeline_option(src, tmp_path, monkeypatch):
     seen = {}
     run = beam_pipeline.run_pipeline
 
-    def spy(inputs, cfg, key_file, staging, options, finish, beam_args):
+    def spy(inputs, cfg, key_file, staging, options, finish, beam_args, *rest):
         seen.update(cfg=cfg, key_file=Path(key_file), args=beam_args)
         seen["mode"] = Path(key_file).stat().st_mode & 0o777
         seen["dofn"] = pickle.dumps(beam_pipeline.ProcessFiles(cfg, key_file, 1))
-        return run(inputs, cfg, key_file, staging, options, finish, beam_args)
+        return run(inputs, cfg, key_file, staging, options, finish, beam_args, *rest)
 
     monkeypatch.setattr("medflow.components.ingest.engine.run_pipeline", spy)
     ingest_digest(src, tmp_path / "out")
