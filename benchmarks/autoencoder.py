@@ -168,6 +168,11 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.1, help="transfer: labelled share")
     parser.add_argument("--frozen", type=int, default=5, help="transfer: epochs frozen")
     parser.add_argument("--ae-epochs", type=int, default=30, help="transfer: pretraining epochs")
+    parser.add_argument("--noise", type=float, default=0.0, help="transfer: denoising std")
+    parser.add_argument(
+        "--lr-pretrained", type=float, default=0.0, help="transfer: the init arm's learning rate"
+    )
+    parser.add_argument("--skip-scratch", action="store_true", help="transfer: init arm only")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     if args.part == "guard":

@@ -21,15 +21,23 @@ import numpy as np
 from benchmarks.autoencoder import _dataset, load_npz
 
 
-def pretrain(images: np.ndarray, width: int, epochs: int, out: Path) -> Path:
-    """Train the autoencoder on ``images`` (z-scored) and save its encoder as an export does."""
+def pretrain(images: np.ndarray, width: int, epochs: int, out: Path, noise: float = 0.0) -> Path:
+    """Train the autoencoder on ``images`` (z-scored; ``noise``: denoising) and save its
+    encoder as an export does."""
     from medflow.components.models.encoder_init import ENCODER_WEIGHTS
     from medflow.components.tasks.autoencoder.export import encoder_weights
     from medflow.components.tasks.autoencoder.model import ENCODER
     from medflow.components.tasks.autoencoder.trainer import AEHParams, fit
 
     hp = AEHParams.from_config(
-        {"image_size": 28, "width": width, "epochs": epochs, "patience": 0, "latent_dim": 64}
+        {
+            "image_size": 28,
+            "width": width,
+            "epochs": epochs,
+            "patience": 0,
+            "latent_dim": 64,
+            "noise": noise,
+        }  # fmt: skip
     )
     every = 10
     keep = np.arange(len(images)) % every != 0
@@ -72,9 +80,10 @@ def transfer_part(args) -> dict:
     tx, vx = (tx - mean) / std, (vx - mean) / std
     width, start = 16, time.perf_counter()
     result: dict = {"in": args.in_, "fraction": args.fraction, "epochs": args.epochs,
-                    "frozen_epochs": args.frozen, "scratch": [], "pretrained": []}  # fmt: skip
+                    "frozen_epochs": args.frozen, "noise": args.noise,
+                    "lr_pretrained": args.lr_pretrained, "scratch": [], "pretrained": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        init = pretrain(np.concatenate([tx, vx]), width, args.ae_epochs, Path(tmp))
+        init = pretrain(np.concatenate([tx, vx]), width, args.ae_epochs, Path(tmp), args.noise)
         result["pretrain_s"] = time.perf_counter() - start
         for seed in range(args.seeds):
             idx = subset(ty, args.fraction, seed)
@@ -83,13 +92,19 @@ def transfer_part(args) -> dict:
                     "validation_fraction": 0, "batch_size": 32}  # fmt: skip
             arms = {
                 "scratch": {},
-                "pretrained": {"init": str(init), "init_frozen_epochs": args.frozen},
+                "pretrained": {
+                    "init": str(init),
+                    "init_frozen_epochs": args.frozen,
+                    **({"learning_rate": args.lr_pretrained} if args.lr_pretrained else {}),
+                },  # fmt: skip
             }
+            if args.skip_scratch:  # same seeds, same scratch runs (they repeat to the digit)
+                del arms["scratch"]
             for arm, extra in arms.items():
                 hp = HParams.from_config({**base, **extra})
                 result[arm].append(val_auc(hp, tx[idx], ty[idx], vx, vy))
     for arm in ("scratch", "pretrained"):
-        aucs = np.array(result[arm])
+        aucs = np.array(result[arm] or [np.nan])
         result[f"{arm}_mean"], result[f"{arm}_std"] = (
             float(aucs.mean()),
             float(aucs.std(ddof=1) if len(aucs) > 1 else 0.0),

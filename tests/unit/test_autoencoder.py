@@ -197,3 +197,16 @@ def test_pretraining_pool_takes_both_splits_and_is_refused_as_a_guard(tmp_path):
         calibration(str(tmp_path))
     info.write_text(json.dumps({"guard": {"threshold": 0.5, "pool": "train"}}))
     assert calibration(str(tmp_path))["threshold"] == 0.5
+
+
+def test_denoising_noise_is_training_only():
+    from medflow.components.tasks.autoencoder.model import build_autoencoder
+
+    model, served = build_autoencoder(_hp(noise=0.5))
+    x = _blobs(4)
+    clean = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), clean)  # no noise served
+    np.testing.assert_allclose(np.asarray(served(x, training=False))[..., :1], clean, atol=1e-6)
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=True)))
+    with pytest.raises(ValueError, match="noise=-0.1"):
+        _hp(noise=-0.1)

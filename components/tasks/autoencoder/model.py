@@ -114,7 +114,10 @@ def build_autoencoder(hp):
 
     encoder = build_encoder(hp.input_shape, hp.backbone, hp.width)
     inputs = keras.Input(shape=hp.input_shape, name="image", dtype="float32")
-    features = encoder(inputs)
+    noisy = inputs  # denoising: the clean image is the target, the noise is training-only
+    if hp.noise > 0:
+        noisy = keras.layers.GaussianNoise(hp.noise, seed=hp.seed, name="denoising")(inputs)
+    features = encoder(noisy)
     if hp.kind == "vae":
         mu = keras.layers.Dense(hp.latent_dim, name="mu")(features)
         logvar = keras.layers.Dense(hp.latent_dim, name="logvar")(features)

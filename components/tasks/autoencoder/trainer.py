@@ -36,6 +36,8 @@ class AEHParams(ImageInput):
         latent_dim: size of the code.
         kl_weight: weight of the VAE's KL term (per example; the reconstruction term is
             the mean squared error per pixel).
+        noise: standard deviation of Gaussian noise added to the input while training
+            (normalised units; a denoising autoencoder), 0 = off.
         epochs / batch_size / learning_rate / weight_decay: the AdamW schedule (cosine).
         patience: epochs without validation-loss improvement before stopping (0 = off).
         validation_fraction: share of train held out for early stopping (and for the
@@ -57,6 +59,7 @@ class AEHParams(ImageInput):
     width: int = 16
     latent_dim: int = 32
     kl_weight: float = 1e-3
+    noise: float = 0.0
     epochs: int = 15
     batch_size: int = 64
     learning_rate: float = 2e-3
@@ -77,6 +80,8 @@ class AEHParams(ImageInput):
             raise ValueError(f"kind={hp.kind!r}: choose one of {KINDS}")
         if hp.backbone not in ENCODER_BACKBONES:
             raise ValueError(f"backbone={hp.backbone!r}: choose one of {ENCODER_BACKBONES}")
+        if hp.noise < 0:
+            raise ValueError(f"noise={hp.noise}: use >= 0 (0 = off)")
         if min(hp.epochs, hp.batch_size, hp.width, hp.latent_dim) < 1:
             raise ValueError("epochs, batch_size, width and latent_dim must be >= 1")
         if not 0.5 <= hp.guard_quantile < 1:
