@@ -319,6 +319,23 @@ def test_models_page_shows_a_pushed_version(workdir):
     assert at.dataframe[0].value["version"].tolist() == [5, 4]
 
 
+def test_models_page_shows_which_autoencoder_initialised_the_model(workdir):
+    import json
+
+    contract_file = workdir / "models" / "medflow-classifier" / "4" / "contract.json"
+    contract = json.loads(contract_file.read_text())
+    init = {"model_name": "medflow-autoencoder", "version": "2", "task": "autoencoder",
+            "path": "/m/medflow-autoencoder/2", "encoder_sha256": "ab12" * 16}  # fmt: skip
+    contract["training_data"]["init"] = init  # what the Pusher writes (encoder_init)
+    contract_file.write_text(json.dumps(contract))
+    at = _login(_app("models"), "alice")
+    assert not at.exception, at.exception
+    assert (
+        "**Backbone initialised from** medflow-autoencoder v2 (autoencoder) at "
+        "`/m/medflow-autoencoder/2`, encoder SHA-256 ab12ab12ab12" in _texts(at)
+    )
+
+
 def test_models_page_before_any_push(env):
     at = _login(_app("models"), "alice")
     assert not at.exception
