@@ -170,3 +170,45 @@ def test_predict_record_queues_boxes_files_for_review(server, model_base, dicoms
                                    default=0.0) for k in LABELS]  # fmt: skip
     finally:
         store.close()
+
+
+def test_push_stores_the_boxes_sr_in_the_pacs(
+    server, model_base, dicoms, tmp_path, monkeypatch, capsys
+):
+    """--dicomweb --push with a detection model: a real Orthanc gets one box SR per image in
+    its study; read back over QIDO/WADO, its boxes are the ones ``--json`` printed."""
+    from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
+    from medflow.components.dicom.reader import parse
+    from medflow.components.tasks.detection.sr import read_box_sr
+    from tests.integration.orthanc import orthanc_server
+
+    contract = next((model_base / "det").iterdir()) / "contract.json"
+    for pacs in orthanc_server(tmp_path / "orthanc"):
+        retry = RetryPolicy(attempts=2, backoff_s=0.05, timeout_s=10)
+        source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=retry)
+        assert source.store([p.read_bytes() for p in dicoms]) == len(dicoms)
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_USERNAME", pacs.auth[0])
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_PASSWORD", pacs.auth[1])
+        image = pydicom.dcmread(dicoms[0], stop_before_pixels=True)
+        study = str(image.StudyInstanceUID)
+        code = main(
+            ["predict", "--dicomweb", pacs.dicomweb_url, "--study", study, "--push", "--json"]
+            + ["--server", f"127.0.0.1:{server.grpc_port}", "--model", "det"]
+            + ["--contract", str(contract)]
+        )
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        doc = json.loads(out)
+        (record,) = doc["predictions"]
+        assert record["sop_instance_uid"] == image.SOPInstanceUID and record["boxes"]
+        (pushed,) = doc["pushed"]
+        assert pushed["kind"] == "SR" and pushed["study_instance_uid"] == study
+        assert pushed["boxes"] == len(record["boxes"])
+        (ref,) = source.search(Query(study_uids=(study,), modality="SR"))
+        assert ref.sop_uid == pushed["sop_instance_uid"]
+        uid, read = read_box_sr(parse(source.retrieve(ref), "pushed SR"), "pushed SR")
+        assert uid == image.SOPInstanceUID
+        assert [b["label"] for b in read] == [b["label"] for b in record["boxes"]]
+        for got, want in zip(read, record["boxes"], strict=True):
+            for k in ("score", "x0", "y0", "x1", "y1"):
+                assert got[k] == pytest.approx(want[k], abs=1e-3), k
