@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -44,16 +44,32 @@ def default_beam_args() -> list[str]:
     return ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
+def in_launching_process(beam_args: list[str]) -> bool:
+    """Whether the runner runs the per-file step in this process (DirectRunner in-memory or
+    multi-threaded, the bundle-based DirectRunner): a file that kills it fails the run.
+    Elsewhere (DirectRunner multi-processing, Flink, Spark, Dataflow) the step decodes in
+    child processes of the Beam worker even with one ``--workers``: a Beam worker process
+    that dies hangs DirectRunner multi-processing (its runner waits for the lost worker's
+    answer forever, Beam issue #19674) and costs other runners a whole bundle's retries."""
+    opts = PipelineOptions(beam_args)
+    runner = opts.view_as(StandardOptions).runner or "DirectRunner"
+    mode = opts.view_as(DirectOptions).direct_running_mode or "in_memory"
+    if runner in ("BundleBasedDirectRunner", "SwitchingDirectRunner"):
+        return True
+    return runner == "DirectRunner" and mode in ("in_memory", "multi_threading")
+
+
 class ProcessFiles(beam.DoFn):
     """Input files → (position, path, FileResult with its encoded records), through the
     worker pool unchanged (:func:`.workers.run_workers`: ``workers`` processes per Beam
     worker, a file that kills its process quarantined as ``worker_crashed``; 1: in the Beam
     worker itself). A bundle's files are collected, then run through one pool."""
 
-    def __init__(self, cfg: WorkerConfig, key_file: str, workers: int):
+    def __init__(self, cfg: WorkerConfig, key_file: str, workers: int, isolate: bool = False):
         self._cfg_without_key = dataclasses.replace(cfg, key=None)
         self._key_file = key_file
         self._workers = workers
+        self._isolate = isolate
         self._cfg: WorkerConfig | None = None
         self._bundle: list[Item] = []
 
@@ -68,7 +84,8 @@ class ProcessFiles(beam.DoFn):
 
     def finish_bundle(self):
         items, self._bundle = self._bundle, []
-        results = run_workers([(path, rel) for _, path, rel in items], self._cfg, self._workers)
+        inputs = [(path, rel) for _, path, rel in items]
+        results = run_workers(inputs, self._cfg, self._workers, self._isolate)
         for (index, path, _), res in zip(items, results, strict=True):
             yield WindowedValue((index, path, res), MIN_TIMESTAMP, (GlobalWindow(),))
 
@@ -154,7 +171,7 @@ def run_pipeline(
             fetched = listed | "Fetch" >> beam.ParDo(fetch).with_outputs(FAILED, main="files")
             listed = fetched.files
         processed = listed | "ProcessFiles" >> beam.ParDo(
-            ProcessFiles(cfg, key_file, options.workers)
+            ProcessFiles(cfg, key_file, options.workers, not in_launching_process(beam_args))
         )
         if fetch is not None:
             processed = (processed, fetched[FAILED]) | "WithFailed" >> beam.Flatten()

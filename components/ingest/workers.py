@@ -11,6 +11,8 @@ run again alone in a fresh process, so the one that kills its process is quarant
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +32,9 @@ Item = tuple[str, str]  # (path, relpath)
 # worker importing pydicom/numpy/PIL itself); "spawn" where there is no forkserver.
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _WORKER_CFG: WorkerConfig | None = None
+# Tests only: the relpath of a file whose processing kills its process (SIGKILL, as an OOM
+# kill or a decoder's segfault would); unset in normal use.
+KILL_ON_ENV = "MEDFLOW_TEST_KILL_WORKER_ON"
 
 
 def _init_worker(cfg: WorkerConfig) -> None:
@@ -38,6 +43,8 @@ def _init_worker(cfg: WorkerConfig) -> None:
 
 
 def _work(item: Item) -> FileResult:
+    if item[1] == os.environ.get(KILL_ON_ENV):  # tests only: a decoder that kills its process
+        os.kill(os.getpid(), signal.SIGKILL)
     return encode_records(process_file(item[0], item[1], _WORKER_CFG))
 
 
@@ -52,9 +59,12 @@ def _pool_context():
     return ctx
 
 
-def run_workers(inputs: list[Item], cfg: WorkerConfig, workers: int) -> Iterator[FileResult]:
-    """Results of every input, in input order (``workers`` <= 1: in this process)."""
-    if workers <= 1:
+def run_workers(
+    inputs: list[Item], cfg: WorkerConfig, workers: int, isolate: bool = False
+) -> Iterator[FileResult]:
+    """Results of every input, in input order (``workers`` <= 1: in this process, unless
+    ``isolate``: then in one worker process, so a file that kills it costs only itself)."""
+    if workers <= 1 and not isolate:
         _init_worker(cfg)
         yield from map(_work, inputs)
         return
