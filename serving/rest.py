@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from medflow.core.compat import message_to_dict
 from medflow.serving import inference, rest_json
 from medflow.serving.errors import ServingConfigError, ServingStatus, invalid
 from medflow.serving.manager import ModelManager
@@ -104,7 +105,6 @@ class RestApp:
             )
 
     def _dispatch(self, match: re.Match, body: bytes) -> dict:
-        from google.protobuf import json_format
         from tensorflow_serving.apis import (
             classification_pb2,
             get_model_metadata_pb2,
@@ -120,16 +120,11 @@ class RestApp:
                 spec.version_label = match["label"]
             spec.signature_name = signature_name
 
-        def as_dict(msg) -> dict:
-            return json_format.MessageToDict(
-                msg, preserving_proto_field_name=True, including_default_value_fields=True
-            )
-
         verb = match["verb"]
         if verb is None and not match["meta"]:
             request = get_model_status_pb2.GetModelStatusRequest()
             fill(request.model_spec)
-            return as_dict(inference.model_status(self.manager, request))
+            return message_to_dict(inference.model_status(self.manager, request))
         if match["meta"]:
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 metadata_field=["signature_def"]
@@ -139,8 +134,8 @@ class RestApp:
             sig_map = get_model_metadata_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(sig_map)
             return {
-                "model_spec": as_dict(response.model_spec),
-                "metadata": {"signature_def": as_dict(sig_map)},
+                "model_spec": message_to_dict(response.model_spec),
+                "metadata": {"signature_def": message_to_dict(sig_map)},
             }
         doc = rest_json.parse_body(body)
         signature_name = doc.get("signature_name", "")

@@ -70,8 +70,8 @@ def to_array(value, dtype_enum: int, name: str) -> np.ndarray:
     dtype = numpy_dtype(dtype_enum)
     if dtype is object:
         decoded = _decode_strings(value)
-        array = np.empty(np.shape(decoded) if isinstance(decoded, list) else (), dtype=object)
-        try:
+        try:  # NumPy 2's np.shape raises on a ragged list already (NumPy 1: the assignment)
+            array = np.empty(np.shape(decoded) if isinstance(decoded, list) else (), dtype=object)
             array[...] = decoded
         except ValueError as exc:
             raise invalid(f"input '{name}': ragged or malformed list of strings") from exc

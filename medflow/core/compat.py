@@ -5,6 +5,8 @@ default: protobuf 3.20 (TFX 1.16)    next: protobuf 6 (TFX 1.21)
 
 - protobuf 4.21+ builds a message class with ``message_factory.GetMessageClass``; protobuf 6
   removed ``MessageFactory.GetPrototype``, the only way in 3.20. :func:`message_class`.
+- ``json_format.MessageToDict``'s ``including_default_value_fields`` is
+  ``always_print_fields_with_no_presence`` since protobuf 5.26. :func:`message_to_dict`.
 """
 
 from __future__ import annotations
@@ -20,3 +22,20 @@ def message_class(descriptor: Any) -> type:
     if get_message_class is not None:  # protobuf >= 4.21 (next stack)
         return get_message_class(descriptor)
     return message_factory.MessageFactory(descriptor.file.pool).GetPrototype(descriptor)
+
+
+def message_to_dict(message: Any) -> dict:
+    """``json_format.MessageToDict`` with proto field names and fields at their default value
+    printed too (TF Serving's REST API shape). protobuf 5.26 renamed the option
+    ``including_default_value_fields`` to ``always_print_fields_with_no_presence``."""
+    import inspect
+
+    from google.protobuf import json_format
+
+    params = inspect.signature(json_format.MessageToDict).parameters
+    option = (
+        "always_print_fields_with_no_presence"
+        if "always_print_fields_with_no_presence" in params
+        else "including_default_value_fields"
+    )
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, **{option: True})

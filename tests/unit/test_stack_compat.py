@@ -62,3 +62,15 @@ def test_message_class_from_a_runtime_descriptor_pool():
     cls = message_class(pool.FindMessageTypeByName("t.M"))
     assert cls.FromString(cls(n=7).SerializeToString()).n == 7
     assert cls.DESCRIPTOR.full_name == "t.M"
+
+
+def test_message_to_dict_prints_default_fields_with_proto_names():
+    """protobuf 3.20: including_default_value_fields; 6: always_print_fields_with_no_presence."""
+    from tensorflow_serving.apis import model_pb2
+
+    from medflow.core.compat import message_to_dict
+
+    assert message_to_dict(model_pb2.ModelSpec(name="m")) == {
+        "name": "m",
+        "signature_name": "",
+    }
