@@ -51,7 +51,8 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
         metavar="RULE",
         help="binary classifiers: the cut-off chosen on the eval split after training and "
         "applied by the exported model: youden (default), sensitivity=0.95, specificity=0.90 "
-        "or threshold=0.4",
+        "or threshold=0.4; per-pixel models: the mask threshold, dice (default: the best "
+        "mean Dice on eval) or threshold=0.4",
     )
     parser.add_argument(
         "--calibration",
