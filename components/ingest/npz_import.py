@@ -81,6 +81,12 @@ def import_npz(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: must be a positive number of images per split")
     arrays = _load(npz_path, splits)
+    if next(iter(arrays.values()))[0].ndim == 4:  # (N, D, H, W): one DICOM volume per case
+        from medflow.components.ingest.npz_volumes import import_npz_volumes
+
+        return import_npz_volumes(
+            npz_path, out_dir, arrays, limit=limit, progress=progress, split_names=SPLIT_NAMES
+        )
     total = sum(min(len(labels), limit or len(labels)) for _, labels in arrays.values())
     root = hashlib.sha256(npz_path.read_bytes()).hexdigest()[:32]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,10 +139,10 @@ def _load(npz_path: Path, splits) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     except (OSError, ValueError) as exc:  # not a zip / pickled arrays / corrupt member
         raise InputError(f"{npz_path}: cannot read as a NumPy .npz file ({exc})") from exc
     for split, (images, labels) in out.items():
-        if images.ndim != 3 or images.dtype != np.uint8:
+        if images.ndim not in (3, 4) or images.dtype != np.uint8:
             raise InputError(
                 f"{npz_path}: {split}_images has shape {images.shape} dtype {images.dtype}; "
-                "expected (N, rows, cols) uint8 grey-level images"
+                "expected (N, rows, cols) uint8 grey-level images or (N, D, H, W) volumes"
             )
         labels = labels.reshape(len(labels), -1)
         if labels.shape != (len(images), 1) or not np.issubdtype(labels.dtype, np.integer):
@@ -145,6 +151,9 @@ def _load(npz_path: Path, splits) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 f"expected ({len(images)}, 1) integer class labels (multi-label is not supported)"
             )
         out[split] = (images, labels[:, 0])
+    if len({images.shape[1:] for images, _ in out.values()}) != 1:
+        shapes = {split: list(images.shape[1:]) for split, (images, _) in out.items()}
+        raise InputError(f"{npz_path}: the splits hold different image shapes {shapes}")
     return out
 
 

@@ -1,6 +1,8 @@
 """Ingesting volumes: a folder with a ``volume_spec.json`` (written by ``medflow
-import-nifti``) -> one volume example per NIfTI image, split by patient, with the report
-counting volumes as well as files.
+import-nifti`` or by ``medflow import-npz`` on 3D arrays) -> one volume example per NIfTI
+image or Enhanced multi-frame DICOM file (``.dcm``), split by patient, with the report
+counting volumes as well as files. A manifest ``label`` column becomes the example's class
+label (3D classification).
 
 Each image is checked (3D, readable), paired with its manifest mask (same grid), resampled,
 normalised and centred on the :class:`VolumeSpec` grid, and written as one ``tf.Example``
@@ -85,34 +87,58 @@ def volume_features(prepared, patient: str, source_affine: np.ndarray) -> dict:
     return feats
 
 
+def _load_image(path: str, relpath: str):
+    """(voxels, LPS affine, patient name) of a NIfTI file (named by its file name) or of an
+    Enhanced multi-frame DICOM volume (named by its PatientID)."""
+    if is_nifti(relpath):
+        vol = load_nifti(path)
+        return vol.voxels, vol.affine, stem(Path(relpath).name)
+    from medflow.components.dicom.volume import assemble_multiframe
+
+    try:
+        vol = assemble_multiframe(path)
+    except InputError:
+        raise
+    except Exception as exc:  # pydicom / highdicom on a damaged file
+        raise InputError(f"{relpath}: not a readable DICOM volume ({exc})") from exc
+    return vol.voxels, vol.affine, f"dicom|{vol.patient_id or relpath}"
+
+
+def _class_label(manifest: LabelManifest | None, mkey: str | None) -> dict:
+    """The example's class label (a manifest ``label`` column), if the manifest has one."""
+    if manifest is None or mkey is None or F.LABEL not in manifest.label_columns:
+        return {}
+    return {F.LABEL: int(manifest.rows[mkey][F.LABEL])}
+
+
 def process_volume(
     path: str, relpath: str, key: DeidKey, spec: VolumeSpec, manifest: LabelManifest | None
 ) -> FileResult:
-    """One NIfTI image -> a FileResult with its example record (never raises)."""
-    name = stem(Path(relpath).name)
-    patient = name if _PSEUDONYM.fullmatch(name) else volume_id(key, name)
-    res = FileResult(relpath, "ok", patient_key=patient)
+    """One NIfTI image or DICOM volume -> a FileResult with its example record (never
+    raises)."""
     mkey = manifest.lookup("", "", "", relpath) if manifest else None
     if manifest is not None and mkey is None:
         return FileResult(relpath, "quarantined", "unlabeled", f"{relpath}: no manifest row")
     try:
-        vol = load_nifti(path)
+        voxels, affine, name = _load_image(path, relpath)
         mask = None
         if manifest is not None and mkey in manifest.masks:
             mask_vol = load_nifti(manifest.masks[mkey], mask=True)
-            if mask_vol.voxels.shape != vol.voxels.shape:
+            if mask_vol.voxels.shape != voxels.shape:
                 raise InputError(
                     f"{relpath}: mask {Path(mask_vol.path).name} shape "
-                    f"{list(mask_vol.voxels.shape)} != image {list(vol.voxels.shape)}; "
+                    f"{list(mask_vol.voxels.shape)} != image {list(voxels.shape)}; "
                     "resample the mask onto the image grid"
                 )
             mask = mask_vol.voxels
     except InputError as exc:
         reason = "mask_mismatch" if "mask" in str(exc) else "unreadable"
         return FileResult(relpath, "quarantined", reason, str(exc))
-    prepared = prepare(vol.voxels, vol.affine, spec, mask)
-    res.examples = [volume_features(prepared, patient, vol.affine)]
-    res.pixel_hash = hashlib.sha256(vol.voxels.tobytes()).hexdigest()
+    patient = name if _PSEUDONYM.fullmatch(name) else volume_id(key, name)
+    res = FileResult(relpath, "ok", patient_key=patient)
+    prepared = prepare(voxels, affine, spec, mask)
+    res.examples = [{**volume_features(prepared, patient, affine), **_class_label(manifest, mkey)}]
+    res.pixel_hash = hashlib.sha256(voxels.tobytes()).hexdigest()
     res.manifest_key = mkey
     res.split = manifest.splits.get(mkey) if manifest and mkey else None
     res.record_labels = []
@@ -124,7 +150,8 @@ def _inputs(source: Path, out: Path, manifest: LabelManifest | None) -> list[tup
     return [
         (path, rel)
         for path, rel in list_inputs(source, exclude=out.resolve())
-        if is_nifti(rel) and str(Path(path).resolve()) not in masks
+        if (is_nifti(rel) or rel.lower().endswith(".dcm"))
+        and str(Path(path).resolve()) not in masks
     ]
 
 

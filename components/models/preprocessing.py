@@ -132,6 +132,8 @@ def volume_passthrough(inputs: dict[str, Any]) -> dict[str, Any]:
     }
     if features.MASK in inputs:
         outputs[MASK_XF] = tf.reshape(inputs[features.MASK], [-1])
+    if features.LABEL in inputs:  # a class label per volume (3D classification)
+        outputs[LABEL_XF] = tf.reshape(tf.cast(inputs[features.LABEL], tf.int64), [-1])
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[name] = _dense_strings(inputs[name])

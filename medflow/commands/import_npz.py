@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "patient/study/series (OUT/dicom/<split>/NNNNNN.dcm) and a label manifest "
             "OUT/labels.csv keyed by SOPInstanceUID with label and split columns (the npz "
             "'val' split becomes 'eval'). Then: medflow ingest OUT/dicom --labels "
-            "OUT/labels.csv --out DIR."
+            "OUT/labels.csv --out DIR. 3D arrays (N, D, H, W) give one Enhanced multi-frame "
+            "DICOM volume per case (OUT/volumes/<split>/NNNNNN.dcm), labels.csv keyed by path "
+            "and OUT/volume_spec.json; then: medflow run OUT --labels OUT/labels.csv."
         ),
     )
     parser.add_argument("npz", metavar="NPZ", help="file with <split>_images and <split>_labels")
@@ -49,5 +51,11 @@ def _run(args: argparse.Namespace) -> int:
         progress=True,
     )
     rows = sum(1 for _ in manifest.open()) - 1
-    print(f"wrote {rows} DICOM files under {manifest.parent / 'dicom'} and {manifest}")
+    folder = next(p for p in (manifest.parent / "volumes", manifest.parent / "dicom") if p.is_dir())
+    kind = (
+        "DICOM volumes (one multi-frame file per case)"
+        if folder.name == "volumes"
+        else "DICOM files"
+    )
+    print(f"wrote {rows} {kind} under {folder} and {manifest}")
     return 0

@@ -53,7 +53,9 @@ class SourceVolume:
 
 
 def volume_model(client, model: str, version=None, label=None):
-    """(grid [slices, rows, cols], task, n_classes) of a served volume model, else None."""
+    """(grid [slices, rows, cols], task, n_classes, per_voxel) of a served volume model,
+    else None; ``per_voxel``: the task's output is a map on the grid (else one answer per
+    volume, e.g. class probabilities)."""
     sig = client.signature_defs(model, version=version, label=label).get("serving_default")
     if sig is None or "image" not in sig.inputs:
         return None
@@ -65,7 +67,7 @@ def volume_model(client, model: str, version=None, label=None):
         out = shapes.get(getattr(task, "signature_output", "probabilities"))
         n = None if out is None else task.classes_from_signature(dims, out)
         if n is not None:
-            return dims[1:4], task, n
+            return dims[1:4], task, n, len(out) == 5
     raise InputError(f"model {model}: a volume input {dims} but outputs {shapes} of no task")
 
 
@@ -91,16 +93,18 @@ def read_volumes(paths) -> tuple[list[SourceVolume], list[tuple[str, str]]]:
         result = assemble_folder(dicom)
         rejected += [(uid, msg) for uid, _, msg in result.rejected]
         for v in result.volumes:
-            name = Path(v.source_files[0]).parent.name or v.series_uid
-            volumes.append(
-                SourceVolume(name, str(Path(v.source_files[0]).parent), v.voxels, v.affine, v)
-            )
+            first = Path(v.source_files[0])
+            if len(v.source_files) == 1:  # an Enhanced multi-frame file: named by itself
+                volumes.append(SourceVolume(first.stem, str(first), v.voxels, v.affine, v))
+                continue
+            name = first.parent.name or v.series_uid
+            volumes.append(SourceVolume(name, str(first.parent), v.voxels, v.affine, v))
     return volumes, rejected
 
 
-def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray, object]:
-    """The label map of ``volume`` on its own grid, and the Prediction."""
-    from medflow.components.ingest.volume_spec import VolumeSpec, prepare, restore
+def _ask(client, job, grid, volume: SourceVolume, output_filter=()):
+    """``volume`` prepared on the model grid as ingestion does, and the model's answer."""
+    from medflow.components.ingest.volume_spec import VolumeSpec, prepare
 
     spacing = tuple(float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0))
     prepared = prepare(volume.voxels, volume.affine, VolumeSpec(spacing, tuple(grid)))
@@ -109,8 +113,16 @@ def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray,
         {"image": prepared.image[None, ..., None].astype(np.float32)},
         version=job.version,
         label=job.label,
-        output_filter=("mask",),
+        output_filter=output_filter,
     )
+    return prepared, pred
+
+
+def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray, object]:
+    """The label map of ``volume`` on its own grid, and the Prediction."""
+    from medflow.components.ingest.volume_spec import restore
+
+    prepared, pred = _ask(client, job, grid, volume, ("mask",))
     grid_labels = np.asarray(pred.outputs["mask"])[0].astype(np.uint8)
     back = restore(
         grid_labels,
@@ -122,9 +134,42 @@ def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray,
     return back, pred
 
 
-def run_volume_predict(client, job, grid, task, n_classes: int, labels=None):
+@dataclass(frozen=True)
+class _Item:
+    """What a task's ``decode`` reads of one input: the volume as one item, frame 0."""
+
+    path: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_index: int = 0
+
+
+def run_per_volume(client, job, grid, task, labels: list[str]):
+    """One task result per volume (the task decodes the answer as for a 2D image)."""
+    from medflow.serving.client import ModelInfo, named_classes
+
+    volumes, rejected = read_volumes(job.paths)
+    info = ModelInfo(spec=None, labels=labels, task=task.name)
+    results = []
+    for vol in volumes:
+        _, pred = _ask(client, job, grid, vol)
+        series = vol.series
+        item = _Item(
+            vol.path,
+            series.sop_instance_uids[0] if series is not None and vol.path.endswith(".dcm") else "",
+            getattr(series, "study_uid", ""),
+            getattr(series, "series_uid", ""),
+        )
+        results += task.decode([item], pred, named_classes(info, pred))
+    return results, rejected, []
+
+
+def run_volume_predict(client, job, grid, task, n_classes: int, per_voxel=True, labels=None):
     """Predict every volume of ``job.paths``; returns (results, rejected, report lines)."""
     labels = list(labels or task.default_labels(n_classes))
+    if not per_voxel:
+        return run_per_volume(client, job, grid, task, labels)
     volumes, rejected = read_volumes(job.paths)
     results, lines = [], []
     for vol in volumes:

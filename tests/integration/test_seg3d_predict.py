@@ -2,7 +2,7 @@
 DICOM series in -> one multi-frame SEG per series whose frames lie on the source slices
 (the hippocampus series and the 6.5 mm-step oblique tumour series), NIfTI in -> a label map
 with the source affine. The model is a small untrained 3D U-Net exported through the real
-3D export (VolumeModel + sliding window + save_with_transform) and published with the
+3D export (volume_model + sliding window + save_with_transform) and published with the
 Pusher's ``publish``; only the Transform graph is stood in for, by what the real one does
 with volume examples (pass the grid bytes through, preprocessing.volume_passthrough)."""
 
@@ -50,7 +50,7 @@ def server(tmp_path_factory):
     from medflow.components.models.export import save_with_transform
     from medflow.components.models.unet3d import build_unet3d
     from medflow.components.pusher.publish import publish
-    from medflow.components.tasks.segmentation.trainer3d import VolumeModel, volume_head
+    from medflow.components.tasks.segmentation.trainer3d import volume_head, volume_model
     from medflow.components.tasks.segmentation.volumes import Seg3DHParams
 
     keras.utils.set_random_seed(5)
@@ -58,7 +58,7 @@ def server(tmp_path_factory):
     hp = Seg3DHParams(patch=(16, 16, 16), depth=2, width=4)
     export = tmp_path_factory.mktemp("export") / "serving"
     save_with_transform(
-        VolumeModel(net, (*GRID, 1), hp), PassThrough(), str(export), (*GRID, 1), volume_head, {}
+        volume_model(net, (*GRID, 1), hp), PassThrough(), str(export), (*GRID, 1), volume_head, {}
     )
     base = tmp_path_factory.mktemp("models")
     publish(

@@ -105,7 +105,18 @@ def train_and_export(
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``tfx.components.FnArgs``)."""
+    """TFX Trainer entry point (``tfx.components.FnArgs``); volume examples train the 3D
+    CNN (:mod:`.volumes`)."""
+    import tensorflow_transform as tft
+
+    from medflow.components.models.volume_examples import is_volume_transform
+
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    if is_volume_transform(tft_output):
+        from medflow.components.tasks.classification.volumes import train_volumes_and_export
+
+        train_volumes_and_export(fn_args, tft_output)
+        return
     hp = HParams.from_config(fn_args.custom_config)
     trust = TrustSettings.from_config(fn_args.custom_config, hp.n_classes)
     train_and_export(

@@ -228,10 +228,11 @@ def run_fn(fn_args) -> None:
     U-Net (:mod:`.trainer3d`)."""
     import tensorflow_transform as tft
 
+    from medflow.components.models.volume_examples import is_volume_transform
     from medflow.components.tasks.segmentation import trainer3d
 
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    if trainer3d.is_volume_transform(tft_output):
+    if is_volume_transform(tft_output):
         trainer3d.train_volumes_and_export(fn_args, tft_output)
         return
     hp = SegHParams.from_config(fn_args.custom_config)

@@ -14,71 +14,35 @@ from typing import Any
 
 import numpy as np
 
-from medflow.components.models.training import transformed_files
+from medflow.components.models.volume_examples import (
+    GridModel,
+    read_volume_examples,
+)
 from medflow.components.tasks.segmentation.volumes import (
     Seg3DHParams,
     dice_per_label,
     fit_volumes,
     predict_volumes,
 )
-from medflow.core import features
 
 log = logging.getLogger(__name__)
 
 
-def is_volume_transform(tft_output) -> bool:
-    """True when the Transform passed volume examples through (preprocessing.volume_passthrough)."""
-    return features.VOLUME_AFFINE in tft_output.raw_feature_spec()
-
-
 def read_volumes(file_pattern, tft_output) -> tuple[np.ndarray, np.ndarray | None]:
     """Transformed volume examples -> (images [n, d, h, w, 1], masks [n, d, h, w] or None)."""
-    import tensorflow as tf
-
-    files = transformed_files(file_pattern)
-    spec = tft_output.transformed_feature_spec()
-    keys = [k for k in (features.IMAGE, features.MASK, features.IMAGE_SHAPE) if k in spec]
-    images, masks = [], []
-    for raw in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        ex = tf.io.parse_single_example(raw, {k: spec[k] for k in keys})
-        shape = [int(v) for v in ex[features.IMAGE_SHAPE].numpy().reshape(-1)]
-        images.append(np.frombuffer(_bytes(ex[features.IMAGE]), "<f4").reshape(shape))
-        if features.MASK in ex:
-            masks.append(np.frombuffer(_bytes(ex[features.MASK]), np.uint8).reshape(shape[:3]))
-    if not images:
-        raise ValueError(f"no transformed volume examples match {file_pattern!r}")
-    grids = {im.shape for im in images}
-    if len(grids) != 1:
-        raise ValueError(
-            f"volume examples on several grids {sorted(grids)}: ingest with one volume_spec.json"
-        )
-    return np.stack(images), (np.stack(masks) if len(masks) == len(images) else None)
+    arrays = read_volume_examples(file_pattern, tft_output)
+    return arrays.images, arrays.masks
 
 
-def _bytes(tensor) -> bytes:
-    """The one bytes value of a string tensor (never through numpy's fixed-width strings,
-    which drop trailing zero bytes: float zeros at the end of a volume)."""
-    value = tensor.numpy()
-    return value if isinstance(value, bytes) else value.reshape(-1).tolist()[0]
-
-
-class VolumeModel:
+def volume_model(net, grid: tuple[int, ...], hp: Seg3DHParams) -> GridModel:
     """The serving model of a volume: raw grid bytes -> decoded grid -> sliding-window
-    probabilities (what :class:`components.models.export.ServingModule` calls)."""
+    probabilities."""
+    from medflow.components.tasks.segmentation.windows import sliding_window_tf
 
-    def __init__(self, net, grid: tuple[int, ...], hp: Seg3DHParams):
-        self.net = net
-        self.grid = tuple(int(v) for v in grid)
-        self.hp = hp
-        self.variables = net.variables
-        self.name = net.name
+    def window(model, volumes):
+        return sliding_window_tf(model, volumes, hp.patch, hp.overlap)
 
-    def __call__(self, image_bytes, training: bool = False):
-        from medflow.components.models.preprocessing import decode_image
-        from medflow.components.tasks.segmentation.windows import sliding_window_tf
-
-        volumes = decode_image(image_bytes, self.grid)
-        return sliding_window_tf(self.net, volumes, self.hp.patch, self.hp.overlap)
+    return GridModel(net, grid, window)
 
 
 def volume_head(probabilities) -> dict[str, Any]:
@@ -119,7 +83,7 @@ def train_volumes_and_export(fn_args, tft_output) -> dict[str, Any]:
         **summary,
     }
     log.info("3D segmentation: eval Dice per label %s", info["eval_dice_per_label_on_grid"])
-    model = VolumeModel(net, images.shape[1:], hp)
+    model = volume_model(net, images.shape[1:], hp)
     save_with_transform(
         model, tft_output, fn_args.serving_model_dir, images.shape[1:], volume_head, info
     )
