@@ -128,9 +128,10 @@ def _encapsulated(ds: pydicom.Dataset, name: str) -> bool:
         return False
     try:
         return bool(syntax.is_compressed)
-    except AttributeError:  # not read as a UID (a wrong VR in the file meta)
+    except (AttributeError, ValueError):  # not read as a UID (a wrong VR), or not a syntax's
         raise DicomRejected(
-            "unreadable", f"{name}: the file meta's TransferSyntaxUID is not a UID ({syntax!r})"
+            "unreadable",
+            f"{name}: the file meta's TransferSyntaxUID is not a transfer syntax UID ({syntax!r})",
         ) from None
 
 

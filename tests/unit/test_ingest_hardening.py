@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from medflow.components.dicom.deid import DeidKey
@@ -220,3 +221,17 @@ def test_an_absurd_pixel_spacing_is_ignored_not_an_internal_error(tmp_path):
     ds.PixelSpacing = ["1e308", "1e308"]
     entry = _ingest_one(tmp_path, ds)
     assert entry["status"] == "written", entry
+
+
+def test_a_transfer_syntax_uid_that_names_no_transfer_syntax_is_unreadable(tmp_path):
+    """Found by the fuzz suite (TransferSyntaxUID 'not a uid'): pydicom's is_compressed raises
+    ValueError for it; a reason code, not an internal error."""
+    path = P.write(P.phantom("CT", seed=1), tmp_path / "src" / "image.dcm")
+    data = path.read_bytes()
+    uid = pydicom.dcmread(path).file_meta.TransferSyntaxUID.encode()
+    assert data.count(uid) == 1  # the file meta's (same length below: group length holds)
+    path.write_bytes(data.replace(uid, b"not a uid".ljust(len(uid), b" ")))
+    ingest(tmp_path / "src", tmp_path / "out", KEY)
+    entry = _by_path(tmp_path / "out")["image.dcm"]
+    assert entry["reason"] == "unreadable", entry
+    assert "TransferSyntaxUID is not a transfer syntax UID" in entry["message"]
