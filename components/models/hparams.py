@@ -12,6 +12,12 @@ APPLICATIONS = {
     "densenet121": "DenseNet121",
     "efficientnetb0": "EfficientNetB0",
 }
+# The recipe ``recipe=auto`` gives a training set of fewer than SMALL_TRAIN images (after the
+# early-stopping holdout): batch 32, no early stopping (BreastMNIST's ablation, BENCHMARKS.md
+# "Issue 21"); larger sets keep the field defaults (PneumoniaMNIST's, make run's).
+SMALL_TRAIN = 1000
+SMALL_RECIPE = {"batch_size": 32, "patience": 0}
+RECIPES = ("auto", "small", "large")
 
 
 def input_shape(config: dict[str, Any] | None) -> tuple[int, int, int]:
@@ -91,6 +97,10 @@ class HParams:
             empty: random initialisation.
         init_frozen_epochs: with ``init``, epochs with the backbone frozen before all layers
             train.
+        recipe: ``small`` trains with :data:`SMALL_RECIPE` in place of those fields'
+            defaults, ``large`` with the defaults, ``auto`` picks by training-set size
+            (:meth:`for_train_size`); a field set in the config is never replaced.
+        given: the :data:`SMALL_RECIPE` fields the config set (filled by ``from_config``).
     """
 
     image_size: tuple[int, int] = (28, 28)
@@ -112,6 +122,8 @@ class HParams:
     seed: int = 42
     init: str = ""
     init_frozen_epochs: int = 0
+    recipe: str = "auto"
+    given: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -130,7 +142,18 @@ class HParams:
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
         out["labels"] = list(self.labels)
+        out["given"] = list(self.given)
         return out
+
+    def for_train_size(self, n_train: int) -> HParams:
+        """What ``fit`` trains ``n_train`` images with: ``recipe`` resolved to small or
+        large, :data:`SMALL_RECIPE` in place of the defaults for small (fields in ``given``
+        kept)."""
+        small = self.recipe == "small" or (self.recipe == "auto" and n_train < SMALL_TRAIN)
+        if not small:
+            return dataclasses.replace(self, recipe="large")
+        changes = {k: v for k, v in SMALL_RECIPE.items() if k not in self.given}
+        return dataclasses.replace(self, recipe="small", **changes)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> HParams:
@@ -140,6 +163,9 @@ class HParams:
         kwargs = {k: v for k, v in config.items() if k in known} | shape_fields(config)
         if "labels" in kwargs:
             kwargs["labels"] = tuple(str(x) for x in kwargs["labels"])
+        kwargs["given"] = tuple(
+            sorted(set(kwargs.get("given", ())) | (SMALL_RECIPE.keys() & config.keys()))
+        )
         hp = cls(**kwargs)
         hp.validate()
         return hp
@@ -151,6 +177,8 @@ class HParams:
             raise ValueError(f"labels={list(self.labels)}: need at least 2 classes")
         if self.channels not in (1, 3):
             raise ValueError(f"channels={self.channels}: must be 1 or 3")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r}: choose one of {RECIPES}")
         if self.class_weight not in ("balanced", "none"):
             raise ValueError(f"class_weight={self.class_weight!r}: 'balanced' or 'none'")
         if not 0 <= self.validation_fraction < 0.5:

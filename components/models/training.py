@@ -161,6 +161,8 @@ def fit(hp: HParams, train, validation, log_dir: str | None = None):
     n_train = sum(counts.values())
     if n_train == 0:
         raise ValueError("the training split is empty")
+    hp = hp.for_train_size(n_train)  # the small-data recipe below SMALL_TRAIN images
+    log.info("recipe %s for %d training images: %s", hp.recipe, n_train, hp.to_dict())
     batch = hp.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(n_train / batch)
     train_b = (

@@ -80,7 +80,7 @@ def train_and_export(
     probs, labels, groups = eval_cases(model, eval_files, tft_output, hp)
     calibration, point, report = fit_outputs(trust, probs, labels, groups, _calibrate_tf)
     info = {
-        "hparams": hp.to_dict(),
+        "hparams": hp.for_train_size(sum(counts.values())).to_dict(),  # as fit resolved it
         "backbone": hp.resolved_backbone(),
         "train_class_counts": {str(k): v for k, v in sorted(counts.items())},
         "validation": validation_source,
