@@ -5,6 +5,8 @@ default: protobuf 3.20 (TFX 1.16)    next: protobuf 6 (TFX 1.21)
 
 - protobuf 4.21+ builds a message class with ``message_factory.GetMessageClass``; protobuf 6
   removed ``MessageFactory.GetPrototype``, the only way in 3.20. :func:`message_class`.
+- :func:`stack_name`: which of the two the running environment is (by its TFX), for the few
+  checks whose reference data were recorded on one stack.
 - ``json_format.MessageToDict``'s ``including_default_value_fields`` is
   ``always_print_fields_with_no_presence`` since protobuf 5.26. :func:`message_to_dict`.
 """
@@ -39,3 +41,11 @@ def message_to_dict(message: Any) -> dict:
         else "including_default_value_fields"
     )
     return json_format.MessageToDict(message, preserving_proto_field_name=True, **{option: True})
+
+
+def stack_name() -> str:
+    """``"default"`` (TFX 1.16) or ``"next"`` (TFX 1.21+), from installed metadata (no import)."""
+    from importlib.metadata import version
+
+    major, minor = (int(p) for p in version("tfx").split(".")[:2])
+    return "next" if (major, minor) >= (1, 21) else "default"
