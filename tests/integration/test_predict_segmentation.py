@@ -133,7 +133,9 @@ def test_client_returns_masks_on_the_source_grid(server, model_base, dicoms):
         assert pred.mask.shape == pred.probabilities.shape == (ds.Rows, ds.Columns)
         assert pred.labels == ["background", "foreground"]  # no contract: the default
         _, expected = _reference(model_base, path)
-        np.testing.assert_allclose(pred.probabilities, expected, atol=1e-5)
+        # float32 round-off: up to 1.6e-5 on the next stack (TF 2.21, Pillow 13), 0 here; a
+        # mapping off by one source pixel differs by ~0.1 (neighbouring probabilities differ so)
+        np.testing.assert_allclose(pred.probabilities, expected, atol=1e-4)
         decided = np.abs(expected - 0.5) > 1e-4
         np.testing.assert_array_equal(pred.mask[decided], (expected >= 0.5)[decided])
         spacing = tuple(float(v) for v in ds.PixelSpacing)
