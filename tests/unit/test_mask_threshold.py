@@ -108,3 +108,47 @@ def test_run_summary_and_models_page_lines_show_the_mask_threshold_and_intervals
     assert "PPV" not in lines[1] and lines[1].startswith("95% intervals (patient-level")
     assert lines[2].startswith("  dice 1.000 [1.000, 1.000]")
     assert lines[3].startswith("  hausdorff95_mm 0.000")
+
+
+def _detections(rng, n: int, p: float = 0.8):
+    """``n`` 10x10 masks whose 100 pixels are each found with probability ``p`` (no false
+    positives): per-image Dice 2k / (k + 100), k ~ Binomial(100, p)."""
+    masks = np.ones((n, 10, 10), bool)
+    probs = (rng.random((n, 10, 10)) < p).astype(np.float32)
+    return probs, masks
+
+
+def _true_mean_dice(p: float = 0.8) -> float:
+    from scipy.stats import binom
+
+    k = np.arange(101)
+    return float(np.sum(binom.pmf(k, 100, p) * 2 * k / (k + 100)))
+
+
+def _dice_interval(probs, masks) -> dict:
+    settings = trust.MaskSettings.from_config(
+        {"operating_point": "threshold=0.5", "bootstrap": 300}
+    )
+    _, report = trust.fit_mask_outputs(settings, probs, masks, np.arange(len(masks)))
+    return report["intervals"]["metrics"]["dice"]
+
+
+def test_dice_interval_shrinks_as_the_sample_grows():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (12, 48, 192):
+        out = _dice_interval(*_detections(rng, n))
+        widths.append(out["upper"] - out["lower"])
+    assert widths[0] > 1.6 * widths[1] > 1.6**2 * widths[2]
+
+
+def test_dice_interval_covers_the_true_mean_dice_in_a_simulation():
+    truth = _true_mean_dice()
+    rng = np.random.default_rng(11)
+    runs = 40
+    covered = sum(
+        out["lower"] <= truth <= out["upper"]
+        for out in (_dice_interval(*_detections(rng, 30)) for _ in range(runs))
+    )
+    # 95% nominal; 40 runs: below 0.85 would be a real fault (binomial p < 0.02)
+    assert covered / runs >= 0.85
