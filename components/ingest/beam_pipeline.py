@@ -27,6 +27,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from medflow.components.dicom.keys import load_key_file
+from medflow.components.ingest.beam_progress import Ticker
 from medflow.components.ingest.examples import FileResult, WorkerConfig
 from medflow.components.ingest.plan import Outcome, Plan, PlanFn, outcome
 from medflow.components.ingest.workers import run_workers
@@ -49,8 +50,9 @@ def in_launching_process(beam_args: list[str]) -> bool:
     multi-threaded, the bundle-based DirectRunner): a file that kills it fails the run.
     Elsewhere (DirectRunner multi-processing, Flink, Spark, Dataflow) the step decodes in
     child processes of the Beam worker even with one ``--workers``: a Beam worker process
-    that dies hangs DirectRunner multi-processing (its runner waits for the lost worker's
-    answer forever, Beam issue #19674) and costs other runners a whole bundle's retries."""
+    that dies fails DirectRunner multi-processing with "Channel closed prematurely" (Beam
+    2.x; or hangs it when no data transfer is open, Beam issue #19674) and costs other
+    runners a whole bundle's retries, then the job."""
     opts = PipelineOptions(beam_args)
     runner = opts.view_as(StandardOptions).runner or "DirectRunner"
     mode = opts.view_as(DirectOptions).direct_running_mode or "in_memory"
@@ -88,6 +90,17 @@ class ProcessFiles(beam.DoFn):
         results = run_workers(inputs, self._cfg, self._workers, self._isolate)
         for (index, path, _), res in zip(items, results, strict=True):
             yield WindowedValue((index, path, res), MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+class ToOutcome(beam.DoFn):
+    """(position, path, FileResult) → its :class:`Outcome`, counted for progress."""
+
+    def __init__(self, ticker: Ticker):
+        self._ticker = ticker
+
+    def process(self, processed: tuple[int, str, FileResult]):
+        self._ticker.tick()
+        yield outcome(*processed)
 
 
 def _place_records(processed: tuple[int, str, FileResult], plan: Plan, shard_size: int):
@@ -152,12 +165,14 @@ def run_pipeline(
     finish,
     beam_args: list[str],
     fetch: beam.DoFn | None = None,
+    progress_file: str | None = None,
 ) -> None:
     """Runs the ingestion pipeline over ``inputs`` ((path, relpath) in input order);
     ``finish(plan, copies, shards)`` runs once at the end, in a worker, and writes the
     report into ``staging``. With ``fetch`` the inputs are (path, relpath, reference) and
     ``fetch`` brings each file to its path first (main output: (position, path, relpath);
-    ``FAILED`` output: (position, path, FileResult) of an input it could not bring)."""
+    ``FAILED`` output: (position, path, FileResult) of an input it could not bring).
+    Each processed input appends a byte to ``progress_file`` (:mod:`.beam_progress`)."""
     items = [(i, *item) for i, item in enumerate(inputs)]
     for name, _ in options.splits:  # every split has its folder, even an empty one
         (staging / options.split_dir.format(split=name)).mkdir(parents=True, exist_ok=True)
@@ -177,7 +192,7 @@ def run_pipeline(
             processed = (processed, fetched[FAILED]) | "WithFailed" >> beam.Flatten()
         plan = (
             processed
-            | "Outcomes" >> beam.MapTuple(lambda i, path, res: outcome(i, path, res))
+            | "Outcomes" >> beam.ParDo(ToOutcome(Ticker(progress_file)))
             | "Plan" >> beam.CombineGlobally(PlanFn(options))
         )
         plan_side = beam.pvalue.AsSingleton(plan)

@@ -54,10 +54,9 @@ def ingest_dicomweb(
 
     The report's ``source`` is the DICOMweb URL and its ``dicomweb`` section holds the
     query, the counts of the pull (``instances == retrieved + cached + failed``) and a
-    fingerprint of the query and instance UIDs. ``pull_progress`` is accepted for old
-    callers and ignored (the pipeline reports progress).
+    fingerprint of the query and instance UIDs. ``pull_progress`` wraps an iterator of one
+    step per instance retrieved and processed, given the total (e.g. tqdm).
     """
-    del pull_progress
     out = Path(out)
     cache = Path(cache) if cache is not None else out / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -75,7 +74,9 @@ def ingest_dicomweb(
     try:
         fetch = FetchInstances(spec_for(source, secret_dir))
         opts = options or IngestOptions()
-        report = ingest_inputs(inputs, source.url, out, key, manifest, opts, fetch=fetch)
+        report = ingest_inputs(
+            inputs, source.url, out, key, manifest, opts, fetch=fetch, progress=pull_progress
+        )
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
     pulled = _pull_result(source, query, refs, cache, sorted(wanted), cached)

@@ -31,6 +31,7 @@ from medflow.components.dicom.burned_in import tesseract
 from medflow.components.dicom.deid import DeidKey
 from medflow.components.dicom.reader import ReadLimits
 from medflow.components.ingest.beam_pipeline import default_beam_args, run_pipeline
+from medflow.components.ingest.beam_progress import PROGRESS_NAME, watching
 from medflow.components.ingest.examples import WorkerConfig
 from medflow.components.ingest.manifest import LabelManifest
 from medflow.components.ingest.plan import QUARANTINE_DIR, Plan, assign_split  # noqa: F401 - re-exported
@@ -194,10 +195,9 @@ def ingest(
         key: de-identification key (pseudonyms, UID remapping, date shifts).
         manifest: labels; instances without a row are quarantined as ``unlabeled``.
         options: see :class:`IngestOptions` (``beam_args`` picks the runner).
-        progress: accepted for old callers and ignored (a Beam pipeline has no result
-            iterator to wrap; the runner logs its own progress).
+        progress: wraps an iterator of one step per processed file, given the total
+            (e.g. ``lambda it, n: tqdm(it, total=n)``); fed while the pipeline runs.
     """
-    del progress
     if hasattr(manifest, "pairs"):  # a registration pairs manifest: one example per pair
         from medflow.components.ingest.pairs import ingest_pairs  # imports this module
 
@@ -213,19 +213,19 @@ def ingest(
         manifest.check_splits([name for name, _ in options.splits])
     out.mkdir(parents=True, exist_ok=True)
     inputs = list_inputs(source, exclude=out.resolve())
-    return ingest_inputs(inputs, str(source), out, key, manifest, options)
+    return ingest_inputs(inputs, str(source), out, key, manifest, options, progress=progress)
 
 
 def ingest_inputs(
-    inputs: list[tuple], source: str, out: Path, key, manifest, options, fetch=None
+    inputs: list[tuple], source: str, out: Path, key, manifest, options, fetch=None, progress=None
 ) -> IngestReport:
     """Ingest listed ``inputs`` ((path, relpath[, reference]) in input order) into ``out``;
     ``fetch`` (a DoFn, e.g. :class:`.beam_dicomweb.FetchInstances`) first brings each
-    input's file to its path inside the pipeline."""
+    input's file to its path inside the pipeline; ``progress`` as for :func:`ingest`."""
     # no key in the config: it travels as a file (see _write_key_file)
     burned_in = (options.allow_burned_in, options.scan_burned_in)
     cfg = WorkerConfig(None, options.pixel, options.limits, manifest, *burned_in)
-    doc = _run_and_publish(inputs, cfg, key, source, out, options, manifest, fetch)
+    doc = _run_and_publish(inputs, cfg, key, source, out, options, manifest, (fetch, progress))
     report = IngestReport(
         doc["source"], doc["options"], doc["files"], doc["splits"], doc["manifest"]
     )
@@ -234,9 +234,11 @@ def ingest_inputs(
     return report
 
 
-def _run_and_publish(inputs, cfg, key, source: str, out, options, manifest, fetch) -> dict:
+def _run_and_publish(inputs, cfg, key, source: str, out, options, manifest, extra) -> dict:
     """Run the Beam pipeline into a staging folder beside ``out``, swap its folders in and
-    write the report (atomically); returns the report document."""
+    write the report (atomically); returns the report document. ``extra``: (fetch,
+    progress) of :func:`ingest_inputs`."""
+    fetch, progress = extra
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     secret_dir = Path(tempfile.mkdtemp(prefix="medflow-key-"))  # owner-only (0700)
     try:
@@ -249,7 +251,12 @@ def _run_and_publish(inputs, cfg, key, source: str, out, options, manifest, fetc
             manifest=manifest,
         )
         beam_args = list(options.beam_args) or default_beam_args()
-        run_pipeline(inputs, cfg, str(key_file), staging, options, finish, beam_args, fetch)
+        counter = str(staging / PROGRESS_NAME)
+        with watching(progress, len(inputs), counter):
+            run_pipeline(
+                inputs, cfg, str(key_file), staging, options, finish, beam_args, fetch, counter
+            )
+        Path(counter).unlink(missing_ok=True)
         doc = orjson.loads((staging / REPORT_NAME).read_bytes())
         (staging / REPORT_NAME).unlink()
         swap_in_folders(

@@ -231,7 +231,14 @@ def _run(args: argparse.Namespace) -> int:
             f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
         )
     else:
-        report = ingest(args.source, args.out, key, manifest, options)
+        report = ingest(
+            args.source,
+            args.out,
+            key,
+            manifest,
+            options,
+            progress=lambda it, n: tqdm(it, total=n, unit="file", desc="ingest", disable=None),
+        )
     print(report.table())
     print(f"report: {Path(args.out) / 'ingest_report.json'}")
     counts = report.counts

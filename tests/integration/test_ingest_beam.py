@@ -144,3 +144,27 @@ def test_cli_runs_the_pipeline_on_the_runner_its_beam_args_name(src, golden, tmp
     got = output_digest(out)
     assert got["counts"] == golden["counts"]
     assert got["quarantine_reasons"] == golden["quarantine_reasons"]
+
+
+@pytest.mark.parametrize(
+    "runner", ["in-memory", pytest.param("multi-processing-2", marks=pytest.mark.slow)]
+)
+def test_progress_reaches_the_input_count(src, golden, tmp_path, runner):
+    """Every processed file is one step of the caller's progress wrapper, counted by the
+    Beam workers themselves (no fill-up at the end: a missed file leaves it short)."""
+    fed = []
+
+    def progress(steps, total):
+        fed.append(total)
+        for step in steps:
+            fed.append(step)
+            yield step
+
+    options = dataclasses.replace(OPTIONS, beam_args=RUNNERS[runner], workers=POOL.get(runner, 2))
+    from medflow.components.ingest.engine import ingest
+    from tests.golden.ingest_pydicom_digest import KEY
+
+    report = ingest(src, tmp_path / "out", KEY, options=options, progress=progress)
+    assert fed[0] == report.counts["inputs"] == golden["counts"]["inputs"]
+    assert len(fed) - 1 == report.counts["inputs"]
+    assert not list((tmp_path / "out").rglob(".progress"))
