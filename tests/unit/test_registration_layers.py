@@ -125,3 +125,58 @@ def test_mask_scores_give_dice_and_hd95_in_mm_before_and_after():
     assert scores["dice_before"] == pytest.approx(0.8)
     assert scores["hd95_before_mm"] == pytest.approx(2 * 0.25)  # 2 columns of 0.25 mm
     assert scores["dice_after"] == 1.0 and scores["hd95_after_mm"] == 0.0
+
+
+def _theta(*values):
+    return np.asarray([values], np.float32)
+
+
+def test_identity_affine_returns_the_input_exactly():
+    image = _image()
+    flow = layers.affine_flow(_theta(0, 0, 0, 0, 0, 0), 16, 20)
+    np.testing.assert_array_equal(flow.numpy(), 0.0)
+    np.testing.assert_array_equal(layers.warp(image, flow).numpy(), image)
+
+
+def test_affine_translation_is_an_exact_pixel_shift():
+    image = _image()
+    # t = 2 / (rows - 1) per row in [-1, 1] coordinates: one row down, two columns left
+    flow = layers.affine_flow(_theta(0, 0, 2 / 15, 0, 0, -4 / 19), 16, 20).numpy()
+    np.testing.assert_allclose(flow, _constant_field(16, 20, 1, -2), atol=1e-5)
+    out = layers.warp(image, flow).numpy()
+    np.testing.assert_allclose(out[0, :-1, 2:], image[0, 1:, :-2], atol=1e-5)
+
+
+def test_affine_scale_zooms_about_the_centre():
+    rows, cols = 17, 21
+    ramp = np.tile(np.arange(cols, dtype=np.float32), (rows, 1))[None, ..., None]
+    # (I + M) q with M = diag(s - 1): position x -> centre + s (x - centre); bilinear
+    # sampling of a linear ramp is exact
+    s = 0.5
+    out = layers.warp(ramp, layers.affine_flow(_theta(s - 1, 0, 0, 0, s - 1, 0), rows, cols))
+    centre = (cols - 1) / 2
+    np.testing.assert_allclose(out.numpy()[0, 8, :, 0], centre + s * (np.arange(cols) - centre))
+    # a rotation by 90 degrees maps rows onto columns (square grid)
+    square = _image(15, 15)
+    rot = layers.warp(square, layers.affine_flow(_theta(-1, -1, 0, 1, -1, 0), 15, 15)).numpy()
+    np.testing.assert_allclose(rot[0], np.rot90(square[0], k=-1), atol=1e-5)
+
+
+def test_composition_of_two_shifts_is_their_sum():
+    a, b = _constant_field(16, 20, 1, 0), _constant_field(16, 20, 0, -2)
+    np.testing.assert_allclose(layers.compose(a, b).numpy(), a + b, atol=1e-6)
+    image = _image()
+    once = layers.warp(image, layers.compose(a, b)).numpy()
+    twice = layers.warp(layers.warp(image, a), b).numpy()
+    np.testing.assert_allclose(once[0, 2:-2, 2:-2], twice[0, 2:-2, 2:-2], atol=1e-5)
+
+
+def test_model_with_an_affine_stage_starts_at_the_identity_and_names_its_stage():
+    model = build_registration_model((32, 32), width=4, depth=2, affine=True)
+    fixed, moving = normalise(_image(32, 32)), normalise(_image(32, 32, seed=2))
+    warped, flow = model([fixed, moving])
+    assert model.name.endswith("_affine")
+    affine = model.get_layer("affine")([fixed, moving])
+    np.testing.assert_array_equal(affine.numpy(), 0.0)  # zero-initialised head
+    assert float(tf.reduce_max(tf.abs(flow))) < 1e-2
+    np.testing.assert_allclose(warped.numpy(), moving.numpy(), atol=1e-2)

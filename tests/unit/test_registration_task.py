@@ -1,6 +1,7 @@
 """The registration task plug-in: registration, thresholds and hyperparameters, training
 on tiny synthetic pairs (a known shift is learnt), the SavedModel export and its two
-signatures, and the TFMA metric on the exported outputs (issue 18)."""
+signatures (with the affine stage), and the TFMA metric on the exported outputs (issue
+18)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def trained():
             "batch_size": 8,
             "augment": False,
             "smoothness": 0.1,
+            "affine": True,  # the affine stage, then the deformable one (the whole model)
         }
     )
     model, history = fit_arrays(hp, train)
@@ -193,3 +195,44 @@ def _keys():
             "ncc",
         )  # fmt: skip
     ]
+
+
+@pytest.mark.slow  # ~50 s of training on 2 loaded cores
+def test_an_affine_stage_learns_the_shift():
+    train, _ = _blob_pairs(16, shift=4)
+    hp = RegHParams.from_config(
+        {
+            "image_size": SIZE, "width": 4, "depth": 2, "epochs": 25, "integration_steps": 0,
+            "learning_rate": 0.01, "augment": False, "affine": True, "smoothness": 1.0,
+        }
+    )  # fmt: skip
+    model, _ = fit_arrays(hp, train)
+    held_out, _ = _blob_pairs(4, shift=4, seed=3)
+    affine = model.get_layer("affine")([held_out.fixed, held_out.moving]).numpy()
+    # moving = fixed 4 columns to the right: the affine field samples ~4 columns right
+    assert 2.0 < float(np.median(affine[..., 1])) < 6.0, np.median(affine[..., 1])
+    assert abs(float(np.median(affine[..., 0]))) < 1.5
+    metrics = pair_metrics(held_out, register_arrays(model, held_out))
+    assert metrics["dice_after"] > metrics["dice_before"] + 0.1, metrics
+
+
+def test_the_affine_stage_moves_the_field_and_the_augmentation_warps():
+    from medflow.components.tasks.registration.model import build_registration_model
+    from medflow.components.tasks.registration.trainer import _random_affine
+
+    model = build_registration_model((SIZE, SIZE), width=4, depth=2, affine=True)
+    bias = np.zeros(6, np.float32)
+    bias[2], bias[5] = 2 / (SIZE - 1), -6 / (SIZE - 1)  # one row down, three columns left
+    theta = model.get_layer("affine").get_layer("theta")
+    theta.set_weights([theta.get_weights()[0], bias])
+    pairs, _ = _blob_pairs(2)
+    field = register_arrays(model, pairs)["flow"]
+    np.testing.assert_allclose(np.median(field, axis=(0, 1, 2)), [1.0, -3.0], atol=0.05)
+    # the training augmentation: a random affine of the moving image and its mask alike
+    moving, mask = _random_affine(
+        tf.constant(pairs.moving), tf.constant(pairs.moving), tf.constant([1, 2]), 0.2
+    )
+    np.testing.assert_allclose(moving.numpy(), mask.numpy())
+    assert 1e-3 < float(np.abs(moving.numpy() - pairs.moving).mean()) < 0.2
+    with pytest.raises(ValueError, match="augment_affine=0.9"):
+        RegHParams.from_config({"image_size": SIZE, "augment_affine": 0.9})

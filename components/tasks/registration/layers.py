@@ -79,6 +79,56 @@ def folding_fraction(flow: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(tf.logical_not(det > 0.0), tf.float32), axis=[1, 2])
 
 
+def compose(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+    """The field of warping by ``first`` and then by ``second``: ``warp(warp(m, first),
+    second) == warp(m, compose(first, second))`` (up to interpolation), i.e.
+    ``second(x) + first(x + second(x))``."""
+    return second + warp(first, second)
+
+
+def affine_flow(theta: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """Displacement field [batch, rows, cols, 2] of affine parameters ``theta`` [batch, 6].
+
+    In coordinates centred on the image and scaled to [-1, 1] along each axis (``q``), the
+    sampled position is ``(I + M) q + t`` with ``M = [[t0, t1], [t3, t4]]`` (row, col
+    order) and ``t = (t2, t5)``: zeros are the identity, ``t2 = 2 / (rows - 1)`` a shift of
+    one row, ``t0 = t4 = s - 1`` a zoom by ``1 / s`` about the centre."""
+    theta = tf.reshape(tf.cast(theta, tf.float32), [-1, 2, 3])
+    half = tf.constant([(rows - 1) / 2.0, (cols - 1) / 2.0], tf.float32)
+    qy, qx = tf.meshgrid(tf.linspace(-1.0, 1.0, rows), tf.linspace(-1.0, 1.0, cols), indexing="ij")
+    q = tf.stack([qy, qx, tf.ones_like(qy)], axis=-1)  # [rows, cols, 3]
+    flow = tf.einsum("hwk,bjk->bhwj", q, theta)  # normalised offsets
+    return flow * half
+
+
+class AffineFlow(keras.layers.Layer):
+    """Affine parameters [batch, 6] -> displacement field on a ``rows`` x ``cols`` grid
+    (:func:`affine_flow`)."""
+
+    def __init__(self, rows: int, cols: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rows, self.cols = int(rows), int(cols)
+
+    def call(self, theta):
+        return affine_flow(theta, self.rows, self.cols)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows, self.cols, 2)
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows, "cols": self.cols}
+
+
+class Compose(keras.layers.Layer):
+    """``[first, second] -> compose(first, second)`` (:func:`compose`)."""
+
+    def call(self, inputs):
+        return compose(*inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 class SpatialTransformer(keras.layers.Layer):
     """``[image, flow] -> warp(image, flow)`` as a Keras 3 layer."""
 

@@ -38,6 +38,13 @@ class RegHParams:
         dice_weight: weight of ``1 - soft Dice`` of the warped moving mask (pairs with masks).
         epochs, batch_size, learning_rate: Adam with cosine decay.
         augment: random flips (both images alike) and fixed/moving swaps.
+        affine: an affine stage (a small CNN, :func:`.model.build_affine_net`) before the
+            deformable one, trained jointly with it.
+        affine_weight: weight of the same loss on the affine stage's output alone (it
+            learns the global pose instead of leaving it to the deformable field).
+        augment_affine: amplitude ``a`` of a random affine applied to the moving image and
+            mask of each training pair (rotation and log-scale within +-a, shift within
+            +-a of the half image); 0: none.
         seed: random seed.
     """
 
@@ -53,6 +60,9 @@ class RegHParams:
     batch_size: int = 8
     learning_rate: float = 2e-3
     augment: bool = True
+    affine: bool = False
+    affine_weight: float = 1.0
+    augment_affine: float = 0.0
     seed: int = 42
 
     @property
@@ -82,8 +92,10 @@ class RegHParams:
             raise ValueError(f"similarity={hp.similarity!r}: choose one of {SIMILARITIES}")
         if hp.epochs < 1 or hp.batch_size < 1 or hp.width < 1 or hp.integration_steps < 0:
             raise ValueError("epochs, batch_size and width must be >= 1, integration_steps >= 0")
-        if hp.smoothness < 0 or hp.dice_weight < 0:
-            raise ValueError("smoothness and dice_weight must be >= 0")
+        if min(hp.smoothness, hp.dice_weight, hp.affine_weight) < 0:
+            raise ValueError("smoothness, dice_weight and affine_weight must be >= 0")
+        if not 0 <= hp.augment_affine <= 0.5:
+            raise ValueError(f"augment_affine={hp.augment_affine}: must be within [0, 0.5]")
         return hp
 
 
@@ -104,8 +116,9 @@ class Pairs:
         return len(self.fixed)
 
 
-def _augment(batch, seed):
-    """Flips (both images and masks alike) and, for half the pairs, fixed <-> moving."""
+def _augment(batch, seed, affine_amplitude: float = 0.0):
+    """Flips (both images and masks alike), for half the pairs fixed <-> moving, and a
+    random affine of the moving image and mask (``affine_amplitude``, see RegHParams)."""
     import tensorflow as tf
 
     f, m, fm, mm, hm = batch
@@ -115,13 +128,29 @@ def _augment(batch, seed):
     stack = tf.cond(u[1] < 0.5, lambda: tf.reverse(stack, [1]), lambda: stack)
     f, m, fm, mm = tf.split(stack, 4, axis=-1)
     swap = u[2] < 0.5
-    return (
+    f, m, fm, mm = (
         tf.where(swap, m, f),
         tf.where(swap, f, m),
         tf.where(swap, mm, fm),
         tf.where(swap, fm, mm),
-        hm,
     )
+    if affine_amplitude > 0:
+        m, mm = _random_affine(m, mm, seed, affine_amplitude)
+    return f, m, fm, mm, hm
+
+
+def _random_affine(moving, mask, seed, amplitude: float):
+    import tensorflow as tf
+
+    from medflow.components.tasks.registration.layers import affine_flow, warp
+
+    n, rows, cols = tf.shape(moving)[0], moving.shape[1], moving.shape[2]
+    r = tf.random.stateless_uniform([n, 5], seed=seed + 1, minval=-amplitude, maxval=amplitude)
+    angle, scale = r[:, 0], tf.exp(r[:, 1])
+    cos, sin = scale * tf.cos(angle), scale * tf.sin(angle)
+    theta = tf.stack([cos - 1.0, -sin, r[:, 2], sin, cos - 1.0, r[:, 3]], axis=1)
+    flow = affine_flow(theta, rows, cols)
+    return warp(moving, flow), warp(mask, flow)
 
 
 def _train_step(model, optimizer, hp: RegHParams):
@@ -129,15 +158,22 @@ def _train_step(model, optimizer, hp: RegHParams):
 
     from medflow.components.tasks.registration import layers, losses
 
+    def loss_of(f, m, fm, mm, hm, flow, warped):
+        loss = losses.similarity_loss(hp.similarity, f, warped)
+        if hp.dice_weight:
+            warped_mask = layers.warp(mm, flow)
+            loss += hp.dice_weight * hm * (1.0 - losses.soft_dice(warped_mask, fm))
+        return loss
+
     @tf.function
     def step(f, m, fm, mm, hm):
         with tf.GradientTape() as tape:
-            warped, flow = model([f, m], training=True)
-            loss = losses.similarity_loss(hp.similarity, f, warped)
+            warped, flow, *affine = model([f, m], training=True)
+            loss = loss_of(f, m, fm, mm, hm, flow, warped)
             loss += hp.smoothness * losses.smoothness(flow)
-            if hp.dice_weight:
-                warped_mask = layers.warp(mm, flow)
-                loss += hp.dice_weight * hm * (1.0 - losses.soft_dice(warped_mask, fm))
+            if affine and hp.affine_weight:
+                aux = loss_of(f, m, fm, mm, hm, affine[0], layers.warp(m, affine[0]))
+                loss += hp.affine_weight * aux
             loss = tf.reduce_mean(loss)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -151,12 +187,14 @@ def fit_arrays(hp: RegHParams, pairs: Pairs):
     import keras
     import tensorflow as tf
 
-    from medflow.components.tasks.registration.model import build_registration_model
+    from medflow.components.tasks.registration.model import build_registration_model, served_outputs
 
     if not len(pairs):
         raise ValueError("the training split has no pairs")
     keras.utils.set_random_seed(hp.seed)
-    model = build_registration_model(hp.image_size, hp.width, hp.depth, hp.integration_steps)
+    model = build_registration_model(
+        hp.image_size, hp.width, hp.depth, hp.integration_steps, hp.affine, affine_output=True
+    )
     steps = math.ceil(len(pairs) / hp.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
         hp.learning_rate, decay_steps=max(1, steps * hp.epochs), alpha=0.05
@@ -171,7 +209,7 @@ def fit_arrays(hp: RegHParams, pairs: Pairs):
         started, total = time.monotonic(), []
         for i, batch in enumerate(batches):
             if hp.augment:
-                batch = _augment(batch, tf.constant([hp.seed + epoch, i]))
+                batch = _augment(batch, tf.constant([hp.seed + epoch, i]), hp.augment_affine)
             total.append(float(step(*batch)))
         history.append(float(np.mean(total)))
         if not np.isfinite(history[-1]):
@@ -187,7 +225,7 @@ def fit_arrays(hp: RegHParams, pairs: Pairs):
             history[-1],
             time.monotonic() - started,
         )
-    return model, {"loss": history}
+    return served_outputs(model), {"loss": history}
 
 
 def register_arrays(model, pairs: Pairs, batch_size: int = 16) -> dict[str, np.ndarray]:
