@@ -13,8 +13,7 @@ import pytest
 from medflow.cli import main
 from medflow.components.dicom.pixels import load_model_input
 from medflow.core.pixel_spec import PixelSpec
-from tests.integration.test_predict_segmentation import LABELS, SIZE, _sc
-from tests.support.fixed_transform import FixedTransform
+from tests.integration.test_predict_segmentation import SIZE, _sc, publish_segmenter
 
 
 def _threshold(model, paths) -> float:
@@ -30,8 +29,6 @@ def _threshold(model, paths) -> float:
 def setting(tmp_path_factory):
     import keras
 
-    from medflow.components.pusher.publish import publish
-    from medflow.components.tasks.segmentation.export import export_segmentation_model
     from medflow.components.tasks.segmentation.unet import build_unet
 
     folder = tmp_path_factory.mktemp("dicom")
@@ -39,18 +36,8 @@ def setting(tmp_path_factory):
     keras.utils.set_random_seed(5)
     model = build_unet((*SIZE, 1), depth=2, width=4)
     cut = _threshold(model, paths)
-    export = tmp_path_factory.mktemp("export") / "serving"
-    transform = FixedTransform((*SIZE, 1), 0.5, 0.25)
-    export_segmentation_model(model, transform, str(export), (*SIZE, 1), {}, cut)
-    base = tmp_path_factory.mktemp("models")
-    contract = {
-        "model_name": "seg",
-        "task": "segmentation",
-        "labels": LABELS,
-        "preprocessing": PixelSpec(size=SIZE, channels=1, window=None).to_dict(),
-        "operating_point": {"rule": "dice", "threshold": cut, "dice": 0.5, "split": "eval"},
-    }
-    publish(str(export), str(base / "seg"), contract)
+    point = {"rule": "dice", "threshold": cut, "dice": 0.5, "split": "eval"}
+    base = publish_segmenter(model, tmp_path_factory, cut, operating_point=point)
     return base, paths, cut
 
 

@@ -32,29 +32,35 @@ SIZE = (32, 32)
 LABELS = ["background", "structure"]
 
 
-@pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
-    import keras
-
+def publish_segmenter(model, tmp_path_factory, threshold: float = 0.5, **contract):
+    """A model base folder with ``model`` exported (fixed z-score, mask ``threshold``) and
+    published as ``seg`` (``contract``: extra contract fields)."""
     from medflow.components.pusher.publish import publish
     from medflow.components.tasks.segmentation.export import export_segmentation_model
-    from medflow.components.tasks.segmentation.unet import build_unet
 
-    keras.utils.set_random_seed(3)
-    model = build_unet((*SIZE, 1), depth=2, width=4)
     export = tmp_path_factory.mktemp("export") / "serving"
-    export_segmentation_model(
-        model, FixedTransform((*SIZE, 1), 0.5, 0.25), str(export), (*SIZE, 1), {}
-    )
+    transform = FixedTransform((*SIZE, 1), 0.5, 0.25)
+    export_segmentation_model(model, transform, str(export), (*SIZE, 1), {}, threshold)
     base = tmp_path_factory.mktemp("models")
     contract = {
         "model_name": "seg",
         "task": "segmentation",
         "labels": LABELS,
         "preprocessing": PixelSpec(size=SIZE, channels=1, window=None).to_dict(),
+        **contract,
     }
     publish(str(export), str(base / "seg"), contract)
     return base
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    import keras
+
+    from medflow.components.tasks.segmentation.unet import build_unet
+
+    keras.utils.set_random_seed(3)
+    return publish_segmenter(build_unet((*SIZE, 1), depth=2, width=4), tmp_path_factory)
 
 
 def _sc(path, rows=48, cols=90, spacing=(0.5, 0.25)):
