@@ -52,7 +52,7 @@ class MaskPrediction(FramePrediction):
         """One presence score per label (for the review queue): for class k >= 1 the mean
         probability of k over the pixels predicted as k, or its highest probability when no
         pixel is; for the background 1 - the highest of those. A binary model's scores are
-        ``[1 - s, s]`` with ``s >= 0.5`` exactly when the mask is not empty."""
+        ``[1 - s, s]`` with ``s >=`` the mask threshold exactly when the mask is not empty."""
         probs = self.probabilities
         if probs.ndim == 2:
             probs = np.stack([1.0 - probs, probs], axis=-1)
