@@ -15,6 +15,7 @@ outputs are built in a staging folder and moved in whole, the report last.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -59,7 +60,7 @@ def read_spec(source: str | Path) -> VolumeSpec:
         raise InputError(f"{path}: not a volume spec ({exc}); rerun medflow import-nifti") from exc
 
 
-def volume_features(prepared, patient: str, source_affine: np.ndarray) -> dict:
+def volume_features(prepared, patient: str, source_affine: np.ndarray, spec=None) -> dict:
     """The tf.Example features of one prepared volume (see :mod:`medflow.core.features`)."""
     from medflow.components.dicom.pixels import image_stats
 
@@ -82,6 +83,8 @@ def volume_features(prepared, patient: str, source_affine: np.ndarray) -> dict:
             F.VOLUME_ORIENTATION: prepared.orientation,
         }
     )
+    if spec is not None:  # the Trainers copy it into the model contract
+        feats[F.VOLUME_SPEC] = json.dumps(spec.to_dict(), sort_keys=True)
     if prepared.mask is not None:
         feats[F.MASK] = np.ascontiguousarray(prepared.mask, dtype=np.uint8).tobytes()
     return feats
@@ -137,7 +140,9 @@ def process_volume(
     patient = name if _PSEUDONYM.fullmatch(name) else volume_id(key, name)
     res = FileResult(relpath, "ok", patient_key=patient)
     prepared = prepare(voxels, affine, spec, mask)
-    res.examples = [{**volume_features(prepared, patient, affine), **_class_label(manifest, mkey)}]
+    res.examples = [
+        {**volume_features(prepared, patient, affine, spec), **_class_label(manifest, mkey)}
+    ]
     res.pixel_hash = hashlib.sha256(voxels.tobytes()).hexdigest()
     res.manifest_key = mkey
     res.split = manifest.splits.get(mkey) if manifest and mkey else None

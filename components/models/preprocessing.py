@@ -134,6 +134,8 @@ def volume_passthrough(inputs: dict[str, Any]) -> dict[str, Any]:
         outputs[MASK_XF] = tf.reshape(inputs[features.MASK], [-1])
     if features.LABEL in inputs:  # a class label per volume (3D classification)
         outputs[LABEL_XF] = tf.reshape(tf.cast(inputs[features.LABEL], tf.int64), [-1])
+    if features.VOLUME_SPEC in inputs:  # the Trainer records it in the model contract
+        outputs[features.VOLUME_SPEC] = _dense_strings(inputs[features.VOLUME_SPEC])
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[name] = _dense_strings(inputs[name])

@@ -4,7 +4,8 @@ large; patches or augmented copies are drawn from memory)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,11 +16,13 @@ from medflow.core import features
 @dataclass
 class VolumeArrays:
     """``images`` [n, d, h, w, 1] float32, ``masks`` [n, d, h, w] uint8 or None, ``labels``
-    [n] int64 or None (a class per volume)."""
+    [n] int64 or None (a class per volume), ``spec`` the VolumeSpec (JSON form) the grids
+    were made with at ingestion (empty for examples written before it was recorded)."""
 
     images: np.ndarray
     masks: np.ndarray | None
     labels: np.ndarray | None
+    spec: dict = field(default_factory=dict)
 
 
 def is_volume_transform(tft_output) -> bool:
@@ -34,8 +37,8 @@ def read_volume_examples(file_pattern, tft_output) -> VolumeArrays:
     files = transformed_files(file_pattern)
     spec = tft_output.transformed_feature_spec()
     names = (features.IMAGE, features.MASK, features.IMAGE_SHAPE, features.LABEL)
-    keys = [k for k in names if k in spec]
-    images, masks, labels = [], [], []
+    keys = [k for k in (*names, features.VOLUME_SPEC) if k in spec]
+    images, masks, labels, specs = [], [], [], set()
     for raw in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         ex = tf.io.parse_single_example(raw, {k: spec[k] for k in keys})
         shape = [int(v) for v in ex[features.IMAGE_SHAPE].numpy().reshape(-1)]
@@ -44,6 +47,8 @@ def read_volume_examples(file_pattern, tft_output) -> VolumeArrays:
             masks.append(np.frombuffer(_bytes(ex[features.MASK]), np.uint8).reshape(shape[:3]))
         if features.LABEL in ex:
             labels.append(int(ex[features.LABEL].numpy().reshape(-1)[0]))
+        if features.VOLUME_SPEC in ex:
+            specs.add(_bytes(ex[features.VOLUME_SPEC]).decode())
     if not images:
         raise ValueError(f"no transformed volume examples match {file_pattern!r}")
     grids = {im.shape for im in images}
@@ -51,10 +56,13 @@ def read_volume_examples(file_pattern, tft_output) -> VolumeArrays:
         raise ValueError(
             f"volume examples on several grids {sorted(grids)}: ingest with one volume_spec.json"
         )
+    if len(specs) > 1:
+        raise ValueError(f"volume examples made with several volume specs {sorted(specs)}")
     return VolumeArrays(
         np.stack(images),
         np.stack(masks) if len(masks) == len(images) else None,
         np.asarray(labels, np.int64) if len(labels) == len(images) else None,
+        json.loads(specs.pop()) if specs else {},
     )
 
 

@@ -89,6 +89,7 @@ def _training_summary(model_dir: str) -> dict[str, Any]:
         "backbone": info.get("backbone"),
         "epochs_run": info.get("epochs_run"),
         "trust": info.get("trust") or {},
+        "volume_spec": info.get("volume_spec") or {},  # 3D Trainers: the grid's VolumeSpec
         **contract_lineage(info),  # the pushed model whose encoder initialised the backbone
     }
 
@@ -117,6 +118,7 @@ def build_contract(
     contract = static_fields(static)
     training = _training_summary(model_dir)
     trust = training.pop("trust", {})  # calibration, operating point, intervals (Trainer, on eval)
+    volume_spec = training.pop("volume_spec", {})
     inputs = contract.inputs
     expected: dict[str, Any] = {}
     if statistics_uri:
@@ -136,6 +138,7 @@ def build_contract(
         contract,
         calibration=trust.get("calibration") or {},
         operating_point=trust.get("operating_point") or {},
+        volume_spec=volume_spec,
         model_name=model_name,
         inputs=inputs,
         training_data=training,

@@ -103,6 +103,9 @@ class ModelContract:
             ``model_name``, the score ``threshold`` calibrated on the eval split (a score
             above it is out of distribution), its ``quantile`` and ``false_alarm_rate``;
             empty: the model has none.
+        volume_spec: volume models: the VolumeSpec the training grids were made with
+            (``spacing`` mm per axis, ``size``, ``percentiles`` or ``hu_window``); predict
+            resamples inputs to it; empty: a 2D model (or a volume model from before).
         created_by: ``medflow <version>`` that wrote it.
         schema_version: schema of the file; always :data:`SCHEMA_VERSION` once loaded.
     """
@@ -125,6 +128,7 @@ class ModelContract:
     evaluation_uri: str = ""
     lineage: Mapping[str, int | str] = field(default_factory=dict)
     guard: Mapping[str, Any] = field(default_factory=dict)
+    volume_spec: Mapping[str, Any] = field(default_factory=dict)
     created_by: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -161,6 +165,7 @@ class ModelContract:
             "evaluation_uri": self.evaluation_uri,
             "lineage": dict(self.lineage),
             **({"guard": dict(self.guard)} if self.guard else {}),
+            **({"volume_spec": dict(self.volume_spec)} if self.volume_spec else {}),
             "model_sha256": self.model_sha256,
             "signatures": dict(self.signatures),
             "created_by": self.created_by,
@@ -230,6 +235,7 @@ class ModelContract:
             evaluation_uri=d.get("evaluation_uri", ""),
             lineage=dict(d.get("lineage") or {}),
             guard=dict(d.get("guard") or {}),
+            volume_spec=dict(d.get("volume_spec") or {}),
             created_by=d.get("created_by", ""),
             schema_version=SCHEMA_VERSION,
         )

@@ -70,6 +70,7 @@ VOLUME_SOURCE_SHAPE = "volume_source_shape"  # int [3]: the source volume's shap
 VOLUME_RESAMPLED_SHAPE = "volume_resampled_shape"  # int [3]: after resampling, before padding
 VOLUME_OFFSET = "volume_offset"  # int [3]: where the resampled volume sits in the grid
 VOLUME_ORIENTATION = "volume_orientation"  # str: axis codes of the source, e.g. "LPS", "RAS"
+VOLUME_SPEC = "volume_spec"  # str: the VolumeSpec JSON the grid was made with (model contract)
 VOLUME_FEATURES = (
     VOLUME_AFFINE,
     VOLUME_SPACING,
@@ -77,4 +78,5 @@ VOLUME_FEATURES = (
     VOLUME_RESAMPLED_SHAPE,
     VOLUME_OFFSET,
     VOLUME_ORIENTATION,
+    VOLUME_SPEC,
 )

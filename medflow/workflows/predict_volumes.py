@@ -14,6 +14,7 @@ names one.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +103,49 @@ def read_volumes(paths) -> tuple[list[SourceVolume], list[tuple[str, str]]]:
     return volumes, rejected
 
 
-def _ask(client, job, grid, volume: SourceVolume, output_filter=()):
-    """``volume`` prepared on the model grid as ingestion does, and the model's answer."""
+def training_spec(contract, grid, model: str):
+    """The VolumeSpec the model was trained with (its contract's ``volume_spec``), or None
+    for a contract from before it was recorded (then each volume keeps its own spacing)."""
+    from medflow.components.ingest.volume_spec import VolumeSpec
+    from medflow.core.errors import ConfigError
+
+    if contract is None or not contract.volume_spec:
+        return None
+    spec = VolumeSpec.from_json(json.dumps(dict(contract.volume_spec)))
+    if list(spec.size) != [int(v) for v in grid]:
+        raise ConfigError(
+            f"model {model}: its contract's volume_spec grid {list(spec.size)} differs from "
+            f"the served input grid {list(grid)}; publish the model with the contract its "
+            "Trainer wrote"
+        )
+    return spec
+
+
+def on_model_grid(volume: SourceVolume, grid, spec=None):
+    """``volume`` prepared as ingestion prepared the training volumes: resampled to the
+    training spacing, normalised the same way and centred on the grid (``spec`` None: at
+    its own spacing). A volume that, at that spacing, does not fit the grid is refused:
+    cropping it would cut anatomy the model never saw cut."""
     from medflow.components.ingest.volume_spec import VolumeSpec, prepare
 
     spacing = tuple(float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0))
-    prepared = prepare(volume.voxels, volume.affine, VolumeSpec(spacing, tuple(grid)))
+    prepared = prepare(volume.voxels, volume.affine, spec or VolumeSpec(spacing, tuple(grid)))
+    if spec is not None and any(
+        n > s for n, s in zip(prepared.resampled_shape, spec.size, strict=True)
+    ):
+        shape = "x".join(map(str, prepared.resampled_shape))
+        raise InputError(
+            f"{volume.path}: {shape} voxels at the training spacing {list(spec.spacing)} mm "
+            f"do not fit the model grid {'x'.join(map(str, spec.size))}; crop the volume "
+            "around the target first"
+        )
+    return prepared
+
+
+def _ask(client, job, target, volume: SourceVolume, output_filter=()):
+    """``volume`` on the model grid (``target``: (grid, training spec or None)) and the
+    model's answer."""
+    prepared = on_model_grid(volume, *target)
     pred = client.predict(
         job.model,
         {"image": prepared.image[None, ..., None].astype(np.float32)},
@@ -118,11 +156,11 @@ def _ask(client, job, grid, volume: SourceVolume, output_filter=()):
     return prepared, pred
 
 
-def predict_volume(client, job, grid, volume: SourceVolume) -> tuple[np.ndarray, object]:
+def predict_volume(client, job, target, volume: SourceVolume) -> tuple[np.ndarray, object]:
     """The label map of ``volume`` on its own grid, and the Prediction."""
     from medflow.components.ingest.volume_spec import restore
 
-    prepared, pred = _ask(client, job, grid, volume, ("mask",))
+    prepared, pred = _ask(client, job, target, volume, ("mask",))
     grid_labels = np.asarray(pred.outputs["mask"])[0].astype(np.uint8)
     back = restore(
         grid_labels,
@@ -145,7 +183,7 @@ class _Item:
     frame_index: int = 0
 
 
-def run_per_volume(client, job, grid, task, labels: list[str]):
+def run_per_volume(client, job, target, task, labels: list[str]):
     """One task result per volume (the task decodes the answer as for a 2D image)."""
     from medflow.serving.client import ModelInfo, named_classes
 
@@ -153,7 +191,11 @@ def run_per_volume(client, job, grid, task, labels: list[str]):
     info = ModelInfo(spec=None, labels=labels, task=task.name)
     results = []
     for vol in volumes:
-        _, pred = _ask(client, job, grid, vol)
+        try:
+            _, pred = _ask(client, job, target, vol)
+        except InputError as exc:
+            rejected.append((vol.path, str(exc)))
+            continue
         series = vol.series
         item = _Item(
             vol.path,
@@ -165,15 +207,20 @@ def run_per_volume(client, job, grid, task, labels: list[str]):
     return results, rejected, []
 
 
-def run_volume_predict(client, job, grid, task, n_classes: int, per_voxel=True, labels=None):
-    """Predict every volume of ``job.paths``; returns (results, rejected, report lines)."""
+def run_volume_predict(client, job, target, task, n_classes: int, per_voxel=True, labels=None):
+    """Predict every volume of ``job.paths`` (``target``: (grid, training spec or None));
+    returns (results, rejected, report lines)."""
     labels = list(labels or task.default_labels(n_classes))
     if not per_voxel:
-        return run_per_volume(client, job, grid, task, labels)
+        return run_per_volume(client, job, target, task, labels)
     volumes, rejected = read_volumes(job.paths)
     results, lines = [], []
     for vol in volumes:
-        label_map, pred = predict_volume(client, job, grid, vol)
+        try:
+            label_map, pred = predict_volume(client, job, target, vol)
+        except InputError as exc:
+            rejected.append((vol.path, str(exc)))
+            continue
         voxel_ml = float(np.prod(np.linalg.norm(vol.affine[:3, :3], axis=0))) / 1000.0
         counts = [int((label_map == c).sum()) for c in range(1, n_classes)]
         result = VolumePrediction(
@@ -225,6 +272,10 @@ def predict_volume_job(client, job, volume):
         )
     contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
     labels = contract.labels if contract is not None else None
-    results, rejected, lines = run_volume_predict(client, job, *volume, labels=labels)
+    grid, task, n_classes, per_voxel = volume
+    target = (grid, training_spec(contract, grid, job.model))
+    results, rejected, lines = run_volume_predict(
+        client, job, target, task, n_classes, per_voxel, labels=labels
+    )
     rejects = [Rejected(path, "volume_rejected", message) for path, message in rejected]
     return PredictOutcome(results, rejects, report=OutputReport(lines=lines))

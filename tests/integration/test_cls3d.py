@@ -11,7 +11,9 @@ The whole pipeline (``medflow run``) on a subset is in tests/e2e/test_cls3d_e2e.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -75,6 +77,7 @@ def served(imported, tmp_path_factory):
     from medflow.components.models.volume_examples import GridModel
     from medflow.components.pusher.publish import publish
     from medflow.components.tasks.classification.export import classification_head
+    from medflow.core.contract import ModelContract
 
     _, out = imported
     work = tmp_path_factory.mktemp("work")
@@ -93,10 +96,15 @@ def served(imported, tmp_path_factory):
         GridModel(net, (*GRID, 1)), PassThrough(), str(export), (*GRID, 1), head, {}
     )
     base = tmp_path_factory.mktemp("models")
-    contract = {"model_name": "cls3d", "task": "classification", "labels": ["normal", "mass"]}
+    contract = dataclasses.replace(  # as the Pusher writes it from the Trainer's summary
+        ModelContract.from_dict(
+            {"model_name": "cls3d", "task": "classification", "labels": ["normal", "mass"]}
+        ),
+        volume_spec=json.loads((out / "volume_spec.json").read_text()),
+    )
     publish(str(export), str(base / "cls3d"), contract)
     srv = start_server(base)
-    yield srv, net, out
+    yield srv, net, out, base
     srv.stop()
 
 
@@ -121,7 +129,7 @@ def test_predict_json_on_dicom_volumes(served, capsys):
     from medflow.components.ingest.npz_volumes import volume_spec
     from medflow.components.ingest.volume_spec import prepare
 
-    srv, net, out = served
+    srv, net, out, _ = served
     capsys.readouterr()
     folder = out / "volumes" / "val"
     args = ["predict", str(folder), "--server", f"127.0.0.1:{srv.grpc_port}", "--model", "cls3d"]
@@ -138,3 +146,53 @@ def test_predict_json_on_dicom_volumes(served, capsys):
         grid = prepare(vol.voxels, vol.affine, volume_spec(GRID)).image[None, ..., None]
         expected = np.asarray(net(grid, training=False))[0]
         assert np.allclose(result["probabilities"], expected, atol=1e-5)
+
+
+def _nifti(path, voxels, spacing):
+    from medflow.components.ingest.nifti import save_nifti
+
+    save_nifti(path, voxels, np.diag([*spacing, 1.0]))
+    return path
+
+
+def test_predict_resamples_to_the_training_spacing_and_refuses_what_does_not_fit(
+    served, shared_data, tmp_path, capsys
+):
+    """The contract's volume_spec (1 mm, 28^3): a case written at 0.5 mm (each voxel
+    repeated) is resampled back to 1 mm and answered like the 1 mm case; a volume larger
+    than the grid at 1 mm is refused with its file named, the others still predicted."""
+    srv, _, out, base = served
+    case = np.load(shared_data / "adrenalmnist3d_trainval.npz")["val_images"][0].astype(np.float32)
+    fine = np.repeat(np.repeat(np.repeat(case, 2, 0), 2, 1), 2, 2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _nifti(folder / "a_1mm.nii.gz", case, (1.0, 1.0, 1.0))
+    _nifti(folder / "b_05mm.nii.gz", fine, (0.5, 0.5, 0.5))
+    _nifti(folder / "c_big.nii.gz", np.zeros((40, 28, 28), np.float32), (1.0, 1.0, 1.0))
+    capsys.readouterr()
+    args = ["predict", str(folder), "--server", f"127.0.0.1:{srv.grpc_port}", "--model", "cls3d"]
+    assert main([*args, "--model-base", str(base), "--json"]) == 1  # one input refused
+    doc = json.loads(capsys.readouterr().out)
+    by_name = {Path(r["path"]).name: r["probabilities"] for r in doc["predictions"]}
+    assert set(by_name) == {"a_1mm.nii.gz", "b_05mm.nii.gz"}
+    # linear resampling of a 2x-repeated volume gives the 1 mm voxels back exactly
+    assert np.allclose(by_name["a_1mm.nii.gz"], by_name["b_05mm.nii.gz"], atol=1e-5)
+    (rejected,) = doc["rejected"]
+    assert (
+        "c_big.nii.gz" in rejected["message"]
+        and "do not fit the model grid 28x28x28" in (rejected["message"])
+    )
+
+
+def test_a_contract_grid_that_differs_from_the_served_one_is_refused():
+    from medflow.core.contract import ModelContract
+    from medflow.core.errors import ConfigError
+    from medflow.workflows.predict_volumes import training_spec
+
+    contract = ModelContract(volume_spec={"spacing": [1.0, 1.0, 1.0], "size": [32, 32, 32]})
+    contract.validate()
+    assert training_spec(ModelContract(), GRID, "m") is None  # no spec: own spacing
+    with pytest.raises(ConfigError, match=r"grid \[32, 32, 32\] differs from the served"):
+        training_spec(contract, GRID, "m")
+    with pytest.raises(ConfigError, match="volume_spec"):
+        ModelContract(volume_spec={"spacing": [0, 1, 1], "size": [8, 8, 8]}).validate()

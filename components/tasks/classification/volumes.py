@@ -177,6 +177,7 @@ def train_volumes_and_export(fn_args, tft_output) -> dict[str, Any]:
         "hparams": hp.to_dict(),
         "backbone": net.name,
         "grid": list(train.images.shape[1:4]),
+        "volume_spec": train.spec,  # the Pusher writes it into the model contract
         "eval": auc_and_accuracy(probs, held.labels) if held.labels is not None else {},
         **summary,
     }

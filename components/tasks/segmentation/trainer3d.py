@@ -56,7 +56,8 @@ def train_volumes_and_export(fn_args, tft_output) -> dict[str, Any]:
     from medflow.components.models.export import save_with_transform
 
     hp = Seg3DHParams.from_config(fn_args.custom_config)
-    images, masks = read_volumes(fn_args.train_files, tft_output)
+    train = read_volume_examples(fn_args.train_files, tft_output)
+    images, masks = train.images, train.masks
     if masks is None:
         raise ValueError("the volume examples hold no 'mask': import with --masks")
     labels = list((fn_args.custom_config or {}).get("labels") or [])
@@ -77,6 +78,7 @@ def train_volumes_and_export(fn_args, tft_output) -> dict[str, Any]:
         "task": "segmentation",
         "mode": "volume",
         "hparams": hp.to_dict(),
+        "volume_spec": train.spec,  # the Pusher writes it into the model contract
         "architecture": net.name,
         "grid": list(images.shape[1:4]),
         "eval_dice_per_label_on_grid": [round(float(v), 4) for v in np.mean(scores, axis=0)],
