@@ -172,6 +172,9 @@ def main() -> int:
     parser.add_argument(
         "--lr-pretrained", type=float, default=0.0, help="transfer: the init arm's learning rate"
     )
+    parser.add_argument(
+        "--init-layers", type=int, default=0, help="transfer: copy only the first N conv/BN layers"
+    )
     parser.add_argument("--skip-scratch", action="store_true", help="transfer: init arm only")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()

@@ -21,9 +21,12 @@ import numpy as np
 from benchmarks.autoencoder import _dataset, load_npz
 
 
-def pretrain(images: np.ndarray, width: int, epochs: int, out: Path, noise: float = 0.0) -> Path:
+def pretrain(
+    images: np.ndarray, width: int, epochs: int, out: Path, noise: float = 0.0, layers: int = 0
+) -> Path:
     """Train the autoencoder on ``images`` (z-scored; ``noise``: denoising) and save its
-    encoder as an export does."""
+    encoder as an export does (``layers`` > 0: only its first conv/BN layers, which is all
+    ``init`` then copies)."""
     from medflow.components.models.encoder_init import ENCODER_WEIGHTS
     from medflow.components.tasks.autoencoder.export import encoder_weights
     from medflow.components.tasks.autoencoder.model import ENCODER
@@ -44,7 +47,10 @@ def pretrain(images: np.ndarray, width: int, epochs: int, out: Path, noise: floa
     model, _, _, _ = fit(hp, _dataset(images[keep]), _dataset(images[~keep]))
     path = out / ENCODER_WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **encoder_weights(model.get_layer(ENCODER)))
+    weights = encoder_weights(model.get_layer(ENCODER))
+    if layers:
+        weights = {k: v for k, v in weights.items() if int(k.split("_")[0]) < layers}
+    np.savez(path, **weights)
     return out
 
 
@@ -80,10 +86,11 @@ def transfer_part(args) -> dict:
     tx, vx = (tx - mean) / std, (vx - mean) / std
     width, start = 16, time.perf_counter()
     result: dict = {"in": args.in_, "fraction": args.fraction, "epochs": args.epochs,
-                    "frozen_epochs": args.frozen, "noise": args.noise,
+                    "frozen_epochs": args.frozen, "noise": args.noise, "init_layers": args.init_layers,
                     "lr_pretrained": args.lr_pretrained, "scratch": [], "pretrained": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        init = pretrain(np.concatenate([tx, vx]), width, args.ae_epochs, Path(tmp), args.noise)
+        pool = np.concatenate([tx, vx])
+        init = pretrain(pool, width, args.ae_epochs, Path(tmp), args.noise, args.init_layers)
         result["pretrain_s"] = time.perf_counter() - start
         for seed in range(args.seeds):
             idx = subset(ty, args.fraction, seed)
