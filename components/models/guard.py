@@ -1,5 +1,6 @@
 """The out-of-distribution guard of a pushed model: a model of the installed task whose models
-score how unusual an image is (its plug-in sets ``ood_guard = True``), trained on the same
+score how unusual an image is (its plug-in sets ``ood_guard = True`` and gives the guard
+Evaluator's config, ``guard_eval_config()``: the false-alarm rate on eval), trained on the same
 Transform output as the model it guards, calibrated on the eval split, and published beside it
 as ``<model>-guard`` with the same version numbers.
 
