@@ -11,10 +11,17 @@ and NMS (``export.detection_head``) on the official val split -> boxes back to s
 -> COCO mAP@0.5, mAP@[.5:.95], per-class AP@0.5 and FROC with pycocotools. Also in-process
 inference images/s (model + decoding + NMS, batch 16).
 
+``--grpc``: the trained detector exported as the pipeline pushes it (fixed z-score in place of
+the Transform graph, NMS inside), served by ``medflow serve`` (embedded server, a process of
+its own) and called over gRPC with TF Serving's ``PredictionServiceStub``, against the same
+SavedModel's ``serving_default`` in this process: images/s at each ``--grpc-batches`` size on
+the val images, the two interleaved (``benchmarks/serving.py``'s ``measure``), and the ratio.
+
 The TFX pipeline (ingestion's TFRecords, Transform, Evaluator) is not in the loop here;
 ``tests/e2e/test_detection_e2e.py`` runs that path.
 
     .venv/bin/python benchmarks/detection.py [--dataset hc18] [--size 256] [--epochs 30] [--limit N]
+        [--grpc [--grpc-batches 1,16] [--grpc-seconds 12]]
 """
 
 from __future__ import annotations
@@ -95,6 +102,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="images per split (default: all)")
     parser.add_argument("--json-out", help="also write the results here")
+    parser.add_argument("--grpc", action="store_true", help="also time it served over gRPC")
+    parser.add_argument("--grpc-batches", default="1,16", help="batch sizes for --grpc")
+    parser.add_argument("--grpc-seconds", type=float, default=12.0, help="per batch size")
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result, indent=2))
@@ -132,6 +142,11 @@ def run(args) -> dict:
     metrics = detection_metrics(val_src, source_preds, list(classes))
     if len(classes) == 1:
         metrics["localization"] = localization_iou(val_src, source_preds)
+    served = {}
+    if args.grpc:
+        batches = [int(b) for b in args.grpc_batches.split(",")]
+        served = {"served_vs_inprocess": serving_throughput(model, hp, (mean, std), val_x, batches,
+                                                            args.grpc_seconds)}  # fmt: skip
     return {
         "dataset": args.dataset,
         "train_images": len(train_x),
@@ -146,7 +161,56 @@ def run(args) -> dict:
         "inprocess_images_per_s": round(images_per_s, 1),
         **metrics,
         "froc": {str(k): v for k, v in metrics["froc"].items()},
+        **served,
     }
+
+
+def serving_throughput(model, hp, zscore, images, batches, seconds: float) -> dict:
+    """images/s over gRPC (``medflow serve``, official stub) vs in-process, per batch size."""
+    import tensorflow as tf
+
+    from benchmarks.serving import grpc_call, in_process_call, measure, start_server, wait_ready
+    from medflow.components.pusher.publish import publish
+    from medflow.components.tasks.detection.export import export_detection_model
+    from medflow.core.pixel_spec import PixelSpec
+    from tests.support.fixed_transform import FixedTransform
+
+    shape = (*hp.image_size, hp.channels)
+    with tempfile.TemporaryDirectory() as tmp:
+        export, base = Path(tmp) / "serving", Path(tmp) / "models"
+        export_detection_model(
+            model, FixedTransform(shape, *zscore), str(export), shape, len(hp.labels), {}
+        )
+        spec = PixelSpec(size=hp.image_size, channels=hp.channels).to_dict()
+        contract = {"model_name": "det", "task": "detection", "labels": list(hp.labels),
+                    "preprocessing": spec}  # fmt: skip
+        publish(str(export), str(base / "det"), contract)
+        fn = tf.saved_model.load(str(next((base / "det").iterdir()))).signatures["serving_default"]
+        proc, grpc_port, _ = start_server(base, None)
+        try:
+            wait_ready(proc)
+            out = {}
+            for b in batches:
+                x = np.ascontiguousarray(np.resize(images, (b, *images.shape[1:])), np.float32)
+                grpc_fn, local_fn = (
+                    grpc_call(grpc_port, x, "det", "boxes"),
+                    in_process_call(fn, x, "boxes"),
+                )
+                np.testing.assert_allclose(grpc_fn(), local_fn(), atol=1e-3)  # same model
+                m = measure({"grpc": grpc_fn, "in_process": local_fn}, seconds)
+                rates = {k: round(b * v["calls_s"], 1) for k, v in m.items()}
+                out[str(b)] = {
+                    "grpc_images_s": rates["grpc"],
+                    "inprocess_images_s": rates["in_process"],
+                    "grpc_over_inprocess": round(rates["grpc"] / rates["in_process"], 3),
+                    "grpc_p50_ms": round(m["grpc"]["p50_ms"], 1),
+                    "inprocess_p50_ms": round(m["in_process"]["p50_ms"], 1),
+                }
+                print(f"batch {b}: gRPC {out[str(b)]}", file=sys.stderr)
+            return out
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -336,7 +336,7 @@ def batch_sizes(rest_port: int) -> tuple[float, int]:
     return (float(total.group(1)), int(count.group(1))) if total and count else (0.0, 0)
 
 
-def grpc_call(port: int, x: np.ndarray):
+def grpc_call(port: int, x: np.ndarray, model: str = MODEL, output: str = "probabilities"):
     """One Predict over a fresh channel per client; the request is encoded on every call."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -351,10 +351,10 @@ def grpc_call(port: int, x: np.ndarray):
 
     def call():
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = MODEL
+        request.model_spec.name = model
         fill_tensor_proto(request.inputs["image"], x)
         response = stub.Predict(request, timeout=120)
-        return to_ndarray(response.outputs["probabilities"], "probabilities")
+        return to_ndarray(response.outputs[output], output)
 
     return call
 
@@ -387,11 +387,11 @@ def rest_call(port: int, x: np.ndarray):
     return call
 
 
-def in_process_call(fn, x: np.ndarray):
+def in_process_call(fn, x: np.ndarray, output: str = "probabilities"):
     import tensorflow as tf
 
     def call():
-        return fn(image=tf.constant(x))["probabilities"].numpy()
+        return fn(image=tf.constant(x))[output].numpy()
 
     return call
 
