@@ -11,7 +11,13 @@ from medflow.dashboard import auth
 from medflow.dashboard.config import Settings
 from medflow.dashboard.store import ReviewStore
 
-PAGES = {"runs": "Runs", "models": "Models", "review": "Review queue", "audit": "Audit"}
+PAGES = {
+    "runs": "Runs",
+    "models": "Models",
+    "review": "Review queue",
+    "volumes": "Volumes",
+    "audit": "Audit",
+}
 ADMIN_ONLY = {"audit"}
 
 
@@ -51,6 +57,8 @@ def main() -> None:
         from medflow.dashboard.views.models import show
     elif page == "audit":
         from medflow.dashboard.views.audit import show
+    elif page == "volumes":
+        from medflow.dashboard.views.volumes import show
     else:
         from medflow.dashboard.views.review import show
     show(settings, store, user)
