@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.pairs:  # two-input models (image pairs); the task decides what a result is
         from medflow.workflows.predict_pairs import run_predict_pairs
 
-        outcome = run_predict_pairs(job, args.pairs)
+        outcome = run_predict_pairs(job, args.pairs, source)
     else:
         outcome = run_predict(job, source)
     print(_json(outcome, bool(args.dicomweb)) if args.json else _text(outcome))

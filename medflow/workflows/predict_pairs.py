@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medflow.core.errors import InputError
+from medflow.core.errors import ConfigError, InputError
 from medflow.core.tasks import get_task
 from medflow.serving.client import PredictionClient
 from medflow.serving.dicom_input import ModelInput, Rejected, dicom_files, load_inputs
@@ -110,8 +110,12 @@ def _pair_inputs(job: PredictJob, pairs_csv: str, spec) -> tuple[list[PairInput]
     return pairs, rejected
 
 
-def run_predict_pairs(job: PredictJob, pairs_csv: str) -> PredictOutcome:
-    """Register every pair of ``pairs_csv`` with the served model; write the task's files."""
+def run_predict_pairs(job: PredictJob, pairs_csv: str, source=None) -> PredictOutcome:
+    """Register every pair of ``pairs_csv`` with the served model; write the task's files
+    and, with ``job.push``, store the task's DICOM results through ``source`` (a
+    ``DicomwebSource``: STOW-RS into the fixed images' studies)."""
+    if job.push and source is None:
+        raise ConfigError("--push stores results in a PACS: with --pairs it needs --dicomweb URL")
     with PredictionClient(job.server, timeout_s=job.timeout_s) as client:
         info = client.model_info(
             job.model, version=job.version, label=job.label, contract=job.contract
@@ -140,6 +144,8 @@ def run_predict_pairs(job: PredictJob, pairs_csv: str) -> PredictOutcome:
     outcome = PredictOutcome(results, rejected)
     if results:
         outcome.results, outcome.report = task.write_files(results, options)
+    if job.push and outcome.results:
+        outcome.pushed = task.push(outcome.results, source, options.settings)
     if job.record and outcome.results:
         outcome.recorded = record(outcome.results, job.store_url)
     return outcome

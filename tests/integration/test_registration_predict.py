@@ -146,3 +146,50 @@ def test_record_puts_the_pair_in_the_review_queue_with_the_warped_image(server, 
         board[:8, 8:16, 0] == image[:8, 8:16]
     ).all()
     assert REVIEW.action("accept") and REVIEW.action("correct") is None
+
+
+def test_push_stores_the_warped_image_in_the_fixed_images_study(
+    server, tmp_path, monkeypatch, capsys
+):
+    """--pairs --dicomweb --push: a real Orthanc gets the derived warped image in the fixed
+    image's study (the push path of the other tasks: the task's push, STOW-RS); read back
+    over QIDO/WADO it references both sources on the fixed image's grid."""
+    from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
+    from medflow.components.dicom.reader import parse
+    from tests.integration.orthanc import orthanc_server
+
+    sources = _pair_folder(tmp_path)
+    fixed, moving = sources["fixed"], sources["moving"]
+    code = main(["predict", "--pairs", str(tmp_path / "pairs.csv"), "--server",
+                 f"127.0.0.1:{server.grpc_port}", "--model", "reg", "--push"])  # fmt: skip
+    assert code != 0
+    assert "with --pairs it needs --dicomweb URL" in capsys.readouterr().err
+    for pacs in orthanc_server(tmp_path / "orthanc"):
+        retry = RetryPolicy(attempts=2, backoff_s=0.05, timeout_s=10)
+        source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=retry)
+        assert source.store([(tmp_path / f"{n}.dcm").read_bytes() for n in sources]) == 2
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_USERNAME", pacs.auth[0])
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_PASSWORD", pacs.auth[1])
+        code = main(
+            ["predict", "--pairs", str(tmp_path / "pairs.csv"), "--server",
+             f"127.0.0.1:{server.grpc_port}", "--model", "reg", "--json",
+             "--dicomweb", pacs.dicomweb_url, "--push"]
+        )  # fmt: skip
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        (pushed,) = json.loads(out)["pushed"]
+        assert pushed["kind"] == "REGISTERED"
+        assert pushed["study_instance_uid"] == fixed.StudyInstanceUID
+        assert pushed["fixed_sop_instance_uid"] == fixed.SOPInstanceUID
+        assert pushed["moving_sop_instance_uid"] == moving.SOPInstanceUID
+        refs = source.search(Query(study_uids=(str(fixed.StudyInstanceUID),)))
+        (ref,) = [r for r in refs if r.sop_uid == pushed["sop_instance_uid"]]
+        assert fixed.SOPInstanceUID in {r.sop_uid for r in refs}  # beside its fixed image
+        derived = parse(source.retrieve(ref), "pushed image")
+        assert list(derived.ImageType) == ["DERIVED", "SECONDARY", "REGISTERED"]
+        assert (derived.Rows, derived.Columns) == (fixed.Rows, fixed.Columns)
+        assert [r.ReferencedSOPInstanceUID for r in derived.ReferencedImageSequence] == [
+            fixed.SOPInstanceUID,
+            moving.SOPInstanceUID,
+        ]
+        assert derived.pixel_array.shape == (48, 64)

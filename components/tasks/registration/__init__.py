@@ -125,10 +125,9 @@ class RegistrationTask(Task):
         return write_files(results, options)
 
     def push(self, results, source, settings) -> list:
-        raise ConfigError(
-            f"--push: storing {self.name} results in the PACS is not supported yet; write "
-            "the warped images with medflow predict and store them with your PACS tools"
-        )
+        from medflow.components.tasks.registration.outputs import push_warped
+
+        return push_warped(results, source, settings)
 
     def review_record(self, result) -> dict[str, Any]:
         score = result.dice_after if result.dice_after is not None else max(result.ncc or 0, 0)

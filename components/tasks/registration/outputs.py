@@ -13,6 +13,8 @@ The field is ``field-<SOPInstanceUID of the derived image>.npy``: float32 [rows,
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,47 @@ def _reference(source):
     item.ReferencedSOPClassUID = source.SOPClassUID
     item.ReferencedSOPInstanceUID = source.SOPInstanceUID
     return item
+
+
+@dataclasses.dataclass(frozen=True)
+class PushedImage:
+    """A derived (warped) image stored in the fixed image's study in the PACS."""
+
+    study_instance_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    fixed_sop_instance_uid: str
+    moving_sop_instance_uid: str
+    kind: str = "REGISTERED"
+
+    def describe(self) -> str:
+        return (
+            f"stored warped image {self.sop_instance_uid} (moving "
+            f"{self.moving_sop_instance_uid} on fixed {self.fixed_sop_instance_uid}) in study "
+            f"{self.study_instance_uid}"
+        )
+
+
+def push_warped(results: Sequence, source, settings: Mapping[str, object]) -> list[PushedImage]:
+    """Store each pair's derived warped image (:func:`derived_dataset`) in the fixed
+    image's study (STOW-RS through ``source``, a ``DicomwebSource``)."""
+    from io import BytesIO
+
+    from pydicom.filewriter import dcmwrite
+
+    pushed = []
+    for r in results:
+        ds = derived_dataset(r)
+        buffer = BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        source.store([buffer.getvalue()], str(ds.StudyInstanceUID))
+        refs = [str(item.ReferencedSOPInstanceUID) for item in ds.ReferencedImageSequence]
+        pushed.append(
+            PushedImage(
+                str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), *refs
+            )
+        )
+    return pushed
 
 
 def _write_derived(result, out_dir: Path) -> tuple[str, str]:
