@@ -15,8 +15,9 @@ the serving graph's) vs a bare Python loop calling the model on each patch
 turns, balanced class weights) trained on train, AUC and ACC on val.
 
 ``--part assembly``: series -> volume (``components.dicom.volume.assemble_series``) on the
-brain-tumour and hippocampus DICOM series, seconds per series (SimpleITK is not installed
-here, so its ImageSeriesReader is not timed).
+brain-tumour and hippocampus DICOM series, seconds per series, next to SimpleITK's
+ImageSeriesReader on the same files when SimpleITK is installed (optional, benchmark only:
+``pip install SimpleITK``) and the largest difference in slice origins between the two.
 
     .venv/bin/python benchmarks/volumes.py --part dice --steps 400
 """
@@ -156,19 +157,56 @@ def part_adrenal(args) -> dict:
     return {"val": len(x_val), "hparams": hp.to_dict(), **summary, **scores}
 
 
+def _sitk_read(files):
+    """The series through SimpleITK's ImageSeriesReader, files in its own (GDCM) order."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    folder = str(files[0].parent)
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder))
+    return reader.Execute()
+
+
+def _sitk_agrees(ours, image) -> float:
+    """Largest distance (mm) between our first/last slice origins and SimpleITK's."""
+    theirs = {tuple(np.round(image.TransformIndexToPhysicalPoint((0, 0, k)), 3))
+              for k in (0, image.GetSize()[2] - 1)}  # fmt: skip
+    mine = [ours.slice_positions()[0], ours.slice_positions()[-1]]
+    return float(max(min(np.linalg.norm(np.array(t) - m) for t in theirs) for m in mine))
+
+
 def part_assembly(args) -> dict:
+    """Series -> volume with ours (checks + highdicom) and, when installed, SimpleITK's
+    ImageSeriesReader (no checks of ours), seconds per series, and the largest difference
+    between the two in slice origin (mm)."""
     from medflow.components.dicom.volume import assemble_series
 
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        sitk_ok = False
+    else:
+        sitk_ok = True
     folders = sorted(p for p in (DATA / "brain_tumor_progression").glob("*/*/*") if p.is_dir())
     folders += sorted(p for p in (DATA / "hippocampus" / "dicom_unlabeled").iterdir() if p.is_dir())
-    times = {}
+    times, sitk_times, differences = {}, {}, {}
     for folder in folders:
         files = sorted(folder.glob("*.dcm"))
         t0 = time.monotonic()
         for _ in range(args.repeat):
-            assemble_series(files)
+            ours = assemble_series(files)
         times[folder.name] = round((time.monotonic() - t0) / args.repeat, 3)
-    return {"seconds_per_series": times, "simpleitk": "not installed: not timed"}
+        if sitk_ok:
+            t0 = time.monotonic()
+            for _ in range(args.repeat):
+                image = _sitk_read(files)
+            sitk_times[folder.name] = round((time.monotonic() - t0) / args.repeat, 3)
+            differences[folder.name] = round(_sitk_agrees(ours, image), 4)
+    return {
+        "seconds_per_series": times,
+        "simpleitk_seconds_per_series": sitk_times or "SimpleITK not installed: not timed",
+        "largest_slice_origin_difference_mm": differences,
+    }
 
 
 def main(argv=None) -> int:
