@@ -67,7 +67,7 @@ def test_init_refuses_other_backbones_and_folders_without_an_encoder(pushed_auto
     from medflow.components.models.encoder_init import initialise
 
     _, wider = _classifier(width=8)
-    with pytest.raises(ValueError, match="does not fit this backbone"):
+    with pytest.raises(ValueError, match="does not fit this model"):
         initialise(wider, str(pushed_autoencoder["version"]))
     with pytest.raises(ValueError, match="no assets.extra/encoder.weights.npz there"):
         initialise(wider, str(tmp_path))
