@@ -13,6 +13,7 @@ fails under CI (``CI`` set), where ``.ci/run`` installs both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from medflow.dashboard.store import ReviewStore
 from medflow.workflows.review_samples import seed_masks, seed_store
 from tests.support.dashboard_app import served_dashboard
 from tests.support.sample_runs import write_pushed_version
-from tests.support.waiting import wait_until
+from tests.support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -131,6 +132,17 @@ def _idle(page) -> None:
                timeout=60, interval=0.1, message="the app to finish running")  # fmt: skip
 
 
+def _alerts_saying(page, text: str, timeout: float = 60) -> list[str]:
+    """The page's alerts once one says ``text`` (or after ``timeout`` s). Under load the
+    rerun a click starts can begin after :func:`_idle`'s pause (seen in the Debian 13 root:
+    alerts read empty, the message there 3 s later)."""
+    alerts = page.locator("[data-testid='stAlert']")
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: any(text in a for a in alerts.all_inner_texts()),
+                   timeout=timeout, interval=0.2, message=text)  # fmt: skip
+    return alerts.all_inner_texts()
+
+
 def _state(frame) -> dict:
     return frame.evaluate("() => ({...document.body.dataset})")
 
@@ -225,7 +237,7 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     _shot(page, artifacts_dir, "mask_correction")
     page.get_by_role("button", name="Save corrected mask").click()
     _idle(page)
-    alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+    alerts = _alerts_saying(page, f"Case {case}: corrected mask saved")
     assert any(f"Case {case}: corrected mask saved" in a for a in alerts), alerts
     [label] = [x for x in store.reviewed_labels() if x.prediction_id == case]
     assert label.action == "correct" and label.mask_ref != pred.mask_ref

@@ -16,7 +16,15 @@ import pytest
 from medflow.cli import main
 from medflow.components.ingest.voc_import import parse_boxes
 from medflow.dashboard.store import ReviewStore
-from tests.e2e.test_browser_dashboard import PASSWORD, _drag, _idle, _sign_in, _viewer, page
+from tests.e2e.test_browser_dashboard import (
+    PASSWORD,
+    _alerts_saying,
+    _drag,
+    _idle,
+    _sign_in,
+    _viewer,
+    page,
+)
 from tests.support.dashboard_app import served_dashboard
 from tests.support.detection_cases import LABELS, seed_detection
 
@@ -82,7 +90,7 @@ def test_correct_boxes_in_the_browser_and_export_them(page, tmp_path, shared_dat
             page.screenshot(path=str(artifacts_dir / "dashboard_box_correction.png"))
             page.get_by_role("button", name="Save corrected boxes (S)").click()
             _idle(page)
-            alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+            alerts = _alerts_saying(page, f"Case {pid}: corrected boxes saved")
             assert any(f"Case {pid}: corrected boxes saved" in a for a in alerts), alerts
         out = tmp_path / "labels.csv"
         assert main(["labels", "export", "--store-url", url, "--out", str(out)]) == 0
