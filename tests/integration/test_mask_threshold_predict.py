@@ -69,3 +69,9 @@ def test_predict_and_its_seg_use_the_stored_mask_threshold(server, setting, tmp_
         assert isinstance(seg, hd.seg.Segmentation)
         pixels = seg.get_pixels_by_source_instance([pred["sop_instance_uid"]])[0, ..., 0]
         np.testing.assert_array_equal(pixels, expected)
+    code = main([*argv, "--model", "seg"])  # the table shows the cut-off it applied
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    header, _, *rows = out.splitlines()
+    assert header.split()[6] == "cut-off"
+    assert [float(r.split()[6]) for r in rows[: len(paths)]] == pytest.approx([cut] * 2, abs=1e-4)

@@ -251,10 +251,12 @@ def test_cli_table_and_fractional_seg(server, dicoms, tmp_path, capsys):
         "pixels",
         "area_mm2",
         "mean_prob",
+        "cut-off",
         "model",
     ]
     cells = lines[2].split()
     assert cells[0] == str(dicoms[-1].resolve()) and cells[2] == "foreground"
+    assert cells[6] == "0.5000"  # the mask threshold this model serves
     assert float(cells[4]) == pytest.approx(int(cells[3]) * 0.5 * 0.25, abs=0.01)
     assert "wrote DICOM SEG" in out and "fractional" in out
     (path,) = (tmp_path / "seg").glob("seg-*.dcm")

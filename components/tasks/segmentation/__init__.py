@@ -119,7 +119,7 @@ class SegmentationTask(Task):
                 for label, n, ml in zip(r.labels[1:], r.voxels, r.volume_ml, strict=True)
             ]
             return text_table(rows)
-        rows = [("file", "frame", "label", "pixels", "area_mm2", "mean_prob", "model")]
+        rows = [("file", "frame", "label", "pixels", "area_mm2", "mean_prob", "cut-off", "model")]
         rows += [
             (
                 r.path,
@@ -128,6 +128,7 @@ class SegmentationTask(Task):
                 str(r.foreground_pixels),
                 "-" if r.area_mm2 is None else f"{r.area_mm2:.2f}",
                 f"{r.mean_probability:.4f}",
+                f"{r.threshold:.4f}",
                 f"{r.model_name}:{r.model_version}",
             )
             for r in results
