@@ -87,10 +87,7 @@ def import_npz(
         return import_npz_volumes(
             npz_path, out_dir, arrays, limit=limit, progress=progress, split_names=SPLIT_NAMES
         )
-    total = sum(min(len(labels), limit or len(labels)) for _, labels in arrays.values())
-    root = hashlib.sha256(npz_path.read_bytes()).hexdigest()[:32]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out_dir))
+    total, root, staging = start_import(npz_path, out_dir, arrays, limit)
     rows: list[tuple] = []
     try:
         bar = progress_bar(total, progress, "import-npz")
@@ -117,6 +114,14 @@ def import_npz(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def start_import(npz_path: Path, out_dir: Path, arrays: dict, limit: int | None):
+    """(images to write, the npz file's digest for UIDs, a new staging folder in out_dir)."""
+    total = sum(min(len(labels), limit or len(labels)) for _, labels in arrays.values())
+    root = hashlib.sha256(npz_path.read_bytes()).hexdigest()[:32]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return total, root, Path(tempfile.mkdtemp(prefix=".import-", dir=out_dir))
 
 
 def _load(npz_path: Path, splits) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -201,21 +206,26 @@ def _values(
     }
 
 
+def new_instance(sop_class: str, sop_uid: str) -> Dataset:
+    """An empty instance of ``sop_class`` with its file meta (explicit VR little endian)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return ds
+
+
 def _instance(
     pixels: np.ndarray, split: str, index: int, root: str, modality: str, source: str
 ) -> Dataset:
     """One synthetic-identity instance holding ``pixels`` (rows, cols) uint8."""
     values = _values(pixels, split, index, root, source)
     sop_class = DX_STORAGE if modality == "DX" else SC_STORAGE
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = values["SOPInstanceUID"]
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = new_instance(sop_class, values["SOPInstanceUID"])
     ds.ImageType = ["DERIVED", "PRIMARY"] if modality == "DX" else ["DERIVED", "SECONDARY"]
     ds.SOPClassUID = sop_class
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"

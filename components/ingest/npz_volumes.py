@@ -21,15 +21,12 @@ spec and then ``labels.csv`` are written last, atomically.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from medflow.components.ingest.import_output import progress_bar, publish
 from medflow.components.ingest.volume_spec import SPEC_NAME, VolumeSpec
@@ -59,13 +56,10 @@ def import_npz_volumes(
 ) -> Path:
     """Write every case of ``arrays`` (split -> (images (N, D, H, W), labels (N,))) as one
     multi-frame DICOM file; returns the path of ``labels.csv``."""
-    from medflow.components.ingest.npz_import import _uid, _values
+    from medflow.components.ingest.npz_import import _uid, _values, start_import
 
-    total = sum(min(len(labels), limit or len(labels)) for _, labels in arrays.values())
-    root = hashlib.sha256(npz_path.read_bytes()).hexdigest()[:32]
+    total, root, staging = start_import(npz_path, out_dir, arrays, limit)
     grids = {images.shape[1:] for images, _ in arrays.values()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out_dir))
     rows: list[tuple] = []
     try:
         bar = progress_bar(total, progress, "import-npz (volumes)")
@@ -92,15 +86,10 @@ def import_npz_volumes(
 def multiframe_instance(voxels: np.ndarray, values: dict, source: str, split: str) -> Dataset:
     """One Enhanced CT instance holding ``voxels`` (D, H, W) uint8 as D axial frames, 1 mm
     apart, with per-frame plane positions (``values``: the identity attributes)."""
+    from medflow.components.ingest.npz_import import new_instance
+
     depth, rows, cols = (int(s) for s in voxels.shape)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ENHANCED_CT
-    meta.MediaStorageSOPInstanceUID = values["SOPInstanceUID"]
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = new_instance(ENHANCED_CT, values["SOPInstanceUID"])
     ds.SOPClassUID = ENHANCED_CT
     ds.ImageType = ["DERIVED", "PRIMARY", "VOLUME", "NONE"]
     ds.Modality = "CT"

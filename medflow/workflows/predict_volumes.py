@@ -183,19 +183,27 @@ class _Item:
     frame_index: int = 0
 
 
+def _each(job, ask, rejected: list):
+    """(volume, ``ask(volume)``) for every volume of ``job.paths``; what cannot be read or
+    is refused goes to ``rejected`` as (path, message)."""
+    volumes, unread = read_volumes(job.paths)
+    rejected += unread
+    for vol in volumes:
+        try:
+            answer = ask(vol)
+        except InputError as exc:
+            rejected.append((vol.path, str(exc)))
+            continue
+        yield vol, answer
+
+
 def run_per_volume(client, job, target, task, labels: list[str]):
     """One task result per volume (the task decodes the answer as for a 2D image)."""
     from medflow.serving.client import ModelInfo, named_classes
 
-    volumes, rejected = read_volumes(job.paths)
     info = ModelInfo(spec=None, labels=labels, task=task.name)
-    results = []
-    for vol in volumes:
-        try:
-            _, pred = _ask(client, job, target, vol)
-        except InputError as exc:
-            rejected.append((vol.path, str(exc)))
-            continue
+    results, rejected = [], []
+    for vol, (_, pred) in _each(job, lambda v: _ask(client, job, target, v), rejected):
         series = vol.series
         item = _Item(
             vol.path,
@@ -213,14 +221,10 @@ def run_volume_predict(client, job, target, task, n_classes: int, per_voxel=True
     labels = list(labels or task.default_labels(n_classes))
     if not per_voxel:
         return run_per_volume(client, job, target, task, labels)
-    volumes, rejected = read_volumes(job.paths)
-    results, lines = [], []
-    for vol in volumes:
-        try:
-            label_map, pred = predict_volume(client, job, target, vol)
-        except InputError as exc:
-            rejected.append((vol.path, str(exc)))
-            continue
+    results, lines, rejected = [], [], []
+    for vol, (label_map, pred) in _each(
+        job, lambda v: predict_volume(client, job, target, v), rejected
+    ):
         voxel_ml = float(np.prod(np.linalg.norm(vol.affine[:3, :3], axis=0))) / 1000.0
         counts = [int((label_map == c).sum()) for c in range(1, n_classes)]
         result = VolumePrediction(
