@@ -180,3 +180,19 @@ def test_model_with_an_affine_stage_starts_at_the_identity_and_names_its_stage()
     np.testing.assert_array_equal(affine.numpy(), 0.0)  # zero-initialised head
     assert float(tf.reduce_max(tf.abs(flow))) < 1e-2
     np.testing.assert_allclose(warped.numpy(), moving.numpy(), atol=1e-2)
+
+
+def test_trilinear_warp_identity_known_shift_and_half_voxel():
+    volume = np.random.default_rng(3).random((1, 6, 7, 8, 1)).astype(np.float32)
+    zero = np.zeros((1, 6, 7, 8, 3), np.float32)
+    np.testing.assert_array_equal(layers.warp(volume, zero).numpy(), volume)
+    shift = zero.copy()
+    shift[..., 0], shift[..., 1], shift[..., 2] = 1, -2, 3  # slice, row, column
+    out = layers.warp(volume, shift).numpy()
+    # warped[z, y, x] = moving[z + 1, y - 2, x + 3]
+    np.testing.assert_array_equal(out[0, :-1, 2:, :-3], volume[0, 1:, :-2, 3:])
+    half = zero.copy()
+    half[..., 0] = 0.5
+    np.testing.assert_allclose(
+        layers.warp(volume, half).numpy()[0, :-1], (volume[0, :-1] + volume[0, 1:]) / 2, rtol=1e-6
+    )

@@ -4,9 +4,14 @@ Displacement fields are float32 ``[batch, rows, cols, 2]`` in pixels of the mode
 channel 0 the row (y) offset and channel 1 the column (x) offset. Warping ``moving`` with a
 field ``u`` gives ``warped[y, x] = moving[y + u_y, x + u_x]`` (bilinear; positions outside
 the image take the nearest border pixel), so an integer field shifts the image exactly.
+:func:`warp` also takes volumes ([batch, slices, rows, cols, ch] with a 3-channel field:
+trilinear); the rest of this module (integration, Jacobian, the Keras layers' use in the
+model) is 2D.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import keras
 import tensorflow as tf
@@ -16,30 +21,38 @@ DEFAULT_INTEGRATION_STEPS = 7
 
 
 def warp(image: tf.Tensor, flow: tf.Tensor) -> tf.Tensor:
-    """Bilinear resampling of ``image`` [batch, rows, cols, ch] at the grid + ``flow``."""
+    """Bilinear (2D) or trilinear (3D) resampling of ``image`` [batch, *grid, ch] at the
+    grid + ``flow`` [batch, *grid, ndim] (offsets in voxels along the grid's axes, in order);
+    positions outside the grid take the nearest border voxel."""
     image = tf.convert_to_tensor(image)
     flow = tf.cast(flow, image.dtype)
+    ndim = int(flow.shape[-1])
     shape = tf.shape(image)
-    batch, rows, cols, ch = shape[0], shape[1], shape[2], shape[3]
-    grid_y, grid_x = tf.meshgrid(tf.range(rows), tf.range(cols), indexing="ij")
-    max_y = tf.cast(rows - 1, image.dtype)
-    max_x = tf.cast(cols - 1, image.dtype)
+    batch, ch = shape[0], shape[-1]
+    sizes = [shape[1 + i] for i in range(ndim)]
+    grids = tf.meshgrid(*[tf.range(n) for n in sizes], indexing="ij")
     flow = tf.where(tf.math.is_finite(flow), flow, tf.zeros_like(flow))  # never index with NaN
-    y = tf.clip_by_value(tf.cast(grid_y, image.dtype)[None] + flow[..., 0], 0.0, max_y)
-    x = tf.clip_by_value(tf.cast(grid_x, image.dtype)[None] + flow[..., 1], 0.0, max_x)
-    y0f, x0f = tf.floor(y), tf.floor(x)
-    wy, wx = (y - y0f)[..., None], (x - x0f)[..., None]
-    y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
-    y1, x1 = tf.minimum(y0 + 1, rows - 1), tf.minimum(x0 + 1, cols - 1)
-    flat = tf.reshape(image, [batch, rows * cols, ch])
-
-    def at(yy, xx):
-        index = tf.reshape(yy * cols + xx, [batch, -1])
-        return tf.reshape(tf.gather(flat, index, batch_dims=1), [batch, rows, cols, ch])
-
-    top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx
-    bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx
-    return top * (1.0 - wy) + bottom * wy
+    lows, highs, weights = [], [], []
+    for i, (grid, n) in enumerate(zip(grids, sizes, strict=True)):
+        top = tf.cast(n - 1, image.dtype)
+        pos = tf.clip_by_value(tf.cast(grid, image.dtype)[None] + flow[..., i], 0.0, top)
+        low = tf.floor(pos)
+        weights.append((pos - low)[..., None])
+        lows.append(tf.cast(low, tf.int32))
+        highs.append(tf.minimum(lows[-1] + 1, n - 1))
+    strides = [tf.constant(1, tf.int32)]
+    for n in reversed(sizes[1:]):
+        strides.insert(0, strides[0] * n)
+    flat = tf.reshape(image, [batch, -1, ch])
+    out = tf.zeros_like(image)
+    for corner in itertools.product((0, 1), repeat=ndim):
+        index = sum((highs if c else lows)[i] * strides[i] for i, c in enumerate(corner))
+        weight = 1.0
+        for i, c in enumerate(corner):
+            weight = weight * (weights[i] if c else 1.0 - weights[i])
+        values = tf.gather(flat, tf.reshape(index, [batch, -1]), batch_dims=1)
+        out += tf.reshape(values, shape) * weight
+    return out
 
 
 def integrate(velocity: tf.Tensor, steps: int = DEFAULT_INTEGRATION_STEPS) -> tf.Tensor:
