@@ -38,6 +38,7 @@ from medflow.components.ingest.import_output import (
     progress_bar,
     publish,
 )
+from medflow.components.ingest.npz_volumes import import_npz_volumes
 from medflow.core.errors import ConfigError, InputError
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
@@ -82,11 +83,7 @@ def import_npz(
         raise ConfigError(f"--limit {limit}: must be a positive number of images per split")
     arrays = _load(npz_path, splits)
     if next(iter(arrays.values()))[0].ndim == 4:  # (N, D, H, W): one DICOM volume per case
-        from medflow.components.ingest.npz_volumes import import_npz_volumes
-
-        return import_npz_volumes(
-            npz_path, out_dir, arrays, limit=limit, progress=progress, split_names=SPLIT_NAMES
-        )
+        return import_npz_volumes(npz_path, out_dir, arrays, limit, progress, SPLIT_NAMES)
     total, root, staging = start_import(npz_path, out_dir, arrays, limit)
     rows: list[tuple] = []
     try:

@@ -49,7 +49,6 @@ def import_npz_volumes(
     npz_path: Path,
     out_dir: Path,
     arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-    *,
     limit: int | None,
     progress: bool,
     split_names: dict[str, str],
