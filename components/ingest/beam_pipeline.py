@@ -1,10 +1,12 @@
 """Ingestion as one Apache Beam pipeline (used by ``medflow ingest`` and DicomExampleGen):
 
-    inputs ─ Reshuffle ─ read/validate/de-identify/preprocess/encode (per file, through the
-       │                 crash-isolating worker pool of :mod:`.workers`)
+    inputs ─ Reshuffle ─ [fetch] ─ read/validate/de-identify/preprocess/encode (per file,
+       │       through the crash-isolating worker pool of :mod:`.workers`)
        ├─ outcomes without records ─ PlanFn (one combine: duplicates, splits, places)
        ├─ records placed by the plan ─ GroupByKey (split, shard) ─ write each shard
        └─ plan ─ copy quarantined files ─ report (written last)
+
+The fetch step is the DICOMweb source (:mod:`.beam_dicomweb`).
 
 Everything is written into ``staging`` (a folder the caller moves into place whole), each
 file as a temporary then renamed, so a retried bundle rewrites the same bytes. The
@@ -176,20 +178,15 @@ def run_pipeline(
     items = [(i, *item) for i, item in enumerate(inputs)]
     for name, _ in options.splits:  # every split has its folder, even an empty one
         (staging / options.split_dir.format(split=name)).mkdir(parents=True, exist_ok=True)
+    in_process = in_launching_process(beam_args)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
         listed = (
             p
             | "ListInputs" >> beam.Create(items, reshuffle=False)
             | "Reshuffle" >> beam.Reshuffle()
         )
-        if fetch is not None:
-            fetched = listed | "Fetch" >> beam.ParDo(fetch).with_outputs(FAILED, main="files")
-            listed = fetched.files
-        processed = listed | "ProcessFiles" >> beam.ParDo(
-            ProcessFiles(cfg, key_file, options.workers, not in_launching_process(beam_args))
-        )
-        if fetch is not None:
-            processed = (processed, fetched[FAILED]) | "WithFailed" >> beam.Flatten()
+        process = ProcessFiles(cfg, key_file, options.workers, not in_process)
+        processed = _process(listed, process, fetch)
         plan = (
             processed
             | "Outcomes" >> beam.ParDo(ToOutcome(Ticker(progress_file)))
@@ -206,6 +203,16 @@ def run_pipeline(
         _ = plan | "Report" >> beam.Map(
             finish, beam.pvalue.AsDict(copies), beam.pvalue.AsList(shards)
         )
+
+
+def _process(listed, process: ProcessFiles, fetch: beam.DoFn | None):
+    """(position, path, relpath[, reference]) → (position, path, FileResult), each input
+    first brought to its path by ``fetch`` when given."""
+    if fetch is None:
+        return listed | "ProcessFiles" >> beam.ParDo(process)
+    fetched = listed | "Fetch" >> beam.ParDo(fetch).with_outputs(FAILED, main="files")
+    processed = fetched.files | "ProcessFiles" >> beam.ParDo(process)
+    return (processed, fetched[FAILED]) | "WithFailed" >> beam.Flatten()
 
 
 __all__ = ["Outcome", "ProcessFiles", "default_beam_args", "run_pipeline"]

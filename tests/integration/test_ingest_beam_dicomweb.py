@@ -4,6 +4,7 @@ inside the per-instance step on each runner; the records equal those of ingestin
 files from disk, and an instance deleted from the PACS after the search is quarantined as
 ``fetch_failed`` and counted, with no patient data in any log."""
 
+# ruff: noqa: F811 - the fixtures are imported by name, then used as arguments
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ from medflow.components.dicom.dicomweb_pull import CACHE_DIR
 from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 from medflow.components.ingest.engine import REPORT_NAME, IngestOptions, ingest
 from tests.integration.orthanc import orthanc  # noqa: F401 - fixture
+from tests.integration.test_ingest_beam import RUNNERS
 from tests.integration.test_pacs_dicomweb import (  # noqa: F401 - fixtures
     FAST_RETRY,
     _examples,
@@ -28,24 +30,16 @@ from tests.integration.test_pacs_dicomweb import (  # noqa: F401 - fixtures
 )
 
 ALL = Query(date_from="1900-01-01", date_to="2100-12-31")
-RUNNERS = {
-    "in-memory": ("--runner=DirectRunner", "--direct_running_mode=in_memory"),
-    "multi-processing-2": (
-        "--runner=DirectRunner",
-        "--direct_running_mode=multi_processing",
-        "--direct_num_workers=2",
-    ),
-}
 
 
 @pytest.fixture(scope="module")
-def direct(corpus, tmp_path_factory):  # noqa: F811
+def direct(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("direct")
     report = ingest(corpus, out, _key(out))
     return report, _examples(out)
 
 
-def _identifiers(corpus) -> set[str]:  # noqa: F811
+def _identifiers(corpus) -> set[str]:
     """Values that must never reach a log: UIDs, names and IDs of the stored instances."""
     found = set()
     for path in _files(corpus):
@@ -57,7 +51,7 @@ def _identifiers(corpus) -> set[str]:  # noqa: F811
     return found
 
 
-def _source(pacs) -> DicomwebSource:  # noqa: F811
+def _source(pacs) -> DicomwebSource:
     return DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=FAST_RETRY)
 
 
@@ -71,7 +65,7 @@ def test_dicomweb_ingest_gives_the_records_of_the_files(
     tmp_path,
     runner,
     caplog,
-    capfd,  # noqa: F811
+    capfd,
 ):
     caplog.set_level(logging.DEBUG)
     options = IngestOptions(beam_args=RUNNERS[runner])
@@ -97,7 +91,7 @@ def test_an_instance_deleted_after_the_search_is_quarantined_and_counted(
     corpus,
     direct,
     tmp_path,
-    caplog,  # noqa: F811
+    caplog,
 ):
     caplog.set_level(logging.DEBUG)
     gone = pydicom.dcmread(corpus / "pydicom" / "MR_small.dcm")
