@@ -98,8 +98,8 @@ def run_predict(job: PredictJob, source=None) -> PredictOutcome:
         options = dataclasses.replace(options, review_dir=review_dir)
     warnings: list[str] = []
     with PredictionClient(job.server, timeout_s=job.timeout_s) as client:
-        if job.paths and (volume := volume_model(client, job.model, job.version, job.label)):
-            return predict_volume_job(client, job, volume)  # [-1, slices, rows, cols, ch] input
+        if volume := volume_model(client, job.model, job.version, job.label):
+            return predict_volume_job(client, job, volume, source)  # [-1, d, h, w, ch] input
         args = _model_args(job)
         args["signature"] = _signature(client, job, options)
         contract = served_contract(client, job.model, job.version, job.contract, job.model_base)

@@ -261,19 +261,38 @@ def write_outputs(files: dict, vol: SourceVolume, label_map: np.ndarray, result)
     return written
 
 
-def predict_volume_job(client, job, volume):
-    """``medflow predict`` on a volume model (``volume`` from :func:`volume_model`)."""
+def predict_volume_job(client, job, volume, source=None):
+    """``medflow predict`` on a volume model (``volume`` from :func:`volume_model`): files
+    and folders, or with ``source`` (a DICOMweb source) the studies of ``job.study_uids``,
+    whose SEGs ``--push`` stores back (:mod:`.volume_studies`)."""
     from medflow.core.errors import ConfigError
+
+    if job.record:
+        raise ConfigError(
+            "a volume model: --record is not supported yet; review volume masks on the "
+            "dashboard's Volumes page (predict --nifti-out into its masks/ folder)"
+        )
+    grid, task, n_classes, per_voxel = volume
+    if job.push and not per_voxel:
+        raise ConfigError(f"--push: a {task.name} volume model has no DICOM result to store yet")
+    if source is None:
+        return _predict_volume_files(client, job, volume)
+    from medflow.workflows.volume_studies import predict_studies
+
+    outcome, pushed = predict_studies(
+        client, job, source, lambda j: _predict_volume_files(client, j, volume)
+    )
+    outcome.pushed = pushed
+    outcome.report.lines += [p.describe() for p in pushed]
+    return outcome
+
+
+def _predict_volume_files(client, job, volume):
     from medflow.core.tasks import OutputReport
     from medflow.serving.dicom_input import Rejected
     from medflow.workflows.input_check import served_contract
     from medflow.workflows.predict import PredictOutcome
 
-    if job.record or job.push or job.study_uids:
-        raise ConfigError(
-            "a volume model: --record, --push and PACS studies are not supported yet; give "
-            "NIfTI files or DICOM series folders with --nifti-out / --seg-out"
-        )
     contract = served_contract(client, job.model, job.version, job.contract, job.model_base)
     labels = contract.labels if contract is not None else None
     grid, task, n_classes, per_voxel = volume

@@ -8,6 +8,8 @@ with volume examples (pass the grid bytes through, preprocessing.volume_passthro
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -145,3 +147,39 @@ def test_bad_volume_is_reported_and_others_predicted(server, shared_data, tmp_pa
     err = capsys.readouterr().err
     assert "t.nii.gz: a 4D NIfTI (shape [4, 4, 4, 2])" in err
     assert (tmp_path / "out" / good.name).is_file() and not (tmp_path / "out" / "t.nii.gz").exists()
+
+
+def test_study_from_the_pacs_in_seg_pushed_back(server, shared_data, tmp_path, monkeypatch, capsys):
+    """--dicomweb --study --push with a volume model: the series is fetched from a real
+    Orthanc, predicted as a volume, and its multi-frame SEG stored in the same study."""
+    from medflow.components.dicom.dicomweb import Credentials, DicomwebSource, Query, RetryPolicy
+    from tests.integration.orthanc import orthanc_server
+
+    files = sorted(
+        (shared_data / "hippocampus/dicom_unlabeled/Study1_13_HCropVolume").glob("*.dcm")
+    )
+    study = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+    sops = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    for pacs in orthanc_server(tmp_path / "orthanc"):
+        retry = RetryPolicy(attempts=2, backoff_s=0.05, timeout_s=20)
+        source = DicomwebSource(pacs.dicomweb_url, Credentials(*pacs.auth), retry=retry)
+        assert source.store([f.read_bytes() for f in files]) == len(files)
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_USERNAME", pacs.auth[0])
+        monkeypatch.setenv("MEDFLOW_DICOMWEB_PASSWORD", pacs.auth[1])
+        capsys.readouterr()
+        args = ["--dicomweb", pacs.dicomweb_url, "--study", study, "--push", "--json"]
+        code = _predict(server, *args)
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        (pushed,) = json.loads(out)["pushed"]
+        # one frame per source slice and segment (the untrained model may draw one or both)
+        assert pushed["kind"] == "SEG" and pushed["frames"] in (len(files), 2 * len(files))
+        (ref,) = source.search(Query(study_uids=(study,), modality="SEG"))
+        assert ref.sop_uid == pushed["sop_instance_uid"]
+        seg = pydicom.dcmread(io.BytesIO(source.retrieve(ref)))
+        referenced = {
+            str(i.ReferencedSOPInstanceUID)
+            for s in seg.ReferencedSeriesSequence
+            for i in s.ReferencedInstanceSequence
+        }
+        assert str(seg.StudyInstanceUID) == study and referenced == sops
