@@ -149,6 +149,7 @@ def test_bad_volume_is_reported_and_others_predicted(server, shared_data, tmp_pa
     assert (tmp_path / "out" / good.name).is_file() and not (tmp_path / "out" / "t.nii.gz").exists()
 
 
+@pytest.mark.slow  # a real Orthanc: about 20 s idle, a minute under load
 def test_study_from_the_pacs_in_seg_pushed_back(server, shared_data, tmp_path, monkeypatch, capsys):
     """--dicomweb --study --push with a volume model: the series is fetched from a real
     Orthanc, predicted as a volume, and its multi-frame SEG stored in the same study."""
