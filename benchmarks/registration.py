@@ -14,7 +14,7 @@ Not here yet (issue 18): a classical library baseline (SimpleITK / itk-elastix a
 installed in this environment) and the 3D hippocampus pairs.
 
     .venv/bin/python benchmarks/registration.py [--dataset hc18|sunnybrook|both] [--size 64]
-        [--epochs 150] [--hparam KEY=VALUE ...]
+        [--epochs 150] [--hparam KEY=VALUE ...] [--validation]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _pairs(split_dir: Path, size: int):
     from medflow.components.tasks.registration.trainer import Pairs
 
     rows: dict[str, list] = {k: [] for k in ("fixed", "moving", "fixed_mask", "moving_mask")}
-    has, spacing = [], []
+    has, spacing, patients = [], [], []
     files = sorted(str(p) for p in split_dir.glob("*.gz"))
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         f = tf.train.Example.FromString(record).features.feature
@@ -63,11 +63,28 @@ def _pairs(split_dir: Path, size: int):
             rows[k].append((m > 0).astype(np.float32))
         has.append(float(f["has_masks"].int64_list.value[0]))
         spacing.append(list(f["pixel_spacing"].float_list.value) or [1.0, 1.0])
+        patients.append(f["patient_id"].bytes_list.value[0].decode())
     arrays = [np.asarray(rows[k], np.float32) for k in rows]
-    return Pairs(*arrays, np.asarray(has, np.float32), np.asarray(spacing, np.float64))
+    pairs = Pairs(*arrays, np.asarray(has, np.float32), np.asarray(spacing, np.float64))
+    return pairs, np.asarray(patients)
 
 
-def run(dataset: str, size: int, epochs: int, hparams: dict) -> dict:
+def _hold_out(pairs, patients: np.ndarray, share: float = 1 / 8):
+    """(train, validation): the pairs of a random ``share`` of the patients (seed 0) as a
+    validation set carved from the training split, for choosing settings without eval."""
+    from medflow.components.tasks.registration.trainer import Pairs
+
+    unique = sorted(set(patients))
+    chosen = set(np.random.default_rng(0).choice(unique, max(1, int(len(unique) * share)), False))
+    val = np.isin(patients, list(chosen))
+
+    def part(mask):
+        return Pairs(*(getattr(pairs, f)[mask] for f in Pairs.__dataclass_fields__))
+
+    return part(~val), part(val)
+
+
+def run(dataset: str, size: int, epochs: int, hparams: dict, validation: bool = False) -> dict:
     from medflow.components.dicom.keys import DeidKey
     from medflow.components.ingest.engine import IngestOptions, ingest
     from medflow.components.ingest.manifest import read_manifest
@@ -86,8 +103,11 @@ def run(dataset: str, size: int, epochs: int, hparams: dict) -> dict:
             Path(tmp) / "import" / "dicom", Path(tmp) / "ex", DeidKey(b"benchmark-key-0001"),
             read_manifest(manifest), options,
         )  # fmt: skip
-        train = _pairs(Path(tmp) / "ex" / "train", size)
-        evaluation = _pairs(Path(tmp) / "ex" / "eval", size)
+        train, patients = _pairs(Path(tmp) / "ex" / "train", size)
+        evaluation, _ = _pairs(Path(tmp) / "ex" / "eval", size)
+    held_out = None
+    if validation:
+        train, held_out = _hold_out(train, patients)
     hp = RegHParams.from_config({"image_size": size, "epochs": epochs, **hparams})
     started = time.perf_counter()
     model, _ = fit_arrays(hp, train)
@@ -96,7 +116,8 @@ def run(dataset: str, size: int, epochs: int, hparams: dict) -> dict:
     started = time.perf_counter()
     result = register_arrays(model, evaluation)
     infer_ms = 1000 * (time.perf_counter() - started) / max(len(evaluation), 1)
-    return {
+    extra = {"val": pair_metrics(held_out, register_arrays(model, held_out))} if held_out else {}
+    return extra | {
         "dataset": dataset,
         "pairs": report.counts["pairs_written"],
         "hparams": hp.to_dict(),
@@ -113,6 +134,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="train without 1/8 of the training split's patients and report them as `val` "
+        "(choose settings on val, not on eval)",
+    )
     args = parser.parse_args()
     hparams = {}
     for item in args.hparam:
@@ -123,7 +150,8 @@ def main() -> None:
     hparams.setdefault("learning_rate", 0.005)
     datasets = ("hc18", "sunnybrook") if args.dataset == "both" else (args.dataset,)
     for dataset in datasets:
-        print(json.dumps(run(dataset, args.size, args.epochs, hparams)), flush=True)
+        result = run(dataset, args.size, args.epochs, hparams, args.validation)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
