@@ -229,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"pulled {pulled.instances} instance(s) of {pulled.studies} study(ies) from "
             f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
+            + (f", {pulled.failed} failed (quarantined as fetch_failed)" if pulled.failed else "")
         )
     else:
         report = ingest(
