@@ -92,5 +92,5 @@ def _export(folder: Path) -> None:
             st.success(
                 f"exported {len(names)} volumes to {out}; next: medflow import-nifti "
                 f"{out}/images --masks {out}/masks --out NEXT, then medflow run NEXT "
-                "--labels NEXT/labels.csv --task segmentation"
+                "--labels NEXT/labels.csv with the model's --task and --class-names"
             )
