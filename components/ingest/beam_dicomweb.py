@@ -16,6 +16,7 @@ file; the credentials reach the workers as an owner-only file, never as an optio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -80,7 +81,7 @@ def list_instances(refs: list[InstanceRef], cache: Path) -> list[tuple[str, str,
     """The pipeline's inputs: (cache path, cache name, reference) in cache-name order (the
     order a folder of the cache would be listed in, so the outputs equal ingesting it)."""
     named = sorted((cache_name(ref.sop_uid), ref) for ref in refs)
-    return [(str(cache / name), name, tuple(ref.__dict__.values())) for name, ref in named]
+    return [(str(cache / name), name, dataclasses.astuple(ref)) for name, ref in named]
 
 
 class FetchInstances(beam.DoFn):

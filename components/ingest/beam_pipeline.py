@@ -67,7 +67,9 @@ class ProcessFiles(beam.DoFn):
     """Input files → (position, path, FileResult with its encoded records), through the
     worker pool unchanged (:func:`.workers.run_workers`: ``workers`` processes per Beam
     worker, a file that kills its process quarantined as ``worker_crashed``; 1: in the Beam
-    worker itself). A bundle's files are collected, then run through one pool."""
+    worker itself, unless ``isolate``: then in one child process, see
+    :func:`in_launching_process`). A bundle's files are collected, then run through one
+    pool."""
 
     def __init__(self, cfg: WorkerConfig, key_file: str, workers: int, isolate: bool = False):
         self._cfg_without_key = dataclasses.replace(cfg, key=None)

@@ -7,7 +7,6 @@ files from disk, and an instance deleted from the PACS after the search is quara
 # ruff: noqa: F811 - the fixtures are imported by name, then used as arguments
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 
@@ -110,7 +109,7 @@ def test_an_instance_deleted_after_the_search_is_quarantined_and_counted(
 
     source.search = search_then_delete
     out = tmp_path / "out"
-    options = dataclasses.replace(IngestOptions(), beam_args=RUNNERS["in-memory"])
+    options = IngestOptions(beam_args=RUNNERS["in-memory"])
     try:
         report, pulled = ingest_dicomweb(source, ALL, out, _key(tmp_path), options=options)
     finally:  # put it back for the other tests of the module
