@@ -173,7 +173,9 @@ def to_model_input(
     spacing = pixel_spacing(h)
     out = []
     for index in frame_indices(info.frames, spec.frames):
-        frame = decode_frame(h, index if info.frames > 1 else None, name)
+        frame = _checked_shape(
+            decode_frame(h, index if info.frames > 1 else None, name), info, name
+        )
         values = _grayscale_pipeline(h, frame, spec)
         values = _to_channels(values, spec.channels)
         resized, geometry = _resample(values, spec.size, spacing)
@@ -281,6 +283,21 @@ def _stored_range(ds: HeaderView) -> tuple[float, float]:
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     a, b = lo * slope + intercept, hi * slope + intercept
     return min(a, b), max(a, b)
+
+
+def _checked_shape(frame: np.ndarray, info: ImageInfo, name: str) -> np.ndarray:
+    """A decoded frame must have the header's rows x columns (x 1 or 3 samples): a decoder can
+    return another shape for a file whose header and pixel data disagree; refused, never
+    reshaped into an image it is not."""
+    samples_ok = frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (1, 3))
+    if not samples_ok or frame.shape[:2] != (info.rows, info.cols):
+        raise DicomRejected(
+            "decode_error",
+            f"{name}: the decoded frame has shape {frame.shape}, the header declares "
+            f"{info.rows}x{info.cols} with {info.samples} sample(s) per pixel; "
+            "re-export the file from its source",
+        )
+    return frame
 
 
 def _to_channels(values: np.ndarray, channels: int) -> np.ndarray:

@@ -20,7 +20,7 @@ data=${MEDFLOW_SHARED_DATA:-$repo/../shared/data}
 base=python3,python3-venv,make,git,ca-certificates
 # Compilers for any sdist with C code, plus what .ci/run installs for the tests (.ci/run runs in
 # CI, not here: it would install what is missing itself).
-packages="build-essential python3-dev procps orthanc orthanc-dicomweb chromium chromium-driver
+packages="build-essential python3-dev procps curl orthanc orthanc-dicomweb chromium chromium-driver
   tesseract-ocr tesseract-ocr-eng"
 stamp=$root/.medflow-root-ready
 want_stamp="$base $packages"
@@ -47,6 +47,19 @@ in_root() {  # in_root ROOT CMD: run CMD (a bash string) chrooted, in a private 
   ' in-root "$1" "$data" "$2"
 }
 
+install_packages() {  # install_packages ROOT: the package list, with apt inside the root
+  # shellcheck disable=SC2086  # the package list is split on purpose
+  in_root "$1" "apt-get update -qq && apt-get install -y -qq --no-install-recommends $(echo $packages) && apt-get clean" \
+    >>"$root.build.log" 2>&1 || die "apt-get install in the root failed; see $root.build.log"
+}
+
+current=$(cat "$stamp" 2>/dev/null || true)
+if [ -n "$current" ] && [ "${current%% *}" = "$base" ] && [ "$current" != "$want_stamp" ]; then
+  # Same debootstrap base, a changed package list: apt adds what is new to the cached root.
+  echo "build-root: installing the changed package list into the cached root"
+  install_packages "$root"
+  printf '%s' "$want_stamp" >"$stamp"
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
   echo "build-root: building the Debian 13 root at $root (minutes; cached afterwards)"
   log=$root.build.log
@@ -57,9 +70,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
   # No service starts inside the root (Orthanc's: the tests start their own on loopback).
   printf '#!/bin/sh\nexit 101\n' >"$root.partial/usr/sbin/policy-rc.d"
   chmod +x "$root.partial/usr/sbin/policy-rc.d"
-  # shellcheck disable=SC2086  # the package list is split on purpose
-  in_root "$root.partial" "apt-get update -qq && apt-get install -y -qq --no-install-recommends $(echo $packages) && apt-get clean" \
-    >>"$log" 2>&1 || die "apt-get install in the root failed; see $log"
+  install_packages "$root.partial"
   printf '%s' "$want_stamp" >"$root.partial/.medflow-root-ready"
   mv "$root.partial" "$root"
 else

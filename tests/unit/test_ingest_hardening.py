@@ -235,3 +235,20 @@ def test_a_transfer_syntax_uid_that_names_no_transfer_syntax_is_unreadable(tmp_p
     entry = _by_path(tmp_path / "out")["image.dcm"]
     assert entry["reason"] == "unreadable", entry
     assert "TransferSyntaxUID is not a transfer syntax UID" in entry["message"]
+
+
+@pytest.mark.parametrize("shape", [(32, 1, 96), (1, 32, 32), (32, 32, 4), (32, 32, 3, 1)])
+def test_a_decoded_frame_of_another_shape_than_the_header_is_a_decode_error(shape):
+    """Found by the fuzz suite on the next stack: a decoder returned 32x1x96 for a 32x32 RGB
+    header, and reshaping it to an image was an internal error."""
+    import numpy as np
+
+    from medflow.components.dicom.errors import DicomRejected
+    from medflow.components.dicom.pixels import ImageInfo, _checked_shape
+
+    info = ImageInfo(rows=32, cols=32, frames=1, samples=3, bits_allocated=8, encapsulated=False)
+    with pytest.raises(DicomRejected) as err:
+        _checked_shape(np.zeros(shape, np.uint8), info, "x.dcm")
+    assert err.value.reason == "decode_error" and "x.dcm" in str(err.value)
+    for ok in [(32, 32), (32, 32, 3), (32, 32, 1)]:
+        assert _checked_shape(np.zeros(ok, np.uint8), info, "x.dcm").shape == ok
