@@ -14,7 +14,6 @@ import csv
 import datetime as dt
 import functools
 import json
-import logging
 import os
 import re
 import time
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from medflow.components.dicom.log_redaction import redact_http_logs
 from medflow.core.errors import ConfigError, InputError, ServiceError
 
 USERNAME_ENV = "MEDFLOW_DICOMWEB_USERNAME"
@@ -35,29 +35,6 @@ STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _ACCEPT_PART10 = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _T = TypeVar("_T")
-# The HTTP libraries log request URLs and searches (UIDs, accession numbers, dates) at
-# INFO/DEBUG: those records are redacted before any handler sees them.
-_CHATTY_LOGGERS = ("dicomweb_client.web", "dicomweb_client.api", "urllib3.connectionpool")
-_UID_TEXT = re.compile(r"(?<![\d.])(?=[\d.]{16,})\d+(?:\.\d+)+")
-_QUERY_TEXT = re.compile(r"\?[^\s\"']*|(?i:bearer)\s+\S+|\{[^{}]*\}")
-
-
-class _Redact(logging.Filter):
-    """Replaces a record's UIDs, query strings, search filters and tokens by placeholders."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        redacted = _UID_TEXT.sub("<uid>", _QUERY_TEXT.sub("<redacted>", text))
-        if redacted != text:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def _redact_http_logs() -> None:
-    for name in _CHATTY_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _Redact) for f in logger.filters):
-            logger.addFilter(_Redact())
 
 
 @dataclass(frozen=True)
@@ -240,7 +217,7 @@ class DicomwebSource:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
-        _redact_http_logs()
+        redact_http_logs()
         if not re.match(r"https?://[^/\s]+", url or ""):
             raise ConfigError(f"--dicomweb {url!r}: expected an http(s):// URL of a DICOMweb root")
         ca_bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV)

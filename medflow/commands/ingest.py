@@ -181,28 +181,21 @@ def dicomweb_query(args: argparse.Namespace):
     )
 
 
-def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _options(args: argparse.Namespace):
+    """The validated IngestOptions of the command line."""
     # pydicom-backed modules load here, not at import: `medflow --help` stays fast
     from medflow.components.dicom.reader import ReadLimits
-    from medflow.components.ingest.engine import IngestOptions, ingest, parse_splits
-    from medflow.components.ingest.manifest import read_manifest
+    from medflow.components.ingest.engine import IngestOptions, parse_splits
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be 1 or more")
     runner_args = beam_args(args)
     if args.image_size < 0:
         raise ConfigError(f"--image-size {args.image_size}: must be 0 (original) or more")
-    if bool(args.source) == bool(args.dicomweb):
-        raise ConfigError("give either SRC (files or a folder) or --dicomweb URL, not both")
-    query = dicomweb_query(args) if args.dicomweb else None
-    key = resolve_key(args.deid_key_file)
-    manifest = read_manifest(args.labels) if args.labels else None
-    size = (args.image_size, args.image_size) if args.image_size else None
     if args.max_pixels < 1:
         raise ConfigError(f"--max-pixels {args.max_pixels}: must be 1 or more")
-    options = IngestOptions(
+    size = (args.image_size, args.image_size) if args.image_size else None
+    return IngestOptions(
         pixel=PixelSpec(size=size, max_pixels=args.max_pixels),
         limits=ReadLimits(max_pixels=args.max_pixels),
         splits=parse_splits(args.splits),
@@ -211,26 +204,46 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         beam_args=runner_args,
     )
-    if args.dicomweb:
-        from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
 
-        report, pulled = ingest_dicomweb(
-            dicomweb_source(args),
-            query,
-            args.out,
-            key,
-            manifest,
-            options,
-            keep_cache=args.keep_cache,
-            pull_progress=lambda it, n: tqdm(
-                it, total=n, unit="instance", desc="pull", disable=None
-            ),
-        )
-        print(
-            f"pulled {pulled.instances} instance(s) of {pulled.studies} study(ies) from "
-            f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
-            + (f", {pulled.failed} failed (quarantined as fetch_failed)" if pulled.failed else "")
-        )
+
+def _pull_and_ingest(args: argparse.Namespace, query, key, manifest, options):
+    """Ingest of a PACS pull (--dicomweb), with its pull summary printed."""
+    from tqdm import tqdm
+
+    from medflow.components.ingest.dicomweb_ingest import ingest_dicomweb
+
+    report, pulled = ingest_dicomweb(
+        dicomweb_source(args),
+        query,
+        args.out,
+        key,
+        manifest,
+        options,
+        keep_cache=args.keep_cache,
+        pull_progress=lambda it, n: tqdm(it, total=n, unit="instance", desc="pull", disable=None),
+    )
+    print(
+        f"pulled {pulled.instances} instance(s) of {pulled.studies} study(ies) from "
+        f"{pulled.url}: {pulled.retrieved} retrieved, {pulled.cached} already cached"
+        + (f", {pulled.failed} failed (quarantined as fetch_failed)" if pulled.failed else "")
+    )
+    return report
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from medflow.components.ingest.engine import ingest
+    from medflow.components.ingest.manifest import read_manifest
+
+    options = _options(args)
+    if bool(args.source) == bool(args.dicomweb):
+        raise ConfigError("give either SRC (files or a folder) or --dicomweb URL, not both")
+    query = dicomweb_query(args) if args.dicomweb else None
+    key = resolve_key(args.deid_key_file)
+    manifest = read_manifest(args.labels) if args.labels else None
+    if args.dicomweb:
+        report = _pull_and_ingest(args, query, key, manifest, options)
     else:
         report = ingest(
             args.source,
