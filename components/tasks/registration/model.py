@@ -82,35 +82,14 @@ def build_registration_model(
             f"width >= 1 and rows, cols divisible by 2**depth={2**depth}"
         )
 
-    def conv(x, filters: int, name: str, strides: int = 1):
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", name=name)(x)
-        return layers.LeakyReLU(0.2, name=f"{name}_act")(x)
-
     fixed = keras.Input((rows, cols, 1), name="fixed")
     moving = keras.Input((rows, cols, 1), name="moving")
     source = moving
     if affine:
         affine_field = build_affine_net(input_shape, width)([fixed, moving])
         source = SpatialTransformer(name="warp_affine")([moving, affine_field])
-    x = conv(layers.Concatenate(name="pair")([fixed, source]), width, "enc0")
-    skips = [x]
-    for level in range(1, depth + 1):
-        x = conv(x, width * 2 ** min(level, 2), f"enc{level}", strides=2)
-        skips.append(x)
-    for level in reversed(range(depth)):
-        x = layers.UpSampling2D(name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = conv(x, width * 2 ** min(level, 2), f"dec{level}")
-    x = conv(x, width, "head")
-    field = layers.Conv2D(
-        2,
-        3,
-        padding="same",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-5),
-        bias_initializer="zeros",
-        dtype="float32",
-        name="field",
-    )(x)
+    pair = layers.Concatenate(name="pair")([fixed, source])
+    field = _unet_field(pair, width, depth)
     if integration_steps > 0:
         field = VecInt(integration_steps, name="integrate")(field)
     if affine:
@@ -120,6 +99,37 @@ def build_registration_model(
     name += "_affine" if affine else ""
     outputs = [warped, field] + ([affine_field] if affine and affine_output else [])
     return keras.Model([fixed, moving], outputs, name=name)
+
+
+def _unet_field(pair, width: int, depth: int):
+    """The U-Net from the concatenated pair to a 2-channel displacement field (float32, near 0
+    at the start)."""
+    import keras
+    from keras import layers
+
+    def conv(x, filters: int, name: str, strides: int = 1):
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", name=name)(x)
+        return layers.LeakyReLU(0.2, name=f"{name}_act")(x)
+
+    x = conv(pair, width, "enc0")
+    skips = [x]
+    for level in range(1, depth + 1):
+        x = conv(x, width * 2 ** min(level, 2), f"enc{level}", strides=2)
+        skips.append(x)
+    for level in reversed(range(depth)):
+        x = layers.UpSampling2D(name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = conv(x, width * 2 ** min(level, 2), f"dec{level}")
+    x = conv(x, width, "head")
+    return layers.Conv2D(
+        2,
+        3,
+        padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-5),
+        bias_initializer="zeros",
+        dtype="float32",
+        name="field",
+    )(x)
 
 
 def served_outputs(model):
