@@ -25,7 +25,9 @@ LEVEL = 0.95
 
 def group_indices(groups: Sequence) -> list[np.ndarray]:
     """Case indices of each distinct group (patient), in first-seen order."""
-    _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    # one group per case, flat: NumPy 2 gives the inverse the input's shape (e.g. [n, 1])
+    _, inverse = np.unique(np.asarray(groups).astype(str).reshape(-1), return_inverse=True)
+    inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
     bounds = np.flatnonzero(np.diff(inverse[order])) + 1
     return np.split(order, bounds)
