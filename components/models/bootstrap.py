@@ -94,6 +94,8 @@ def mean_interval(values: Sequence[float], groups: Sequence, **kwargs) -> dict[s
     """Mean of per-case ``values`` (Dice, HD95, ...) with its patient-level interval; NaN
     values (e.g. HD95 of an empty mask) are left out of every mean."""
     values = np.asarray(values, np.float64)
+    if np.ndim(groups) != 1 or len(groups) != len(values):
+        raise InputError(f"bootstrap: {len(values)} values need one group each, got {groups!r:.80}")
 
     def mean(idx: np.ndarray) -> float:
         v = values[idx]

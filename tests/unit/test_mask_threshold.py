@@ -72,7 +72,9 @@ def test_a_given_threshold_is_used_and_reported_with_dice_and_hd95_intervals():
 
 def test_default_rule_chooses_on_eval():
     probs, masks = _known_case()
-    cut, report = trust.fit_mask_outputs(trust.MaskSettings(bootstrap=0), probs, masks, "abcd")
+    cut, report = trust.fit_mask_outputs(
+        trust.MaskSettings(bootstrap=0), probs, masks, list("abcd")
+    )
     assert cut == pytest.approx(0.30) and report["operating_point"]["rule"] == "dice"
     assert report["operating_point"]["dice"] == 1.0 and "intervals" not in report
 
@@ -102,7 +104,9 @@ def test_run_summary_and_models_page_lines_show_the_mask_threshold_and_intervals
     from medflow.core.trust import trust_lines
 
     probs, masks = _known_case()
-    _, report = trust.fit_mask_outputs(trust.MaskSettings(bootstrap=200), probs, masks, "abcd")
+    _, report = trust.fit_mask_outputs(
+        trust.MaskSettings(bootstrap=200), probs, masks, list("abcd")
+    )
     lines = trust_lines(None, report["operating_point"], report["intervals"])
     assert lines[0] == "operating point dice: cut-off 0.3000 (on eval: dice 1.000)"
     assert "PPV" not in lines[1] and lines[1].startswith("95% intervals (patient-level")
