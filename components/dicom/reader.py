@@ -231,6 +231,12 @@ class HeaderView:
                 f"{keyword} {Tag(tag)}: its value does not fit its VR ({str(exc)[:120]}); "
                 "the file is corrupt — re-export it from the source",
             ) from None
+        except AttributeError as exc:  # an ambiguous VR (OB or OW) its deciding element lacks
+            raise DicomRejected(
+                "unreadable",
+                f"{keyword} {Tag(tag)}: its VR cannot be resolved ({str(exc)[:120]}); "
+                "the file is corrupt — re-export it from the source",
+            ) from None
         return elem.VR, elem.value
 
 

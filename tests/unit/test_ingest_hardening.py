@@ -252,3 +252,26 @@ def test_a_decoded_frame_of_another_shape_than_the_header_is_a_decode_error(shap
     assert err.value.reason == "decode_error" and "x.dcm" in str(err.value)
     for ok in [(32, 32), (32, 32, 3), (32, 32, 1)]:
         assert _checked_shape(np.zeros(ok, np.uint8), info, "x.dcm").shape == ok
+
+
+def test_pixel_data_whose_vr_cannot_be_resolved_is_unreadable_not_an_internal_error(tmp_path):
+    """Found by the fuzz suite: a file meta saying Explicit VR over an implicit-VR body and no
+    BitsAllocated: pydicom cannot decide PixelData's OB/OW and raised AttributeError."""
+    from pydicom.filewriter import dcmwrite
+
+    ds = P.phantom("CT", seed=5)
+    ds["PixelData"].VR = "OB"  # written as is; read back, its VR is ambiguous again
+    del ds.BitsAllocated
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.preamble = bytes(128)
+    (tmp_path / "src").mkdir()
+    dcmwrite(
+        tmp_path / "src" / "image.dcm",
+        ds,
+        implicit_vr=True,
+        little_endian=True,
+        force_encoding=True,
+    )
+    ingest(tmp_path / "src", tmp_path / "out", KEY)
+    entry = _by_path(tmp_path / "out")["image.dcm"]
+    assert entry["reason"] == "unreadable" and "PixelData" in entry["message"], entry
