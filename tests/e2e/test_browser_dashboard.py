@@ -233,7 +233,7 @@ def _correct_mask(page, store, case: int, artifacts_dir: Path) -> None:
     corners = [(0.7, 0.1), (0.9, 0.1), (0.9, 0.3), (0.7, 0.3), (0.7, 0.1)]  # closed on the first
     for x, y in corners:
         page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
-    _idle(page)
+        _idle(page)  # each vertex is a canvas change the app may rerun on, as a person's clicks
     _shot(page, artifacts_dir, "mask_correction")
     page.get_by_role("button", name="Save corrected mask").click()
     _idle(page)

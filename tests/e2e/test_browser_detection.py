@@ -85,6 +85,7 @@ def test_correct_boxes_in_the_browser_and_export_them(page, tmp_path, shared_dat
             _idle(page)
             gone = _free_point(shown, len(shown) - 1)
             page.mouse.click(*_at(box, gone))
+            _idle(page)  # the selection is a canvas change the app may rerun on
             page.get_by_role("button", name="Delete selected").click()
             _idle(page)
             page.screenshot(path=str(artifacts_dir / "dashboard_box_correction.png"))
