@@ -26,9 +26,7 @@ BOUND_S = 240  # a hang is a failure, not a stuck suite (the run takes ~15-40 s 
 
 
 @pytest.mark.slow
-def test_a_file_that_kills_its_process_is_quarantined_under_multi_processing(
-    shared_data, tmp_path
-):
+def test_a_file_that_kills_its_process_is_quarantined_under_multi_processing(shared_data, tmp_path):
     import_npz(shared_data / "breastmnist.npz", tmp_path / "npz", limit=3)
     src = tmp_path / "npz" / "dicom"
     files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.dcm"))

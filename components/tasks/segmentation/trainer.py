@@ -216,9 +216,7 @@ def train_and_export(
         "parameters": int(model.count_params()),
         "trust": report,
     }
-    export_segmentation_model(
-        model, tft_output, serving_model_dir, hp.input_shape, info, threshold
-    )
+    export_segmentation_model(model, tft_output, serving_model_dir, hp.input_shape, info, threshold)
     log.info("exported %s to %s", model.name, serving_model_dir)
     return info
 
