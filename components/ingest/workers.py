@@ -35,15 +35,17 @@ _WORKER_CFG: WorkerConfig | None = None
 # Tests only: the relpath of a file whose processing kills its process (SIGKILL, as an OOM
 # kill or a decoder's segfault would); unset in normal use.
 KILL_ON_ENV = "MEDFLOW_TEST_KILL_WORKER_ON"
+_KILL_ON: str | None = None
 
 
 def _init_worker(cfg: WorkerConfig) -> None:
-    global _WORKER_CFG
+    global _WORKER_CFG, _KILL_ON
     _WORKER_CFG = cfg
+    _KILL_ON = os.environ.get(KILL_ON_ENV)  # read once per worker, not per file
 
 
 def _work(item: Item) -> FileResult:
-    if item[1] == os.environ.get(KILL_ON_ENV):  # tests only: a decoder that kills its process
+    if _KILL_ON is not None and item[1] == _KILL_ON:  # tests only: a decoder that kills its process
         os.kill(os.getpid(), signal.SIGKILL)
     return encode_records(process_file(item[0], item[1], _WORKER_CFG))
 
